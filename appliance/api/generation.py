@@ -1,0 +1,37 @@
+"""``POST /chat/completions`` and ``POST /completions``, plain and streamed."""
+
+from __future__ import annotations
+
+import falcon
+import falcon.asgi
+
+from appliance import protocol
+from appliance.api.access import note, on_finish
+from appliance.api.body import read_json
+from appliance.api.sse import relay
+from appliance.cluster import Cluster
+from appliance.workers import Endpoint
+
+
+class GenerationResource:
+    """Validates a generation request, then answers it or streams it."""
+
+    def __init__(self, endpoint: Endpoint, schema: type[protocol._Open]) -> None:
+        self.endpoint = endpoint
+        self.schema = schema
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        cluster: Cluster = req.context.cluster
+        body = await read_json(req, cluster.config.server.max_body_bytes)
+        request = protocol.validate(self.schema, body)
+        note(req.scope, model=request.model, stream=bool(request.stream))
+        gateway, principal = cluster.gateway, req.context.principal
+        if request.stream:
+            stream = await gateway.open_stream(principal, self.endpoint, body)
+            events = relay(stream, cluster.config.server.stream_ping_s)
+            on_finish(req.scope, events.aclose)
+            resp.sse = events
+            resp.set_header("cache-control", "no-cache")
+            return
+        resp.data = await gateway.call(principal, self.endpoint, body)
+        resp.content_type = falcon.MEDIA_JSON

@@ -1,0 +1,53 @@
+"""``POST /rerank`` and DB-GPT's ``POST /api/v1/beta/relevance``."""
+
+from __future__ import annotations
+
+import falcon
+import falcon.asgi
+import orjson
+
+from appliance import protocol
+from appliance.api.access import note
+from appliance.api.body import read_json
+from appliance.cluster import Cluster
+from appliance.workers import Endpoint
+
+
+class RerankResource:
+    """Scores documents against a query; results best first."""
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        cluster: Cluster = req.context.cluster
+        body = await read_json(req, cluster.config.server.max_body_bytes)
+        request = protocol.validate(protocol.RerankRequest, body)
+        note(req.scope, model=request.model)
+        resp.data = await cluster.gateway.call(req.context.principal, Endpoint.RERANK, body)
+        resp.content_type = falcon.MEDIA_JSON
+
+
+class RelevanceResource:
+    """DB-GPT's relevance API: one score per document, in the documents' order."""
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        cluster: Cluster = req.context.cluster
+        body = await read_json(req, cluster.config.server.max_body_bytes)
+        request = protocol.validate(protocol.RerankRequest, body)
+        note(req.scope, model=request.model)
+        rerank = {"model": request.model, "query": request.query, "documents": request.documents}
+        reply = orjson.loads(
+            await cluster.gateway.call(req.context.principal, Endpoint.RERANK, rerank)
+        )
+        scores = [0.0] * len(request.documents)
+        for result in reply["results"]:
+            scores[result["index"]] = result["relevance_score"]
+        tokens = (reply.get("usage") or {}).get("total_tokens", 0)
+        resp.data = orjson.dumps(
+            {
+                "id": reply.get("id") or protocol.new_id("rel"),
+                "object": "list",
+                "model": request.model,
+                "data": scores,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
+            }
+        )
+        resp.content_type = falcon.MEDIA_JSON

@@ -1,0 +1,58 @@
+"""The app factory: a validated config in, an ASGI app out."""
+
+from __future__ import annotations
+
+import falcon.asgi
+
+from appliance import protocol
+from appliance.api import errors
+from appliance.api.access import AccessLayer
+from appliance.api.embeddings import EmbeddingsResource
+from appliance.api.generation import GenerationResource
+from appliance.api.health import HealthResource, ReadyResource
+from appliance.api.middleware import Authentication, Lifespan
+from appliance.api.models import ModelResource, ModelsResource
+from appliance.api.rerank import RelevanceResource, RerankResource
+from appliance.cluster import Cluster, ClusterRef
+from appliance.config import ApplianceConfig, load_from_environment
+from appliance.logging import configure_logging
+from appliance.workers import Endpoint
+
+API_PREFIXES = ("/v1", "/api/v1")
+
+
+def create_app(config: ApplianceConfig, *, cluster: Cluster | None = None) -> AccessLayer:
+    """Build the appliance for ``config``.
+
+    Args:
+        config: A validated configuration.
+        cluster: A prebuilt cluster (tests inject fakes); built from ``config`` if absent.
+
+    Returns:
+        The ASGI application. Workers start with the ASGI lifespan.
+    """
+    ref = ClusterRef(cluster or Cluster.from_config(config))
+    app = falcon.asgi.App(middleware=[Lifespan(ref), Authentication(ref)])
+    app.req_options.strip_url_path_trailing_slash = True
+    errors.install(app)
+
+    chat = GenerationResource(Endpoint.CHAT, protocol.ChatCompletionRequest)
+    completions = GenerationResource(Endpoint.COMPLETIONS, protocol.CompletionRequest)
+    for prefix in API_PREFIXES:
+        app.add_route(f"{prefix}/models", ModelsResource())
+        app.add_route(f"{prefix}/models/{{model_id:path}}", ModelResource())
+        app.add_route(f"{prefix}/chat/completions", chat)
+        app.add_route(f"{prefix}/completions", completions)
+        app.add_route(f"{prefix}/embeddings", EmbeddingsResource())
+        app.add_route(f"{prefix}/rerank", RerankResource())
+    app.add_route("/api/v1/beta/relevance", RelevanceResource())
+    app.add_route("/healthz", HealthResource())
+    app.add_route("/readyz", ReadyResource())
+    return AccessLayer(app, ref)
+
+
+def app_from_environment() -> AccessLayer:
+    """Granian's factory: load the config named by ``APPLIANCE_CONFIG`` and build the app."""
+    _, config = load_from_environment()
+    configure_logging(config.logging, config.secrets())
+    return create_app(config)

@@ -1,0 +1,86 @@
+"""Client API keys: who is calling, and which models they may use.
+
+Keys are held as SHA-256 digests and compared with :func:`hmac.compare_digest` against
+every configured key, so neither the comparison nor the number of comparisons depends on
+how much of a guess was right.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from appliance.config import ApiKeyConfig
+from appliance.errors import AuthenticationError, PermissionDeniedError
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller, known by its key's name."""
+
+    name: str
+    models: frozenset[str] | None
+
+    def allows(self, model: str) -> bool:
+        """Whether this key may use ``model`` (a model name or alias)."""
+        return self.models is None or model in self.models
+
+    def check(self, model: str) -> None:
+        """Raise 403 unless this key may use ``model``."""
+        if not self.allows(model):
+            raise PermissionDeniedError(
+                f"The API key '{self.name}' is not allowed to use model `{model}`.",
+                param="model",
+            )
+
+
+ANONYMOUS = Principal("anonymous", None)
+
+
+class Authenticator:
+    """Checks ``Authorization: Bearer <key>`` against the configured keys."""
+
+    def __init__(self, keys: Iterable[ApiKeyConfig]) -> None:
+        self._keys = [
+            (k.digest(), Principal(k.name, frozenset(k.models) if k.models else None))
+            for k in keys
+        ]
+
+    @property
+    def enabled(self) -> bool:
+        """False when no keys are configured: the API is open."""
+        return bool(self._keys)
+
+    @property
+    def key_count(self) -> int:
+        """How many keys are configured."""
+        return len(self._keys)
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The caller behind an ``Authorization`` header.
+
+        Raises:
+            AuthenticationError: keys are configured and this one is missing or unknown.
+        """
+        if not self._keys:
+            return ANONYMOUS
+        if not authorization:
+            raise AuthenticationError(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+            )
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthenticationError(
+                "Malformed Authorization header: expected 'Bearer YOUR_KEY'."
+            )
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        found: Principal | None = None
+        for known, principal in self._keys:
+            if hmac.compare_digest(known, digest) and found is None:
+                found = principal
+        if found is None:
+            raise AuthenticationError("Incorrect API key provided.")
+        return found

@@ -1,0 +1,51 @@
+"""cluster.yaml: schema, loader and environment overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from appliance.config.backends import (
+    ModelConfig,
+    ModelType,
+    OpenAIModel,
+    OpenAIOptions,
+    ScriptedModel,
+    ScriptedOptions,
+)
+from appliance.config.loader import load_config, parse_config
+from appliance.config.schema import (
+    ApiKeyConfig,
+    ApplianceConfig,
+    AuthConfig,
+    LoggingConfig,
+    RouteConfig,
+    ServerConfig,
+)
+from appliance.config.settings import Settings
+
+__all__ = [
+    "ApiKeyConfig",
+    "ApplianceConfig",
+    "AuthConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "ModelType",
+    "OpenAIModel",
+    "OpenAIOptions",
+    "RouteConfig",
+    "ScriptedModel",
+    "ScriptedOptions",
+    "ServerConfig",
+    "Settings",
+    "load_config",
+    "load_from_environment",
+    "parse_config",
+]
+
+
+def load_from_environment() -> tuple[Path, ApplianceConfig]:
+    """Load the config named by ``APPLIANCE_CONFIG`` with every ``APPLIANCE_*`` override."""
+    settings = Settings()
+    config = load_config(settings.config, environ=os.environ, overrides=settings.overrides())
+    return settings.config, config

@@ -1,0 +1,139 @@
+"""One model declaration per backend, told apart by the ``backend`` key.
+
+Each class is what one entry of ``models:`` in cluster.yaml may hold for that backend.
+The common fields live in :class:`ModelBase`; ``options`` is backend-specific.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+ModelType = Literal["llm", "embedding", "rerank"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
+
+
+class LocatedValueError(ValueError):
+    """A validation failure that knows where in the YAML it belongs.
+
+    Raised by cross-field checks on a parent model, so that the loader can point at the
+    child that is wrong rather than at the parent.
+    """
+
+    def __init__(self, message: str, loc: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+class Strict(BaseModel):
+    """A config section: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelBase(Strict):
+    """Fields every model declaration has, whatever its backend."""
+
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        description="Public model id that clients put in `model`.",
+    )
+    type: ModelType = Field("llm", description="What the model serves: llm, embedding or rerank.")
+    workers: int = Field(1, ge=1, le=256, description="Worker instances of this model.")
+    max_concurrency: int = Field(
+        4, ge=1, le=10_000, description="Requests one worker handles at once."
+    )
+    queue_size: int = Field(
+        64,
+        ge=0,
+        le=100_000,
+        description="Requests that may wait for a free worker; beyond that -> 429.",
+    )
+    queue_timeout_s: float = Field(
+        30.0, gt=0, description="Longest wait for a free worker before a 503."
+    )
+
+
+class ScriptedOptions(Strict):
+    """Options of the deterministic scripted backend (tests and demos)."""
+
+    reply: list[str] | str | None = Field(
+        None,
+        description="Chunks streamed in order. Absent: echo the last user message.",
+    )
+    delay_ms: int = Field(0, ge=0, le=60_000, description="Pause before each streamed chunk.")
+    dimensions: int = Field(16, ge=1, le=8192, description="Embedding vector size.")
+
+    @field_validator("reply")
+    @classmethod
+    def _reply_as_list(cls, value: list[str] | str | None) -> list[str] | None:
+        if isinstance(value, str):
+            return [value]
+        return value
+
+
+class ScriptedModel(ModelBase):
+    """A model answered by the scripted backend."""
+
+    backend: Literal["scripted"]
+    options: ScriptedOptions = Field(default_factory=ScriptedOptions)
+
+
+class OpenAIOptions(Strict):
+    """Options of the proxy to an OpenAI-compatible upstream server."""
+
+    base_url: list[str] = Field(
+        description="Upstream base URL ending in /v1; a list gives one worker per URL.",
+        min_length=1,
+    )
+    api_key: SecretStr | None = Field(None, description="Bearer key sent to the upstream.")
+    model: str | None = Field(
+        None, description="Model name the upstream serves; defaults to the public name."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra headers sent with every upstream request."
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="TCP connect timeout.")
+    read_timeout_s: float = Field(
+        120.0, gt=0, description="Longest wait for the first byte and between stream chunks."
+    )
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _urls_as_list(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"base_url {url!r} must start with http:// or https://")
+        return [url.rstrip("/") for url in value]
+
+
+class OpenAIModel(ModelBase):
+    """A model served by one or more OpenAI-compatible upstreams."""
+
+    backend: Literal["openai"]
+    options: OpenAIOptions
+
+    @model_validator(mode="after")
+    def _workers_match_urls(self) -> OpenAIModel:
+        urls = len(self.options.base_url)
+        if urls > 1 and "workers" in self.model_fields_set and self.workers != urls:
+            raise ValueError(
+                f"workers is {self.workers} but options.base_url lists {urls} URLs; "
+                "with a list, each URL is one worker: omit workers or make them equal"
+            )
+        if urls > 1:
+            object.__setattr__(self, "workers", urls)
+        return self
+
+    def upstream_model(self) -> str:
+        """The model name sent upstream."""
+        return self.options.model or self.name
+
+
+ModelConfig = Annotated[ScriptedModel | OpenAIModel, Field(discriminator="backend")]

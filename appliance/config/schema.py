@@ -1,0 +1,164 @@
+"""The schema of cluster.yaml: one pydantic model per section.
+
+Read it beside ``configs/cluster.yaml``. Unknown keys are errors; every field says what
+it is for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from appliance.config.backends import NAME_PATTERN, LocatedValueError, ModelConfig, Strict
+
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class ServerConfig(Strict):
+    """Where and how the HTTP server listens."""
+
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to bind.")
+    processes: int = Field(1, ge=1, le=64, description="Granian worker processes.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body accepted; larger -> 413."
+    )
+    stream_ping_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="While a stream waits for its next chunk, send an SSE comment this often.",
+    )
+
+
+class LoggingConfig(Strict):
+    """Structured logging."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Threshold.")
+    format: Literal["json", "console"] = Field(
+        "json", description="json for machines, console for humans."
+    )
+    access_log: bool = Field(True, description="One line per request.")
+
+
+class ApiKeyConfig(Strict):
+    """One client API key. Give the key itself or its SHA-256."""
+
+    name: str = Field(description="Label used in logs instead of the key.", min_length=1)
+    key: SecretStr | None = Field(None, description="The key, usually `${ENV_VAR}`.")
+    key_sha256: str | None = Field(None, description="Hex SHA-256 of the key.")
+    models: list[str] | None = Field(
+        None, description="Models and aliases this key may use; absent: all."
+    )
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ApiKeyConfig:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of key or key_sha256")
+        if self.key is not None and not self.key.get_secret_value():
+            raise ValueError("key is empty")
+        if self.key_sha256 is not None and not _HEX64.match(self.key_sha256):
+            raise ValueError("key_sha256 must be 64 hex digits")
+        return self
+
+    def digest(self) -> bytes:
+        """The SHA-256 of the key, as bytes."""
+        if self.key is not None:
+            return hashlib.sha256(self.key.get_secret_value().encode()).digest()
+        assert self.key_sha256 is not None
+        return bytes.fromhex(self.key_sha256)
+
+
+class AuthConfig(Strict):
+    """Client authentication. No keys: the API is open."""
+
+    api_keys: list[ApiKeyConfig] = Field(default_factory=list, description="Accepted keys.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        return [] if value is None else value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _unique_names(cls, keys: list[ApiKeyConfig]) -> list[ApiKeyConfig]:
+        seen: set[str] = set()
+        for key in keys:
+            if key.name in seen:
+                raise ValueError(f"two keys are named {key.name!r}")
+            seen.add(key.name)
+        return keys
+
+
+class RouteConfig(Strict):
+    """An alias served by an ordered list of models: the first that can answer does."""
+
+    alias: str = Field(pattern=NAME_PATTERN, description="Public id clients may use.")
+    targets: list[str] = Field(min_length=1, description="Model names, in fallback order.")
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, targets: list[str]) -> list[str]:
+        if len(set(targets)) != len(targets):
+            raise ValueError("targets must not repeat a model")
+        return targets
+
+
+class ApplianceConfig(Strict):
+    """The whole of cluster.yaml."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    models: list[ModelConfig] = Field(min_length=1, description="The models served.")
+    routes: list[RouteConfig] = Field(default_factory=list, description="Aliases.")
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> ApplianceConfig:
+        names: dict[str, str] = {}
+        for i, model in enumerate(self.models):
+            if model.name in names:
+                raise LocatedValueError(
+                    f"two models are named {model.name!r}", ("models", i, "name")
+                )
+            names[model.name] = model.type
+        aliases: set[str] = set()
+        for i, route in enumerate(self.routes):
+            if route.alias in names or route.alias in aliases:
+                raise LocatedValueError(
+                    f"alias {route.alias!r} is already a model or alias name",
+                    ("routes", i, "alias"),
+                )
+            aliases.add(route.alias)
+            missing = [t for t in route.targets if t not in names]
+            if missing:
+                raise LocatedValueError(
+                    f"unknown models {missing}; models are {sorted(names)}",
+                    ("routes", i, "targets"),
+                )
+            types = {names[t] for t in route.targets}
+            if len(types) > 1:
+                raise LocatedValueError(
+                    f"targets mix model types {sorted(types)}", ("routes", i, "targets")
+                )
+        public = set(names) | aliases
+        for i, key in enumerate(self.auth.api_keys):
+            unknown = [m for m in key.models or [] if m not in public]
+            if unknown:
+                raise LocatedValueError(
+                    f"unknown models {unknown}; known are {sorted(public)}",
+                    ("auth", "api_keys", i, "models"),
+                )
+        return self
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the config, for log redaction."""
+        out = [k.key.get_secret_value() for k in self.auth.api_keys if k.key is not None]
+        for model in self.models:
+            api_key = getattr(model.options, "api_key", None)
+            if api_key is not None:
+                out.append(api_key.get_secret_value())
+        return [s for s in out if s]

@@ -1,0 +1,191 @@
+"""Serving a request: resolve the name, check the key, pick a worker, fail over.
+
+A request may fail over only before anything reached the client: a retryable error
+(connect failure, upstream 5xx or 429, timeout, no capacity) moves it to another worker of
+the same model, then to the route's next target, within ``max_attempts``. Once a stream
+has been handed out, its errors are the stream's to report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+import structlog
+
+from appliance.auth import Principal
+from appliance.errors import APIError, InvalidRequestError, ServiceUnavailableError
+from appliance.registry import ModelGroup, Registry
+from appliance.workers import Endpoint, ReplyStream, Worker
+
+T = TypeVar("T")
+
+_SERVES = {
+    Endpoint.CHAT: "llm",
+    Endpoint.COMPLETIONS: "llm",
+    Endpoint.EMBEDDINGS: "embedding",
+    Endpoint.RERANK: "rerank",
+}
+
+log = structlog.get_logger("appliance.gateway")
+
+
+class Gateway:
+    """Runs requests against the registry's workers."""
+
+    def __init__(self, registry: Registry, *, max_attempts: int = 3) -> None:
+        self.registry = registry
+        self.max_attempts = max_attempts
+
+    async def call(self, principal: Principal, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
+        """One plain request; returns the reply's JSON bytes."""
+        groups = self._targets(principal, endpoint, body["model"])
+        result, _ = await self._attempt(groups, lambda w: w.call(endpoint, body), hold=False)
+        return result
+
+    async def open_stream(
+        self, principal: Principal, endpoint: Endpoint, body: dict[str, Any]
+    ) -> ReplyStream:
+        """Open a stream; the worker's slot is held until the stream is closed."""
+        groups = self._targets(principal, endpoint, body["model"])
+        return await self._attempt_stream(groups, endpoint, body)
+
+    async def embeddings(self, principal: Principal, body: dict[str, Any]) -> bytes:
+        """Embeddings, a list of inputs split over the model's workers."""
+        groups = self._targets(principal, Endpoint.EMBEDDINGS, body["model"])
+        inputs = body["input"]
+        parts = _split(inputs, len(groups[0].dispatcher.healthy()))
+        if len(parts) < 2:
+            return await self.call(principal, Endpoint.EMBEDDINGS, body)
+        replies = await asyncio.gather(
+            *(
+                self._attempt(groups, _embed({**body, "input": part}), hold=False)
+                for part in parts
+            ),
+            return_exceptions=True,
+        )
+        merged: dict[str, Any] | None = None
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+            merged = _merge_embeddings(merged, orjson.loads(reply[0]))
+        return orjson.dumps(merged)
+
+    def _targets(self, principal: Principal, endpoint: Endpoint, name: Any) -> list[ModelGroup]:
+        principal.check(name)
+        groups = self.registry.resolve(name)
+        kind = groups[0].config.type
+        if kind != _SERVES[endpoint]:
+            raise InvalidRequestError(
+                f"The model `{name}` is a {kind} model; it does not serve /{endpoint.value}.",
+                param="model",
+                code="model_not_supported",
+            )
+        return groups
+
+    async def _attempt_stream(
+        self, groups: list[ModelGroup], endpoint: Endpoint, body: dict[str, Any]
+    ) -> ReplyStream:
+        async def open_on(worker: Worker) -> ReplyStream:
+            return await worker.open_stream(endpoint, body)
+
+        stream, (group, worker) = await self._attempt(groups, open_on, hold=True)
+        return _LeasedStream(stream, group, worker)
+
+    async def _attempt(
+        self,
+        groups: list[ModelGroup],
+        operation: Callable[[Worker], Awaitable[T]],
+        *,
+        hold: bool,
+    ) -> tuple[T, tuple[ModelGroup, Worker]]:
+        """Run ``operation`` on a worker, failing over on retryable errors."""
+        attempts = 0
+        last: APIError | None = None
+        for group in groups:
+            tried: list[Worker] = []
+            while attempts < self.max_attempts and len(tried) < len(group.workers):
+                try:
+                    worker = await group.dispatcher.acquire(tried)
+                except APIError as exc:
+                    last = exc
+                    break
+                attempts += 1
+                try:
+                    result = await operation(worker)
+                except APIError as exc:
+                    group.dispatcher.release(worker)
+                    if not exc.retryable:
+                        raise
+                    log.warning(
+                        "worker_failed",
+                        worker=worker.worker_id,
+                        error=type(exc).__name__,
+                        status=exc.status,
+                        attempt=attempts,
+                    )
+                    last = exc
+                    tried.append(worker)
+                    continue
+                except BaseException:
+                    group.dispatcher.release(worker)
+                    raise
+                if not hold:
+                    group.dispatcher.release(worker)
+                return result, (group, worker)
+        if last is None:
+            last = ServiceUnavailableError("No worker could take the request.", retry_after=1)
+        raise last
+
+
+class _LeasedStream:
+    """A worker's stream that gives the worker's slot back when closed."""
+
+    def __init__(self, stream: ReplyStream, group: ModelGroup, worker: Worker) -> None:
+        self._stream = stream
+        self._group = group
+        self._worker: Worker | None = worker
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream.__aiter__()
+
+    async def aclose(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        try:
+            await self._stream.aclose()
+        finally:
+            self._group.dispatcher.release(worker)
+
+
+def _embed(body: dict[str, Any]) -> Callable[[Worker], Awaitable[bytes]]:
+    return lambda worker: worker.call(Endpoint.EMBEDDINGS, body)
+
+
+def _split(inputs: Any, ways: int) -> list[Any]:
+    """Contiguous parts of a batch of inputs, one per worker."""
+    if isinstance(inputs, str) or not inputs or isinstance(inputs[0], int):
+        return [inputs]
+    ways = max(1, min(ways, len(inputs)))
+    size, extra = divmod(len(inputs), ways)
+    parts, start = [], 0
+    for i in range(ways):
+        end = start + size + (1 if i < extra else 0)
+        parts.append(inputs[start:end])
+        start = end
+    return parts
+
+
+def _merge_embeddings(merged: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
+    if merged is None:
+        return part
+    offset = len(merged["data"])
+    for item in part["data"]:
+        item["index"] = item["index"] + offset
+        merged["data"].append(item)
+    for key in ("prompt_tokens", "total_tokens"):
+        merged["usage"][key] = merged["usage"].get(key, 0) + part.get("usage", {}).get(key, 0)
+    return merged

@@ -1,0 +1,288 @@
+"""OpenAI wire types: what requests must hold, and the shapes of replies.
+
+Requests are validated with pydantic models that accept unknown fields, so ``tools``,
+``response_format``, ``seed`` and whatever OpenAI adds next pass through to upstreams
+untouched. The validated model is used for checking only: the request's own JSON object
+is what travels on. Replies are built as plain dicts by the helpers at the bottom.
+
+Nothing here imports Falcon or the workers.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+
+from appliance.errors import InvalidRequestError
+
+MAX_N = 128
+
+
+class _Open(BaseModel):
+    """A request object: known fields checked, unknown fields kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class StreamOptions(_Open):
+    include_usage: StrictBool | None = None
+
+
+class ChatMessage(_Open):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+Stop = str | Annotated[list[str], Field(max_length=4)] | None
+
+
+class _Sampling(_Open):
+    model: str = Field(min_length=1)
+    stream: StrictBool | None = False
+    stream_options: StreamOptions | None = None
+    n: int | None = Field(1, ge=1, le=MAX_N)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    stop: Stop = None
+    seed: int | None = None
+    user: str | None = None
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+    def token_limit(self) -> int | None:
+        """The effective completion-token limit."""
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    echo: StrictBool | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_empty_list(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("prompt must not be an empty list")
+        return value
+
+    def token_limit(self) -> int:
+        """Legacy completions default to 16 tokens, as OpenAI's do."""
+        return self.max_tokens or 16
+
+
+class EmbeddingRequest(_Open):
+    model: str = Field(min_length=1)
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] | None = "float"
+    dimensions: int | None = Field(None, ge=1)
+
+    @field_validator("input")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("input must not be an empty list")
+        return value
+
+
+class RerankRequest(_Open):
+    model: str = Field(min_length=1)
+    query: str
+    documents: list[str] = Field(min_length=1)
+    top_n: int | None = Field(None, ge=1)
+    return_documents: StrictBool | None = False
+
+
+def validate(model: type[_Open], body: dict[str, Any]) -> Any:
+    """Validate ``body`` as ``model`` or raise a 400 naming the parameter."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+_CODES = {
+    "missing": "missing_required_parameter",
+    "greater_than_equal": "invalid_value",
+    "less_than_equal": "invalid_value",
+    "greater_than": "invalid_value",
+    "less_than": "invalid_value",
+    "too_long": "array_above_max_length",
+    "too_short": "empty_array",
+    "string_too_short": "empty_string",
+    "literal_error": "invalid_value",
+}
+
+
+def _invalid(exc: ValidationError) -> InvalidRequestError:
+    err = exc.errors(include_url=False)[0]
+    param = _param(err["loc"])
+    if err["type"] == "missing":
+        message = f"Missing required parameter: '{param}'."
+    else:
+        message = f"Invalid '{param}': {err['msg'][0].lower()}{err['msg'][1:]}."
+    return InvalidRequestError(message, param=param, code=_CODES.get(err["type"], "invalid_type"))
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict"})
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" in part or part in _TYPE_TAGS:
+            break  # a union member's name that pydantic appends; the param is enough
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+# ---- replies ------------------------------------------------------------------------
+
+
+def new_id(prefix: str) -> str:
+    """An OpenAI-style object id, e.g. ``chatcmpl-...``."""
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def now() -> int:
+    """Unix seconds, as every OpenAI object's ``created``."""
+    return int(time.time())
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """A usage object."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def model_card(model_id: str, created: int) -> dict[str, Any]:
+    """One entry of ``GET /models``."""
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "appliance"}
+
+
+def chat_choice(index: int, text: str, finish_reason: str) -> dict[str, Any]:
+    """A choice of a non-streamed chat completion."""
+    return {
+        "index": index,
+        "message": {"role": "assistant", "content": text, "refusal": None},
+        "logprobs": None,
+        "finish_reason": finish_reason,
+    }
+
+
+def chat_completion(
+    cid: str, model: str, created: int, choices: list[dict[str, Any]], use: dict[str, int]
+) -> dict[str, Any]:
+    """A non-streamed chat completion."""
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        "usage": use,
+    }
+
+
+def chat_chunk(
+    cid: str,
+    model: str,
+    created: int,
+    choices: list[dict[str, Any]],
+    use: dict[str, int] | None = None,
+    with_usage: bool = False,
+) -> dict[str, Any]:
+    """A streamed chat completion chunk; ``usage`` only when the client asked for it."""
+    chunk = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": choices,
+    }
+    if with_usage:
+        chunk["usage"] = use
+    return chunk
+
+
+def chunk_choice(index: int, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+    """A choice of a streamed chat chunk."""
+    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+
+def text_choice(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
+    """A choice of a legacy completion (plain or streamed)."""
+    return {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
+
+
+def text_completion(
+    cid: str,
+    model: str,
+    created: int,
+    choices: list[dict[str, Any]],
+    use: dict[str, int] | None,
+) -> dict[str, Any]:
+    """A legacy completion or one of its stream chunks."""
+    out: dict[str, Any] = {
+        "id": cid,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+    }
+    if use is not None:
+        out["usage"] = use
+    return out
+
+
+def embedding_list(model: str, vectors: list[Any], prompt_tokens: int) -> dict[str, Any]:
+    """An embeddings reply; each vector is a float list or a base64 string."""
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
+
+
+def rerank_result(
+    model: str,
+    scores: list[float],
+    documents: list[str],
+    top_n: int | None,
+    with_docs: bool,
+    tokens: int,
+) -> dict[str, Any]:
+    """A rerank reply (the Cohere/Jina shape that OpenAI-compatible servers use)."""
+    order = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
+    if top_n is not None:
+        order = order[:top_n]
+    results = []
+    for i in order:
+        item: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
+        if with_docs:
+            item["document"] = {"text": documents[i]}
+        results.append(item)
+    return {
+        "id": new_id("rerank"),
+        "object": "list",
+        "model": model,
+        "results": results,
+        "usage": {"total_tokens": tokens},
+    }

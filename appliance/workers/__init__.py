@@ -1,0 +1,21 @@
+"""Workers: one backend per module, built from a model declaration."""
+
+from __future__ import annotations
+
+from appliance.config import ModelConfig, OpenAIModel, ScriptedModel
+from appliance.workers.base import Endpoint, ReplyStream, Worker
+from appliance.workers.openai import OpenAIWorker
+from appliance.workers.scripted import ScriptedWorker
+
+__all__ = ["Endpoint", "ReplyStream", "Worker", "build_workers"]
+
+
+def build_workers(config: ModelConfig) -> list[Worker]:
+    """The worker instances a model declaration asks for (not yet started)."""
+    ids = [f"{config.name}/{i}" for i in range(config.workers)]
+    if isinstance(config, ScriptedModel):
+        return [ScriptedWorker(wid, config) for wid in ids]
+    if isinstance(config, OpenAIModel):
+        urls = config.options.base_url
+        return [OpenAIWorker(wid, config, urls[i % len(urls)]) for i, wid in enumerate(ids)]
+    raise TypeError(f"no worker for backend {config.backend!r}")

@@ -1,0 +1,209 @@
+"""The scripted backend: deterministic answers for tests and demos.
+
+Chat and completions stream the configured ``reply`` chunk by chunk (one chunk counts as
+one token), or echo the last user message word by word. ``max_tokens`` and ``stop`` are
+honoured. Embeddings are hashed bags of words, normalised, so texts that share words are
+close; rerank scores are the cosine between query and document embeddings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import math
+import re
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from appliance import protocol
+from appliance.config import ScriptedModel
+from appliance.errors import InvalidRequestError
+from appliance.workers.base import Endpoint, ReplyStream, Worker
+
+_WORDS = re.compile(r"\S+\s*|\s+")
+_TOKENS = re.compile(r"\w+")
+
+
+class ScriptedWorker(Worker):
+    """A worker whose answers are fixed by its options."""
+
+    config: ScriptedModel
+
+    def __init__(self, worker_id: str, config: ScriptedModel) -> None:
+        super().__init__(worker_id, config)
+        self.options = config.options
+
+    async def call(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
+        if endpoint is Endpoint.EMBEDDINGS:
+            return orjson.dumps(self._embeddings(body))
+        if endpoint is Endpoint.RERANK:
+            return orjson.dumps(self._rerank(body))
+        prompts = _prompts(endpoint, body)
+        scripts = [self._script(p, body) for p in prompts]
+        n = body.get("n") or 1
+        delay = self.options.delay_ms * max(len(pieces) for pieces, _ in scripts)
+        if delay:
+            await asyncio.sleep(delay / 1000)
+        created, cid = protocol.now(), protocol.new_id(_ID_PREFIX[endpoint])
+        completion_tokens = n * sum(len(pieces) for pieces, _ in scripts)
+        use = protocol.usage(sum(_count(p) for p in prompts), completion_tokens)
+        if endpoint is Endpoint.CHAT:
+            choices = [
+                protocol.chat_choice(i, "".join(pieces), finish)
+                for i, (pieces, finish) in enumerate(scripts * n)
+            ]
+            return orjson.dumps(protocol.chat_completion(cid, self.model, created, choices, use))
+        choices = [
+            protocol.text_choice(i, "".join(pieces), finish)
+            for i, (pieces, finish) in enumerate(_per_prompt(scripts, n))
+        ]
+        return orjson.dumps(protocol.text_completion(cid, self.model, created, choices, use))
+
+    async def open_stream(self, endpoint: Endpoint, body: dict[str, Any]) -> ReplyStream:
+        if endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS):
+            raise InvalidRequestError(f"{endpoint.value} cannot stream", param="stream")
+        return self._stream(endpoint, body)
+
+    async def _stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        prompts = _prompts(endpoint, body)
+        scripts = _per_prompt([self._script(p, body) for p in prompts], body.get("n") or 1)
+        with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        created, cid = protocol.now(), protocol.new_id(_ID_PREFIX[endpoint])
+        chat = endpoint is Endpoint.CHAT
+
+        def chunk(index: int, text: str | None, finish: str | None) -> bytes:
+            if chat:
+                delta: dict[str, Any] = {} if text is None else {"content": text}
+                if text == "" and finish is None:
+                    delta["role"] = "assistant"
+                choices = [protocol.chunk_choice(index, delta, finish)]
+                return orjson.dumps(
+                    protocol.chat_chunk(cid, self.model, created, choices, None, with_usage)
+                )
+            choices = [protocol.text_choice(index, text or "", finish)]
+            return orjson.dumps(
+                protocol.text_completion(cid, self.model, created, choices, None)
+            )
+
+        if chat:
+            for index in range(len(scripts)):
+                yield chunk(index, "", None)
+        for step in range(max(len(pieces) for pieces, _ in scripts)):
+            if self.options.delay_ms:
+                await asyncio.sleep(self.options.delay_ms / 1000)
+            for index, (pieces, _) in enumerate(scripts):
+                if step < len(pieces):
+                    yield chunk(index, pieces[step], None)
+        for index, (_, finish) in enumerate(scripts):
+            yield chunk(index, None, finish)
+        if with_usage:
+            use = protocol.usage(
+                sum(_count(p) for p in prompts), sum(len(p) for p, _ in scripts)
+            )
+            if chat:
+                yield orjson.dumps(protocol.chat_chunk(cid, self.model, created, [], use, True))
+            else:
+                yield orjson.dumps(protocol.text_completion(cid, self.model, created, [], use))
+
+    def _script(self, prompt: str, body: dict[str, Any]) -> tuple[list[str], str]:
+        """The pieces to send for one prompt, and the finish reason."""
+        pieces = self.options.reply or _WORDS.findall(prompt)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        stop = body.get("stop")
+        stops = [stop] if isinstance(stop, str) else [s for s in stop or [] if s]
+        out: list[str] = []
+        text = ""
+        for piece in pieces:
+            if limit is not None and len(out) >= limit:
+                return out, "length"
+            candidate = text + piece
+            cuts = [candidate.find(s) for s in stops if s in candidate]
+            if cuts:
+                rest = candidate[len(text) : min(cuts)]
+                if rest:
+                    out.append(rest)
+                return out, "stop"
+            out.append(piece)
+            text = candidate
+        return out, "stop"
+
+    def _vector(self, text: str, dimensions: int) -> list[float]:
+        vec = [0.0] * dimensions
+        for token in _TOKENS.findall(text.lower()) or [text]:
+            digest = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest())
+            vec[digest % dimensions] += 1.0 if (digest >> 32) & 1 else -1.0
+        norm = math.sqrt(sum(v * v for v in vec))
+        if norm == 0:
+            vec[0], norm = 1.0, 1.0
+        return [v / norm for v in vec]
+
+    def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        texts = _texts(body["input"])
+        dims = body.get("dimensions") or self.options.dimensions
+        vectors: list[Any] = [self._vector(t, dims) for t in texts]
+        if body.get("encoding_format") == "base64":
+            vectors = [base64.b64encode(struct.pack(f"<{dims}f", *v)).decode() for v in vectors]
+        return protocol.embedding_list(self.model, vectors, sum(_count(t) for t in texts))
+
+    def _rerank(self, body: dict[str, Any]) -> dict[str, Any]:
+        dims = self.options.dimensions
+        query = self._vector(body["query"], dims)
+        docs = body["documents"]
+        scores = [
+            round(sum(a * b for a, b in zip(query, self._vector(d, dims), strict=True)), 6)
+            for d in docs
+        ]
+        tokens = _count(body["query"]) + sum(_count(d) for d in docs)
+        return protocol.rerank_result(
+            self.model, scores, docs, body.get("top_n"), bool(body.get("return_documents")), tokens
+        )
+
+
+_ID_PREFIX = {Endpoint.CHAT: "chatcmpl", Endpoint.COMPLETIONS: "cmpl"}
+
+
+def _per_prompt(
+    scripts: list[tuple[list[str], str]], n: int
+) -> list[tuple[list[str], str]]:
+    """OpenAI's choice order: all n choices of prompt 0, then of prompt 1, ..."""
+    return [script for script in scripts for _ in range(n)]
+
+
+def _prompts(endpoint: Endpoint, body: dict[str, Any]) -> list[str]:
+    if endpoint is Endpoint.CHAT:
+        return [_last_user_text(body["messages"])]
+    prompt = body["prompt"]
+    if isinstance(prompt, str):
+        return [prompt]
+    if prompt and isinstance(prompt[0], int):
+        return [" ".join(map(str, prompt))]
+    return [p if isinstance(p, str) else " ".join(map(str, p)) for p in prompt]
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return "".join(
+                    part.get("text", "") for part in content if isinstance(part, dict)
+                )
+            return content or ""
+    return ""
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if value and isinstance(value[0], int):
+        return [" ".join(map(str, value))]
+    return [v if isinstance(v, str) else " ".join(map(str, v)) for v in value]
+
+
+def _count(text: str) -> int:
+    """Tokens as the scripted backend counts them: words."""
+    return len(text.split())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon.asgi
 
 from appliance import protocol
@@ -32,7 +34,8 @@ def create_app(config: ApplianceConfig, *, cluster: Cluster | None = None) -> Ac
         The ASGI application. Workers start with the ASGI lifespan.
     """
     ref = ClusterRef(cluster or Cluster.from_config(config))
-    app = falcon.asgi.App(middleware=[Lifespan(ref), Authentication(ref)])
+    middleware: list[Any] = [Lifespan(ref), Authentication(ref)]
+    app = falcon.asgi.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
 

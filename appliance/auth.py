@@ -44,8 +44,7 @@ class Authenticator:
 
     def __init__(self, keys: Iterable[ApiKeyConfig]) -> None:
         self._keys = [
-            (k.digest(), Principal(k.name, frozenset(k.models) if k.models else None))
-            for k in keys
+            (k.digest(), Principal(k.name, frozenset(k.models) if k.models else None)) for k in keys
         ]
 
     @property
@@ -73,9 +72,7 @@ class Authenticator:
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise AuthenticationError(
-                "Malformed Authorization header: expected 'Bearer YOUR_KEY'."
-            )
+            raise AuthenticationError("Malformed Authorization header: expected 'Bearer YOUR_KEY'.")
         digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         found: Principal | None = None
         for known, principal in self._keys:

@@ -10,18 +10,10 @@ from pathlib import Path
 
 from appliance import __version__
 from appliance.config import ApplianceConfig, load_from_environment
-from appliance.config.settings import ENV_PREFIX
 from appliance.errors import ConfigError
 
-# Flags that override the YAML, and the environment variable each one sets.
-_FLAG_ENV = {
-    "config": "CONFIG",
-    "host": "HOST",
-    "port": "PORT",
-    "processes": "PROCESSES",
-    "log_level": "LOG_LEVEL",
-    "log_format": "LOG_FORMAT",
-}
+# Flags that override the environment (and so the YAML); named as Settings' fields.
+_FLAGS = ("config", "host", "port", "processes", "log_level", "log_format")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,23 +23,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    for flag, env in _FLAG_ENV.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            os.environ[ENV_PREFIX + env] = str(value)
+    flags = {flag: getattr(args, flag, None) for flag in _FLAGS}
     try:
-        path, config = load_from_environment()
+        settings, config = load_from_environment(**flags)
     except ConfigError as exc:
         print(f"appliance: invalid configuration {exc.source}", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2
     if args.command == "check":
-        print(describe(path, config))
+        print(describe(settings.config, config))
         return 0
     from appliance.logging import configure_logging
     from appliance.server import serve
 
+    # Granian's worker processes build the app from the environment: hand them the same
+    # file and overrides this process validated.
+    os.environ.update(settings.export())
     configure_logging(config.logging, config.secrets())
     serve(config)
     return 0

@@ -222,6 +222,7 @@ class UpstreamStatusError(UpstreamError):
         else:
             self.status = 502
             message = f"The upstream failed ({upstream_status}): {message}"
+            code, param = "upstream_error", None
         super().__init__(message, param=param, code=code, retry_after=retry_after, headers=headers)
 
     @property

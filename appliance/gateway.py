@@ -60,10 +60,7 @@ class Gateway:
         if len(parts) < 2:
             return await self.call(principal, Endpoint.EMBEDDINGS, body)
         replies = await asyncio.gather(
-            *(
-                self._attempt(groups, _embed({**body, "input": part}), hold=False)
-                for part in parts
-            ),
+            *(self._attempt(groups, _embed({**body, "input": part}), hold=False) for part in parts),
             return_exceptions=True,
         )
         merged: dict[str, Any] | None = None

@@ -123,7 +123,9 @@ _CODES = {
 
 
 def _invalid(exc: ValidationError) -> InvalidRequestError:
-    err = exc.errors(include_url=False)[0]
+    # A union reports one error per member; the one that is not a plain type mismatch
+    # (e.g. "too many stop sequences" rather than "not a string") says what is wrong.
+    err = min(exc.errors(include_url=False), key=lambda e: e["type"].endswith("_type"))
     param = _param(err["loc"])
     if err["type"] == "missing":
         message = f"Missing required parameter: '{param}'."

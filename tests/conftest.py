@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -68,14 +67,18 @@ def fake_upstream() -> Iterator[FakeUpstream]:
         upstream.stop()
 
 
-@pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
-    """``start_server(config_dict)``: the real appliance under Granian, stopped afterwards."""
+@pytest.fixture(scope="module")
+def start_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., RunningServer]]:
+    """``start_server(config_dict)``: the real appliance under Granian.
+
+    Servers live until the end of the test module, so a module-scoped fixture can share one.
+    """
     servers: list[RunningServer] = []
 
     def start(config: ConfigDict, env: dict[str, str] | None = None) -> RunningServer:
-        folder = tmp_path / f"server{len(servers)}"
-        folder.mkdir()
+        folder = tmp_path_factory.mktemp("server")
         server = RunningServer(config, folder, env)
         servers.append(server)
         return server

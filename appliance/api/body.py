@@ -46,7 +46,5 @@ async def read_json(req: falcon.asgi.Request, max_bytes: int) -> dict[str, Any]:
             code="invalid_json",
         ) from None
     if not isinstance(body, dict):
-        raise InvalidRequestError(
-            "The request body must be a JSON object.", code="invalid_json"
-        )
+        raise InvalidRequestError("The request body must be a JSON object.", code="invalid_json")
     return body

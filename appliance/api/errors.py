@@ -21,7 +21,7 @@ _FALCON_CODES = {
 }
 
 
-def install(app: falcon.asgi.App) -> None:
+def install(app: falcon.asgi.App[Any, Any]) -> None:
     """Make ``app`` render all errors as OpenAI envelopes."""
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(APIError, _api_error)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import cast
+
 import falcon
 import falcon.asgi
+from falcon.asgi import SSEvent
 
 from appliance import protocol
 from appliance.api.access import note, on_finish
@@ -30,7 +34,8 @@ class GenerationResource:
             stream = await gateway.open_stream(principal, self.endpoint, body)
             events = relay(stream, cluster.config.server.stream_ping_s)
             on_finish(req.scope, events.aclose)
-            resp.sse = events
+            # Falcon only calls serialize() on what the generator yields.
+            resp.sse = cast(AsyncIterator[SSEvent | None], events)
             resp.set_header("cache-control", "no-cache")
             return
         resp.data = await gateway.call(principal, self.endpoint, body)

@@ -9,7 +9,7 @@ an ``{"error": ...}`` event followed by ``[DONE]``, which the openai SDK raises.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -41,7 +41,7 @@ def data(payload: bytes) -> Event:
     return Event(b"data: " + payload + b"\n\n")
 
 
-async def relay(stream: ReplyStream, ping_s: float) -> AsyncIterator[Event | None]:
+async def relay(stream: ReplyStream, ping_s: float) -> AsyncGenerator[Event | None, None]:
     """Yield the stream's payloads as SSE events, then ``[DONE]``; always close it."""
     chunks = stream.__aiter__()
     pending: asyncio.Future[bytes] | None = None

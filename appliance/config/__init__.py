@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import Any
 
 from appliance.config.backends import (
     ModelConfig,
@@ -44,8 +44,13 @@ __all__ = [
 ]
 
 
-def load_from_environment() -> tuple[Path, ApplianceConfig]:
-    """Load the config named by ``APPLIANCE_CONFIG`` with every ``APPLIANCE_*`` override."""
-    settings = Settings()
+def load_from_environment(**flags: object) -> tuple[Settings, ApplianceConfig]:
+    """Load the config named by ``APPLIANCE_CONFIG`` with every ``APPLIANCE_*`` override.
+
+    Args:
+        flags: Command-line values (``port=9000``); they beat the environment.
+    """
+    given: dict[str, Any] = {k: str(v) for k, v in flags.items() if v is not None}
+    settings = Settings(**given)
     config = load_config(settings.config, environ=os.environ, overrides=settings.overrides())
-    return settings.config, config
+    return settings, config

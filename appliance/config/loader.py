@@ -123,8 +123,7 @@ class _Builder:
                 child = (*loc, key)
                 if key in out:
                     self.problems.append(
-                        f"{format_path(child)} (line {key_node.start_mark.line + 1}): "
-                        "duplicate key"
+                        f"{format_path(child)} (line {key_node.start_mark.line + 1}): duplicate key"
                     )
                 self.lines[child] = key_node.start_mark.line + 1
                 out[key] = self._value(loader, value_node, child)

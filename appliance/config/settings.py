@@ -52,3 +52,12 @@ class Settings(BaseSettings):
             if value is not None:
                 out[loc] = (ENV_PREFIX + field.upper(), value)
         return out
+
+    def export(self) -> dict[str, str]:
+        """These settings as ``APPLIANCE_*`` variables, for processes started later."""
+        out = {ENV_PREFIX + "CONFIG": str(self.config)}
+        for field in OVERRIDES:
+            value = getattr(self, field)
+            if value is not None:
+                out[ENV_PREFIX + field.upper()] = value
+        return out

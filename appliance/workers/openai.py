@@ -50,9 +50,7 @@ class OpenAIWorker(Worker):
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=0, keepalive_timeout=30, enable_cleanup_closed=True
-        )
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,

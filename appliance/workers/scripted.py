@@ -14,7 +14,7 @@ import hashlib
 import math
 import re
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -68,7 +68,9 @@ class ScriptedWorker(Worker):
             raise InvalidRequestError(f"{endpoint.value} cannot stream", param="stream")
         return self._stream(endpoint, body)
 
-    async def _stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, endpoint: Endpoint, body: dict[str, Any]
+    ) -> AsyncGenerator[bytes, None]:
         prompts = _prompts(endpoint, body)
         scripts = _per_prompt([self._script(p, body) for p in prompts], body.get("n") or 1)
         with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -85,9 +87,7 @@ class ScriptedWorker(Worker):
                     protocol.chat_chunk(cid, self.model, created, choices, None, with_usage)
                 )
             choices = [protocol.text_choice(index, text or "", finish)]
-            return orjson.dumps(
-                protocol.text_completion(cid, self.model, created, choices, None)
-            )
+            return orjson.dumps(protocol.text_completion(cid, self.model, created, choices, None))
 
         if chat:
             for index in range(len(scripts)):
@@ -101,9 +101,7 @@ class ScriptedWorker(Worker):
         for index, (_, finish) in enumerate(scripts):
             yield chunk(index, None, finish)
         if with_usage:
-            use = protocol.usage(
-                sum(_count(p) for p in prompts), sum(len(p) for p, _ in scripts)
-            )
+            use = protocol.usage(sum(_count(p) for p in prompts), sum(len(p) for p, _ in scripts))
             if chat:
                 yield orjson.dumps(protocol.chat_chunk(cid, self.model, created, [], use, True))
             else:
@@ -166,9 +164,7 @@ class ScriptedWorker(Worker):
 _ID_PREFIX = {Endpoint.CHAT: "chatcmpl", Endpoint.COMPLETIONS: "cmpl"}
 
 
-def _per_prompt(
-    scripts: list[tuple[list[str], str]], n: int
-) -> list[tuple[list[str], str]]:
+def _per_prompt(scripts: list[tuple[list[str], str]], n: int) -> list[tuple[list[str], str]]:
     """OpenAI's choice order: all n choices of prompt 0, then of prompt 1, ..."""
     return [script for script in scripts for _ in range(n)]
 
@@ -189,9 +185,7 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
         if message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, list):
-                return "".join(
-                    part.get("text", "") for part in content if isinstance(part, dict)
-                )
+                return "".join(part.get("text", "") for part in content if isinstance(part, dict))
             return content or ""
     return ""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,7 @@ from tests.support.server import RunningServer
 KEY = "abc"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server(start_server: Callable[..., RunningServer]) -> RunningServer:
     return start_server(
         cluster_config(
@@ -57,27 +58,34 @@ def test_sync_stream(server: RunningServer) -> None:
     assert text == "你好，我是张三。"
 
 
-@pytest.mark.parametrize(("model", "expected"), [
-    ("test-model-name-0", "Hello world."),
-    ("test-model-name-1", "你好，我是张三。"),
-])
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("test-model-name-0", "Hello world."),
+        ("test-model-name-1", "你好，我是张三。"),
+    ],
+)
 async def test_async_plain(server: RunningServer, model: str, expected: str) -> None:
     async with async_client(server) as api:
         reply = await api.chat.completions.create(model=model, messages=MESSAGES)
     assert reply.choices[0].message.content == expected
 
 
-@pytest.mark.parametrize(("model", "expected"), [
-    ("test-model-name-0", "Hello world."),
-    ("test-model-name-1", "你好，我是张三。"),
-])
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("test-model-name-0", "Hello world."),
+        ("test-model-name-1", "你好，我是张三。"),
+    ],
+)
 async def test_async_stream(server: RunningServer, model: str, expected: str) -> None:
     async with async_client(server) as api:
         stream = await api.chat.completions.create(model=model, messages=MESSAGES, stream=True)
         text = ""
         async for chunk in stream:
             assert_valid(
-                "CreateChatCompletionStreamResponse", chunk.model_dump(mode="json", exclude_unset=True)
+                "CreateChatCompletionStreamResponse",
+                chunk.model_dump(mode="json", exclude_unset=True),
             )
             if chunk.choices:
                 text += chunk.choices[0].delta.content or ""
@@ -87,7 +95,9 @@ async def test_async_stream(server: RunningServer, model: str, expected: str) ->
 async def test_stream_usage_comes_last_when_asked(server: RunningServer) -> None:
     async with async_client(server) as api:
         stream = await api.chat.completions.create(
-            model="chat", messages=MESSAGES, stream=True,
+            model="chat",
+            messages=MESSAGES,
+            stream=True,
             stream_options={"include_usage": True},
         )
         chunks = [chunk async for chunk in stream]
@@ -98,9 +108,11 @@ async def test_stream_usage_comes_last_when_asked(server: RunningServer) -> None
 
 def test_stream_chunks_arrive_as_they_are_made(server: RunningServer) -> None:
     stream = client(server).chat.completions.create(model="slow", messages=MESSAGES, stream=True)
-    arrivals = [time.monotonic() for chunk in stream if chunk.choices and chunk.choices[0].delta.content]
+    arrivals = [
+        time.monotonic() for chunk in stream if chunk.choices and chunk.choices[0].delta.content
+    ]
     assert len(arrivals) == 4
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert min(gaps) > 0.08, gaps
 
 

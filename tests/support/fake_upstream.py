@@ -66,7 +66,7 @@ class FakeUpstream:
         app.router.add_get("/v1/models", self._models)
         for path in ("chat/completions", "completions", "embeddings", "rerank"):
             app.router.add_post(f"/v1/{path}", self._generate)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -83,30 +83,47 @@ class FakeUpstream:
         if model.startswith("fail-"):
             status = int(model.removeprefix("fail-"))
             return web.json_response(
-                {"error": {"message": f"fake says {status}", "type": "fake_error",
-                           "param": "messages" if status == 400 else None, "code": "fake"}},
+                {
+                    "error": {
+                        "message": f"fake says {status}",
+                        "type": "fake_error",
+                        "param": "messages" if status == 400 else None,
+                        "code": "fake",
+                    }
+                },
                 status=status,
             )
         if model == "hang":
-            await asyncio.sleep(3600)
+            await asyncio.sleep(30)
         if kind == "embeddings":
             inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-            data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0]}
-                    for i, t in enumerate(inputs)]
-            return web.json_response({"object": "list", "data": data, "model": model,
-                                      "usage": {"prompt_tokens": len(inputs),
-                                                "total_tokens": len(inputs)}})
+            data = [
+                {"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0]}
+                for i, t in enumerate(inputs)
+            ]
+            return web.json_response(
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": model,
+                    "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
+                }
+            )
         if kind == "rerank":
-            results = [{"index": i, "relevance_score": 1.0 / (i + 1)}
-                       for i in range(len(body["documents"]))]
-            return web.json_response({"id": "rr", "model": model, "results": results,
-                                      "usage": {"total_tokens": 3}})
+            results = [
+                {"index": i, "relevance_score": 1.0 / (i + 1)}
+                for i in range(len(body["documents"]))
+            ]
+            return web.json_response(
+                {"id": "rr", "model": model, "results": results, "usage": {"total_tokens": 3}}
+            )
         if body.get("stream"):
             return await self._stream(request, body, model)
         return web.json_response(_completion(model, "fake reply"))
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], model: str
-                      ) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], model: str
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
         chunks = int(body.get("x_chunks", 3))
@@ -117,6 +134,7 @@ class FakeUpstream:
                     await asyncio.sleep(delay)
                 await response.write(b"data: " + orjson.dumps(_chunk(model, f"c{i} ")) + b"\n\n")
                 if model == "break-mid-stream" and i == 1:
+                    await asyncio.sleep(0.2)  # let the chunks be read, then fail
                     request.transport.close()  # type: ignore[union-attr]
                     return response
             await response.write(b"data: " + orjson.dumps(_chunk(model, None, "stop")) + b"\n\n")
@@ -129,11 +147,18 @@ class FakeUpstream:
 
 def _completion(model: str, text: str) -> dict[str, Any]:
     return {
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
-                                             "refusal": None},
-                     "logprobs": None, "finish_reason": "stop"}],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
         "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
     }
 
@@ -141,7 +166,9 @@ def _completion(model: str, text: str) -> dict[str, Any]:
 def _chunk(model: str, text: str | None, finish: str | None = None) -> dict[str, Any]:
     delta = {} if text is None else {"content": text}
     return {
-        "id": "chatcmpl-fake", "object": "chat.completion.chunk",
-        "created": int(time.time()), "model": model,
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
     }

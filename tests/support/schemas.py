@@ -41,8 +41,9 @@ def _validator(name: str) -> Draft202012Validator:
     registry = Registry().with_resource("urn:openai", resource)
     if name not in document["components"]["schemas"]:
         raise KeyError(name)
-    return Draft202012Validator({"$ref": f"urn:openai#/components/schemas/{name}"},
-                                registry=registry)
+    return Draft202012Validator(
+        {"$ref": f"urn:openai#/components/schemas/{name}"}, registry=registry
+    )
 
 
 def errors(name: str, instance: Any) -> list[str]:

@@ -30,8 +30,16 @@ class RunningServer:
         self.log_path = tmp / "server.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "appliance", "serve", "-c", str(self.config_path),
-             "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "appliance",
+                "serve",
+                "-c",
+                str(self.config_path),
+                "--port",
+                str(self.port),
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

@@ -1,0 +1,36 @@
+"""Secrets never reach the log: the redaction processor."""
+
+from __future__ import annotations
+
+from appliance.logging import REDACTED, Redactor
+
+
+def run(redactor: Redactor, **event: object) -> dict[str, object]:
+    return dict(redactor(None, "info", dict(event)))
+
+
+def test_configured_secret_is_replaced_anywhere_in_a_string() -> None:
+    out = run(Redactor(["sk-live-123"]), event="calling with sk-live-123 now")
+    assert out["event"] == f"calling with {REDACTED} now"
+
+
+def test_secrets_inside_nested_structures_are_replaced() -> None:
+    out = run(Redactor(["hunter2"]), detail={"headers": ["x", "Bearer hunter2"]})
+    assert out["detail"] == {"headers": ["x", f"Bearer {REDACTED}"]}
+
+
+def test_values_under_key_like_names_are_masked_whatever_they_are() -> None:
+    out = run(Redactor([]), api_key="unknown-to-config", Authorization="Bearer x", model="m")
+    assert out == {"api_key": REDACTED, "Authorization": REDACTED, "model": "m"}
+
+
+def test_longer_secret_containing_a_shorter_one_is_replaced_whole() -> None:
+    out = run(Redactor(["abc", "abcdef"]), event="key abcdef")
+    assert out["event"] == f"key {REDACTED}"
+
+
+def test_events_without_secrets_are_untouched() -> None:
+    assert run(Redactor(["s3cret"]), event="request", status=200) == {
+        "event": "request",
+        "status": 200,
+    }

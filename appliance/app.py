@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import falcon.asgi
@@ -15,32 +16,45 @@ from appliance.api.health import HealthResource, ReadyResource
 from appliance.api.middleware import Authentication, Lifespan
 from appliance.api.models import ModelResource, ModelsResource
 from appliance.api.rerank import RelevanceResource, RerankResource
+from appliance.api.sse import LiveStreams
 from appliance.cluster import Cluster, ClusterRef
 from appliance.config import ApplianceConfig, load_from_environment
 from appliance.logging import configure_logging
+from appliance.reload import Reloader
+from appliance.signals import ignore_until_handled
 from appliance.workers import Endpoint
 
 API_PREFIXES = ("/v1", "/api/v1")
 
 
-def create_app(config: ApplianceConfig, *, cluster: Cluster | None = None) -> AccessLayer:
+def create_app(
+    config: ApplianceConfig,
+    *,
+    cluster: Cluster | None = None,
+    reloader: Callable[[ClusterRef], Reloader] | None = None,
+) -> AccessLayer:
     """Build the appliance for ``config``.
 
     Args:
         config: A validated configuration.
-        cluster: A prebuilt cluster (tests inject fakes); built from ``config`` if absent.
+        cluster: A prebuilt cluster (tests inject one); built from ``config`` if absent.
+        reloader: Builds the hot reloader for the app's cluster reference; none: no reload.
 
     Returns:
-        The ASGI application. Workers start with the ASGI lifespan.
+        The ASGI application. Workers (and the reloader) start with the ASGI lifespan.
     """
     ref = ClusterRef(cluster or Cluster.from_config(config))
-    middleware: list[Any] = [Lifespan(ref), Authentication(ref)]
+    live = LiveStreams()
+    middleware: list[Any] = [
+        Lifespan(ref, reloader(ref) if reloader else None, live),
+        Authentication(ref),
+    ]
     app = falcon.asgi.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
 
-    chat = GenerationResource(Endpoint.CHAT, protocol.ChatCompletionRequest)
-    completions = GenerationResource(Endpoint.COMPLETIONS, protocol.CompletionRequest)
+    chat = GenerationResource(Endpoint.CHAT, protocol.ChatCompletionRequest, live)
+    completions = GenerationResource(Endpoint.COMPLETIONS, protocol.CompletionRequest, live)
     for prefix in API_PREFIXES:
         app.add_route(f"{prefix}/models", ModelsResource())
         app.add_route(f"{prefix}/models/{{model_id:path}}", ModelResource())
@@ -55,7 +69,25 @@ def create_app(config: ApplianceConfig, *, cluster: Cluster | None = None) -> Ac
 
 
 def app_from_environment() -> AccessLayer:
-    """Granian's factory: load the config named by ``APPLIANCE_CONFIG`` and build the app."""
-    _, config = load_from_environment()
+    """Granian's factory: load the config named by ``APPLIANCE_CONFIG`` and build the app.
+
+    Runs in each Granian worker process; each reloads on its own when the file changes or
+    when the main process forwards it a SIGHUP.
+    """
+    ignore_until_handled()
+    settings, config = load_from_environment()
     configure_logging(config.logging, config.secrets())
-    return create_app(config)
+
+    def apply_logging(new: ApplianceConfig) -> None:
+        configure_logging(new.logging, new.secrets())
+
+    def reloader(ref: ClusterRef) -> Reloader:
+        return Reloader(
+            ref,
+            lambda: load_from_environment()[1],
+            watch=settings.config if config.server.watch_config else None,
+            apply_logging=apply_logging,
+            drain_timeout_s=config.server.drain_timeout_s,
+        )
+
+    return create_app(config, reloader=reloader)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,13 +36,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(describe(settings.config, config))
         return 0
     from appliance.logging import configure_logging
-    from appliance.server import serve
+    from appliance.server import default_pid_file, serve
+
+    pid_file = args.pid_file or default_pid_file(config.server.port)
+    if args.command == "reload":
+        return _signal_reload(pid_file)
 
     # Granian's worker processes build the app from the environment: hand them the same
     # file and overrides this process validated.
     os.environ.update(settings.export())
     configure_logging(config.logging, config.secrets())
-    serve(config)
+    serve(config, pid_file)
+    return 0
+
+
+def _signal_reload(pid_file: Path) -> int:
+    """Ask a running server to reload; the config was validated first."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        print(f"appliance: cannot signal the server via {pid_file}: {exc}", file=sys.stderr)
+        return 1
+    print(f"configuration is valid; reload signalled to PID {pid}")
     return 0
 
 
@@ -75,9 +92,16 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the API")
     check = commands.add_parser("check", help="validate a config and show what it serves")
-    for sub in (serve, check):
+    reload = commands.add_parser(
+        "reload", help="validate the config, then tell the running server to reload it"
+    )
+    for sub in (serve, check, reload):
         sub.add_argument(
             "-c", "--config", type=Path, help="cluster YAML (default: configs/cluster.yaml)"
+        )
+    for sub in (serve, reload):
+        sub.add_argument(
+            "--pid-file", type=Path, help="main PID file (default: <tmp>/appliance-<port>.pid)"
         )
     serve.add_argument("--host", help="address to bind")
     serve.add_argument("--port", type=int, help="port to bind")

@@ -25,6 +25,15 @@ class Cluster:
         self.registry = registry
         self.auth = Authenticator(config.auth.api_keys)
         self.gateway = Gateway(registry)
+        self.active = 0
+
+    def enter(self) -> None:
+        """A request is now served by this cluster (see :meth:`leave`)."""
+        self.active += 1
+
+    async def leave(self) -> None:
+        """That request's response is over; a retired cluster drains to zero."""
+        self.active -= 1
 
     @classmethod
     def from_config(cls, config: ApplianceConfig) -> Cluster:

@@ -78,8 +78,10 @@ def configure_logging(config: LoggingConfig, secrets: Iterable[str]) -> None:
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
-    # Libraries that log through the standard library (Granian, aiohttp) share the level.
+    # Libraries that log through the standard library (Granian, aiohttp) share the level;
+    # watchfiles would log every file event at info.
     logging.getLogger().setLevel(_LEVELS[config.level])
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 
 def stdlib_formatter(fmt: str = "json") -> logging.Formatter:

@@ -12,7 +12,7 @@ from falcon.asgi import SSEvent
 from appliance import protocol
 from appliance.api.access import note, on_finish
 from appliance.api.body import read_json
-from appliance.api.sse import relay
+from appliance.api.sse import LiveStreams, relay
 from appliance.cluster import Cluster
 from appliance.workers import Endpoint
 
@@ -20,9 +20,10 @@ from appliance.workers import Endpoint
 class GenerationResource:
     """Validates a generation request, then answers it or streams it."""
 
-    def __init__(self, endpoint: Endpoint, schema: type[protocol._Open]) -> None:
+    def __init__(self, endpoint: Endpoint, schema: type[protocol._Open], live: LiveStreams) -> None:
         self.endpoint = endpoint
         self.schema = schema
+        self.live = live
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
@@ -32,7 +33,7 @@ class GenerationResource:
         gateway, principal = cluster.gateway, req.context.principal
         if request.stream:
             stream = await gateway.open_stream(principal, self.endpoint, body)
-            events = relay(stream, cluster.config.server.stream_ping_s)
+            events = relay(stream, cluster.config.server.stream_ping_s, self.live)
             on_finish(req.scope, events.aclose)
             # Falcon only calls serialize() on what the generator yields.
             resp.sse = cast(AsyncIterator[SSEvent | None], events)

@@ -41,21 +41,63 @@ def data(payload: bytes) -> Event:
     return Event(b"data: " + payload + b"\n\n")
 
 
-async def relay(stream: ReplyStream, ping_s: float) -> AsyncGenerator[Event | None, None]:
+class _Live:
+    """What shutdown needs to end one relay: its pending read, and why it ended."""
+
+    __slots__ = ("ended", "pending")
+
+    def __init__(self) -> None:
+        self.pending: asyncio.Future[bytes] | None = None
+        self.ended: APIError | None = None
+
+    def end(self, error: APIError) -> None:
+        self.ended = error
+        if self.pending is not None:
+            self.pending.cancel()
+
+
+class LiveStreams:
+    """The relays in progress, so that a shutdown past its drain time ends them cleanly.
+
+    It holds small state objects, never the generators: holding a generator would keep
+    it (and its upstream request) alive after the client left.
+    """
+
+    def __init__(self) -> None:
+        self._live: set[_Live] = set()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def end_all(self, error: APIError) -> int:
+        """Make every open stream send ``error`` and ``[DONE]``; returns how many."""
+        live = list(self._live)
+        for state in live:
+            state.end(error)
+        return len(live)
+
+
+async def relay(
+    stream: ReplyStream, ping_s: float, live: LiveStreams
+) -> AsyncGenerator[Event | None, None]:
     """Yield the stream's payloads as SSE events, then ``[DONE]``; always close it."""
     chunks = stream.__aiter__()
-    pending: asyncio.Future[bytes] | None = None
+    state = _Live()
+    live._live.add(state)
     try:
         while True:
-            pending = asyncio.ensure_future(chunks.__anext__())
+            if state.ended is not None:
+                raise state.ended
+            pending = state.pending = asyncio.ensure_future(chunks.__anext__())
             while not (await asyncio.wait((pending,), timeout=ping_s))[0]:
                 yield None
+            state.pending = None
+            if pending.cancelled() and state.ended is not None:
+                raise state.ended
             try:
                 payload = pending.result()
             except StopAsyncIteration:
                 break
-            finally:
-                pending = None
             yield data(payload)
     except APIError as exc:
         log.warning("stream_failed", error=type(exc).__name__, status=exc.status)
@@ -64,8 +106,9 @@ async def relay(stream: ReplyStream, ping_s: float) -> AsyncGenerator[Event | No
         log.exception("stream_crashed")
         yield data(orjson.dumps(APIError("The stream failed unexpectedly.").envelope()))
     finally:
-        if pending is not None:
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
+        live._live.discard(state)
+        if state.pending is not None:
+            state.pending.cancel()
+            await asyncio.gather(state.pending, return_exceptions=True)
         await stream.aclose()
     yield DONE

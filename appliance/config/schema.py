@@ -26,6 +26,15 @@ class ServerConfig(Strict):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body accepted; larger -> 413."
     )
+    drain_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="On reload or shutdown, how long requests in flight may take to finish.",
+    )
+    watch_config: bool = Field(
+        True, description="Reload when the config file changes (SIGHUP always reloads)."
+    )
     stream_ping_s: float = Field(
         5.0,
         gt=0,

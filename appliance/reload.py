@@ -1,0 +1,259 @@
+"""Hot reload: replace the cluster, never mutate it.
+
+A reload reads and validates the config, builds the next cluster beside the current one
+(carrying over every model whose declaration did not change, workers and all), starts
+what is new, swaps the one reference, and drains what was retired: requests already on
+old workers finish there, new requests go to the new cluster. Anything wrong (YAML,
+schema, a missing variable, a backend that fails to start) leaves the current cluster
+serving and says why in the log.
+
+Triggers: a change of the config file (watched with watchfiles, debounced, ignored when
+the content is unchanged), SIGHUP in this process, or a direct call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from appliance.cluster import Cluster, ClusterRef
+from appliance.config import ApplianceConfig
+from appliance.errors import ConfigError
+from appliance.registry import ModelGroup, Registry
+
+log = structlog.get_logger("appliance.reload")
+
+Loader = Callable[[], ApplianceConfig]
+
+
+@dataclass
+class ReloadOutcome:
+    """What one reload did."""
+
+    ok: bool
+    reason: str
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    carried: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+class Reloader:
+    """Watches the config and swaps in new clusters.
+
+    Args:
+        ref: The reference the app serves from.
+        load: Reads and validates the config (raises :class:`ConfigError`).
+        watch: The file to watch; ``None`` disables watching.
+        apply_logging: Called with the new config after a swap (reconfigures logging).
+        drain_timeout_s: How long retired workers get to finish before they are closed.
+        debounce_ms: Quiet time after a file event before reloading.
+    """
+
+    def __init__(
+        self,
+        ref: ClusterRef,
+        load: Loader,
+        *,
+        watch: Path | None = None,
+        apply_logging: Callable[[ApplianceConfig], None] | None = None,
+        drain_timeout_s: float = 30.0,
+        debounce_ms: int = 200,
+    ) -> None:
+        self.ref = ref
+        self.load = load
+        self.watch = watch
+        self.apply_logging = apply_logging
+        self.drain_timeout_s = drain_timeout_s
+        self.debounce_ms = debounce_ms
+        self.reloads = 0
+        self.last_reload: float | None = None
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._stop = asyncio.Event()
+        self._digest = _digest(watch) if watch else None
+
+    async def start(self) -> None:
+        """Begin watching the file and listening for SIGHUP."""
+        self._stop.clear()
+        if self.watch is not None:
+            self._spawn(self._watch(self.watch))
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.request, "sighup")
+
+    async def stop(self) -> None:
+        """Stop watching; wait for drains in progress to end."""
+        self._stop.set()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def request(self, reason: str) -> None:
+        """Ask for a reload soon (from a signal handler or a watcher)."""
+        self._spawn(self.reload(reason))
+
+    async def reload(self, reason: str) -> ReloadOutcome:
+        """Reload now; reloads never overlap."""
+        async with self._lock:
+            return await self._reload(reason)
+
+    async def _reload(self, reason: str) -> ReloadOutcome:
+        started = time.perf_counter()
+        current = self.ref.current
+        if self.watch is not None:
+            self._digest = _digest(self.watch)
+        try:
+            config = self.load()
+        except ConfigError as exc:
+            return self._failed(reason, started, "invalid configuration", exc.problems)
+        plan = _plan(current, config)
+        try:
+            await asyncio.gather(*(g.start() for g in plan.fresh))
+        except Exception as exc:  # a backend's start failure: never let it take us down
+            await asyncio.gather(*(g.close() for g in plan.fresh), return_exceptions=True)
+            return self._failed(
+                reason, started, "a worker failed to start", [f"{type(exc).__name__}: {exc}"]
+            )
+        self.ref.current = plan.cluster
+        if self.apply_logging is not None:
+            self.apply_logging(config)
+        self.reloads += 1
+        self.last_reload = time.time()
+        if plan.retired:
+            self._spawn(self._drain(current, plan.retired))
+        outcome = plan.outcome(reason)
+        log.info(
+            "config_reloaded",
+            reason=reason,
+            added=outcome.added,
+            removed=outcome.removed,
+            changed=outcome.changed,
+            carried=outcome.carried,
+            routes=len(config.routes),
+            api_keys=len(config.auth.api_keys),
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        if config.server != current.config.server:
+            moved = [
+                name
+                for name in ("host", "port", "processes")
+                if getattr(config.server, name) != getattr(current.config.server, name)
+            ]
+            if moved:
+                log.warning("restart_needed", settings=[f"server.{n}" for n in moved])
+        return outcome
+
+    def _failed(self, reason: str, started: float, what: str, problems: list[str]) -> ReloadOutcome:
+        log.error(
+            "config_reload_failed",
+            reason=reason,
+            error=what,
+            problems=problems,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        return ReloadOutcome(ok=False, reason=reason, error=f"{what}: {'; '.join(problems)}")
+
+    async def _drain(self, old: Cluster, groups: list[ModelGroup]) -> None:
+        """Close retired groups once nothing can reach them any more.
+
+        Requests pinned to the old cluster that have not yet taken a worker count too:
+        they may still pick one of these groups.
+        """
+        deadline = time.monotonic() + self.drain_timeout_s
+        workers = [w for g in groups for w in g.workers]
+        try:
+            while (old.active or any(w.in_flight for w in workers)) and (
+                time.monotonic() < deadline
+            ):
+                # Polling a rare drain beats signalling an event on every request's path.
+                await asyncio.sleep(0.05)  # noqa: ASYNC110
+            busy = [w for w in workers if w.in_flight]
+            if busy or old.active:
+                log.warning("drain_timeout", workers=[w.worker_id for w in busy])
+        finally:
+            await asyncio.gather(*(g.close() for g in groups), return_exceptions=True)
+            log.info("workers_retired", models=[g.name for g in groups])
+
+    async def _watch(self, path: Path) -> None:
+        import watchfiles
+
+        # Watch the folder: editors replace the file by renaming a temporary one over it.
+        async for changes in watchfiles.awatch(
+            path.parent,
+            debounce=self.debounce_ms,
+            step=50,
+            stop_event=self._stop,
+            watch_filter=lambda _change, name: Path(name).name == path.name,
+        ):
+            if not changes:
+                continue
+            digest = _digest(path)
+            if digest == self._digest:
+                continue
+            await self.reload("file_changed")
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[object] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+@dataclass
+class _Plan:
+    cluster: Cluster
+    fresh: list[ModelGroup]
+    retired: list[ModelGroup]
+    carried: list[str]
+    before: set[str]
+
+    def outcome(self, reason: str) -> ReloadOutcome:
+        fresh = [g.name for g in self.fresh]
+        return ReloadOutcome(
+            ok=True,
+            reason=reason,
+            added=[n for n in fresh if n not in self.before],
+            changed=[n for n in fresh if n in self.before],
+            removed=[g.name for g in self.retired if g.name not in self.cluster.registry.groups],
+            carried=self.carried,
+        )
+
+
+def _plan(current: Cluster, config: ApplianceConfig) -> _Plan:
+    """The next cluster: unchanged models carried over, the rest built anew."""
+    old = current.registry.groups
+    groups: list[ModelGroup] = []
+    fresh: list[ModelGroup] = []
+    carried: list[str] = []
+    for model in config.models:
+        previous = old.get(model.name)
+        if previous is not None and previous.config == model:
+            groups.append(previous)
+            carried.append(model.name)
+        else:
+            group = ModelGroup.from_config(model)
+            groups.append(group)
+            fresh.append(group)
+    kept = {id(g) for g in groups}
+    retired = [g for g in old.values() if id(g) not in kept]
+    routes = {r.alias: list(r.targets) for r in config.routes}
+    registry = Registry(groups, routes, current.registry.created)
+    return _Plan(Cluster(config, registry), fresh, retired, carried, set(old))
+
+
+def _digest(path: Path) -> bytes | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return None

@@ -1,0 +1,213 @@
+"""Hot reload and shutdown against the real server: nothing drops, nothing mixes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.conftest import cluster_config, scripted, sse_payloads
+from tests.support.server import RunningServer
+
+KEY = "load-key"
+
+
+def versioned(n: int) -> dict[str, Any]:
+    models = [scripted("main", [f"v{n}:a", f"v{n}:b"], workers=2, options={"delay_ms": 20})]
+    if n % 2:
+        models.append(scripted("extra", ["x"]))
+    return cluster_config(
+        *models,
+        auth={"api_keys": [{"name": "load", "key": KEY}, {"name": "rot", "key": f"rot-{n}"}]},
+        server={"drain_timeout_s": 5},
+    )
+
+
+def rewrite(path: Path, config: dict[str, Any], in_place: bool) -> None:
+    text = yaml.safe_dump(config)
+    if in_place:
+        with path.open("w") as handle:  # truncate, then write: as many editors do
+            handle.write(text)
+    else:
+        tmp = path.with_name(".cluster.yaml.tmp")
+        tmp.write_text(text)
+        tmp.rename(path)
+
+
+CONTENT = re.compile(r"^v(\d+):av\1:b$")
+
+
+async def test_reload_under_load_drops_nothing_and_never_mixes(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    server = start_server(versioned(0))
+    stop = asyncio.Event()
+    failures: list[str] = []
+    seen: list[int] = []
+    body = {"model": "main", "messages": [{"role": "user", "content": "x"}]}
+
+    async def plain(client: httpx.AsyncClient) -> None:
+        while not stop.is_set():
+            response = await client.post("/v1/chat/completions", json=body)
+            if response.status_code != 200:
+                failures.append(f"plain {response.status_code} {response.text}")
+                continue
+            check(response.json()["choices"][0]["message"]["content"])
+
+    async def streaming(client: httpx.AsyncClient) -> None:
+        while not stop.is_set():
+            response = await client.post("/v1/chat/completions", json={**body, "stream": True})
+            payloads = sse_payloads(response.text)
+            if response.status_code != 200 or payloads[-1] != "[DONE]":
+                failures.append(f"stream {response.status_code} {response.text[-200:]}")
+                continue
+            if any("error" in p for p in payloads[:-1]):
+                failures.append(f"stream error event {payloads[-2]}")
+                continue
+            check(
+                "".join(
+                    c["delta"].get("content") or "" for p in payloads[:-1] for c in p["choices"]
+                )
+            )
+
+    def check(content: str) -> None:
+        match = CONTENT.match(content)
+        if match is None:
+            failures.append(f"mixed or wrong content {content!r}")
+        else:
+            seen.append(int(match.group(1)))
+
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with httpx.AsyncClient(base_url=server.base_url, headers=headers, timeout=10) as client:
+        tasks = [asyncio.create_task(plain(client)) for _ in range(3)]
+        tasks += [asyncio.create_task(streaming(client)) for _ in range(3)]
+        rewrites = 24
+        for n in range(1, rewrites + 1):
+            await asyncio.sleep(0.3)
+            rewrite(server.config_path, versioned(n), in_place=n % 2 == 0)
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.gather(*tasks)
+        final = await client.post("/v1/chat/completions", json=body)
+        rotated = await client.get(
+            "/v1/models", headers={"Authorization": f"Bearer rot-{rewrites}"}
+        )
+        old_rotated = await client.get("/v1/models", headers={"Authorization": "Bearer rot-1"})
+
+    assert failures == []
+    assert len(seen) > 100
+    assert len(set(seen)) >= 10, f"too few versions observed: {sorted(set(seen))}"
+    assert final.json()["choices"][0]["message"]["content"] == f"v{rewrites}:av{rewrites}:b"
+    assert rotated.status_code == 200 and old_rotated.status_code == 401
+    assert [m["id"] for m in rotated.json()["data"]] == ["main"]  # 24 is even: no extra
+    reloads = server.log().count('"event":"config_reloaded"')
+    assert reloads >= 12, reloads
+    assert "rot-" not in server.log().replace('"rot"', ""), "key values must not be logged"
+
+
+def test_broken_file_keeps_serving_then_fix_is_picked_up(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    server = start_server(versioned(0))
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": "main", "messages": [{"role": "user", "content": "x"}]}
+
+    def content() -> str:
+        response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, headers=headers)
+        assert response.status_code == 200
+        return str(response.json()["choices"][0]["message"]["content"])
+
+    text = yaml.safe_dump(versioned(7)).replace("workers: 2", "workers: plenty")
+    server.config_path.write_text(text)
+    deadline = time.monotonic() + 10
+    while "config_reload_failed" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "config_reload_failed" in server.log()
+    assert "models[0].workers (line" in server.log()
+    assert content() == "v0:av0:b"
+
+    rewrite(server.config_path, versioned(8), in_place=True)
+    deadline = time.monotonic() + 10
+    while content() != "v8:av8:b" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert content() == "v8:av8:b"
+
+
+def test_sighup_reloads_in_place(start_server: Callable[..., RunningServer]) -> None:
+    config = versioned(0)
+    config["server"]["watch_config"] = False
+    server = start_server(config)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    unwatched = versioned(3)
+    unwatched["server"]["watch_config"] = False
+    rewrite(server.config_path, unwatched, in_place=False)
+    time.sleep(0.5)
+    models = httpx.get(f"{server.base_url}/v1/models", headers=headers).json()
+    assert [m["id"] for m in models["data"]] == ["main"], "watching is off: no reload yet"
+    os.kill(server.process.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        models = httpx.get(f"{server.base_url}/v1/models", headers=headers).json()
+        if len(models["data"]) == 2:
+            break
+        time.sleep(0.05)
+    assert [m["id"] for m in models["data"]] == ["main", "extra"]
+    assert '"reason":"sighup"' in server.log()
+
+
+def _stream_then_sigterm(server: RunningServer, after_chunks: int) -> tuple[list[Any], float]:
+    payloads: list[Any] = []
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    with httpx.stream(
+        "POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=30
+    ) as response:
+        lines = response.iter_lines()
+        for line in lines:
+            payloads += sse_payloads(line)
+            if len(payloads) == after_chunks:
+                os.kill(server.process.pid, signal.SIGTERM)
+                signalled = time.monotonic()
+                break
+        for line in lines:
+            payloads += sse_payloads(line)
+    took = time.monotonic() - signalled
+    server.process.wait(15)
+    return payloads, took
+
+
+def test_shutdown_lets_a_short_stream_finish(start_server: Callable[..., RunningServer]) -> None:
+    server = start_server(
+        cluster_config(
+            scripted("slow", [f"{i} " for i in range(6)], options={"delay_ms": 100}),
+            server={"drain_timeout_s": 5},
+        )
+    )
+    payloads, _ = _stream_then_sigterm(server, after_chunks=2)
+    assert payloads[-1] == "[DONE]"
+    text = "".join(c["delta"].get("content") or "" for p in payloads[:-1] for c in p["choices"])
+    assert text == "0 1 2 3 4 5 "
+    assert server.process.returncode == 0
+
+
+def test_shutdown_ends_a_long_stream_with_an_error_event(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    server = start_server(
+        cluster_config(
+            scripted("slow", [f"{i} " for i in range(100)], options={"delay_ms": 100}),
+            server={"drain_timeout_s": 1},
+        )
+    )
+    payloads, took = _stream_then_sigterm(server, after_chunks=2)
+    assert payloads[-1] == "[DONE]"
+    assert payloads[-2]["error"]["code"] == "service_unavailable"
+    assert 0.8 < took < 4, took
+    assert '"event":"streams_ended_at_shutdown"' in server.log()

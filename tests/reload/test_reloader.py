@@ -1,0 +1,135 @@
+"""The reloader in-process: replace, never mutate; carry unchanged models over."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from structlog.testing import capture_logs
+
+from appliance.app import create_app
+from appliance.cluster import Cluster, ClusterRef
+from appliance.config import ApplianceConfig, load_config
+from appliance.reload import Reloader
+from tests.conftest import cluster_config, scripted
+
+BASE = cluster_config(
+    scripted("keep", ["same"], workers=2),
+    scripted("change", ["old"]),
+    scripted("drop", ["bye"]),
+)
+
+
+def write(path: Path, config: dict[str, Any]) -> None:
+    path.write_text(yaml.safe_dump(config))
+
+
+async def started(path: Path) -> tuple[ClusterRef, Reloader]:
+    config = load_config(path, environ={})
+    cluster = Cluster.from_config(config)
+    await cluster.start()
+    ref = ClusterRef(cluster)
+    return ref, Reloader(ref, lambda: load_config(path, environ={}), drain_timeout_s=2)
+
+
+async def test_unchanged_model_keeps_its_workers(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    write(path, BASE)
+    ref, reloader = await started(path)
+    before = ref.current.registry.groups["keep"].workers
+    changed = copy.deepcopy(BASE)
+    changed["models"][1]["options"]["reply"] = ["new"]
+    del changed["models"][2]
+    changed["models"].append(scripted("added", ["hi"]))
+    write(path, changed)
+
+    outcome = await reloader.reload("test")
+
+    groups = ref.current.registry.groups
+    assert outcome.ok
+    assert (outcome.carried, outcome.changed) == (["keep"], ["change"])
+    assert (outcome.added, outcome.removed) == (["added"], ["drop"])
+    assert all(a is b for a, b in zip(groups["keep"].workers, before, strict=True))
+    assert groups["change"].config.options.reply == ["new"]  # type: ignore[union-attr]
+    assert set(groups) == {"keep", "change", "added"}
+    await reloader.stop()
+    await ref.current.close()
+
+
+async def test_invalid_file_changes_nothing_and_logs_where(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    write(path, BASE)
+    ref, reloader = await started(path)
+    serving = ref.current
+    path.write_text(path.read_text().replace("workers: 2", "workers: many"))
+
+    with capture_logs() as logs:
+        outcome = await reloader.reload("test")
+
+    assert not outcome.ok
+    assert ref.current is serving
+    [failed] = [e for e in logs if e["event"] == "config_reload_failed"]
+    assert any("models[0].workers (line" in p for p in failed["problems"])
+    await ref.current.close()
+
+
+async def test_retired_workers_close_only_after_requests_finish(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    slow = cluster_config(scripted("m", ["a", "b"], options={"delay_ms": 150}))
+    write(path, slow)
+    ref, reloader = await started(path)
+    old_worker = ref.current.registry.groups["m"].workers[0]
+    app = create_app(ref.current.config, cluster=ref.current)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+        in_flight = asyncio.create_task(client.post("/v1/chat/completions", json=body))
+        await asyncio.sleep(0.05)
+        changed = copy.deepcopy(slow)
+        changed["models"][0]["options"]["reply"] = ["c"]
+        write(path, changed)
+        await reloader.reload("test")
+        assert old_worker.healthy, "a worker with a request in flight must not be closed"
+        response = await in_flight
+    assert response.json()["choices"][0]["message"]["content"] == "ab"
+    await asyncio.sleep(0.2)
+    assert not old_worker.healthy
+    await reloader.stop()
+    await ref.current.close()
+
+
+async def test_file_change_is_picked_up_by_the_watcher(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    write(path, BASE)
+    config = load_config(path, environ={})
+    cluster = Cluster.from_config(config)
+    await cluster.start()
+    ref = ClusterRef(cluster)
+    reloader = Reloader(ref, lambda: load_config(path, environ={}), watch=path, debounce_ms=50)
+    await reloader.start()
+    await asyncio.sleep(0.2)
+    changed = copy.deepcopy(BASE)
+    changed["routes"] = [{"alias": "new-alias", "targets": ["keep"]}]
+    # An editor-style save: write a temporary file, rename it over the original.
+    tmp = tmp_path / ".c.yaml.swp"
+    write(tmp, changed)
+    tmp.rename(path)
+    for _ in range(100):
+        if "new-alias" in ref.current.registry.routes:
+            break
+        await asyncio.sleep(0.05)
+    assert "new-alias" in ref.current.registry.routes
+    assert reloader.reloads == 1
+    await reloader.stop()
+    await ref.current.close()
+
+
+def test_config_equality_is_what_decides_carry_over() -> None:
+    a = ApplianceConfig.model_validate(copy.deepcopy(BASE))
+    b = ApplianceConfig.model_validate(copy.deepcopy(BASE))
+    assert a.models[0] == b.models[0]
+    assert a.models[0] != a.models[1]

@@ -178,7 +178,7 @@ class Reloader:
                 time.monotonic() < deadline
             ):
                 # Polling a rare drain beats signalling an event on every request's path.
-                await asyncio.sleep(0.05)  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
             busy = [w for w in workers if w.in_flight]
             if busy or old.active:
                 log.warning("drain_timeout", workers=[w.worker_id for w in busy])

@@ -174,10 +174,10 @@ class Reloader:
         deadline = time.monotonic() + self.drain_timeout_s
         workers = [w for g in groups for w in g.workers]
         try:
-            while (old.active or any(w.in_flight for w in workers)) and (
-                time.monotonic() < deadline
-            ):
-                # Polling a rare drain beats signalling an event on every request's path.
+            # Polling a rare drain beats signalling an event on every request's path.
+            while time.monotonic() < deadline:
+                if not old.active and not any(w.in_flight for w in workers):
+                    break
                 await asyncio.sleep(0.05)
             busy = [w for w in workers if w.in_flight]
             if busy or old.active:

@@ -77,6 +77,11 @@ class APIError(ApplianceError):
         """Whether the same request may succeed on another worker."""
         return False
 
+    @property
+    def worker_fault(self) -> bool:
+        """Whether this says the worker is unwell (counts towards ejecting it)."""
+        return False
+
     def envelope(self) -> dict[str, Any]:
         """The OpenAI error body."""
         return {
@@ -229,11 +234,19 @@ class UpstreamStatusError(UpstreamError):
     def retryable(self) -> bool:
         return self.upstream_status >= 500 or self.upstream_status == 429
 
+    @property
+    def worker_fault(self) -> bool:
+        return self.upstream_status >= 500
+
 
 class UpstreamConnectionError(UpstreamError):
     """The upstream could not be reached or broke the connection (502)."""
 
     code = "upstream_unreachable"
+
+    @property
+    def worker_fault(self) -> bool:
+        return True
 
 
 class UpstreamTimeoutError(UpstreamError):
@@ -241,3 +254,7 @@ class UpstreamTimeoutError(UpstreamError):
 
     status = 504
     code = "upstream_timeout"
+
+    @property
+    def worker_fault(self) -> bool:
+        return True

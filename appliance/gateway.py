@@ -2,7 +2,8 @@
 
 A request may fail over only before anything reached the client: a retryable error
 (connect failure, upstream 5xx or 429, timeout, no capacity) moves it to another worker of
-the same model, then to the route's next target, within ``max_attempts``. Once a stream
+the same model, then to the route's next target, within the model's ``retries`` and
+``timeout_s``. Once a stream
 has been handed out, its errors are the stream's to report.
 """
 
@@ -16,7 +17,12 @@ import orjson
 import structlog
 
 from appliance.auth import Principal
-from appliance.errors import APIError, InvalidRequestError, ServiceUnavailableError
+from appliance.errors import (
+    APIError,
+    InvalidRequestError,
+    ServiceUnavailableError,
+    UpstreamTimeoutError,
+)
 from appliance.registry import ModelGroup, Registry
 from appliance.workers import Endpoint, ReplyStream, Worker
 
@@ -35,9 +41,8 @@ log = structlog.get_logger("appliance.gateway")
 class Gateway:
     """Runs requests against the registry's workers."""
 
-    def __init__(self, registry: Registry, *, max_attempts: int = 3) -> None:
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.max_attempts = max_attempts
 
     async def call(self, principal: Principal, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
         """One plain request; returns the reply's JSON bytes."""
@@ -98,30 +103,51 @@ class Gateway:
         *,
         hold: bool,
     ) -> tuple[T, tuple[ModelGroup, Worker]]:
-        """Run ``operation`` on a worker, failing over on retryable errors."""
-        attempts = 0
+        """Run ``operation`` on a worker, failing over on retryable errors.
+
+        The requested model's ``retries`` and ``timeout_s`` bound the whole attempt,
+        queueing included.
+        """
+        policy = groups[0].config
+        try:
+            async with asyncio.timeout(policy.timeout_s):
+                return await self._failover(groups, operation, policy.retries + 1, hold)
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"No answer within the model's deadline of {policy.timeout_s:g}s."
+            ) from None
+
+    async def _failover(
+        self,
+        groups: list[ModelGroup],
+        operation: Callable[[Worker], Awaitable[T]],
+        attempts: int,
+        hold: bool,
+    ) -> tuple[T, tuple[ModelGroup, Worker]]:
         last: APIError | None = None
         for group in groups:
             tried: list[Worker] = []
-            while attempts < self.max_attempts and len(tried) < len(group.workers):
+            while attempts > 0 and len(tried) < len(group.workers):
                 try:
                     worker = await group.dispatcher.acquire(tried)
                 except APIError as exc:
                     last = exc
                     break
-                attempts += 1
+                attempts -= 1
                 try:
                     result = await operation(worker)
                 except APIError as exc:
                     group.dispatcher.release(worker)
+                    if exc.worker_fault:
+                        group.health.failure(worker)
                     if not exc.retryable:
                         raise
                     log.warning(
-                        "worker_failed",
+                        "attempt_failed",
                         worker=worker.worker_id,
                         error=type(exc).__name__,
                         status=exc.status,
-                        attempt=attempts,
+                        attempts_left=attempts,
                     )
                     last = exc
                     tried.append(worker)
@@ -129,6 +155,7 @@ class Gateway:
                 except BaseException:
                     group.dispatcher.release(worker)
                     raise
+                group.health.success(worker)
                 if not hold:
                     group.dispatcher.release(worker)
                 return result, (group, worker)

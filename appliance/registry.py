@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from appliance.config import ApplianceConfig, ModelConfig
 from appliance.dispatch import Dispatcher
 from appliance.errors import ModelNotFoundError
+from appliance.health import HealthMonitor
 from appliance.workers import Worker, build_workers
 
 
@@ -30,6 +31,7 @@ class ModelGroup:
             queue_size=config.queue_size,
             queue_timeout_s=config.queue_timeout_s,
         )
+        self.health = HealthMonitor(workers, config.health, self.dispatcher.wake)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> ModelGroup:
@@ -47,11 +49,13 @@ class ModelGroup:
         return any(w.healthy for w in self.workers)
 
     async def start(self) -> None:
-        """Start every worker."""
+        """Start every worker, then health checking."""
         await asyncio.gather(*(w.start() for w in self.workers))
+        self.health.start()
 
     async def close(self) -> None:
-        """Stop every worker."""
+        """Stop health checking and every worker."""
+        await self.health.stop()
         await asyncio.gather(*(w.close() for w in self.workers), return_exceptions=True)
 
 

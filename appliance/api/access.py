@@ -8,6 +8,7 @@ closed explicitly instead of whenever the garbage collector gets to it.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
@@ -27,6 +28,7 @@ ASGIApp = Callable[..., Awaitable[None]]
 REQUEST_ID = "appliance.request_id"
 LOG_FIELDS = "appliance.log"
 CLEANUP = "appliance.cleanup"
+DISCONNECT = "appliance.disconnect"
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -43,8 +45,21 @@ def on_finish(scope: Scope, closer: Callable[[], Awaitable[Any]]) -> None:
     scope.setdefault(CLEANUP, []).append(closer)
 
 
+def on_disconnect(scope: Scope, callback: Callable[[], None]) -> None:
+    """Call ``callback`` if the client leaves while the response is being sent."""
+    scope.setdefault(DISCONNECT, []).append(callback)
+
+
 class AccessLayer:
-    """Wraps an ASGI app with request ids, access logging and cleanup."""
+    """Wraps an ASGI app with request ids, access logging, cleanup and disconnects.
+
+    A client that goes away is noticed at once: once the body has been read, one task per
+    request waits for ``http.disconnect`` (Falcon's own SSE watcher is fed from it, so
+    there is only ever one reader of ``receive``). Before the response has started, the
+    request is cancelled, which closes the upstream request and frees the worker slot.
+    After it has started (a stream), the callbacks registered with :func:`on_disconnect`
+    run, and the relay stops reading from the worker.
+    """
 
     def __init__(self, app: ASGIApp, ref: ClusterRef) -> None:
         self.app = app
@@ -56,20 +71,18 @@ class AccessLayer:
             return
         request_id = _incoming_id(scope) or f"req_{secrets.token_hex(12)}".encode()
         scope[REQUEST_ID] = request_id.decode()
-        status = 500
+        exchange = _Exchange(scope, receive, send, request_id)
         started = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
-            await send(message)
-
         tokens = structlog.contextvars.bind_contextvars(request_id=scope[REQUEST_ID])
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, exchange.receive, exchange.send)
+        except asyncio.CancelledError:
+            if not exchange.gone:
+                raise
+            if exchange.task is not None:
+                exchange.task.uncancel()  # the cancellation was ours: the client left
         finally:
+            await exchange.finish()
             for closer in scope.get(CLEANUP, ()):
                 await closer()
             if self.ref.current.config.logging.access_log:
@@ -77,11 +90,67 @@ class AccessLayer:
                     "request",
                     method=scope["method"],
                     path=scope["path"],
-                    status=status,
+                    status=CLIENT_CLOSED
+                    if exchange.gone and not exchange.status
+                    else (exchange.status or 500),
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    **({"client_gone": True} if exchange.gone else {}),
                     **scope.get(LOG_FIELDS, {}),
                 )
             structlog.contextvars.reset_contextvars(**tokens)
+
+
+CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection"
+
+
+class _Exchange:
+    """One request's view of receive/send, watching for the client to leave."""
+
+    __slots__ = ("_receive", "_send", "_watcher", "gone", "request_id", "scope", "status", "task")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, request_id: bytes) -> None:
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.request_id = request_id
+        self.status = 0
+        self.gone = False
+        self.task = asyncio.current_task()
+        self._watcher: asyncio.Future[Message] | None = None
+
+    async def receive(self) -> Message:
+        if self._watcher is not None:
+            # The body is read: whoever asks next (Falcon's SSE watcher) waits for ours.
+            return await asyncio.shield(self._watcher)
+        message = await self._receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            self._watcher = asyncio.ensure_future(self._watch())
+        elif message["type"] == "http.disconnect":
+            self.gone = True
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message["headers"] = [*message.get("headers", ()), (b"x-request-id", self.request_id)]
+        await self._send(message)
+
+    async def _watch(self) -> Message:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                break
+        self.gone = True
+        if not self.status and self.task is not None:
+            self.task.cancel()
+        for callback in self.scope.get(DISCONNECT, ()):
+            callback()
+        return message
+
+    async def finish(self) -> None:
+        if self._watcher is not None and not self._watcher.done():
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
 
 
 def _incoming_id(scope: Scope) -> bytes | None:

@@ -10,9 +10,9 @@ import falcon.asgi
 from falcon.asgi import SSEvent
 
 from appliance import protocol
-from appliance.api.access import note, on_finish
+from appliance.api.access import note, on_disconnect, on_finish
 from appliance.api.body import read_json
-from appliance.api.sse import LiveStreams, relay
+from appliance.api.sse import LiveStreams, Relay
 from appliance.cluster import Cluster
 from appliance.workers import Endpoint
 
@@ -33,8 +33,10 @@ class GenerationResource:
         gateway, principal = cluster.gateway, req.context.principal
         if request.stream:
             stream = await gateway.open_stream(principal, self.endpoint, body)
-            events = relay(stream, cluster.config.server.stream_ping_s, self.live)
+            relay = Relay(stream, cluster.config.server.stream_ping_s, self.live)
+            events = relay.events()
             on_finish(req.scope, events.aclose)
+            on_disconnect(req.scope, relay.client_gone)
             # Falcon only calls serialize() on what the generator yields.
             resp.sse = cast(AsyncIterator[SSEvent | None], events)
             resp.set_header("cache-control", "no-cache")

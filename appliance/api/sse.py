@@ -41,74 +41,81 @@ def data(payload: bytes) -> Event:
     return Event(b"data: " + payload + b"\n\n")
 
 
-class _Live:
-    """What shutdown needs to end one relay: its pending read, and why it ended."""
-
-    __slots__ = ("ended", "pending")
-
-    def __init__(self) -> None:
-        self.pending: asyncio.Future[bytes] | None = None
-        self.ended: APIError | None = None
-
-    def end(self, error: APIError) -> None:
-        self.ended = error
-        if self.pending is not None:
-            self.pending.cancel()
-
-
 class LiveStreams:
     """The relays in progress, so that a shutdown past its drain time ends them cleanly.
 
-    It holds small state objects, never the generators: holding a generator would keep
-    it (and its upstream request) alive after the client left.
+    It holds the relays, never their generators: a held generator would stay alive (and
+    its upstream request open) after the client left.
     """
 
     def __init__(self) -> None:
-        self._live: set[_Live] = set()
+        self.relays: set[Relay] = set()
 
     def __len__(self) -> int:
-        return len(self._live)
+        return len(self.relays)
 
     def end_all(self, error: APIError) -> int:
         """Make every open stream send ``error`` and ``[DONE]``; returns how many."""
-        live = list(self._live)
-        for state in live:
-            state.end(error)
-        return len(live)
+        relays = list(self.relays)
+        for relay in relays:
+            relay.end(error)
+        return len(relays)
 
 
-async def relay(
-    stream: ReplyStream, ping_s: float, live: LiveStreams
-) -> AsyncGenerator[Event | None, None]:
-    """Yield the stream's payloads as SSE events, then ``[DONE]``; always close it."""
-    chunks = stream.__aiter__()
-    state = _Live()
-    live._live.add(state)
-    try:
-        while True:
-            if state.ended is not None:
-                raise state.ended
-            pending = state.pending = asyncio.ensure_future(chunks.__anext__())
-            while not (await asyncio.wait((pending,), timeout=ping_s))[0]:
-                yield None
-            state.pending = None
-            if pending.cancelled() and state.ended is not None:
-                raise state.ended
-            try:
-                payload = pending.result()
-            except StopAsyncIteration:
-                break
-            yield data(payload)
-    except APIError as exc:
-        log.warning("stream_failed", error=type(exc).__name__, status=exc.status)
-        yield data(orjson.dumps(exc.envelope()))
-    except Exception:
-        log.exception("stream_crashed")
-        yield data(orjson.dumps(APIError("The stream failed unexpectedly.").envelope()))
-    finally:
-        live._live.discard(state)
-        if state.pending is not None:
-            state.pending.cancel()
-            await asyncio.gather(state.pending, return_exceptions=True)
-        await stream.aclose()
-    yield DONE
+class Relay:
+    """One worker stream on its way to one client."""
+
+    __slots__ = ("_ended", "_error", "_pending", "live", "ping_s", "stream")
+
+    def __init__(self, stream: ReplyStream, ping_s: float, live: LiveStreams) -> None:
+        self.stream = stream
+        self.ping_s = ping_s
+        self.live = live
+        self._pending: asyncio.Future[bytes] | None = None
+        self._ended = False
+        self._error: APIError | None = None
+
+    def end(self, error: APIError | None = None) -> None:
+        """Stop relaying: with ``error`` the client gets it as an event; without, nothing."""
+        self._ended, self._error = True, error
+        if self._pending is not None:
+            self._pending.cancel()
+
+    def client_gone(self) -> None:
+        """The client left: stop reading from the worker now."""
+        self.end(None)
+
+    async def events(self) -> AsyncGenerator[Event | None, None]:
+        """The stream's payloads as SSE events, then ``[DONE]``; the stream is always closed."""
+        chunks = self.stream.__aiter__()
+        self.live.relays.add(self)
+        try:
+            while not self._ended:
+                pending = self._pending = asyncio.ensure_future(chunks.__anext__())
+                while not (await asyncio.wait((pending,), timeout=self.ping_s))[0]:
+                    yield None
+                self._pending = None
+                if pending.cancelled():
+                    break
+                try:
+                    payload = pending.result()
+                except StopAsyncIteration:
+                    break
+                yield data(payload)
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                return
+        except APIError as exc:
+            log.warning("stream_failed", error=type(exc).__name__, status=exc.status)
+            yield data(orjson.dumps(exc.envelope()))
+        except Exception:
+            log.exception("stream_crashed")
+            yield data(orjson.dumps(APIError("The stream failed unexpectedly.").envelope()))
+        finally:
+            self.live.relays.discard(self)
+            if self._pending is not None:
+                self._pending.cancel()
+                await asyncio.gather(self._pending, return_exceptions=True)
+            await self.stream.aclose()
+        yield DONE

@@ -32,6 +32,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class HealthConfig(Strict):
+    """Active probes (never a model call) and passive ejection of failing workers."""
+
+    interval_s: float = Field(
+        5.0, ge=0, description="Seconds between probes of each worker; 0 turns probes off."
+    )
+    timeout_s: float = Field(2.0, gt=0, description="A probe slower than this has failed.")
+    failures: int = Field(
+        3, ge=1, le=1000, description="Consecutive failed requests that eject a worker."
+    )
+    cooldown_s: float = Field(
+        2.0, gt=0, description="First ejection's length without probes; doubles each time."
+    )
+    max_cooldown_s: float = Field(60.0, gt=0, description="Longest cool-down.")
+
+
 class ModelBase(Strict):
     """Fields every model declaration has, whatever its backend."""
 
@@ -53,6 +69,16 @@ class ModelBase(Strict):
     queue_timeout_s: float = Field(
         30.0, gt=0, description="Longest wait for a free worker before a 503."
     )
+    retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Extra attempts on other workers or route targets, before any byte is sent.",
+    )
+    timeout_s: float = Field(
+        600.0, gt=0, description="Deadline for a request, all attempts included, until its reply."
+    )
+    health: HealthConfig = Field(default_factory=HealthConfig, description="Health checking.")
 
 
 class ScriptedOptions(Strict):
@@ -95,8 +121,14 @@ class OpenAIOptions(Strict):
         default_factory=dict, description="Extra headers sent with every upstream request."
     )
     connect_timeout_s: float = Field(5.0, gt=0, description="TCP connect timeout.")
-    read_timeout_s: float = Field(
-        120.0, gt=0, description="Longest wait for the first byte and between stream chunks."
+    first_byte_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Longest wait for the upstream's response to begin (a plain reply's "
+        "headers come when it is fully generated).",
+    )
+    idle_timeout_s: float = Field(
+        60.0, gt=0, description="Longest silence between two reads (stream chunks)."
     )
 
     @field_validator("base_url", mode="before")

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from appliance.config import ModelConfig
+from appliance.errors import ServiceUnavailableError
 
 
 class Endpoint(enum.Enum):
@@ -46,6 +47,7 @@ class Worker(ABC):
         self.config = config
         self.in_flight = 0
         self.healthy = False
+        self.closed = False
 
     @property
     def model(self) -> str:
@@ -59,6 +61,15 @@ class Worker(ABC):
     async def close(self) -> None:
         """Release everything; called once after the last request."""
         self.healthy = False
+        self.closed = True
+
+    async def probe(self) -> None:
+        """Check the worker can serve, without a model call; raise an APIError if not.
+
+        A worker in this process is alive as long as it is not closed.
+        """
+        if self.closed:
+            raise ServiceUnavailableError(f"worker {self.worker_id} is closed")
 
     @abstractmethod
     async def call(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:

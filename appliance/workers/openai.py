@@ -45,8 +45,9 @@ class OpenAIWorker(Worker):
         if opts.api_key is not None:
             self._headers["authorization"] = f"Bearer {opts.api_key.get_secret_value()}"
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=opts.connect_timeout_s, sock_read=opts.read_timeout_s
+            total=None, connect=opts.connect_timeout_s, sock_read=opts.idle_timeout_s
         )
+        self._first_byte_s = opts.first_byte_timeout_s
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -84,14 +85,33 @@ class OpenAIWorker(Worker):
             )
         return _UpstreamStream(response)
 
+    async def probe(self) -> None:
+        """``GET {base_url}/models``: cheap on every OpenAI-compatible server, never billed."""
+        if self._session is None:
+            raise UpstreamConnectionError(f"worker {self.worker_id} is not started")
+        response = await _guard(self._session.get(f"{self.base_url}/models", headers=self._headers))
+        try:
+            if response.status >= 400:
+                raise _status_error(response, await _guard(response.content.read(1024)))
+        finally:
+            response.release()
+
     async def _post(self, endpoint: Endpoint, body: dict[str, Any]) -> aiohttp.ClientResponse:
         if self._session is None:
             raise UpstreamConnectionError(f"worker {self.worker_id} is not started")
         payload = orjson.dumps({**body, "model": self.upstream_model})
         url = f"{self.base_url}/{endpoint.value}"
-        response = await _guard(
-            self._session.post(url, data=payload, headers=self._headers, allow_redirects=False)
-        )
+        try:
+            async with asyncio.timeout(self._first_byte_s):
+                response = await _guard(
+                    self._session.post(
+                        url, data=payload, headers=self._headers, allow_redirects=False
+                    )
+                )
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"The upstream did not begin to answer within {self._first_byte_s:g}s"
+            ) from None
         if response.status >= 400:
             try:
                 raw = await _guard(response.content.read(_MAX_ERROR_BODY))

@@ -47,7 +47,7 @@ def server(upstream: FakeUpstream, start_server: Callable[..., RunningServer]) -
             proxied("up-400", upstream, "fail-400"),
             proxied("up-401", upstream, "fail-401"),
             proxied("up-429", upstream, "fail-429"),
-            proxied("up-hang", upstream, "hang", options={"read_timeout_s": 0.5}),
+            proxied("up-hang", upstream, "hang", options={"first_byte_timeout_s": 0.5}),
             proxied("up-break", upstream, "break-mid-stream"),
             proxied("up-dead", upstream, "ok", options={"base_url": dead}),
             proxied(

@@ -19,6 +19,7 @@ from appliance.api.rerank import RelevanceResource, RerankResource
 from appliance.api.sse import LiveStreams
 from appliance.cluster import Cluster, ClusterRef
 from appliance.config import ApplianceConfig, load_from_environment
+from appliance.limits import LocalLimiter
 from appliance.logging import configure_logging
 from appliance.reload import Reloader
 from appliance.signals import ignore_until_handled
@@ -47,7 +48,7 @@ def create_app(
     live = LiveStreams()
     middleware: list[Any] = [
         Lifespan(ref, reloader(ref) if reloader else None, live),
-        Authentication(ref),
+        Authentication(ref, LocalLimiter(config.auth.window_s)),
     ]
     app = falcon.asgi.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True

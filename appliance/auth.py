@@ -22,6 +22,13 @@ class Principal:
 
     name: str
     models: frozenset[str] | None
+    rpm: int | None = None
+    tpm: int | None = None
+
+    @property
+    def limited(self) -> bool:
+        """Whether this key has request or token limits."""
+        return self.rpm is not None or self.tpm is not None
 
     def allows(self, model: str) -> bool:
         """Whether this key may use ``model`` (a model name or alias)."""
@@ -44,7 +51,11 @@ class Authenticator:
 
     def __init__(self, keys: Iterable[ApiKeyConfig]) -> None:
         self._keys = [
-            (k.digest(), Principal(k.name, frozenset(k.models) if k.models else None)) for k in keys
+            (
+                k.digest(),
+                Principal(k.name, frozenset(k.models) if k.models else None, k.rpm, k.tpm),
+            )
+            for k in keys
         ]
 
     @property

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from appliance.errors import InvalidRequestError
 
 MAX_N = 128
+MAX_TOKENS = 1_000_000  # beyond any model's output window; larger is a client bug
 
 
 class _Open(BaseModel):
@@ -44,7 +45,7 @@ class _Sampling(_Open):
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     n: int | None = Field(1, ge=1, le=MAX_N)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
@@ -56,7 +57,7 @@ class _Sampling(_Open):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
 
     def token_limit(self) -> int | None:
         """The effective completion-token limit."""

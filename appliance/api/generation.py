@@ -12,6 +12,7 @@ from falcon.asgi import SSEvent
 from appliance import protocol
 from appliance.api.access import note, on_disconnect, on_finish
 from appliance.api.body import read_json
+from appliance.api.metering import Meter, settle
 from appliance.api.sse import LiveStreams, Relay
 from appliance.cluster import Cluster
 from appliance.workers import Endpoint
@@ -19,6 +20,8 @@ from appliance.workers import Endpoint
 
 class GenerationResource:
     """Validates a generation request, then answers it or streams it."""
+
+    metered = True
 
     def __init__(self, endpoint: Endpoint, schema: type[protocol._Open], live: LiveStreams) -> None:
         self.endpoint = endpoint
@@ -31,9 +34,12 @@ class GenerationResource:
         request = protocol.validate(self.schema, body)
         note(req.scope, model=request.model, stream=bool(request.stream))
         gateway, principal = cluster.gateway, req.context.principal
+        meter: Meter | None = getattr(req.context, "meter", None)
         if request.stream:
+            if meter is not None:
+                body = meter.ask_for_usage(body)
             stream = await gateway.open_stream(principal, self.endpoint, body)
-            relay = Relay(stream, cluster.config.server.stream_ping_s, self.live)
+            relay = Relay(stream, cluster.config.server.stream_ping_s, self.live, meter)
             events = relay.events()
             on_finish(req.scope, events.aclose)
             on_disconnect(req.scope, relay.client_gone)
@@ -43,3 +49,4 @@ class GenerationResource:
             return
         resp.data = await gateway.call(principal, self.endpoint, body)
         resp.content_type = falcon.MEDIA_JSON
+        await settle(req, resp.data)

@@ -10,9 +10,11 @@ import falcon.asgi
 import structlog
 
 from appliance.api.access import note, on_finish
+from appliance.api.metering import Meter
 from appliance.api.sse import LiveStreams
 from appliance.cluster import ClusterRef
 from appliance.errors import ServiceUnavailableError
+from appliance.limits import Limiter, Quota
 from appliance.reload import Reloader
 from appliance.signals import DRAIN_SIGNAL
 
@@ -61,13 +63,15 @@ class Lifespan:
 
 
 class Authentication:
-    """Pins the request to the current cluster and identifies the caller.
+    """Pins the request to the current cluster, identifies the caller, applies key limits.
 
-    Resources with ``public = True`` (health probes) need no key.
+    Resources with ``public = True`` (health probes) need no key; those with
+    ``metered = True`` (model calls) count against the key's ``rpm`` and ``tpm``.
     """
 
-    def __init__(self, ref: ClusterRef) -> None:
+    def __init__(self, ref: ClusterRef, limiter: Limiter) -> None:
         self.ref = ref
+        self.limiter = limiter
 
     async def process_resource(
         self,
@@ -85,3 +89,20 @@ class Authentication:
         req.context.principal = principal
         if cluster.auth.enabled:
             note(req.scope, key=principal.name)
+        if principal.limited and getattr(resource, "metered", False):
+            req.context.quota = await self.limiter.admit(
+                principal.name, principal.rpm, principal.tpm
+            )
+            if principal.tpm is not None:
+                req.context.meter = Meter(self.limiter, principal.name)
+
+    async def process_response(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: object,
+        req_succeeded: bool,
+    ) -> None:
+        quota: Quota | None = getattr(req.context, "quota", None)
+        if quota is not None:
+            resp.set_headers(quota.headers())

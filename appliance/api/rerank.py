@@ -9,12 +9,15 @@ import orjson
 from appliance import protocol
 from appliance.api.access import note
 from appliance.api.body import read_json
+from appliance.api.metering import settle
 from appliance.cluster import Cluster
 from appliance.workers import Endpoint
 
 
 class RerankResource:
     """Scores documents against a query; results best first."""
+
+    metered = True
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
@@ -23,10 +26,13 @@ class RerankResource:
         note(req.scope, model=request.model)
         resp.data = await cluster.gateway.call(req.context.principal, Endpoint.RERANK, body)
         resp.content_type = falcon.MEDIA_JSON
+        await settle(req, resp.data)
 
 
 class RelevanceResource:
     """DB-GPT's relevance API: one score per document, in the documents' order."""
+
+    metered = True
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
@@ -34,9 +40,9 @@ class RelevanceResource:
         request = protocol.validate(protocol.RerankRequest, body)
         note(req.scope, model=request.model)
         rerank = {"model": request.model, "query": request.query, "documents": request.documents}
-        reply = orjson.loads(
-            await cluster.gateway.call(req.context.principal, Endpoint.RERANK, rerank)
-        )
+        raw = await cluster.gateway.call(req.context.principal, Endpoint.RERANK, rerank)
+        await settle(req, raw)
+        reply = orjson.loads(raw)
         scores = [0.0] * len(request.documents)
         for result in reply["results"]:
             scores[result["index"]] = result["relevance_score"]

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import structlog
 
+from appliance.api.metering import Meter
 from appliance.errors import APIError
 from appliance.workers import ReplyStream
 
@@ -65,12 +66,19 @@ class LiveStreams:
 class Relay:
     """One worker stream on its way to one client."""
 
-    __slots__ = ("_ended", "_error", "_pending", "live", "ping_s", "stream")
+    __slots__ = ("_ended", "_error", "_pending", "live", "meter", "ping_s", "stream")
 
-    def __init__(self, stream: ReplyStream, ping_s: float, live: LiveStreams) -> None:
+    def __init__(
+        self,
+        stream: ReplyStream,
+        ping_s: float,
+        live: LiveStreams,
+        meter: Meter | None = None,
+    ) -> None:
         self.stream = stream
         self.ping_s = ping_s
         self.live = live
+        self.meter = meter
         self._pending: asyncio.Future[bytes] | None = None
         self._ended = False
         self._error: APIError | None = None
@@ -101,6 +109,8 @@ class Relay:
                     payload = pending.result()
                 except StopAsyncIteration:
                     break
+                if self.meter is not None and not self.meter.chunk(payload):
+                    continue
                 yield data(payload)
             if self._error is not None:
                 raise self._error
@@ -118,4 +128,6 @@ class Relay:
                 self._pending.cancel()
                 await asyncio.gather(self._pending, return_exceptions=True)
             await self.stream.aclose()
+            if self.meter is not None:
+                await self.meter.settle()
         yield DONE

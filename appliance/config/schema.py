@@ -62,6 +62,10 @@ class ApiKeyConfig(Strict):
     models: list[str] | None = Field(
         None, description="Models and aliases this key may use; absent: all."
     )
+    rpm: int | None = Field(None, ge=1, description="Requests per window (a minute) allowed.")
+    tpm: int | None = Field(
+        None, ge=1, description="Tokens per window (a minute), counted from replies' usage."
+    )
 
     @model_validator(mode="after")
     def _one_secret(self) -> ApiKeyConfig:
@@ -85,6 +89,12 @@ class AuthConfig(Strict):
     """Client authentication. No keys: the API is open."""
 
     api_keys: list[ApiKeyConfig] = Field(default_factory=list, description="Accepted keys.")
+    window_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Length of the rpm/tpm window; 60 makes them per minute.",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -1,0 +1,78 @@
+"""Counting the tokens a request used, for keys with a ``tpm`` limit.
+
+Plain replies carry ``usage``. Streams carry it only when the client asked
+(``stream_options.include_usage``); for a metered key the appliance asks on the client's
+behalf and drops that final usage chunk again if the client had not asked for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from appliance.limits import Limiter
+
+
+class Meter:
+    """Token accounting for one request of one limited key."""
+
+    __slots__ = ("_limiter", "hide_usage", "key", "tokens")
+
+    def __init__(self, limiter: Limiter, key: str) -> None:
+        self._limiter = limiter
+        self.key = key
+        self.tokens = 0
+        self.hide_usage = False
+
+    def ask_for_usage(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The stream request to send: with ``include_usage`` on."""
+        options = body.get("stream_options") or {}
+        if options.get("include_usage"):
+            return body
+        self.hide_usage = True
+        return {**body, "stream_options": {**options, "include_usage": True}}
+
+    def reply(self, body: bytes) -> None:
+        """Count a plain reply's usage."""
+        self.tokens += _total(_usage(body))
+
+    def chunk(self, payload: bytes) -> bool:
+        """Count a stream chunk's usage; False if the client must not see this chunk."""
+        if b'"usage":{' not in payload:
+            return True
+        usage = _usage(payload)
+        if usage is None:
+            return True
+        self.tokens += _total(usage)
+        return not self.hide_usage
+
+    async def settle(self) -> None:
+        """Record the tokens against the key."""
+        await self._limiter.spend(self.key, self.tokens)
+
+
+def _usage(body: bytes) -> dict[str, Any] | None:
+    try:
+        usage = orjson.loads(body).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return usage if isinstance(usage, dict) else None
+
+
+def _total(usage: dict[str, Any] | None) -> int:
+    if not usage:
+        return 0
+    total = usage.get("total_tokens")
+    if isinstance(total, int):
+        return total
+    parts = (usage.get("prompt_tokens"), usage.get("completion_tokens"))
+    return sum(p for p in parts if isinstance(p, int))
+
+
+async def settle(req: Any, reply: bytes) -> None:
+    """Count a plain reply against the request's key, if that key has a token limit."""
+    meter: Meter | None = getattr(req.context, "meter", None)
+    if meter is not None:
+        meter.reply(reply)
+        await meter.settle()

@@ -1,0 +1,141 @@
+"""Per-key request and token limits over a sliding window.
+
+A key with ``rpm`` is admitted while fewer than ``rpm`` of its requests started in the
+last window; a key with ``tpm`` while the tokens its requests used in the last window are
+below ``tpm`` (tokens are counted when a reply ends, from its ``usage``). Over a limit:
+429 with ``Retry-After`` at the moment a slot frees. The counters live outside any
+cluster, so a reload does not reset them; they are kept per key *name*.
+
+:class:`LocalLimiter` keeps windows in this process. A limiter shared by several replicas
+implements the same :class:`Limiter` protocol.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from appliance.errors import RateLimitError
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What a key has left, for the ``x-ratelimit-*`` headers."""
+
+    limit_requests: int | None
+    remaining_requests: int | None
+    reset_requests_s: float
+    limit_tokens: int | None
+    remaining_tokens: int | None
+    reset_tokens_s: float
+
+    def headers(self) -> dict[str, str]:
+        """OpenAI's rate-limit headers."""
+        out: dict[str, str] = {}
+        if self.limit_requests is not None:
+            out["x-ratelimit-limit-requests"] = str(self.limit_requests)
+            out["x-ratelimit-remaining-requests"] = str(self.remaining_requests)
+            out["x-ratelimit-reset-requests"] = _duration(self.reset_requests_s)
+        if self.limit_tokens is not None:
+            out["x-ratelimit-limit-tokens"] = str(self.limit_tokens)
+            out["x-ratelimit-remaining-tokens"] = str(self.remaining_tokens)
+            out["x-ratelimit-reset-tokens"] = _duration(self.reset_tokens_s)
+        return out
+
+
+class Limiter(Protocol):
+    """Admission and accounting of per-key limits."""
+
+    async def admit(self, key: str, rpm: int | None, tpm: int | None) -> Quota:
+        """Count a request, or raise :class:`RateLimitError` if over a limit."""
+
+    async def spend(self, key: str, tokens: int) -> None:
+        """Record tokens a finished request used."""
+
+
+class _Window:
+    """Amounts with their times, oldest first, within one window."""
+
+    __slots__ = ("entries", "total")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, int]] = deque()
+        self.total = 0
+
+    def trim(self, since: float) -> None:
+        while self.entries and self.entries[0][0] <= since:
+            self.total -= self.entries.popleft()[1]
+
+    def add(self, now: float, amount: int) -> None:
+        self.entries.append((now, amount))
+        self.total += amount
+
+    def wait_until_below(self, limit: int, window: float, now: float) -> float:
+        """Seconds until the total drops below ``limit`` as entries age out."""
+        total = self.total
+        for stamp, amount in self.entries:
+            if total < limit:
+                break
+            total -= amount
+            if total < limit:
+                return max(stamp + window - now, 0.0)
+        return 0.0
+
+
+class LocalLimiter:
+    """Sliding-window limits kept in this process."""
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        self.window_s = window_s
+        self._requests: dict[str, _Window] = {}
+        self._tokens: dict[str, _Window] = {}
+
+    async def admit(self, key: str, rpm: int | None, tpm: int | None) -> Quota:
+        now = time.monotonic()
+        since = now - self.window_s
+        requests = self._requests.setdefault(key, _Window())
+        tokens = self._tokens.setdefault(key, _Window())
+        requests.trim(since)
+        tokens.trim(since)
+        if rpm is not None and requests.total >= rpm:
+            wait = requests.wait_until_below(rpm, self.window_s, now)
+            raise _limited("requests", rpm, wait)
+        if tpm is not None and tokens.total >= tpm:
+            wait = tokens.wait_until_below(tpm, self.window_s, now)
+            raise _limited("tokens", tpm, wait)
+        requests.add(now, 1)
+        return Quota(
+            limit_requests=rpm,
+            remaining_requests=None if rpm is None else rpm - requests.total,
+            reset_requests_s=_reset(requests, self.window_s, now),
+            limit_tokens=tpm,
+            remaining_tokens=None if tpm is None else max(tpm - tokens.total, 0),
+            reset_tokens_s=_reset(tokens, self.window_s, now),
+        )
+
+    async def spend(self, key: str, tokens: int) -> None:
+        if tokens > 0:
+            self._tokens.setdefault(key, _Window()).add(time.monotonic(), tokens)
+
+
+def _limited(what: str, limit: int, wait: float) -> RateLimitError:
+    per = "requests" if what == "requests" else "tokens"
+    return RateLimitError(
+        f"Rate limit reached: {limit} {per} per minute for this API key. Retry in {wait:.1f}s.",
+        retry_after=wait,
+        headers={f"x-ratelimit-limit-{per}": str(limit), f"x-ratelimit-remaining-{per}": "0"},
+    )
+
+
+def _reset(window: _Window, length: float, now: float) -> float:
+    return max(window.entries[0][0] + length - now, 0.0) if window.entries else 0.0
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: ``1s``, ``6m0s``, ``120ms``."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes)}m{secs:.0f}s" if minutes else f"{secs:.3g}s"

@@ -106,7 +106,17 @@ CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection"
 class _Exchange:
     """One request's view of receive/send, watching for the client to leave."""
 
-    __slots__ = ("_receive", "_send", "_watcher", "gone", "request_id", "scope", "status", "task")
+    __slots__ = (
+        "_left",
+        "_receive",
+        "_send",
+        "_watcher",
+        "gone",
+        "request_id",
+        "scope",
+        "status",
+        "task",
+    )
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, request_id: bytes) -> None:
         self.scope = scope
@@ -117,14 +127,21 @@ class _Exchange:
         self.gone = False
         self.task = asyncio.current_task()
         self._watcher: asyncio.Future[Message] | None = None
+        self._left: int | None = None
 
     async def receive(self) -> Message:
         if self._watcher is not None:
             # The body is read: whoever asks next (Falcon's SSE watcher) waits for ours.
             return await asyncio.shield(self._watcher)
         message = await self._receive()
-        if message["type"] == "http.request" and not message.get("more_body", False):
-            self._watcher = asyncio.ensure_future(self._watch())
+        if message["type"] == "http.request":
+            # The body is complete at more_body=False or, since a reader that knows the
+            # length stops asking once it has it, at Content-Length bytes.
+            if self._left is None:
+                self._left = _content_length(self.scope)
+            self._left -= len(message.get("body", b""))
+            if not message.get("more_body", False) or self._left <= 0:
+                self._watcher = asyncio.ensure_future(self._watch())
         elif message["type"] == "http.disconnect":
             self.gone = True
         return message
@@ -151,6 +168,16 @@ class _Exchange:
         if self._watcher is not None and not self._watcher.done():
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
+
+
+def _content_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                break
+    return 1 << 62  # unknown (chunked): wait for more_body=False
 
 
 def _incoming_id(scope: Scope) -> bytes | None:

@@ -37,15 +37,19 @@ class Meter:
         """Count a plain reply's usage."""
         self.tokens += _total(_usage(body))
 
-    def chunk(self, payload: bytes) -> bool:
-        """Count a stream chunk's usage; False if the client must not see this chunk."""
+    def chunk(self, payload: bytes) -> bytes | None:
+        """Count a stream chunk's usage; returns what the client sees (None: nothing)."""
         if b'"usage":{' not in payload:
-            return True
+            if self.hide_usage:
+                # With include_usage every chunk says "usage":null; the client did not
+                # ask. Quotes inside JSON strings are escaped, so this is always a key.
+                return payload.replace(b',"usage":null', b"")
+            return payload
         usage = _usage(payload)
         if usage is None:
-            return True
+            return payload
         self.tokens += _total(usage)
-        return not self.hide_usage
+        return None if self.hide_usage else payload
 
     async def settle(self) -> None:
         """Record the tokens against the key."""

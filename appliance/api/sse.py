@@ -109,8 +109,11 @@ class Relay:
                     payload = pending.result()
                 except StopAsyncIteration:
                     break
-                if self.meter is not None and not self.meter.chunk(payload):
-                    continue
+                if self.meter is not None:
+                    shown = self.meter.chunk(payload)
+                    if shown is None:
+                        continue
+                    payload = shown
                 yield data(payload)
             if self._error is not None:
                 raise self._error

@@ -8,7 +8,10 @@ configured upstream name), so one server plays every upstream a test needs:
 - ``hang``: never answers (until the client gives up).
 - ``break-mid-stream``: streams two chunks, then drops the connection.
 
-Every request is recorded (path, headers, JSON body) for the test to inspect.
+``x_first_delay_ms`` delays the start of any answer. While it waits, and between chunks,
+it watches its connection: a client that leaves is recorded in ``disconnects`` (the
+monotonic time it was noticed). Every request is recorded (path, headers, JSON body);
+``GET /models`` (the appliance's health probe) only counts in ``probes``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+
+class _ClientGone(ConnectionResetError):
+    """The appliance closed the connection while the fake was waiting."""
 
 
 @dataclass
@@ -39,7 +46,8 @@ class FakeUpstream:
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[Seen] = field(default_factory=list)
-    closed_streams: int = 0
+    disconnects: list[float] = field(default_factory=list)
+    probes: int = 0
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -56,6 +64,8 @@ class FakeUpstream:
         return self
 
     def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -73,6 +83,7 @@ class FakeUpstream:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def _models(self, request: web.Request) -> web.Response:
+        self.probes += 1
         return web.json_response({"object": "list", "data": [{"id": "ok", "object": "model"}]})
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
@@ -95,6 +106,7 @@ class FakeUpstream:
             )
         if model == "hang":
             await asyncio.sleep(30)
+        await self._wait(request, float(body.get("x_first_delay_ms", 0)) / 1000)
         if kind == "embeddings":
             inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
             data = [
@@ -130,8 +142,7 @@ class FakeUpstream:
         delay = float(body.get("x_chunk_delay_ms", 0)) / 1000
         try:
             for i in range(chunks):
-                if delay:
-                    await asyncio.sleep(delay)
+                await self._wait(request, delay)
                 await response.write(b"data: " + orjson.dumps(_chunk(model, f"c{i} ")) + b"\n\n")
                 if model == "break-mid-stream" and i == 1:
                     await asyncio.sleep(0.2)  # let the chunks be read, then fail
@@ -139,10 +150,25 @@ class FakeUpstream:
                     return response
             await response.write(b"data: " + orjson.dumps(_chunk(model, None, "stop")) + b"\n\n")
             await response.write(b"data: [DONE]\n\n")
-        except (ConnectionResetError, asyncio.CancelledError):
-            self.closed_streams += 1
+        except _ClientGone:
+            raise
+        except ConnectionResetError:
+            self.disconnects.append(time.monotonic())
             raise
         return response
+
+    async def _wait(self, request: web.Request, seconds: float) -> None:
+        """Sleep, but notice (and record) a client that goes away meanwhile."""
+        deadline = time.monotonic() + seconds
+        while True:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                self.disconnects.append(time.monotonic())
+                raise _ClientGone("client went away")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.02))
 
 
 def _completion(model: str, text: str) -> dict[str, Any]:

@@ -1,0 +1,303 @@
+"""Failover, health, timeouts, disconnects and limits against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import cluster_config, scripted, sse_payloads
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.server import RunningServer
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def two_upstreams() -> Iterator[list[FakeUpstream]]:
+    fakes = [FakeUpstream().start(), FakeUpstream().start()]
+    yield fakes
+    for fake in fakes:
+        fake.stop()
+
+
+def upstream_model(name: str, urls: list[str], **fields: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "backend": "openai",
+        "options": {"base_url": urls, "model": "ok", **fields.pop("options", {})},
+        **fields,
+    }
+
+
+def readyz(server: RunningServer) -> dict[str, Any]:
+    return httpx.get(f"{server.base_url}/readyz", timeout=5).json()  # type: ignore[no-any-return]
+
+
+def healthy(server: RunningServer, model: str) -> list[bool]:
+    return [w["healthy"] for w in readyz(server)["models"][model]["workers"]]
+
+
+def test_killed_upstream_fails_over_leaves_rotation_and_comes_back(
+    two_upstreams: list[FakeUpstream], start_server: Callable[..., RunningServer]
+) -> None:
+    first, second = two_upstreams
+    server = start_server(
+        cluster_config(
+            upstream_model(
+                "pair",
+                [first.base_url, second.base_url],
+                health={"interval_s": 0.5, "timeout_s": 0.5, "failures": 2},
+            )
+        )
+    )
+    failures: list[str] = []
+    sent = 0
+    stop = threading.Event()
+
+    def load() -> None:
+        nonlocal sent
+        with httpx.Client(base_url=server.base_url, timeout=10) as client:
+            while not stop.is_set():
+                body = {"model": "pair", "messages": MESSAGES}
+                response = client.post("/v1/chat/completions", json=body)
+                sent += 1
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text}")
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    port = first.port
+    first.stop()
+    killed = time.monotonic()
+    while healthy(server, "pair")[0] and time.monotonic() - killed < 5:
+        time.sleep(0.02)
+    left_after = time.monotonic() - killed
+    time.sleep(0.5)
+    revived = FakeUpstream(port=port).start()
+    restarted = time.monotonic()
+    while not healthy(server, "pair")[0] and time.monotonic() - restarted < 5:
+        time.sleep(0.02)
+    back_after = time.monotonic() - restarted
+    time.sleep(0.3)
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    revived.stop()
+
+    assert failures == []
+    assert sent > 50
+    assert left_after < 2.0, left_after
+    assert back_after < 0.5 + 0.5, back_after  # one probe interval (and its timeout)
+    assert revived.requests, "the restarted upstream takes traffic again"
+
+
+def test_probes_never_call_a_model_route(
+    two_upstreams: list[FakeUpstream], start_server: Callable[..., RunningServer]
+) -> None:
+    fake = two_upstreams[0]
+    start_server(
+        cluster_config(
+            upstream_model("probed", [fake.base_url], health={"interval_s": 0.1}, workers=3)
+        )
+    )
+    time.sleep(1.0)
+    assert fake.probes >= 10
+    assert fake.requests == []
+
+
+def test_hanging_upstream_gives_504_while_other_models_serve(
+    two_upstreams: list[FakeUpstream], start_server: Callable[..., RunningServer]
+) -> None:
+    fake = two_upstreams[0]
+    server = start_server(
+        cluster_config(
+            upstream_model(
+                "stuck",
+                [fake.base_url],
+                retries=0,
+                options={"model": "hang", "first_byte_timeout_s": 1.0},
+            ),
+            scripted("quick", ["fine"]),
+        )
+    )
+
+    async def both() -> tuple[httpx.Response, float, httpx.Response, float]:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+            start = time.monotonic()
+            stuck = asyncio.create_task(
+                client.post("/v1/chat/completions", json={"model": "stuck", "messages": MESSAGES})
+            )
+            await asyncio.sleep(0.1)
+            quick = await client.post(
+                "/v1/chat/completions", json={"model": "quick", "messages": MESSAGES}
+            )
+            quick_at = time.monotonic() - start
+            return await stuck, time.monotonic() - start, quick, quick_at
+
+    stuck, stuck_at, quick, quick_at = asyncio.run(both())
+    assert stuck.status_code == 504
+    assert stuck.json()["error"]["code"] == "upstream_timeout"
+    assert 0.9 < stuck_at < 3
+    assert quick.status_code == 200 and quick_at < 0.9
+
+
+def test_idle_stream_times_out_with_an_error_event(
+    two_upstreams: list[FakeUpstream], start_server: Callable[..., RunningServer]
+) -> None:
+    fake = two_upstreams[0]
+    server = start_server(
+        cluster_config(upstream_model("idle", [fake.base_url], options={"idle_timeout_s": 0.3}))
+    )
+    body = {
+        "model": "idle",
+        "messages": MESSAGES,
+        "stream": True,
+        "x_chunks": 3,
+        "x_chunk_delay_ms": 1000,
+    }
+    response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=10)
+    payloads = sse_payloads(response.text)
+    assert payloads[-1] == "[DONE]"
+    assert payloads[-2]["error"]["code"] == "upstream_timeout"
+
+
+@pytest.fixture(scope="module")
+def patient() -> Iterator[tuple[FakeUpstream, RunningServer]]:
+    """An upstream that takes its time, behind an appliance (own module-level pair)."""
+    import tempfile
+    from pathlib import Path
+
+    fake = FakeUpstream().start()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RunningServer(
+            cluster_config(
+                upstream_model(
+                    "patient", [fake.base_url], max_concurrency=4, health={"interval_s": 0}
+                )
+            ),
+            Path(tmp),
+        )
+        try:
+            yield fake, server
+        finally:
+            server.stop()
+            fake.stop()
+
+
+def in_flight(server: RunningServer) -> int:
+    return sum(w["in_flight"] for w in readyz(server)["models"]["patient"]["workers"])
+
+
+def wait_for_disconnect(fake: FakeUpstream, before: int, since: float) -> float:
+    deadline = time.monotonic() + 3
+    while len(fake.disconnects) == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(fake.disconnects) > before, "the upstream never saw its connection close"
+    return fake.disconnects[-1] - since
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_client_leaving_while_waiting_closes_the_upstream(
+    patient: tuple[FakeUpstream, RunningServer], stream: bool
+) -> None:
+    fake, server = patient
+    before = len(fake.disconnects)
+    body = {"model": "patient", "messages": MESSAGES, "stream": stream, "x_first_delay_ms": 5000}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=0.5)
+    left = time.monotonic()
+    assert wait_for_disconnect(fake, before, left) < 1.0
+    time.sleep(0.1)
+    assert in_flight(server) == 0
+
+
+def test_client_leaving_mid_stream_closes_the_upstream(
+    patient: tuple[FakeUpstream, RunningServer],
+) -> None:
+    fake, server = patient
+    before = len(fake.disconnects)
+    body = {
+        "model": "patient",
+        "messages": MESSAGES,
+        "stream": True,
+        "x_chunks": 50,
+        "x_chunk_delay_ms": 300,
+    }
+    with httpx.stream(
+        "POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=10
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                break
+    left = time.monotonic()
+    assert wait_for_disconnect(fake, before, left) < 1.0
+    time.sleep(0.1)
+    assert in_flight(server) == 0
+
+
+@pytest.fixture(scope="module")
+def limited(start_server: Callable[..., RunningServer]) -> RunningServer:
+    return start_server(
+        cluster_config(
+            scripted("m", ["a", "b", "c"]),
+            auth={
+                "window_s": 2,
+                "api_keys": [
+                    {"name": "rpm", "key": "k-rpm", "rpm": 5},
+                    {"name": "tpm", "key": "k-tpm", "tpm": 10},
+                ],
+            },
+        )
+    )
+
+
+def post(server: RunningServer, key: str, **extra: Any) -> httpx.Response:
+    return httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={"model": "m", "messages": MESSAGES, **extra},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+
+
+def test_rpm_limit_is_exact_then_recovers(limited: RunningServer) -> None:
+    statuses = [post(limited, "k-rpm") for _ in range(8)]
+    assert [r.status_code for r in statuses] == [200] * 5 + [429] * 3
+    ok, refused = statuses[0], statuses[5]
+    assert ok.headers["x-ratelimit-limit-requests"] == "5"
+    assert ok.headers["x-ratelimit-remaining-requests"] == "4"
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    wait = float(refused.headers["retry-after-ms"]) / 1000
+    assert 0 < wait <= 2.0
+    assert int(refused.headers["retry-after"]) >= 1
+    time.sleep(wait + 0.05)
+    assert post(limited, "k-rpm").status_code == 200
+
+
+def test_tpm_limit_counts_usage_then_recovers(limited: RunningServer) -> None:
+    # Each reply uses 1 prompt token + 3 completion tokens = 4 tokens.
+    codes = [post(limited, "k-tpm").status_code for _ in range(3)]
+    assert codes == [200, 200, 200]  # 12 tokens used: over 10 only after the third
+    refused = post(limited, "k-tpm")
+    assert refused.status_code == 429
+    assert "tokens" in refused.json()["error"]["message"]
+    time.sleep(float(refused.headers["retry-after-ms"]) / 1000 + 0.05)
+    assert post(limited, "k-tpm").status_code == 200
+
+
+def test_tpm_counts_streams_without_showing_the_usage_chunk(limited: RunningServer) -> None:
+    time.sleep(2.1)  # a fresh window
+    response = post(limited, "k-tpm", stream=True)
+    payloads = sse_payloads(response.text)
+    assert all(p == "[DONE]" or p["choices"] for p in payloads), "usage chunk leaked"
+    assert all(p == "[DONE]" or "usage" not in p for p in payloads)
+    codes = [post(limited, "k-tpm").status_code for _ in range(3)]
+    assert codes == [200, 200, 429]  # 4 (stream) + 4 + 4 = 12 > 10

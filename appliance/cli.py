@@ -24,6 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "worker":
+        return _worker(args)
     flags = {flag: getattr(args, flag, None) for flag in _FLAGS}
     try:
         settings, config = load_from_environment(**flags)
@@ -47,6 +49,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.update(settings.export())
     configure_logging(config.logging, config.secrets())
     serve(config, pid_file)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """Serve one model: from --spec (the supervisor's way) or from a config's model."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from appliance.config import LoggingConfig, ModelConfig
+    from appliance.logging import configure_logging
+    from appliance.worker_server import run
+
+    try:
+        if args.spec:
+            model = TypeAdapter(ModelConfig).validate_json(args.spec)
+            logging_config = LoggingConfig(format=args.log_format or "json")
+        else:
+            _, config = load_from_environment(config=args.config)
+            found = [m for m in config.models if m.name == args.model]
+            if not found:
+                names = ", ".join(m.name for m in config.models)
+                print(f"appliance: no model {args.model!r}; models: {names}", file=sys.stderr)
+                return 2
+            model, logging_config = found[0], config.logging
+    except ValidationError as exc:
+        print(f"appliance: invalid --spec: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"appliance: invalid configuration {exc.source}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    configure_logging(logging_config, [])
+    run(model, args.host, args.port, args.port_file)
     return 0
 
 
@@ -99,6 +134,16 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "-c", "--config", type=Path, help="cluster YAML (default: configs/cluster.yaml)"
         )
+    worker = commands.add_parser(
+        "worker", help="serve one model over the OpenAI protocol (local or remote worker)"
+    )
+    worker.add_argument("-c", "--config", type=Path, help="cluster YAML holding the model")
+    worker.add_argument("--model", help="name of the model in the config to serve")
+    worker.add_argument("--spec", help="the model declaration as JSON (used by the supervisor)")
+    worker.add_argument("--host", default="127.0.0.1", help="address to bind")
+    worker.add_argument("--port", type=int, default=0, help="port (0: any free port)")
+    worker.add_argument("--port-file", type=Path, help="write the bound port here when ready")
+    worker.add_argument("--log-format", choices=["json", "console"])
     for sub in (serve, reload):
         sub.add_argument(
             "--pid-file", type=Path, help="main PID file (default: <tmp>/appliance-<port>.pid)"

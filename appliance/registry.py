@@ -32,6 +32,8 @@ class ModelGroup:
             queue_timeout_s=config.queue_timeout_s,
         )
         self.health = HealthMonitor(workers, config.health, self.dispatcher.wake)
+        for worker in workers:
+            worker.on_ready = self.dispatcher.wake
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> ModelGroup:
@@ -52,6 +54,10 @@ class ModelGroup:
         """Start every worker, then health checking."""
         await asyncio.gather(*(w.start() for w in self.workers))
         self.health.start()
+
+    async def wait_ready(self) -> None:
+        """Wait until every worker can serve."""
+        await asyncio.gather(*(w.wait_ready() for w in self.workers))
 
     async def close(self) -> None:
         """Stop health checking and every worker."""

@@ -121,6 +121,16 @@ class Reloader:
         plan = _plan(current, config)
         try:
             await asyncio.gather(*(g.start() for g in plan.fresh))
+            async with asyncio.timeout(_startup_budget(plan.fresh)):
+                await asyncio.gather(*(g.wait_ready() for g in plan.fresh))
+        except TimeoutError:
+            await asyncio.gather(*(g.close() for g in plan.fresh), return_exceptions=True)
+            return self._failed(
+                reason,
+                started,
+                "new workers did not become ready in time",
+                [g.name for g in plan.fresh],
+            )
         except Exception as exc:  # a backend's start failure: never let it take us down
             await asyncio.gather(*(g.close() for g in plan.fresh), return_exceptions=True)
             return self._failed(
@@ -250,6 +260,11 @@ def _plan(current: Cluster, config: ApplianceConfig) -> _Plan:
     routes = {r.alias: list(r.targets) for r in config.routes}
     registry = Registry(groups, routes, current.registry.created)
     return _Plan(Cluster(config, registry), fresh, retired, carried, set(old))
+
+
+def _startup_budget(groups: list[ModelGroup]) -> float:
+    """How long fresh workers may take to load (local models say; others are instant)."""
+    return max((getattr(g.config, "startup_timeout_s", 10.0) for g in groups), default=10.0)
 
 
 def _digest(path: Path) -> bytes | None:

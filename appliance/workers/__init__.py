@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from appliance.config import ModelConfig, OpenAIModel, ScriptedModel
+from appliance.config.backends import LlamaCppModel, OnnxModel
 from appliance.workers.base import Endpoint, ReplyStream, Worker
-from appliance.workers.openai import OpenAIWorker
+from appliance.workers.local import LocalWorker
+from appliance.workers.openai import OpenAIWorker, Upstream
 from appliance.workers.scripted import ScriptedWorker
 
 __all__ = ["Endpoint", "ReplyStream", "Worker", "build_workers"]
@@ -17,5 +19,10 @@ def build_workers(config: ModelConfig) -> list[Worker]:
         return [ScriptedWorker(wid, config) for wid in ids]
     if isinstance(config, OpenAIModel):
         urls = config.options.base_url
-        return [OpenAIWorker(wid, config, urls[i % len(urls)]) for i, wid in enumerate(ids)]
+        return [
+            OpenAIWorker(wid, config, Upstream.of(config, urls[i % len(urls)]))
+            for i, wid in enumerate(ids)
+        ]
+    if isinstance(config, LlamaCppModel | OnnxModel):
+        return [LocalWorker(wid, config) for wid in ids]
     raise TypeError(f"no worker for backend {config.backend!r}")

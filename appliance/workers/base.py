@@ -7,9 +7,10 @@ worker only as :mod:`appliance.errors` exceptions.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from appliance.config import ModelConfig
@@ -48,6 +49,8 @@ class Worker(ABC):
         self.in_flight = 0
         self.healthy = False
         self.closed = False
+        self.on_ready: Callable[[], None] | None = None  # the dispatcher re-checks waiters
+        self._started = asyncio.Event()
 
     @property
     def model(self) -> str:
@@ -57,6 +60,11 @@ class Worker(ABC):
     async def start(self) -> None:
         """Get ready to serve; called once before the first request."""
         self.healthy = True
+        self._started.set()
+
+    async def wait_ready(self) -> None:
+        """Return once the worker can serve (local models load for a while)."""
+        await self._started.wait()
 
     async def close(self) -> None:
         """Release everything; called once after the last request."""

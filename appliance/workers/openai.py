@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
 import orjson
 
-from appliance.config import OpenAIModel
+from appliance.config import ModelConfig, OpenAIModel
 from appliance.errors import (
     UpstreamConnectionError,
     UpstreamError,
@@ -31,23 +32,47 @@ _MAX_ERROR_BODY = 64 * 1024
 _READ_BUFFER = 1024 * 1024  # an SSE line (one chunk) may be this long
 
 
-class OpenAIWorker(Worker):
-    """A worker that forwards requests to ``base_url``."""
+@dataclass(frozen=True)
+class Upstream:
+    """Where and how to reach one OpenAI-compatible server."""
 
-    config: OpenAIModel
+    base_url: str
+    model: str
+    api_key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    connect_timeout_s: float = 5.0
+    first_byte_timeout_s: float = 300.0
+    idle_timeout_s: float = 60.0
 
-    def __init__(self, worker_id: str, config: OpenAIModel, base_url: str) -> None:
-        super().__init__(worker_id, config)
-        self.base_url = base_url
-        self.upstream_model = config.upstream_model()
+    @classmethod
+    def of(cls, config: OpenAIModel, base_url: str) -> Upstream:
+        """The upstream an ``openai`` model declaration describes."""
         opts = config.options
-        self._headers = {"content-type": "application/json", **opts.headers}
-        if opts.api_key is not None:
-            self._headers["authorization"] = f"Bearer {opts.api_key.get_secret_value()}"
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=opts.connect_timeout_s, sock_read=opts.idle_timeout_s
+        return cls(
+            base_url=base_url,
+            model=config.upstream_model(),
+            api_key=opts.api_key.get_secret_value() if opts.api_key else None,
+            headers=dict(opts.headers),
+            connect_timeout_s=opts.connect_timeout_s,
+            first_byte_timeout_s=opts.first_byte_timeout_s,
+            idle_timeout_s=opts.idle_timeout_s,
         )
-        self._first_byte_s = opts.first_byte_timeout_s
+
+
+class OpenAIWorker(Worker):
+    """A worker that forwards requests to an upstream's ``base_url``."""
+
+    def __init__(self, worker_id: str, config: ModelConfig, upstream: Upstream) -> None:
+        super().__init__(worker_id, config)
+        self.base_url = upstream.base_url
+        self.upstream_model = upstream.model
+        self._headers = {"content-type": "application/json", **upstream.headers}
+        if upstream.api_key is not None:
+            self._headers["authorization"] = f"Bearer {upstream.api_key}"
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=upstream.connect_timeout_s, sock_read=upstream.idle_timeout_s
+        )
+        self._first_byte_s = upstream.first_byte_timeout_s
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:

@@ -1,0 +1,66 @@
+"""What an engine offers; unsupported operations raise a 400."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+from appliance.config.backends import ModelFile
+from appliance.errors import InvalidRequestError
+
+
+class Engine:
+    """A loaded model. Methods block; call them from a thread.
+
+    Args:
+        name: The public model name, used in replies.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise _unsupported("chat/completions")
+
+    def chat_stream(self, body: dict[str, Any], stop: threading.Event) -> Iterator[dict[str, Any]]:
+        raise _unsupported("chat/completions")
+
+    def completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise _unsupported("completions")
+
+    def completion_stream(
+        self, body: dict[str, Any], stop: threading.Event
+    ) -> Iterator[dict[str, Any]]:
+        raise _unsupported("completions")
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Vectors for ``texts`` and the tokens they took."""
+        raise _unsupported("embeddings")
+
+    def rerank(self, query: str, documents: list[str]) -> tuple[list[float], int]:
+        """One relevance score per document, and the tokens they took."""
+        raise _unsupported("rerank")
+
+
+def _unsupported(what: str) -> InvalidRequestError:
+    return InvalidRequestError(f"This model does not serve /{what}.", code="model_not_supported")
+
+
+def resolve(file: ModelFile) -> Path:
+    """The path of a model file, which must exist."""
+    if file.path is not None:
+        path = Path(file.path).expanduser()
+    else:
+        assert file.package is not None and file.file is not None
+        spec = find_spec(file.package)
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        if not locations:
+            raise FileNotFoundError(f"package {file.package!r} is not installed")
+        # Located, not imported: some model packages import heavy plugins on import.
+        path = Path(locations[0]) / file.file
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    return path

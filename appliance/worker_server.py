@@ -1,0 +1,227 @@
+"""``appliance worker``: one model served over the OpenAI wire protocol.
+
+The supervisor runs it as a child process on a loopback port; on another machine it
+serves a model to appliances that list it as an ``openai`` upstream. It answers the same
+routes and error envelope as the appliance, so the client side is the same code. The
+engine blocks; it runs in a thread, so probes are answered while it generates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from appliance import protocol
+from appliance.config import ModelConfig
+from appliance.engines import Engine, load_engine
+from appliance.errors import APIError, InvalidRequestError
+
+log = structlog.get_logger("appliance.worker")
+
+_END = object()
+
+
+class WorkerServer:
+    """The aiohttp app around one engine."""
+
+    def __init__(self, config: ModelConfig, engine: Engine) -> None:
+        self.config = config
+        self.engine = engine
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/healthz", self._health)
+        app.router.add_get("/readyz", self._health)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/rerank", self._rerank)
+        return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok", "model": self.config.name})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return _json({"object": "list", "data": [protocol.model_card(self.config.name, 0)]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        protocol.validate(protocol.ChatCompletionRequest, body)
+        if body.get("stream"):
+            return await _stream(request, lambda stop: self.engine.chat_stream(body, stop))
+        return _json(await asyncio.to_thread(self.engine.chat, body))
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        protocol.validate(protocol.CompletionRequest, body)
+        if body.get("stream"):
+            return await _stream(request, lambda stop: self.engine.completion_stream(body, stop))
+        return _json(await asyncio.to_thread(self.engine.completion, body))
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        protocol.validate(protocol.EmbeddingRequest, body)
+        value = body["input"]
+        if not isinstance(value, str) and not all(isinstance(v, str) for v in value):
+            raise InvalidRequestError(
+                "This model takes text input, not token arrays.", param="input"
+            )
+        texts = [value] if isinstance(value, str) else value
+        vectors: list[Any]
+        vectors, tokens = await asyncio.to_thread(self.engine.embed, texts)
+        if body.get("encoding_format") == "base64":
+            vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
+        return _json(protocol.embedding_list(self.config.name, vectors, tokens))
+
+    async def _rerank(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        req = protocol.validate(protocol.RerankRequest, body)
+        scores, tokens = await asyncio.to_thread(self.engine.rerank, req.query, req.documents)
+        return _json(
+            protocol.rerank_result(
+                self.config.name,
+                scores,
+                req.documents,
+                req.top_n,
+                bool(req.return_documents),
+                tokens,
+            )
+        )
+
+
+async def _stream(
+    request: web.Request, produce: Callable[[threading.Event], Iterator[dict[str, Any]]]
+) -> web.StreamResponse:
+    """Run a blocking chunk generator in a thread and send its chunks as SSE."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for chunk in produce(stop):
+                loop.call_soon_threadsafe(queue.put_nowait, chunk)
+        except BaseException as exc:  # handed to the event loop, which decides
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+    worker = loop.run_in_executor(None, pump)
+    response: web.StreamResponse | None = None
+    try:
+        while True:
+            item = await _next(request, queue)
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                if response is None:
+                    raise item  # nothing sent yet: a plain error response
+                envelope = _envelope(item)
+                await response.write(b"data: " + orjson.dumps(envelope) + b"\n\n")
+                continue
+            if response is None:
+                response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+                await response.prepare(request)
+            await response.write(b"data: " + orjson.dumps(item) + b"\n\n")
+        if response is None:
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+        await response.write(b"data: [DONE]\n\n")
+        return response
+    finally:
+        stop.set()
+        await asyncio.shield(worker)
+
+
+async def _next(request: web.Request, queue: asyncio.Queue[Any]) -> Any:
+    """The next chunk; notices a client that left while the model thinks."""
+    while True:
+        try:
+            return await asyncio.wait_for(queue.get(), 0.2)
+        except TimeoutError:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("client went away") from None
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        return _json(
+            {
+                "error": {
+                    "message": exc.reason,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+            status=exc.status,
+        )
+    except APIError as exc:
+        return _json(exc.envelope(), status=exc.status)
+    except ConnectionResetError:
+        raise
+    except Exception as exc:
+        log.exception("engine_failed")
+        return _json(_envelope(exc), status=500)
+
+
+def _envelope(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, APIError):
+        return exc.envelope()
+    return APIError(f"The model failed: {type(exc).__name__}").envelope()
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise InvalidRequestError("The body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def run(config: ModelConfig, host: str, port: int, port_file: Path | None) -> None:
+    """Load the model, listen, report the port, serve until SIGTERM/SIGINT."""
+
+    async def main() -> None:
+        engine = await asyncio.to_thread(load_engine, config)
+        runner = web.AppRunner(WorkerServer(config, engine).app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("worker_listening", model=config.name, host=host, port=bound)
+        if port_file is not None:
+            tmp = port_file.with_suffix(".tmp")
+            tmp.write_text(str(bound))
+            tmp.rename(port_file)  # the supervisor never reads a half-written port
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(main())

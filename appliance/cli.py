@@ -81,7 +81,7 @@ def _worker(args: argparse.Namespace) -> int:
             print(f"  - {problem}", file=sys.stderr)
         return 2
     configure_logging(logging_config, [])
-    run(model, args.host, args.port, args.port_file)
+    run(model, args.host, args.port, args.port_file, args.exit_with_parent)
     return 0
 
 
@@ -144,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--port", type=int, default=0, help="port (0: any free port)")
     worker.add_argument("--port-file", type=Path, help="write the bound port here when ready")
     worker.add_argument("--log-format", choices=["json", "console"])
+    worker.add_argument(
+        "--exit-with-parent", action="store_true", help="exit when the parent process dies"
+    )
     for sub in (serve, reload):
         sub.add_argument(
             "--pid-file", type=Path, help="main PID file (default: <tmp>/appliance-<port>.pid)"

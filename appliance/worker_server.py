@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import os
+import signal
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -200,8 +203,15 @@ def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def run(config: ModelConfig, host: str, port: int, port_file: Path | None) -> None:
-    """Load the model, listen, report the port, serve until SIGTERM/SIGINT."""
+def run(
+    config: ModelConfig, host: str, port: int, port_file: Path | None, with_parent: bool
+) -> None:
+    """Load the model, listen, report the port, serve until SIGTERM/SIGINT.
+
+    With ``with_parent`` (a supervised child) it also exits when its parent dies, so a
+    killed appliance leaves no orphaned model processes behind.
+    """
+    parent = os.getppid()
 
     async def main() -> None:
         engine = await asyncio.to_thread(load_engine, config)
@@ -217,11 +227,15 @@ def run(config: ModelConfig, host: str, port: int, port_file: Path | None) -> No
             tmp.rename(port_file)  # the supervisor never reads a half-written port
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        import signal
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            if with_parent and os.getppid() != parent:
+                log.warning("worker_orphaned", model=config.name)
+                break
         await runner.cleanup()
 
     asyncio.run(main())

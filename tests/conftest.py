@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -77,7 +78,7 @@ def start_server(
     """
     servers: list[RunningServer] = []
 
-    def start(config: ConfigDict, env: dict[str, str] | None = None) -> RunningServer:
+    def start(config: ConfigDict | Path, env: dict[str, str] | None = None) -> RunningServer:
         folder = tmp_path_factory.mktemp("server")
         server = RunningServer(config, folder, env)
         servers.append(server)

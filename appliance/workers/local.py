@@ -120,6 +120,7 @@ class LocalWorker(OpenAIWorker):
                 self.config.model_dump_json(),
                 "--port-file",
                 str(port_file),
+                "--exit-with-parent",
                 stdin=asyncio.subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )

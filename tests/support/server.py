@@ -23,10 +23,13 @@ def free_port() -> int:
 class RunningServer:
     """An appliance process started from a config dict; stop it with :meth:`stop`."""
 
-    def __init__(self, config: dict, tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: dict | Path, tmp: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
-        self.config_path = tmp / "cluster.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
+        if isinstance(config, Path):
+            self.config_path = config
+        else:
+            self.config_path = tmp / "cluster.yaml"
+            self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = tmp / "server.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -47,7 +50,7 @@ class RunningServer:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._wait_ready()
 
-    def _wait_ready(self, timeout: float = 20) -> None:
+    def _wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

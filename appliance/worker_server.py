@@ -80,11 +80,10 @@ class WorkerServer:
                 "This model takes text input, not token arrays.", param="input"
             )
         texts = [value] if isinstance(value, str) else value
-        vectors: list[Any]
         vectors, tokens = await asyncio.to_thread(self.engine.embed, texts)
         if body.get("encoding_format") == "base64":
-            vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
-        return _json(protocol.embedding_list(self.config.name, vectors, tokens))
+            vectors = [_base64(v) for v in vectors]
+        return _json(protocol.embedding_list(self.config.name, list(vectors), tokens))
 
     async def _rerank(self, request: web.Request) -> web.Response:
         body = await _body(request)
@@ -200,7 +199,18 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+    return web.Response(
+        body=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def _base64(vector: Any) -> str:
+    """OpenAI's base64 embedding: little-endian float32."""
+    if hasattr(vector, "astype"):
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 def run(

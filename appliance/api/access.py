@@ -9,6 +9,7 @@ closed explicitly instead of whenever the garbage collector gets to it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import secrets
 import time
@@ -64,12 +65,18 @@ class AccessLayer:
     def __init__(self, app: ASGIApp, ref: ClusterRef) -> None:
         self.app = app
         self.ref = ref
+        # Unique ids without a system call per request: a random prefix per process.
+        self._prefix = f"req_{secrets.token_hex(6)}"
+        self._counter = itertools.count()
+
+    def _next_id(self) -> bytes:
+        return f"{self._prefix}{next(self._counter):012x}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_id(scope) or f"req_{secrets.token_hex(12)}".encode()
+        request_id = _incoming_id(scope) or self._next_id()
         scope[REQUEST_ID] = request_id.decode()
         exchange = _Exchange(scope, receive, send, request_id)
         started = time.perf_counter()

@@ -36,8 +36,8 @@ class Engine:
     ) -> Iterator[dict[str, Any]]:
         raise _unsupported("completions")
 
-    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
-        """Vectors for ``texts`` and the tokens they took."""
+    def embed(self, texts: list[str]) -> tuple[Any, int]:
+        """Vectors for ``texts`` (float lists or 1-d float32 arrays) and tokens they took."""
         raise _unsupported("embeddings")
 
     def rerank(self, query: str, documents: list[str]) -> tuple[list[float], int]:

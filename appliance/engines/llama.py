@@ -160,7 +160,7 @@ class LlamaEngine(Engine):
 
     # ---- embeddings -------------------------------------------------------------------
 
-    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+    def embed(self, texts: list[str]) -> tuple[Any, int]:
         if not self.embedding:
             return super().embed(texts)
         with self._lock:

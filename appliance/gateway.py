@@ -10,6 +10,7 @@ has been handed out, its errors are the stream's to report.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -38,36 +39,72 @@ _SERVES = {
 log = structlog.get_logger("appliance.gateway")
 
 
+class Timing:
+    """Where a request's time went: waiting for a worker, and on workers."""
+
+    __slots__ = ("queued_s", "worker_s")
+
+    def __init__(self) -> None:
+        self.queued_s = 0.0
+        self.worker_s = 0.0
+
+
 class Gateway:
     """Runs requests against the registry's workers."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
-    async def call(self, principal: Principal, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
+    async def call(
+        self,
+        principal: Principal,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        timing: Timing | None = None,
+    ) -> bytes:
         """One plain request; returns the reply's JSON bytes."""
         groups = self._targets(principal, endpoint, body["model"])
-        result, _ = await self._attempt(groups, lambda w: w.call(endpoint, body), hold=False)
+        result, _ = await self._attempt(
+            groups, lambda w: w.call(endpoint, body), hold=False, timing=timing
+        )
         return result
 
     async def open_stream(
-        self, principal: Principal, endpoint: Endpoint, body: dict[str, Any]
+        self,
+        principal: Principal,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        timing: Timing | None = None,
     ) -> ReplyStream:
         """Open a stream; the worker's slot is held until the stream is closed."""
         groups = self._targets(principal, endpoint, body["model"])
-        return await self._attempt_stream(groups, endpoint, body)
 
-    async def embeddings(self, principal: Principal, body: dict[str, Any]) -> bytes:
+        async def open_on(worker: Worker) -> ReplyStream:
+            return await worker.open_stream(endpoint, body)
+
+        stream, (group, worker) = await self._attempt(groups, open_on, hold=True, timing=timing)
+        return _LeasedStream(stream, group, worker)
+
+    async def embeddings(
+        self, principal: Principal, body: dict[str, Any], timing: Timing | None = None
+    ) -> bytes:
         """Embeddings, a list of inputs split over the model's workers."""
         groups = self._targets(principal, Endpoint.EMBEDDINGS, body["model"])
         inputs = body["input"]
         parts = _split(inputs, len(groups[0].dispatcher.healthy()))
         if len(parts) < 2:
-            return await self.call(principal, Endpoint.EMBEDDINGS, body)
+            return await self.call(principal, Endpoint.EMBEDDINGS, body, timing)
+        # The parts run side by side: the slowest one is the request's worker time.
+        timings = [Timing() for _ in parts]
         replies = await asyncio.gather(
-            *(self._attempt(groups, _embed({**body, "input": part}), hold=False) for part in parts),
+            *(
+                self._attempt(groups, _embed({**body, "input": part}), hold=False, timing=t)
+                for part, t in zip(parts, timings, strict=True)
+            ),
             return_exceptions=True,
         )
+        if timing is not None:
+            timing.worker_s += max(t.worker_s + t.queued_s for t in timings)
         merged: dict[str, Any] | None = None
         for reply in replies:
             if isinstance(reply, BaseException):
@@ -87,21 +124,13 @@ class Gateway:
             )
         return groups
 
-    async def _attempt_stream(
-        self, groups: list[ModelGroup], endpoint: Endpoint, body: dict[str, Any]
-    ) -> ReplyStream:
-        async def open_on(worker: Worker) -> ReplyStream:
-            return await worker.open_stream(endpoint, body)
-
-        stream, (group, worker) = await self._attempt(groups, open_on, hold=True)
-        return _LeasedStream(stream, group, worker)
-
     async def _attempt(
         self,
         groups: list[ModelGroup],
         operation: Callable[[Worker], Awaitable[T]],
         *,
         hold: bool,
+        timing: Timing | None = None,
     ) -> tuple[T, tuple[ModelGroup, Worker]]:
         """Run ``operation`` on a worker, failing over on retryable errors.
 
@@ -111,7 +140,9 @@ class Gateway:
         policy = groups[0].config
         try:
             async with asyncio.timeout(policy.timeout_s):
-                return await self._failover(groups, operation, policy.retries + 1, hold)
+                return await self._failover(
+                    groups, operation, policy.retries + 1, hold, timing or Timing()
+                )
         except TimeoutError:
             raise UpstreamTimeoutError(
                 f"No answer within the model's deadline of {policy.timeout_s:g}s."
@@ -123,20 +154,27 @@ class Gateway:
         operation: Callable[[Worker], Awaitable[T]],
         attempts: int,
         hold: bool,
+        timing: Timing,
     ) -> tuple[T, tuple[ModelGroup, Worker]]:
         last: APIError | None = None
+        clock = time.perf_counter
         for group in groups:
             tried: list[Worker] = []
             while attempts > 0 and len(tried) < len(group.workers):
+                started = clock()
                 try:
                     worker = await group.dispatcher.acquire(tried)
                 except APIError as exc:
                     last = exc
                     break
+                finally:
+                    timing.queued_s += clock() - started
                 attempts -= 1
+                started = clock()
                 try:
                     result = await operation(worker)
                 except APIError as exc:
+                    timing.worker_s += clock() - started
                     group.dispatcher.release(worker)
                     if exc.worker_fault:
                         group.health.failure(worker)
@@ -155,6 +193,7 @@ class Gateway:
                 except BaseException:
                     group.dispatcher.release(worker)
                     raise
+                timing.worker_s += clock() - started
                 group.health.success(worker)
                 if not hold:
                     group.dispatcher.release(worker)

@@ -35,6 +35,10 @@ class ServerConfig(Strict):
     watch_config: bool = Field(
         True, description="Reload when the config file changes (SIGHUP always reloads)."
     )
+    admin_key: SecretStr | None = Field(
+        None,
+        description="If set, /metrics and /status.json need `Authorization: Bearer <admin_key>`.",
+    )
     stream_ping_s: float = Field(
         5.0,
         gt=0,
@@ -176,6 +180,8 @@ class ApplianceConfig(Strict):
     def secrets(self) -> list[str]:
         """Every secret value in the config, for log redaction."""
         out = [k.key.get_secret_value() for k in self.auth.api_keys if k.key is not None]
+        if self.server.admin_key is not None:
+            out.append(self.server.admin_key.get_secret_value())
         for model in self.models:
             api_key = getattr(model.options, "api_key", None)
             if api_key is not None:

@@ -1,0 +1,134 @@
+"""Prometheus metrics, correct across Granian's worker processes.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (``appliance serve`` sets it to a fresh folder),
+every process writes its samples there and a scrape of any process sums them
+(prometheus-client's multiprocess mode). Without it (tests, embedding the app), metrics
+live in this app's own registry. Gauges of state (in flight, queued, worker health) are
+refreshed from the cluster once a second by each process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+_PROMPT = re.compile(rb'"prompt_tokens":\s*(\d+)')
+_COMPLETION = re.compile(rb'"completion_tokens":\s*(\d+)')
+
+
+class Metrics:
+    """The appliance's metrics, registered in this app's registry."""
+
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        self.registry = CollectorRegistry()
+        if self.multiprocess:
+            multiprocess.MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+        own = None if self.multiprocess else self.registry
+        self.requests = Counter(
+            "appliance_requests_total",
+            "Requests answered, by route, model and status.",
+            ["route", "model", "status"],
+            registry=own,
+        )
+        self.latency = Histogram(
+            "appliance_request_duration_seconds",
+            "Time from request to the end of the response (whole stream).",
+            ["route", "model"],
+            buckets=_LATENCY,
+            registry=own,
+        )
+        self.ttft = Histogram(
+            "appliance_time_to_first_token_seconds",
+            "Time from request to the first streamed chunk.",
+            ["model"],
+            buckets=_LATENCY,
+            registry=own,
+        )
+        self.overhead = Histogram(
+            "appliance_overhead_seconds",
+            "Time spent in the appliance itself, excluding workers and queueing.",
+            buckets=_OVERHEAD,
+            registry=own,
+        )
+        self.tokens = Counter(
+            "appliance_tokens_total",
+            "Tokens in (prompt) and out (completion), from the replies' usage.",
+            ["model", "kind"],
+            registry=own,
+        )
+        self.in_flight = Gauge(
+            "appliance_in_flight_requests",
+            "Requests on workers now.",
+            ["model"],
+            multiprocess_mode="livesum",
+            registry=own,
+        )
+        self.queued = Gauge(
+            "appliance_queued_requests",
+            "Requests waiting for a worker now.",
+            ["model"],
+            multiprocess_mode="livesum",
+            registry=own,
+        )
+        self.worker_healthy = Gauge(
+            "appliance_worker_healthy",
+            "1 if the worker takes requests, else 0.",
+            ["model", "worker"],
+            multiprocess_mode="livemin",
+            registry=own,
+        )
+        self.reloads = Counter(
+            "appliance_reloads_total", "Config reloads, by result.", ["result"], registry=own
+        )
+        self.rate_limited = Counter(
+            "appliance_rate_limited_total",
+            "Requests refused by a key's rpm or tpm limit.",
+            ["key"],
+            registry=own,
+        )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric (all processes)."""
+        return generate_latest(self.registry)
+
+    def count_usage(self, model: str, body: bytes) -> None:
+        """Add a reply's usage to the token counters (cheaply, without parsing JSON)."""
+        start = body.find(b'"usage"')
+        if start < 0:
+            return
+        tail = body[start:]
+        prompt, completion = _PROMPT.search(tail), _COMPLETION.search(tail)
+        if prompt:
+            self.tokens.labels(model, "prompt").inc(int(prompt.group(1)))
+        if completion:
+            self.tokens.labels(model, "completion").inc(int(completion.group(1)))
+
+
+def prepare_multiprocess(folder: str) -> None:
+    """Point this process and its children at a fresh, empty multiprocess folder."""
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):
+        if name.endswith(".db"):
+            os.remove(os.path.join(folder, name))
+    os.environ[MULTIPROC_ENV] = folder
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a finished process's live gauges (called for Granian workers that exit)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -13,14 +13,16 @@ from appliance.api.access import AccessLayer
 from appliance.api.embeddings import EmbeddingsResource
 from appliance.api.generation import GenerationResource
 from appliance.api.health import HealthResource, ReadyResource
-from appliance.api.middleware import Authentication, Lifespan
+from appliance.api.middleware import Authentication, Lifespan, Overhead
 from appliance.api.models import ModelResource, ModelsResource
+from appliance.api.operators import MetricsResource, StatusPage, StatusResource
 from appliance.api.rerank import RelevanceResource, RerankResource
 from appliance.api.sse import LiveStreams
 from appliance.cluster import Cluster, ClusterRef
 from appliance.config import ApplianceConfig, load_from_environment
 from appliance.limits import LocalLimiter
 from appliance.logging import configure_logging
+from appliance.metrics import Metrics, Recent
 from appliance.reload import Reloader
 from appliance.signals import ignore_until_handled
 from appliance.workers import Endpoint
@@ -33,6 +35,7 @@ def create_app(
     *,
     cluster: Cluster | None = None,
     reloader: Callable[[ClusterRef], Reloader] | None = None,
+    source: str | None = None,
 ) -> AccessLayer:
     """Build the appliance for ``config``.
 
@@ -40,22 +43,31 @@ def create_app(
         config: A validated configuration.
         cluster: A prebuilt cluster (tests inject one); built from ``config`` if absent.
         reloader: Builds the hot reloader for the app's cluster reference; none: no reload.
+        source: Where the config came from, for the status page.
 
     Returns:
         The ASGI application. Workers (and the reloader) start with the ASGI lifespan.
     """
     ref = ClusterRef(cluster or Cluster.from_config(config))
-    live = LiveStreams()
+    live, metrics, recent = LiveStreams(), Metrics(), Recent()
+    hot = reloader(ref) if reloader else None
+    if hot is not None:
+        hot.observers.append(
+            lambda outcome: metrics.reloads.labels("ok" if outcome.ok else "failed").inc()
+        )
     middleware: list[Any] = [
-        Lifespan(ref, reloader(ref) if reloader else None, live),
-        Authentication(ref, LocalLimiter(config.auth.window_s)),
+        Lifespan(ref, hot, live, metrics),
+        Authentication(ref, LocalLimiter(config.auth.window_s), metrics),
+        Overhead(metrics),
     ]
     app = falcon.asgi.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
 
-    chat = GenerationResource(Endpoint.CHAT, protocol.ChatCompletionRequest, live)
-    completions = GenerationResource(Endpoint.COMPLETIONS, protocol.CompletionRequest, live)
+    chat = GenerationResource(Endpoint.CHAT, protocol.ChatCompletionRequest, live, metrics)
+    completions = GenerationResource(
+        Endpoint.COMPLETIONS, protocol.CompletionRequest, live, metrics
+    )
     for prefix in API_PREFIXES:
         app.add_route(f"{prefix}/models", ModelsResource())
         app.add_route(f"{prefix}/models/{{model_id:path}}", ModelResource())
@@ -66,7 +78,10 @@ def create_app(
     app.add_route("/api/v1/beta/relevance", RelevanceResource())
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource())
-    return AccessLayer(app, ref)
+    app.add_route("/metrics", MetricsResource(metrics))
+    app.add_route("/status.json", StatusResource(recent, hot, source))
+    app.add_route("/", StatusPage())
+    return AccessLayer(app, ref, metrics, recent)
 
 
 def app_from_environment() -> AccessLayer:
@@ -91,4 +106,4 @@ def app_from_environment() -> AccessLayer:
             drain_timeout_s=config.server.drain_timeout_s,
         )
 
-    return create_app(config, reloader=reloader)
+    return create_app(config, reloader=reloader, source=str(settings.config))

@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Granian's worker processes build the app from the environment: hand them the same
     # file and overrides this process validated.
     os.environ.update(settings.export())
+    from appliance.metrics import prepare_multiprocess
+
+    # Every Granian process writes its metrics here; a scrape of any one sums them all.
+    prepare_multiprocess(
+        os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        or tempfile.mkdtemp(prefix=f"appliance-metrics-{config.server.port}-")
+    )
     configure_logging(config.logging, config.secrets())
     serve(config, pid_file)
     return 0

@@ -132,3 +132,68 @@ def mark_process_dead(pid: int) -> None:
     """Drop a finished process's live gauges (called for Granian workers that exit)."""
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+class Recent:
+    """Request rate and latency over the last minute, in this process, for the status page."""
+
+    WINDOW = 60
+
+    def __init__(self) -> None:
+        self._seconds = [0] * self.WINDOW
+        self._counts = [0] * self.WINDOW
+        self._errors = [0] * self.WINDOW
+        self._latency = [0.0] * self.WINDOW
+
+    def add(self, now: float, latency_s: float, error: bool) -> None:
+        second = int(now)
+        slot = second % self.WINDOW
+        if self._seconds[slot] != second:
+            self._seconds[slot] = second
+            self._counts[slot] = self._errors[slot] = 0
+            self._latency[slot] = 0.0
+        self._counts[slot] += 1
+        self._errors[slot] += error
+        self._latency[slot] += latency_s
+
+    def summary(self, now: float) -> dict[str, float]:
+        """Requests per second, mean latency (ms) and error share over the window."""
+        oldest = int(now) - self.WINDOW
+        live = [i for i, s in enumerate(self._seconds) if s > oldest]
+        count = sum(self._counts[i] for i in live)
+        return {
+            "requests_per_s": round(count / self.WINDOW, 2),
+            "mean_latency_ms": round(sum(self._latency[i] for i in live) / count * 1000, 2)
+            if count
+            else 0.0,
+            "error_share": round(sum(self._errors[i] for i in live) / count, 4) if count else 0.0,
+        }
+
+
+class StreamStats:
+    """Time to first token and tokens of one stream."""
+
+    __slots__ = ("_chunks", "_first", "_metrics", "_model", "_started", "_usage")
+
+    def __init__(self, metrics: Metrics, model: str, started: float) -> None:
+        self._metrics = metrics
+        self._model = model
+        self._started = started
+        self._first = False
+        self._chunks = 0
+        self._usage = False
+
+    def chunk(self, payload: bytes, now: float) -> None:
+        if not self._first:
+            self._first = True
+            self._metrics.ttft.labels(self._model).observe(now - self._started)
+        if b'"usage":{' in payload:
+            self._usage = True
+            self._metrics.count_usage(self._model, payload)
+        elif b'"content":"' in payload or b'"text":"' in payload:
+            self._chunks += 1
+
+    def finish(self) -> None:
+        """Without a usage chunk, each content chunk counts as one completion token."""
+        if not self._usage and self._chunks:
+            self._metrics.tokens.labels(self._model, "completion").inc(self._chunks)

@@ -85,6 +85,10 @@ class Registry:
         routes = {r.alias: list(r.targets) for r in config.routes}
         return cls(groups, routes, int(time.time()))
 
+    def served_as(self, name: object) -> str:
+        """``name`` if it is a public name, else ``-`` (for bounded metric labels)."""
+        return name if isinstance(name, str) and name in self._resolved else "-"
+
     def public_ids(self) -> list[str]:
         """Model names, then aliases, in config order."""
         return list(self._resolved)

@@ -78,6 +78,7 @@ class Reloader:
         self.debounce_ms = debounce_ms
         self.reloads = 0
         self.last_reload: float | None = None
+        self.observers: list[Callable[[ReloadOutcome], None]] = []
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[object]] = set()
         self._stop = asyncio.Event()
@@ -107,7 +108,10 @@ class Reloader:
     async def reload(self, reason: str) -> ReloadOutcome:
         """Reload now; reloads never overlap."""
         async with self._lock:
-            return await self._reload(reason)
+            outcome = await self._reload(reason)
+        for observer in self.observers:
+            observer(outcome)
+        return outcome
 
     async def _reload(self, reason: str) -> ReloadOutcome:
         started = time.perf_counter()

@@ -46,7 +46,8 @@ wait "$pex_pid" || true
 trap - EXIT
 
 step "Containerfile lint (hadolint)"
-"$BIN/hadolint" --ignore DL3008 Containerfile && echo "hadolint: clean"
+"$BIN/hadolint" --ignore DL3008 Containerfile
+echo "hadolint: clean"
 
 if [ "${SKIP_IMAGE:-0}" = 1 ]; then
     echo "SKIP_IMAGE=1: image build skipped"
@@ -63,8 +64,10 @@ step "base image (Debian bookworm minbase + python3, made locally)"
 cache=${APPLIANCE_BASE_CACHE:-/var/tmp/appliance-base}
 mkdir -p "$cache"
 if [ ! -s "$cache/rootfs.tar" ]; then
-    mirror=$(grep -rhoE '^(URIs:|deb) +[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-        | awk '{print $2}' | grep -v security | head -1)
+    # The Debian mirror this machine's apt already uses (its bookworm "main" archive).
+    mirror=$(grep -rhoE '^(URIs:|deb) +[^ ]+/debian/?( |$)' /etc/apt/sources.list \
+        /etc/apt/sources.list.d/ 2>/dev/null | awk '{print $2}' | head -1)
+    [ -n "$mirror" ] || { echo "FAIL: no Debian mirror in the apt sources"; exit 1; }
     rootfs=$(mktemp -d)
     debootstrap --variant=minbase --include=python3 bookworm "$rootfs" "$mirror" >"$cache/debootstrap.log" 2>&1
     tar -C "$rootfs" -cf "$cache/rootfs.tar" .

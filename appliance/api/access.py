@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from appliance.cluster import ClusterRef
+from appliance.metrics import Metrics, Recent
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,6 +30,7 @@ ASGIApp = Callable[..., Awaitable[None]]
 REQUEST_ID = "appliance.request_id"
 LOG_FIELDS = "appliance.log"
 CLEANUP = "appliance.cleanup"
+STARTED = "appliance.started"
 DISCONNECT = "appliance.disconnect"
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -62,9 +64,11 @@ class AccessLayer:
     run, and the relay stops reading from the worker.
     """
 
-    def __init__(self, app: ASGIApp, ref: ClusterRef) -> None:
+    def __init__(self, app: ASGIApp, ref: ClusterRef, metrics: Metrics, recent: Recent) -> None:
         self.app = app
         self.ref = ref
+        self.metrics = metrics
+        self.recent = recent
         # Unique ids without a system call per request: a random prefix per process.
         self._prefix = f"req_{secrets.token_hex(6)}"
         self._counter = itertools.count()
@@ -79,7 +83,7 @@ class AccessLayer:
         request_id = _incoming_id(scope) or self._next_id()
         scope[REQUEST_ID] = request_id.decode()
         exchange = _Exchange(scope, receive, send, request_id)
-        started = time.perf_counter()
+        started = scope[STARTED] = time.perf_counter()
         tokens = structlog.contextvars.bind_contextvars(request_id=scope[REQUEST_ID])
         try:
             await self.app(scope, exchange.receive, exchange.send)
@@ -92,19 +96,29 @@ class AccessLayer:
             await exchange.finish()
             for closer in scope.get(CLEANUP, ()):
                 await closer()
+            status = exchange.status or (CLIENT_CLOSED if exchange.gone else 500)
+            elapsed = time.perf_counter() - started
+            fields = scope.get(LOG_FIELDS, {})
+            self._count(scope, status, elapsed, fields.get("model"))
             if self.ref.current.config.logging.access_log:
                 log.info(
                     "request",
                     method=scope["method"],
                     path=scope["path"],
-                    status=CLIENT_CLOSED
-                    if exchange.gone and not exchange.status
-                    else (exchange.status or 500),
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
                     **({"client_gone": True} if exchange.gone else {}),
-                    **scope.get(LOG_FIELDS, {}),
+                    **fields,
                 )
             structlog.contextvars.reset_contextvars(**tokens)
+
+    def _count(self, scope: Scope, status: int, elapsed: float, model: Any) -> None:
+        # Labels stay bounded: unknown routes and models are not label values.
+        route = scope["path"] if status != 404 else "unmatched"
+        model = self.ref.current.registry.served_as(model)
+        self.metrics.requests.labels(route, model, str(status)).inc()
+        self.metrics.latency.labels(route, model).observe(elapsed)
+        self.recent.add(time.time(), elapsed, status >= 500)
 
 
 CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection"

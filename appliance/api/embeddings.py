@@ -22,6 +22,8 @@ class EmbeddingsResource:
         body = await read_json(req, cluster.config.server.max_body_bytes)
         request = protocol.validate(protocol.EmbeddingRequest, body)
         note(req.scope, model=request.model)
-        resp.data = await cluster.gateway.embeddings(req.context.principal, body)
+        resp.data = await cluster.gateway.embeddings(
+            req.context.principal, body, req.context.timing
+        )
         resp.content_type = falcon.MEDIA_JSON
         await settle(req, resp.data)

@@ -10,11 +10,12 @@ import falcon.asgi
 from falcon.asgi import SSEvent
 
 from appliance import protocol
-from appliance.api.access import note, on_disconnect, on_finish
+from appliance.api.access import STARTED, note, on_disconnect, on_finish
 from appliance.api.body import read_json
 from appliance.api.metering import Meter, settle
 from appliance.api.sse import LiveStreams, Relay
 from appliance.cluster import Cluster
+from appliance.metrics import Metrics, StreamStats
 from appliance.workers import Endpoint
 
 
@@ -23,23 +24,31 @@ class GenerationResource:
 
     metered = True
 
-    def __init__(self, endpoint: Endpoint, schema: type[protocol._Open], live: LiveStreams) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        schema: type[protocol._Open],
+        live: LiveStreams,
+        metrics: Metrics,
+    ) -> None:
         self.endpoint = endpoint
         self.schema = schema
         self.live = live
+        self.metrics = metrics
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
         body = await read_json(req, cluster.config.server.max_body_bytes)
         request = protocol.validate(self.schema, body)
         note(req.scope, model=request.model, stream=bool(request.stream))
-        gateway, principal = cluster.gateway, req.context.principal
+        gateway, principal, timing = cluster.gateway, req.context.principal, req.context.timing
         meter: Meter | None = getattr(req.context, "meter", None)
         if request.stream:
             if meter is not None:
                 body = meter.ask_for_usage(body)
-            stream = await gateway.open_stream(principal, self.endpoint, body)
-            relay = Relay(stream, cluster.config.server.stream_ping_s, self.live, meter)
+            stream = await gateway.open_stream(principal, self.endpoint, body, timing)
+            stats = StreamStats(self.metrics, request.model, req.scope[STARTED])
+            relay = Relay(stream, cluster.config.server.stream_ping_s, self.live, meter, stats)
             events = relay.events()
             on_finish(req.scope, events.aclose)
             on_disconnect(req.scope, relay.client_gone)
@@ -47,6 +56,7 @@ class GenerationResource:
             resp.sse = cast(AsyncIterator[SSEvent | None], events)
             resp.set_header("cache-control", "no-cache")
             return
-        resp.data = await gateway.call(principal, self.endpoint, body)
+        resp.data = await gateway.call(principal, self.endpoint, body, timing)
         resp.content_type = falcon.MEDIA_JSON
+        self.metrics.count_usage(request.model, resp.data)
         await settle(req, resp.data)

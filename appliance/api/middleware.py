@@ -1,45 +1,70 @@
-"""Falcon middleware: lifespan of the cluster, and authentication."""
+"""Falcon middleware: the cluster's lifespan, callers and their limits, overhead."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import falcon.asgi
 import structlog
 
-from appliance.api.access import note, on_finish
+from appliance.api.access import STARTED, note
+from appliance.api.access import on_finish as _on_finish
 from appliance.api.metering import Meter
 from appliance.api.sse import LiveStreams
 from appliance.cluster import ClusterRef
-from appliance.errors import ServiceUnavailableError
+from appliance.errors import RateLimitError, ServiceUnavailableError
+from appliance.gateway import Timing
 from appliance.limits import Limiter, Quota
+from appliance.metrics import Metrics
 from appliance.reload import Reloader
 from appliance.signals import DRAIN_SIGNAL
 
 log = structlog.get_logger("appliance.lifespan")
 
+_GAUGE_PERIOD_S = 1.0
+
 
 class Lifespan:
     """Starts the cluster's workers (and the reloader) with the server, stops them with it.
 
-    On :data:`DRAIN_SIGNAL` (the main process is shutting down) open streams get
-    ``server.drain_timeout_s`` to finish; those still open then end with an SSE error.
+    While running it refreshes the state gauges once a second. On :data:`DRAIN_SIGNAL`
+    (the main process is shutting down) open streams get ``server.drain_timeout_s`` to
+    finish; those still open then end with an SSE error.
     """
 
-    def __init__(self, ref: ClusterRef, reloader: Reloader | None, live: LiveStreams) -> None:
+    def __init__(
+        self,
+        ref: ClusterRef,
+        reloader: Reloader | None,
+        live: LiveStreams,
+        metrics: Metrics,
+    ) -> None:
         self.ref = ref
         self.reloader = reloader
         self.live = live
+        self.metrics = metrics
+        self._gauges: asyncio.Task[None] | None = None
+        self._labels: set[tuple[str, str]] = set()
 
     async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         await self.ref.current.start()
         if self.reloader is not None:
             await self.reloader.start()
+        self._gauges = asyncio.ensure_future(self._refresh_gauges())
         # Only the main thread of a process may handle signals (not so in some tests).
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, self.begin_drain)
+
+    async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        if self._gauges is not None:
+            self._gauges.cancel()
+            await asyncio.gather(self._gauges, return_exceptions=True)
+        if self.reloader is not None:
+            await self.reloader.stop()
+        await self.ref.current.close()
 
     def begin_drain(self) -> None:
         """Start the drain clock."""
@@ -56,22 +81,41 @@ class Lifespan:
         if ended:
             log.warning("streams_ended_at_shutdown", streams=ended)
 
-    async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
-        if self.reloader is not None:
-            await self.reloader.stop()
-        await self.ref.current.close()
+    async def _refresh_gauges(self) -> None:
+        while True:
+            self.refresh_gauges()
+            await asyncio.sleep(_GAUGE_PERIOD_S)
+
+    def refresh_gauges(self) -> None:
+        """Set the state gauges from the current cluster; zero what left it."""
+        seen: set[tuple[str, str]] = set()
+        for group in self.ref.current.registry.groups.values():
+            self.metrics.in_flight.labels(group.name).set(sum(w.in_flight for w in group.workers))
+            self.metrics.queued.labels(group.name).set(group.dispatcher.queued)
+            for worker in group.workers:
+                seen.add((group.name, worker.worker_id))
+                self.metrics.worker_healthy.labels(group.name, worker.worker_id).set(
+                    1 if worker.healthy else 0
+                )
+        for model, worker_id in self._labels - seen:
+            self.metrics.worker_healthy.labels(model, worker_id).set(0)
+            self.metrics.in_flight.labels(model).set(0)
+            self.metrics.queued.labels(model).set(0)
+        self._labels = seen
 
 
 class Authentication:
     """Pins the request to the current cluster, identifies the caller, applies key limits.
 
     Resources with ``public = True`` (health probes) need no key; those with
-    ``metered = True`` (model calls) count against the key's ``rpm`` and ``tpm``.
+    ``metered = True`` (model calls) count against the key's ``rpm`` and ``tpm`` and
+    get a :class:`Timing` for the overhead header.
     """
 
-    def __init__(self, ref: ClusterRef, limiter: Limiter) -> None:
+    def __init__(self, ref: ClusterRef, limiter: Limiter, metrics: Metrics) -> None:
         self.ref = ref
         self.limiter = limiter
+        self.metrics = metrics
 
     async def process_resource(
         self,
@@ -82,17 +126,24 @@ class Authentication:
     ) -> None:
         cluster = req.context.cluster = self.ref.current
         cluster.enter()
-        on_finish(req.scope, cluster.leave)
+        _on_finish(req.scope, cluster.leave)
         if resource is None or getattr(resource, "public", False):
             return
         principal = cluster.auth.authenticate(req.get_header("Authorization"))
         req.context.principal = principal
         if cluster.auth.enabled:
             note(req.scope, key=principal.name)
-        if principal.limited and getattr(resource, "metered", False):
-            req.context.quota = await self.limiter.admit(
-                principal.name, principal.rpm, principal.tpm
-            )
+        if not getattr(resource, "metered", False):
+            return
+        req.context.timing = Timing()
+        if principal.limited:
+            try:
+                req.context.quota = await self.limiter.admit(
+                    principal.name, principal.rpm, principal.tpm
+                )
+            except RateLimitError:
+                self.metrics.rate_limited.labels(principal.name).inc()
+                raise
             if principal.tpm is not None:
                 req.context.meter = Meter(self.limiter, principal.name)
 
@@ -106,3 +157,26 @@ class Authentication:
         quota: Quota | None = getattr(req.context, "quota", None)
         if quota is not None:
             resp.set_headers(quota.headers())
+
+
+class Overhead:
+    """``x-appliance-overhead-ms``: time in the appliance, less workers and queueing."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def process_response(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: object,
+        req_succeeded: bool,
+    ) -> None:
+        timing: Timing | None = getattr(req.context, "timing", None)
+        started = req.scope.get(STARTED)
+        if timing is None or started is None:
+            return
+        overhead = time.perf_counter() - started - timing.worker_s - timing.queued_s
+        overhead = max(overhead, 0.0)
+        resp.set_header("x-appliance-overhead-ms", f"{overhead * 1000:.3f}")
+        self.metrics.overhead.observe(overhead)

@@ -24,7 +24,9 @@ class RerankResource:
         body = await read_json(req, cluster.config.server.max_body_bytes)
         request = protocol.validate(protocol.RerankRequest, body)
         note(req.scope, model=request.model)
-        resp.data = await cluster.gateway.call(req.context.principal, Endpoint.RERANK, body)
+        resp.data = await cluster.gateway.call(
+            req.context.principal, Endpoint.RERANK, body, req.context.timing
+        )
         resp.content_type = falcon.MEDIA_JSON
         await settle(req, resp.data)
 
@@ -40,7 +42,9 @@ class RelevanceResource:
         request = protocol.validate(protocol.RerankRequest, body)
         note(req.scope, model=request.model)
         rerank = {"model": request.model, "query": request.query, "documents": request.documents}
-        raw = await cluster.gateway.call(req.context.principal, Endpoint.RERANK, rerank)
+        raw = await cluster.gateway.call(
+            req.context.principal, Endpoint.RERANK, rerank, req.context.timing
+        )
         await settle(req, raw)
         reply = orjson.loads(raw)
         scores = [0.0] * len(request.documents)

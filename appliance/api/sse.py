@@ -9,6 +9,7 @@ an ``{"error": ...}`` event followed by ``[DONE]``, which the openai SDK raises.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -17,6 +18,7 @@ import structlog
 
 from appliance.api.metering import Meter
 from appliance.errors import APIError
+from appliance.metrics import StreamStats
 from appliance.workers import ReplyStream
 
 log = structlog.get_logger("appliance.stream")
@@ -66,7 +68,7 @@ class LiveStreams:
 class Relay:
     """One worker stream on its way to one client."""
 
-    __slots__ = ("_ended", "_error", "_pending", "live", "meter", "ping_s", "stream")
+    __slots__ = ("_ended", "_error", "_pending", "live", "meter", "ping_s", "stats", "stream")
 
     def __init__(
         self,
@@ -74,11 +76,13 @@ class Relay:
         ping_s: float,
         live: LiveStreams,
         meter: Meter | None = None,
+        stats: StreamStats | None = None,
     ) -> None:
         self.stream = stream
         self.ping_s = ping_s
         self.live = live
         self.meter = meter
+        self.stats = stats
         self._pending: asyncio.Future[bytes] | None = None
         self._ended = False
         self._error: APIError | None = None
@@ -109,6 +113,8 @@ class Relay:
                     payload = pending.result()
                 except StopAsyncIteration:
                     break
+                if self.stats is not None:
+                    self.stats.chunk(payload, time.perf_counter())
                 if self.meter is not None:
                     shown = self.meter.chunk(payload)
                     if shown is None:
@@ -133,4 +139,6 @@ class Relay:
             await self.stream.aclose()
             if self.meter is not None:
                 await self.meter.settle()
+            if self.stats is not None:
+                self.stats.finish()
         yield DONE

@@ -1,0 +1,103 @@
+"""What operators look at: ``/metrics``, ``/status.json`` and the status page at ``/``."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from importlib import resources
+
+import falcon
+import falcon.asgi
+import orjson
+
+from appliance.cluster import Cluster
+from appliance.errors import AuthenticationError
+from appliance.metrics import CONTENT_TYPE, Metrics, Recent
+from appliance.reload import Reloader
+
+_PAGE = resources.files("appliance.api").joinpath("status.html").read_bytes()
+
+
+def _admin(req: falcon.asgi.Request) -> None:
+    """Check the admin key, if the config sets one."""
+    cluster: Cluster = req.context.cluster
+    key = cluster.config.server.admin_key
+    if key is None:
+        return
+    header = req.get_header("Authorization") or ""
+    scheme, _, token = header.partition(" ")
+    expected = key.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        raise AuthenticationError("This endpoint needs the admin key: 'Bearer <admin_key>'.")
+
+
+class MetricsResource:
+    """Prometheus exposition, summed over every Granian process."""
+
+    public = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        _admin(req)
+        resp.data = self.metrics.exposition()
+        resp.content_type = CONTENT_TYPE
+
+
+class StatusResource:
+    """The cluster as the status page shows it (this process's view)."""
+
+    public = True
+
+    def __init__(self, recent: Recent, reloader: Reloader | None, source: str | None) -> None:
+        self.recent = recent
+        self.reloader = reloader
+        self.source = source
+        self.started = time.time()
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        _admin(req)
+        cluster: Cluster = req.context.cluster
+        registry = cluster.registry
+        models = [
+            {
+                "name": g.name,
+                "type": g.config.type,
+                "backend": g.config.backend,
+                "ready": g.ready,
+                "queued": g.dispatcher.queued,
+                "in_flight": sum(w.in_flight for w in g.workers),
+                "workers": [w.describe() for w in g.workers],
+            }
+            for g in registry.groups.values()
+        ]
+        reloader = self.reloader
+        resp.data = orjson.dumps(
+            {
+                "ready": cluster.ready,
+                "models": models,
+                "aliases": registry.routes,
+                "api_keys": cluster.auth.key_count,
+                "recent": self.recent.summary(time.time()),
+                "config": {
+                    "file": self.source,
+                    "reloads": reloader.reloads if reloader else 0,
+                    "last_reload": reloader.last_reload if reloader else None,
+                },
+                "started": self.started,
+                "now": time.time(),
+            }
+        )
+        resp.content_type = falcon.MEDIA_JSON
+        resp.set_header("cache-control", "no-store")
+
+
+class StatusPage:
+    """Plain HTML and a small script that polls ``/status.json``."""
+
+    public = True
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.data = _PAGE
+        resp.content_type = falcon.MEDIA_HTML

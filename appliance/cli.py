@@ -14,6 +14,8 @@ from appliance import __version__
 from appliance.config import ApplianceConfig, load_from_environment
 from appliance.errors import ConfigError
 
+_METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
+
 # Flags that override the environment (and so the YAML); named as Settings' fields.
 _FLAGS = ("config", "host", "port", "processes", "log_level", "log_format")
 
@@ -48,13 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Granian's worker processes build the app from the environment: hand them the same
     # file and overrides this process validated.
     os.environ.update(settings.export())
-    from appliance.metrics import prepare_multiprocess
-
-    # Every Granian process writes its metrics here; a scrape of any one sums them all.
-    prepare_multiprocess(
-        os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        or tempfile.mkdtemp(prefix=f"appliance-metrics-{config.server.port}-")
-    )
+    _prepare_metrics_folder(config.server.port)
     configure_logging(config.logging, config.secrets())
     serve(config, pid_file)
     return 0
@@ -91,6 +87,20 @@ def _worker(args: argparse.Namespace) -> int:
     configure_logging(logging_config, [])
     run(model, args.host, args.port, args.port_file, args.exit_with_parent)
     return 0
+
+
+def _prepare_metrics_folder(port: int) -> None:
+    """Give every Granian process one folder for its metrics; a scrape sums them all.
+
+    prometheus-client picks its multiprocess mode when it is first imported, so this runs
+    before anything imports it (here or in a forked worker).
+    """
+    folder = os.environ.get(_METRICS_ENV) or tempfile.mkdtemp(prefix=f"appliance-metrics-{port}-")
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):
+        if name.endswith(".db"):
+            os.remove(os.path.join(folder, name))
+    os.environ[_METRICS_ENV] = folder
 
 
 def _signal_reload(pid_file: Path) -> int:

@@ -119,21 +119,6 @@ class Metrics:
             self.tokens.labels(model, "completion").inc(int(completion.group(1)))
 
 
-def prepare_multiprocess(folder: str) -> None:
-    """Point this process and its children at a fresh, empty multiprocess folder."""
-    os.makedirs(folder, exist_ok=True)
-    for name in os.listdir(folder):
-        if name.endswith(".db"):
-            os.remove(os.path.join(folder, name))
-    os.environ[MULTIPROC_ENV] = folder
-
-
-def mark_process_dead(pid: int) -> None:
-    """Drop a finished process's live gauges (called for Granian workers that exit)."""
-    if os.environ.get(MULTIPROC_ENV):
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
-
-
 class Recent:
     """Request rate and latency over the last minute, in this process, for the status page."""
 
@@ -190,7 +175,9 @@ class StreamStats:
         if b'"usage":{' in payload:
             self._usage = True
             self._metrics.count_usage(self._model, payload)
-        elif b'"content":"' in payload or b'"text":"' in payload:
+        elif (b'"content":"' in payload and b'"content":""' not in payload) or (
+            b'"text":"' in payload and b'"text":""' not in payload
+        ):
             self._chunks += 1
 
     def finish(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import os
 import time
 from importlib import resources
 
@@ -85,6 +86,7 @@ class StatusResource:
                     "reloads": reloader.reloads if reloader else 0,
                     "last_reload": reloader.last_reload if reloader else None,
                 },
+                "pid": os.getpid(),
                 "started": self.started,
                 "now": time.time(),
             }

@@ -20,7 +20,7 @@ from appliance.api.rerank import RelevanceResource, RerankResource
 from appliance.api.sse import LiveStreams
 from appliance.cluster import Cluster, ClusterRef
 from appliance.config import ApplianceConfig, load_from_environment
-from appliance.limits import LocalLimiter
+from appliance.limits import Limiter, LocalLimiter
 from appliance.logging import configure_logging
 from appliance.metrics import Metrics, Recent
 from appliance.reload import Reloader
@@ -51,13 +51,14 @@ def create_app(
     ref = ClusterRef(cluster or Cluster.from_config(config))
     live, metrics, recent = LiveStreams(), Metrics(), Recent()
     hot = reloader(ref) if reloader else None
+    limiter = _limiter(config, metrics)
     if hot is not None:
         hot.observers.append(
             lambda outcome: metrics.reloads.labels("ok" if outcome.ok else "failed").inc()
         )
     middleware: list[Any] = [
-        Lifespan(ref, hot, live, metrics),
-        Authentication(ref, LocalLimiter(config.auth.window_s), metrics),
+        Lifespan(ref, hot, live, metrics, limiter),
+        Authentication(ref, limiter, metrics),
         Overhead(metrics),
     ]
     app = falcon.asgi.App(middleware=middleware)
@@ -82,6 +83,22 @@ def create_app(
     app.add_route("/status.json", StatusResource(recent, hot, source))
     app.add_route("/", StatusPage())
     return AccessLayer(app, ref, metrics, recent)
+
+
+def _limiter(config: ApplianceConfig, metrics: Metrics) -> Limiter:
+    """Per-key limits: in Redis when the config shares state, else in this process."""
+    state = config.state
+    if state.redis_url is None:
+        return LocalLimiter(config.auth.window_s)
+    from appliance.redis_limits import RedisLimiter
+
+    return RedisLimiter(
+        state.redis_url.get_secret_value(),
+        window_s=config.auth.window_s,
+        on_error=state.on_error,
+        timeout_s=state.timeout_s,
+        on_failure=metrics.limiter_errors.inc,
+    )
 
 
 def app_from_environment() -> AccessLayer:

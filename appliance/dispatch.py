@@ -9,6 +9,7 @@ Otherwise it waits in a FIFO queue of at most ``queue_size`` requests for up to
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 from collections import deque
 from collections.abc import Collection, Sequence
@@ -46,17 +47,20 @@ class Dispatcher:
         """The workers that may take requests."""
         return [w for w in self.workers if w.healthy]
 
-    async def acquire(self, exclude: Collection[Worker] = ()) -> Worker:
+    async def acquire(self, exclude: Collection[Worker] = (), session: str | None = None) -> Worker:
         """Take a slot; release it with :meth:`release`.
 
         Args:
             exclude: Workers this request already failed on.
+            session: With affinity routing, the session whose worker is preferred.
 
         Raises:
             ServiceUnavailableError: no healthy worker, or the wait timed out.
             RateLimitError: every slot is taken and the queue is full.
         """
-        worker = self._pick(exclude)
+        worker = self._preferred(session, exclude) if session is not None else None
+        if worker is None:
+            worker = self._pick(exclude)
         if worker is not None:
             worker.in_flight += 1
             return worker
@@ -118,6 +122,27 @@ class Dispatcher:
             self._waiters.popleft()
             worker.in_flight += 1
             future.set_result(worker)
+
+    def _preferred(self, session: str, exclude: Collection[Worker]) -> Worker | None:
+        """The session's worker by rendezvous hashing over healthy workers, if it has room.
+
+        While a worker is down its sessions spread over the rest; when it is back, the
+        same hash sends them home again.
+        """
+        best: Worker | None = None
+        best_score = -1
+        for worker in self.workers:
+            if not worker.healthy or worker in exclude:
+                continue
+            digest = hashlib.blake2b(
+                f"{session}\x00{worker.worker_id}".encode(), digest_size=8
+            ).digest()
+            score = int.from_bytes(digest, "big")
+            if score > best_score:
+                best, best_score = worker, score
+        if best is not None and best.in_flight < self.max_concurrency:
+            return best
+        return None
 
     def _pick(self, exclude: Collection[Worker]) -> Worker | None:
         best: Worker | None = None

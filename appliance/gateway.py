@@ -61,11 +61,12 @@ class Gateway:
         endpoint: Endpoint,
         body: dict[str, Any],
         timing: Timing | None = None,
+        session: str | None = None,
     ) -> bytes:
         """One plain request; returns the reply's JSON bytes."""
         groups = self._targets(principal, endpoint, body["model"])
         result, _ = await self._attempt(
-            groups, lambda w: w.call(endpoint, body), hold=False, timing=timing
+            groups, lambda w: w.call(endpoint, body), hold=False, timing=timing, session=session
         )
         return result
 
@@ -75,6 +76,7 @@ class Gateway:
         endpoint: Endpoint,
         body: dict[str, Any],
         timing: Timing | None = None,
+        session: str | None = None,
     ) -> ReplyStream:
         """Open a stream; the worker's slot is held until the stream is closed."""
         groups = self._targets(principal, endpoint, body["model"])
@@ -82,7 +84,9 @@ class Gateway:
         async def open_on(worker: Worker) -> ReplyStream:
             return await worker.open_stream(endpoint, body)
 
-        stream, (group, worker) = await self._attempt(groups, open_on, hold=True, timing=timing)
+        stream, (group, worker) = await self._attempt(
+            groups, open_on, hold=True, timing=timing, session=session
+        )
         return _LeasedStream(stream, group, worker)
 
     async def embeddings(
@@ -131,6 +135,7 @@ class Gateway:
         *,
         hold: bool,
         timing: Timing | None = None,
+        session: str | None = None,
     ) -> tuple[T, tuple[ModelGroup, Worker]]:
         """Run ``operation`` on a worker, failing over on retryable errors.
 
@@ -141,7 +146,7 @@ class Gateway:
         try:
             async with asyncio.timeout(policy.timeout_s):
                 return await self._failover(
-                    groups, operation, policy.retries + 1, hold, timing or Timing()
+                    groups, operation, policy.retries + 1, hold, timing or Timing(), session
                 )
         except TimeoutError:
             raise UpstreamTimeoutError(
@@ -155,6 +160,7 @@ class Gateway:
         attempts: int,
         hold: bool,
         timing: Timing,
+        session: str | None,
     ) -> tuple[T, tuple[ModelGroup, Worker]]:
         last: APIError | None = None
         clock = time.perf_counter
@@ -163,7 +169,8 @@ class Gateway:
             while attempts > 0 and len(tried) < len(group.workers):
                 started = clock()
                 try:
-                    worker = await group.dispatcher.acquire(tried)
+                    affinity = session if group.config.routing == "affinity" else None
+                    worker = await group.dispatcher.acquire(tried, affinity)
                 except APIError as exc:
                     last = exc
                     break

@@ -34,11 +34,11 @@ class Quota:
     def headers(self) -> dict[str, str]:
         """OpenAI's rate-limit headers."""
         out: dict[str, str] = {}
-        if self.limit_requests is not None:
+        if self.limit_requests is not None and self.remaining_requests is not None:
             out["x-ratelimit-limit-requests"] = str(self.limit_requests)
             out["x-ratelimit-remaining-requests"] = str(self.remaining_requests)
             out["x-ratelimit-reset-requests"] = _duration(self.reset_requests_s)
-        if self.limit_tokens is not None:
+        if self.limit_tokens is not None and self.remaining_tokens is not None:
             out["x-ratelimit-limit-tokens"] = str(self.limit_tokens)
             out["x-ratelimit-remaining-tokens"] = str(self.remaining_tokens)
             out["x-ratelimit-reset-tokens"] = _duration(self.reset_tokens_s)
@@ -53,6 +53,9 @@ class Limiter(Protocol):
 
     async def spend(self, key: str, tokens: int) -> None:
         """Record tokens a finished request used."""
+
+    async def close(self) -> None:
+        """Release connections."""
 
 
 class _Window:
@@ -101,10 +104,10 @@ class LocalLimiter:
         tokens.trim(since)
         if rpm is not None and requests.total >= rpm:
             wait = requests.wait_until_below(rpm, self.window_s, now)
-            raise _limited("requests", rpm, wait)
+            raise limited("requests", rpm, wait)
         if tpm is not None and tokens.total >= tpm:
             wait = tokens.wait_until_below(tpm, self.window_s, now)
-            raise _limited("tokens", tpm, wait)
+            raise limited("tokens", tpm, wait)
         requests.add(now, 1)
         return Quota(
             limit_requests=rpm,
@@ -119,8 +122,11 @@ class LocalLimiter:
         if tokens > 0:
             self._tokens.setdefault(key, _Window()).add(time.monotonic(), tokens)
 
+    async def close(self) -> None:
+        return None
 
-def _limited(what: str, limit: int, wait: float) -> RateLimitError:
+
+def limited(what: str, limit: int, wait: float) -> RateLimitError:
     per = "requests" if what == "requests" else "tokens"
     return RateLimitError(
         f"Rate limit reached: {limit} {per} per minute for this API key. Retry in {wait:.1f}s.",

@@ -95,6 +95,11 @@ class Metrics:
         self.reloads = Counter(
             "appliance_reloads_total", "Config reloads, by result.", ["result"], registry=own
         )
+        self.limiter_errors = Counter(
+            "appliance_limiter_errors_total",
+            "Calls to the shared rate limiter (Redis) that failed.",
+            registry=own,
+        )
         self.rate_limited = Counter(
             "appliance_rate_limited_total",
             "Requests refused by a key's rpm or tpm limit.",

@@ -65,8 +65,8 @@ cache=${APPLIANCE_BASE_CACHE:-/var/tmp/appliance-base}
 mkdir -p "$cache"
 if [ ! -s "$cache/rootfs.tar" ]; then
     # The Debian mirror this machine's apt already uses (its bookworm "main" archive).
-    mirror=$(grep -rhoE '^(URIs:|deb) +[^ ]+/debian/?( |$)' /etc/apt/sources.list \
-        /etc/apt/sources.list.d/ 2>/dev/null | awk '{print $2}' | head -1)
+    mirror=$( { grep -rhoE '^(URIs:|deb) +[^ ]+/debian/?( |$)' /etc/apt/sources.list \
+        /etc/apt/sources.list.d/ 2>/dev/null || true; } | awk '{print $2; exit}')
     [ -n "$mirror" ] || { echo "FAIL: no Debian mirror in the apt sources"; exit 1; }
     rootfs=$(mktemp -d)
     debootstrap --variant=minbase --include=python3 bookworm "$rootfs" "$mirror" >"$cache/debootstrap.log" 2>&1

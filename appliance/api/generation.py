@@ -43,10 +43,11 @@ class GenerationResource:
         note(req.scope, model=request.model, stream=bool(request.stream))
         gateway, principal, timing = cluster.gateway, req.context.principal, req.context.timing
         meter: Meter | None = getattr(req.context, "meter", None)
+        session = req.get_header("x-session-id") or request.user
         if request.stream:
             if meter is not None:
                 body = meter.ask_for_usage(body)
-            stream = await gateway.open_stream(principal, self.endpoint, body, timing)
+            stream = await gateway.open_stream(principal, self.endpoint, body, timing, session)
             stats = StreamStats(self.metrics, request.model, req.scope[STARTED])
             relay = Relay(stream, cluster.config.server.stream_ping_s, self.live, meter, stats)
             events = relay.events()
@@ -56,7 +57,7 @@ class GenerationResource:
             resp.sse = cast(AsyncIterator[SSEvent | None], events)
             resp.set_header("cache-control", "no-cache")
             return
-        resp.data = await gateway.call(principal, self.endpoint, body, timing)
+        resp.data = await gateway.call(principal, self.endpoint, body, timing, session)
         resp.content_type = falcon.MEDIA_JSON
         self.metrics.count_usage(request.model, resp.data)
         await settle(req, resp.data)

@@ -41,11 +41,13 @@ class Lifespan:
         reloader: Reloader | None,
         live: LiveStreams,
         metrics: Metrics,
+        limiter: Limiter,
     ) -> None:
         self.ref = ref
         self.reloader = reloader
         self.live = live
         self.metrics = metrics
+        self.limiter = limiter
         self._gauges: asyncio.Task[None] | None = None
         self._labels: set[tuple[str, str]] = set()
 
@@ -65,6 +67,7 @@ class Lifespan:
         if self.reloader is not None:
             await self.reloader.stop()
         await self.ref.current.close()
+        await self.limiter.close()
 
     def begin_drain(self) -> None:
         """Start the drain clock."""

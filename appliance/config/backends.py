@@ -79,6 +79,11 @@ class ModelBase(Strict):
         600.0, gt=0, description="Deadline for a request, all attempts included, until its reply."
     )
     health: HealthConfig = Field(default_factory=HealthConfig, description="Health checking.")
+    routing: Literal["least_busy", "affinity"] = Field(
+        "least_busy",
+        description="affinity: requests of one session (`x-session-id` header or `user`) "
+        "go to the same healthy worker (KV-cache reuse); others least busy.",
+    )
 
 
 class ScriptedOptions(Strict):

@@ -130,6 +130,18 @@ class RouteConfig(Strict):
         return targets
 
 
+class StateConfig(Strict):
+    """Shared state for several replicas. Absent: everything stays in this process."""
+
+    redis_url: SecretStr | None = Field(
+        None, description="Redis holding per-key rpm/tpm windows, e.g. redis://host:6379/0."
+    )
+    on_error: Literal["open", "closed"] = Field(
+        "open", description="Redis unreachable: admit (open, logged) or refuse with 503."
+    )
+    timeout_s: float = Field(0.25, gt=0, le=10, description="Redis connect and reply timeout.")
+
+
 class ApplianceConfig(Strict):
     """The whole of cluster.yaml."""
 
@@ -138,6 +150,7 @@ class ApplianceConfig(Strict):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     models: list[ModelConfig] = Field(min_length=1, description="The models served.")
     routes: list[RouteConfig] = Field(default_factory=list, description="Aliases.")
+    state: StateConfig = Field(default_factory=StateConfig, description="Shared state.")
 
     @model_validator(mode="after")
     def _names_resolve(self) -> ApplianceConfig:
@@ -182,6 +195,8 @@ class ApplianceConfig(Strict):
         out = [k.key.get_secret_value() for k in self.auth.api_keys if k.key is not None]
         if self.server.admin_key is not None:
             out.append(self.server.admin_key.get_secret_value())
+        if self.state.redis_url is not None:
+            out.append(self.state.redis_url.get_secret_value())  # may hold a password
         for model in self.models:
             api_key = getattr(model.options, "api_key", None)
             if api_key is not None:

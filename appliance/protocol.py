@@ -22,17 +22,17 @@ MAX_N = 128
 MAX_TOKENS = 1_000_000  # beyond any model's output window; larger is a client bug
 
 
-class _Open(BaseModel):
+class OpenObject(BaseModel):
     """A request object: known fields checked, unknown fields kept."""
 
     model_config = ConfigDict(extra="allow")
 
 
-class StreamOptions(_Open):
+class StreamOptions(OpenObject):
     include_usage: StrictBool | None = None
 
 
-class ChatMessage(_Open):
+class ChatMessage(OpenObject):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
 
@@ -40,7 +40,7 @@ class ChatMessage(_Open):
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
 
 
-class _Sampling(_Open):
+class _Sampling(OpenObject):
     model: str = Field(min_length=1)
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
@@ -80,7 +80,7 @@ class CompletionRequest(_Sampling):
         return self.max_tokens or 16
 
 
-class EmbeddingRequest(_Open):
+class EmbeddingRequest(OpenObject):
     model: str = Field(min_length=1)
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] | None = "float"
@@ -94,7 +94,7 @@ class EmbeddingRequest(_Open):
         return value
 
 
-class RerankRequest(_Open):
+class RerankRequest(OpenObject):
     model: str = Field(min_length=1)
     query: str
     documents: list[str] = Field(min_length=1)
@@ -102,7 +102,7 @@ class RerankRequest(_Open):
     return_documents: StrictBool | None = False
 
 
-def validate(model: type[_Open], body: dict[str, Any]) -> Any:
+def validate(model: type[OpenObject], body: dict[str, Any]) -> Any:
     """Validate ``body`` as ``model`` or raise a 400 naming the parameter."""
     try:
         return model.model_validate(body)

@@ -27,7 +27,7 @@ class GenerationResource:
     def __init__(
         self,
         endpoint: Endpoint,
-        schema: type[protocol._Open],
+        schema: type[protocol.OpenObject],
         live: LiveStreams,
         metrics: Metrics,
     ) -> None:

@@ -40,7 +40,7 @@ class ChatMessage(OpenObject):
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
 
 
-class _Sampling(OpenObject):
+class SamplingRequest(OpenObject):
     model: str = Field(min_length=1)
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
@@ -55,7 +55,7 @@ class _Sampling(OpenObject):
     user: str | None = None
 
 
-class ChatCompletionRequest(_Sampling):
+class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
 
@@ -64,7 +64,7 @@ class ChatCompletionRequest(_Sampling):
         return self.max_completion_tokens or self.max_tokens
 
 
-class CompletionRequest(_Sampling):
+class CompletionRequest(SamplingRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
     echo: StrictBool | None = None
 

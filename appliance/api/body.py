@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import falcon.asgi
 import orjson
 
+from appliance import protocol
+from appliance.api.access import note
 from appliance.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+
+T = TypeVar("T", bound=protocol.OpenObject)
 
 
 async def read_json(req: falcon.asgi.Request, max_bytes: int) -> dict[str, Any]:
@@ -48,3 +52,14 @@ async def read_json(req: falcon.asgi.Request, max_bytes: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.", code="invalid_json")
     return body
+
+
+async def read_request(req: falcon.asgi.Request, schema: type[T]) -> tuple[dict[str, Any], T]:
+    """Read, parse and validate a model request; note its model for the access log.
+
+    Returns the JSON object as sent (what travels on) and its validated form.
+    """
+    body = await read_json(req, req.context.cluster.config.server.max_body_bytes)
+    request = protocol.validate(schema, body)
+    note(req.scope, model=request.model)
+    return body, request

@@ -6,8 +6,7 @@ import falcon
 import falcon.asgi
 
 from appliance import protocol
-from appliance.api.access import note
-from appliance.api.body import read_json
+from appliance.api.body import read_request
 from appliance.api.metering import settle
 from appliance.cluster import Cluster
 
@@ -19,9 +18,7 @@ class EmbeddingsResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
-        body = await read_json(req, cluster.config.server.max_body_bytes)
-        request = protocol.validate(protocol.EmbeddingRequest, body)
-        note(req.scope, model=request.model)
+        body, _ = await read_request(req, protocol.EmbeddingRequest)
         resp.data = await cluster.gateway.embeddings(
             req.context.principal, body, req.context.timing
         )

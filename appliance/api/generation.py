@@ -11,7 +11,7 @@ from falcon.asgi import SSEvent
 
 from appliance import protocol
 from appliance.api.access import STARTED, note, on_disconnect, on_finish
-from appliance.api.body import read_json
+from appliance.api.body import read_request
 from appliance.api.metering import Meter, settle
 from appliance.api.sse import LiveStreams, Relay
 from appliance.cluster import Cluster
@@ -27,7 +27,7 @@ class GenerationResource:
     def __init__(
         self,
         endpoint: Endpoint,
-        schema: type[protocol.OpenObject],
+        schema: type[protocol.SamplingRequest],
         live: LiveStreams,
         metrics: Metrics,
     ) -> None:
@@ -38,9 +38,8 @@ class GenerationResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
-        body = await read_json(req, cluster.config.server.max_body_bytes)
-        request = protocol.validate(self.schema, body)
-        note(req.scope, model=request.model, stream=bool(request.stream))
+        body, request = await read_request(req, self.schema)
+        note(req.scope, stream=bool(request.stream))
         gateway, principal, timing = cluster.gateway, req.context.principal, req.context.timing
         meter: Meter | None = getattr(req.context, "meter", None)
         session = req.get_header("x-session-id") or request.user

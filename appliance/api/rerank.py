@@ -7,8 +7,7 @@ import falcon.asgi
 import orjson
 
 from appliance import protocol
-from appliance.api.access import note
-from appliance.api.body import read_json
+from appliance.api.body import read_request
 from appliance.api.metering import settle
 from appliance.cluster import Cluster
 from appliance.workers import Endpoint
@@ -21,9 +20,7 @@ class RerankResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
-        body = await read_json(req, cluster.config.server.max_body_bytes)
-        request = protocol.validate(protocol.RerankRequest, body)
-        note(req.scope, model=request.model)
+        body, _ = await read_request(req, protocol.RerankRequest)
         resp.data = await cluster.gateway.call(
             req.context.principal, Endpoint.RERANK, body, req.context.timing
         )
@@ -38,9 +35,7 @@ class RelevanceResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
-        body = await read_json(req, cluster.config.server.max_body_bytes)
-        request = protocol.validate(protocol.RerankRequest, body)
-        note(req.scope, model=request.model)
+        _, request = await read_request(req, protocol.RerankRequest)
         rerank = {"model": request.model, "query": request.query, "documents": request.documents}
         raw = await cluster.gateway.call(
             req.context.principal, Endpoint.RERANK, rerank, req.context.timing

@@ -50,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Granian's worker processes build the app from the environment: hand them the same
     # file and overrides this process validated.
     os.environ.update(settings.export())
-    _prepare_metrics_folder(config.server.port)
+    if config.server.processes > 1:
+        _prepare_metrics_folder(config.server.port)
     configure_logging(config.logging, config.secrets())
     serve(config, pid_file)
     return 0
@@ -92,8 +93,9 @@ def _worker(args: argparse.Namespace) -> int:
 def _prepare_metrics_folder(port: int) -> None:
     """Give every Granian process one folder for its metrics; a scrape sums them all.
 
-    prometheus-client picks its multiprocess mode when it is first imported, so this runs
-    before anything imports it (here or in a forked worker).
+    Only with several processes: the shared files cost a few microseconds per update that
+    one process does not need. prometheus-client picks its multiprocess mode when it is
+    first imported, so this runs before anything imports it (here or in a forked worker).
     """
     folder = os.environ.get(_METRICS_ENV) or tempfile.mkdtemp(prefix=f"appliance-metrics-{port}-")
     os.makedirs(folder, exist_ok=True)

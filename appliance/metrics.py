@@ -1,6 +1,7 @@
 """Prometheus metrics, correct across Granian's worker processes.
 
-With ``PROMETHEUS_MULTIPROC_DIR`` set (``appliance serve`` sets it to a fresh folder),
+With ``PROMETHEUS_MULTIPROC_DIR`` set (``appliance serve`` sets it to a fresh folder when
+``server.processes`` is above 1),
 every process writes its samples there and a scrape of any process sums them
 (prometheus-client's multiprocess mode). Without it (tests, embedding the app), metrics
 live in this app's own registry. Gauges of state (in flight, queued, worker health) are

@@ -124,13 +124,20 @@ class AccessLayer:
 CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection"
 
 
+# A request still running this long after its body arrived starts watching for the
+# client to leave; quicker ones (most) never pay for a watcher task.
+WATCH_AFTER_S = 0.05
+
+
 class _Exchange:
     """One request's view of receive/send, watching for the client to leave."""
 
     __slots__ = (
+        "_body_done",
         "_left",
         "_receive",
         "_send",
+        "_timer",
         "_watcher",
         "gone",
         "request_id",
@@ -148,12 +155,14 @@ class _Exchange:
         self.gone = False
         self.task = asyncio.current_task()
         self._watcher: asyncio.Future[Message] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._left: int | None = None
+        self._body_done = False
 
     async def receive(self) -> Message:
-        if self._watcher is not None:
+        if self._body_done:
             # The body is read: whoever asks next (Falcon's SSE watcher) waits for ours.
-            return await asyncio.shield(self._watcher)
+            return await asyncio.shield(self._watch_now())
         message = await self._receive()
         if message["type"] == "http.request":
             # The body is complete at more_body=False or, since a reader that knows the
@@ -162,7 +171,8 @@ class _Exchange:
                 self._left = _content_length(self.scope)
             self._left -= len(message.get("body", b""))
             if not message.get("more_body", False) or self._left <= 0:
-                self._watcher = asyncio.ensure_future(self._watch())
+                self._body_done = True
+                self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._watch_now)
         elif message["type"] == "http.disconnect":
             self.gone = True
         return message
@@ -172,6 +182,11 @@ class _Exchange:
             self.status = message["status"]
             message["headers"] = [*message.get("headers", ()), (b"x-request-id", self.request_id)]
         await self._send(message)
+
+    def _watch_now(self) -> asyncio.Future[Message]:
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch())
+        return self._watcher
 
     async def _watch(self) -> Message:
         while True:
@@ -186,6 +201,8 @@ class _Exchange:
         return message
 
     async def finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         if self._watcher is not None and not self._watcher.done():
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)

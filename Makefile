@@ -58,8 +58,8 @@ package-check: $(VENV)/.test-installed
 	PYTHON=$(BIN)/python packaging/check.sh
 
 test: lint system-deps
-	$(BIN)/python -m pytest
 	$(MAKE) package-check
+	$(BIN)/python -m pytest
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python bench/run.py

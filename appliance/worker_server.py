@@ -58,18 +58,30 @@ class WorkerServer:
         return _json({"object": "list", "data": [protocol.model_card(self.config.name, 0)]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
-        protocol.validate(protocol.ChatCompletionRequest, body)
-        if body.get("stream"):
-            return await _stream(request, lambda stop: self.engine.chat_stream(body, stop))
-        return _json(await asyncio.to_thread(self.engine.chat, body))
+        return await self._generate(
+            request, protocol.ChatCompletionRequest, self.engine.chat, self.engine.chat_stream
+        )
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(
+            request,
+            protocol.CompletionRequest,
+            self.engine.completion,
+            self.engine.completion_stream,
+        )
+
+    async def _generate(
+        self,
+        request: web.Request,
+        schema: type[protocol.SamplingRequest],
+        plain: Callable[[dict[str, Any]], dict[str, Any]],
+        streamed: Callable[[dict[str, Any], threading.Event], Iterator[dict[str, Any]]],
+    ) -> web.StreamResponse:
         body = await _body(request)
-        protocol.validate(protocol.CompletionRequest, body)
+        protocol.validate(schema, body)
         if body.get("stream"):
-            return await _stream(request, lambda stop: self.engine.completion_stream(body, stop))
-        return _json(await asyncio.to_thread(self.engine.completion, body))
+            return await _stream(request, lambda stop: streamed(body, stop))
+        return _json(await asyncio.to_thread(plain, body))
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await _body(request)

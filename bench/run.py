@@ -137,9 +137,11 @@ def start_appliance(upstream: str, folder: Path) -> tuple[Proc, str, float]:
     return proc, base, time.monotonic() - started
 
 
-async def plain(base: str, concurrency: int, count: int) -> tuple[list[float], float]:
-    latencies: list[float] = []
-    payload = orjson.dumps(CHAT)
+async def users(
+    base: str, concurrency: int, count: int, payload: bytes, read: Callable[..., Any]
+) -> list[float]:
+    """``count`` requests from ``concurrency`` users; what ``read(response, start)`` returns."""
+    results: list[float] = []
     remaining = count
 
     async def user(session: aiohttp.ClientSession) -> None:
@@ -152,45 +154,40 @@ async def plain(base: str, concurrency: int, count: int) -> tuple[list[float], f
                 data=payload,
                 headers={"content-type": "application/json"},
             ) as r:
-                await r.read()
                 assert r.status == 200, r.status
-            latencies.append(time.perf_counter() - start)
+                results.append(await read(r, start))
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
-        start = time.perf_counter()
         await asyncio.gather(*(user(session) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    return latencies, elapsed
+    return results
+
+
+async def plain(base: str, concurrency: int, count: int) -> tuple[list[float], float]:
+    """Latencies of plain requests, and the wall time they took."""
+
+    async def latency(response: aiohttp.ClientResponse, start: float) -> float:
+        await response.read()
+        return time.perf_counter() - start
+
+    started = time.perf_counter()
+    latencies = await users(base, concurrency, count, orjson.dumps(CHAT), latency)
+    return latencies, time.perf_counter() - started
 
 
 async def streams(base: str, concurrency: int, count: int, **extra: Any) -> list[float]:
     """Time to first chunk of each stream (read to the end)."""
-    ttfb: list[float] = []
+
+    async def first_chunk(response: aiohttp.ClientResponse, start: float) -> float:
+        first = None
+        async for line in response.content:
+            if first is None and line.startswith(b"data: {"):
+                first = time.perf_counter() - start
+        assert first is not None
+        return first
+
     payload = orjson.dumps({**CHAT, "stream": True, **extra})
-    remaining = count
-
-    async def user(session: aiohttp.ClientSession) -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            start = time.perf_counter()
-            async with session.post(
-                f"{base}/chat/completions",
-                data=payload,
-                headers={"content-type": "application/json"},
-            ) as r:
-                first = None
-                async for line in r.content:
-                    if first is None and line.startswith(b"data: {"):
-                        first = time.perf_counter() - start
-                assert first is not None
-                ttfb.append(first)
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        await asyncio.gather(*(user(session) for _ in range(concurrency)))
-    return ttfb
+    return await users(base, concurrency, count, payload, first_chunk)
 
 
 async def hold_streams(base: str, count: int, hold_s: float, sample: Callable[[], float]) -> float:

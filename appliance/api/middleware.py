@@ -10,8 +10,7 @@ from typing import Any
 import falcon.asgi
 import structlog
 
-from appliance.api.access import STARTED, note
-from appliance.api.access import on_finish as _on_finish
+from appliance.api.access import STARTED, note, on_finish
 from appliance.api.metering import Meter
 from appliance.api.sse import LiveStreams
 from appliance.cluster import ClusterRef
@@ -129,7 +128,7 @@ class Authentication:
     ) -> None:
         cluster = req.context.cluster = self.ref.current
         cluster.enter()
-        _on_finish(req.scope, cluster.leave)
+        on_finish(req.scope, cluster.leave)
         if resource is None or getattr(resource, "public", False):
             return
         principal = cluster.auth.authenticate(req.get_header("Authorization"))

@@ -1,9 +1,11 @@
 """Relaying a worker's stream as server-sent events.
 
-Falcon notices a client disconnect only when the generator yields, so while the next
-chunk is slow to come this yields ``None`` every ``ping_s`` (Falcon sends ``: ping``,
-which OpenAI clients ignore). Errors never escape: once streaming has begun they become
-an ``{"error": ...}`` event followed by ``[DONE]``, which the openai SDK raises.
+While the next chunk is slow to come, this yields ``None`` every ``ping_s`` (Falcon sends
+``: ping``, which OpenAI clients ignore, and which keeps proxies from timing out). A
+client that leaves is reported by the access layer through :meth:`Relay.client_gone`,
+which stops reading from the worker at once. Errors never escape: once streaming has
+begun they become an ``{"error": ...}`` event followed by ``[DONE]``, which the openai
+SDK raises.
 """
 
 from __future__ import annotations

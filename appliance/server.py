@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from granian.constants import Interfaces
+from granian.constants import Interfaces, Loops
 from granian.log import LogLevels
 from granian.server.mp import MPServer
 
@@ -59,6 +59,7 @@ def serve(config: ApplianceConfig, pid_file: Path | None = None) -> None:
         address=config.server.host,
         port=config.server.port,
         interface=Interfaces.ASGI,
+        loop=Loops.auto,  # uvloop (a dependency) where it runs; asyncio elsewhere
         workers=config.server.processes,
         log_level=LogLevels(config.logging.level),
         log_dictconfig=granian_log_config(config.logging),

@@ -211,3 +211,35 @@ def test_shutdown_ends_a_long_stream_with_an_error_event(
     assert payloads[-2]["error"]["code"] == "service_unavailable"
     assert 0.8 < took < 4, took
     assert '"event":"streams_ended_at_shutdown"' in server.log()
+
+
+def test_every_process_reloads(start_server: Callable[..., RunningServer]) -> None:
+    config = versioned(0)
+    config["server"]["processes"] = 2
+    server = start_server(config)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    pids: set[int] = set()
+    deadline = time.monotonic() + 10
+    while len(pids) < 2 and time.monotonic() < deadline:  # both processes up on v0 first
+        pids.add(httpx.get(f"{server.base_url}/status.json").json()["pid"])
+    assert len(pids) == 2
+    changed = versioned(5)
+    changed["server"]["processes"] = 2
+    rewrite(server.config_path, changed, in_place=False)
+    body = {"model": "main", "messages": [{"role": "user", "content": "x"}]}
+    deadline = time.monotonic() + 10
+    seen: dict[int, str] = {}
+    with httpx.Client(base_url=server.base_url, headers=headers) as client:
+        while time.monotonic() < deadline:
+            # New connections land on either process; both must answer the new reply.
+            with httpx.Client(base_url=server.base_url, headers=headers) as fresh:
+                pid = fresh.get("/status.json").json()["pid"]
+                reply = fresh.post("/v1/chat/completions", json=body).json()
+            seen[pid] = reply["choices"][0]["message"]["content"]
+            if len(seen) == 2 and set(seen.values()) == {"v5:av5:b"}:
+                break
+            time.sleep(0.02)
+        assert client.get("/readyz").status_code == 200
+    assert len(seen) == 2, "both Granian processes answered"
+    assert set(seen.values()) == {"v5:av5:b"}
+    assert server.log().count('"event":"config_reloaded"') >= 2

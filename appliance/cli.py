@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -50,10 +51,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Granian's worker processes build the app from the environment: hand them the same
     # file and overrides this process validated.
     os.environ.update(settings.export())
+    created = None
     if config.server.processes > 1:
-        _prepare_metrics_folder(config.server.port)
+        created = _prepare_metrics_folder(config.server.port)
     configure_logging(config.logging, config.secrets())
-    serve(config, pid_file)
+    try:
+        serve(config, pid_file)
+    finally:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
     return 0
 
 
@@ -90,19 +96,22 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_metrics_folder(port: int) -> None:
+def _prepare_metrics_folder(port: int) -> str | None:
     """Give every Granian process one folder for its metrics; a scrape sums them all.
 
     Only with several processes: the shared files cost a few microseconds per update that
     one process does not need. prometheus-client picks its multiprocess mode when it is
     first imported, so this runs before anything imports it (here or in a forked worker).
+    Returns the folder if this made it (and removes it at exit), else None.
     """
-    folder = os.environ.get(_METRICS_ENV) or tempfile.mkdtemp(prefix=f"appliance-metrics-{port}-")
+    given = os.environ.get(_METRICS_ENV)
+    folder = given or tempfile.mkdtemp(prefix=f"appliance-metrics-{port}-")
     os.makedirs(folder, exist_ok=True)
     for name in os.listdir(folder):
         if name.endswith(".db"):
             os.remove(os.path.join(folder, name))
     os.environ[_METRICS_ENV] = folder
+    return None if given else folder
 
 
 def _signal_reload(pid_file: Path) -> int:

@@ -91,7 +91,10 @@ podman rm -f "$name" >/dev/null 2>&1 || true
 podman run -d --name "$name" --runtime runc --cgroup-manager cgroupfs --events-backend file \
     --network none --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 \
     localhost/appliance:check >/dev/null
-trap 'podman rm -f "$name" >/dev/null 2>&1 || true' EXIT
+# The container, then the image (the vfs driver stores full copies: do not let them pile up).
+trap 'podman rm -f "$name" >/dev/null 2>&1 || true
+      buildah rmi localhost/appliance:check >/dev/null 2>&1 || true
+      buildah rmi --prune >/dev/null 2>&1 || true' EXIT
 uid=$(podman exec "$name" id -u)
 echo "runs as uid $uid"
 [ "$uid" != 0 ] || { echo "FAIL: runs as root"; exit 1; }

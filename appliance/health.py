@@ -10,7 +10,6 @@ ejection in a row (up to ``max_cooldown_s``), and one success resets the back-of
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Sequence
 
 import structlog
@@ -23,12 +22,11 @@ log = structlog.get_logger("appliance.health")
 
 
 class _State:
-    __slots__ = ("cooldown", "ejected_until", "failures")
+    __slots__ = ("cooldown", "failures")
 
     def __init__(self, cooldown: float) -> None:
         self.failures = 0
         self.cooldown = cooldown
-        self.ejected_until = 0.0
 
 
 class HealthMonitor:
@@ -76,16 +74,12 @@ class HealthMonitor:
 
     def _eject(self, worker: Worker, state: _State, why: str) -> None:
         worker.healthy = False
-        state.ejected_until = time.monotonic() + state.cooldown
         log.warning("worker_ejected", worker=worker.worker_id, why=why, cooldown_s=state.cooldown)
-        state.cooldown = min(state.cooldown * 2, self.config.max_cooldown_s)
         if self.config.interval_s <= 0:
-            asyncio.get_running_loop().call_at(
-                asyncio.get_running_loop().time() + (state.ejected_until - time.monotonic()),
-                self._readmit,
-                worker,
-                "cool-down over",
+            asyncio.get_running_loop().call_later(
+                state.cooldown, self._readmit, worker, "cool-down over"
             )
+        state.cooldown = min(state.cooldown * 2, self.config.max_cooldown_s)
 
     def _readmit(self, worker: Worker, why: str) -> None:
         if worker.healthy or worker.closed:

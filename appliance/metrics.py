@@ -11,7 +11,6 @@ refreshed from the cluster once a second by each process.
 from __future__ import annotations
 
 import os
-import re
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,13 +21,13 @@ from prometheus_client import (
     multiprocess,
 )
 
+from appliance.protocol import Usage, read_usage
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
-_PROMPT = re.compile(rb'"prompt_tokens":\s*(\d+)')
-_COMPLETION = re.compile(rb'"completion_tokens":\s*(\d+)')
 
 
 class Metrics:
@@ -112,17 +111,14 @@ class Metrics:
         """The Prometheus text format of every metric (all processes)."""
         return generate_latest(self.registry)
 
-    def count_usage(self, model: str, body: bytes) -> None:
-        """Add a reply's usage to the token counters (cheaply, without parsing JSON)."""
-        start = body.find(b'"usage"')
-        if start < 0:
+    def count_usage(self, model: str, usage: Usage | None) -> None:
+        """Add a reply's usage to the token counters."""
+        if usage is None:
             return
-        tail = body[start:]
-        prompt, completion = _PROMPT.search(tail), _COMPLETION.search(tail)
-        if prompt:
-            self.tokens.labels(model, "prompt").inc(int(prompt.group(1)))
-        if completion:
-            self.tokens.labels(model, "completion").inc(int(completion.group(1)))
+        if usage.prompt:
+            self.tokens.labels(model, "prompt").inc(usage.prompt)
+        if usage.completion:
+            self.tokens.labels(model, "completion").inc(usage.completion)
 
 
 class Recent:
@@ -178,9 +174,10 @@ class StreamStats:
         if not self._first:
             self._first = True
             self._metrics.ttft.labels(self._model).observe(now - self._started)
-        if b'"usage":{' in payload:
+        usage = read_usage(payload)
+        if usage is not None:
             self._usage = True
-            self._metrics.count_usage(self._model, payload)
+            self._metrics.count_usage(self._model, usage)
         elif (b'"content":"' in payload and b'"content":""' not in payload) or (
             b'"text":"' in payload and b'"text":""' not in payload
         ):

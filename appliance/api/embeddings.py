@@ -23,4 +23,4 @@ class EmbeddingsResource:
             req.context.principal, body, req.context.timing
         )
         resp.content_type = falcon.MEDIA_JSON
-        await settle(req, resp.data)
+        await settle(req, protocol.read_usage(resp.data))

@@ -58,5 +58,6 @@ class GenerationResource:
             return
         resp.data = await gateway.call(principal, self.endpoint, body, timing, session)
         resp.content_type = falcon.MEDIA_JSON
-        self.metrics.count_usage(request.model, resp.data)
-        await settle(req, resp.data)
+        usage = protocol.read_usage(resp.data)
+        self.metrics.count_usage(request.model, usage)
+        await settle(req, usage)

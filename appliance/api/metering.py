@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from appliance.limits import Limiter
+from appliance.protocol import Usage, read_usage
 
 
 class Meter:
@@ -33,22 +32,21 @@ class Meter:
         self.hide_usage = True
         return {**body, "stream_options": {**options, "include_usage": True}}
 
-    def reply(self, body: bytes) -> None:
+    def reply(self, usage: Usage | None) -> None:
         """Count a plain reply's usage."""
-        self.tokens += _total(_usage(body))
+        if usage is not None:
+            self.tokens += usage.total
 
     def chunk(self, payload: bytes) -> bytes | None:
         """Count a stream chunk's usage; returns what the client sees (None: nothing)."""
-        if b'"usage":{' not in payload:
+        usage = read_usage(payload)
+        if usage is None:
             if self.hide_usage:
                 # With include_usage every chunk says "usage":null; the client did not
                 # ask. Quotes inside JSON strings are escaped, so this is always a key.
                 return payload.replace(b',"usage":null', b"")
             return payload
-        usage = _usage(payload)
-        if usage is None:
-            return payload
-        self.tokens += _total(usage)
+        self.tokens += usage.total
         return None if self.hide_usage else payload
 
     async def settle(self) -> None:
@@ -56,27 +54,9 @@ class Meter:
         await self._limiter.spend(self.key, self.tokens)
 
 
-def _usage(body: bytes) -> dict[str, Any] | None:
-    try:
-        usage = orjson.loads(body).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return usage if isinstance(usage, dict) else None
-
-
-def _total(usage: dict[str, Any] | None) -> int:
-    if not usage:
-        return 0
-    total = usage.get("total_tokens")
-    if isinstance(total, int):
-        return total
-    parts = (usage.get("prompt_tokens"), usage.get("completion_tokens"))
-    return sum(p for p in parts if isinstance(p, int))
-
-
-async def settle(req: Any, reply: bytes) -> None:
+async def settle(req: Any, usage: Usage | None) -> None:
     """Count a plain reply against the request's key, if that key has a token limit."""
     meter: Meter | None = getattr(req.context, "meter", None)
     if meter is not None:
-        meter.reply(reply)
+        meter.reply(usage)
         await meter.settle()

@@ -25,7 +25,7 @@ class RerankResource:
             req.context.principal, Endpoint.RERANK, body, req.context.timing
         )
         resp.content_type = falcon.MEDIA_JSON
-        await settle(req, resp.data)
+        await settle(req, protocol.read_usage(resp.data))
 
 
 class RelevanceResource:
@@ -40,7 +40,7 @@ class RelevanceResource:
         raw = await cluster.gateway.call(
             req.context.principal, Endpoint.RERANK, rerank, req.context.timing
         )
-        await settle(req, raw)
+        await settle(req, protocol.read_usage(raw))
         reply = orjson.loads(raw)
         scores = [0.0] * len(request.documents)
         for result in reply["results"]:

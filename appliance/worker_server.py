@@ -13,6 +13,7 @@ import base64
 import contextlib
 import os
 import signal
+import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -77,23 +78,34 @@ class WorkerServer:
         plain: Callable[[dict[str, Any]], dict[str, Any]],
         streamed: Callable[[dict[str, Any], threading.Event], Iterator[dict[str, Any]]],
     ) -> web.StreamResponse:
-        body = await _body(request)
-        protocol.validate(schema, body)
+        # The engine reads the validated values (an int is an int), unknown fields kept.
+        body = protocol.validate(schema, await _body(request)).model_dump(exclude_unset=True)
         if body.get("stream"):
             return await _stream(request, lambda stop: streamed(body, stop))
         return _json(await asyncio.to_thread(plain, body))
 
     async def _embeddings(self, request: web.Request) -> web.Response:
-        body = await _body(request)
-        protocol.validate(protocol.EmbeddingRequest, body)
-        value = body["input"]
+        req: protocol.EmbeddingRequest = protocol.validate(
+            protocol.EmbeddingRequest, await _body(request)
+        )
+        value = req.input
         if not isinstance(value, str) and not all(isinstance(v, str) for v in value):
             raise InvalidRequestError(
-                "This model takes text input, not token arrays.", param="input"
+                "This model takes text input, not token arrays.",
+                param="input",
+                code="invalid_value",
             )
-        texts = [value] if isinstance(value, str) else value
-        vectors, tokens = await asyncio.to_thread(self.engine.embed, texts)
-        if body.get("encoding_format") == "base64":
+        size = self.engine.dimensions
+        if req.dimensions is not None and size is not None and req.dimensions > size:
+            raise InvalidRequestError(
+                f"Invalid 'dimensions': this model's embeddings have {size} dimensions; "
+                f"ask for at most {size}.",
+                param="dimensions",
+                code="invalid_value",
+            )
+        texts = [value] if isinstance(value, str) else [str(v) for v in value]
+        vectors, tokens = await asyncio.to_thread(self.engine.embed, texts, req.dimensions)
+        if req.encoding_format == "base64":
             vectors = [_base64(v) for v in vectors]
         return _json(protocol.embedding_list(self.config.name, list(vectors), tokens))
 
@@ -225,6 +237,21 @@ def _base64(vector: Any) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (port 0: any free one; no host: every address)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def run(
     config: ModelConfig, host: str, port: int, port_file: Path | None, with_parent: bool
 ) -> None:
@@ -239,9 +266,9 @@ def run(
         engine = await asyncio.to_thread(load_engine, config)
         runner = web.AppRunner(WorkerServer(config, engine).app(), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        sock = _listen(host, port)  # bound here, so its port is ours to read
+        await web.SockSite(runner, sock).start()
+        bound = sock.getsockname()[1]
         log.info("worker_listening", model=config.name, host=host, port=bound)
         if port_file is not None:
             tmp = port_file.with_suffix(".tmp")

@@ -17,7 +17,12 @@ class Engine:
 
     Args:
         name: The public model name, used in replies.
+
+    Attributes:
+        dimensions: The size of the model's embeddings (embedding models only).
     """
+
+    dimensions: int | None = None
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -36,13 +41,34 @@ class Engine:
     ) -> Iterator[dict[str, Any]]:
         raise _unsupported("completions")
 
-    def embed(self, texts: list[str]) -> tuple[Any, int]:
-        """Vectors for ``texts`` (float lists or 1-d float32 arrays) and tokens they took."""
+    def embed(self, texts: list[str], dimensions: int | None = None) -> tuple[Any, int]:
+        """Vectors for ``texts`` (float lists or 1-d float32 arrays) and tokens they took.
+
+        Args:
+            texts: The inputs.
+            dimensions: Keep this many leading dimensions (see :func:`shorten`); the
+                caller checked it is at most :attr:`dimensions`.
+        """
         raise _unsupported("embeddings")
 
     def rerank(self, query: str, documents: list[str]) -> tuple[list[float], int]:
         """One relevance score per document, and the tokens they took."""
         raise _unsupported("rerank")
+
+
+def shorten(vectors: Any, dimensions: int | None) -> Any:
+    """Vectors cut to their first ``dimensions`` and L2-normalised again, as OpenAI does.
+
+    Vectors already that size or smaller (or ``dimensions`` of ``None``) are returned as
+    they are; shortened ones are 1-d float32 arrays.
+    """
+    if dimensions is None or not len(vectors) or len(vectors[0]) <= dimensions:
+        return vectors
+    import numpy as np  # a local-model dependency, like the engines that call this
+
+    matrix = np.asarray(vectors, dtype=np.float32)[:, :dimensions]
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return list(matrix / np.clip(norms, 1e-12, None))
 
 
 def _unsupported(what: str) -> InvalidRequestError:

@@ -1,31 +1,70 @@
 """GGUF models on llama.cpp (llama-cpp-python): chat, completions, embeddings.
 
-Replies are OpenAI-shaped already; this fixes what llama-cpp-python leaves out (the
-public model name, ``refusal``, usage on streams) and passes the sampling parameters
-OpenAI clients send.
+Requests are translated by :mod:`appliance.engines.llama_request`: what llama-cpp-python
+can do is passed on, the rest is refused with a 400 naming the field. Before generating,
+the prompt is formatted and tokenized exactly as llama-cpp-python will (a dry run of its
+chat handler with the model's own template), so a prompt or ``max_tokens`` beyond the
+context is OpenAI's 400 ``context_length_exceeded``, never a failure of the model.
+
+Replies are OpenAI-shaped already; this fixes what llama-cpp-python leaves out or gets
+wrong: the public model name, ``refusal``, usage on streams, and streamed tool calls
+(whose id, type and name it repeats on every delta, which clients would concatenate).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import jinja2
+
 from appliance.config.backends import LlamaCppModel
-from appliance.engines.base import Engine, resolve
+from appliance.engines.base import Engine, resolve, shorten
+from appliance.engines.llama_request import (
+    PROBE,
+    PROBE_RESULT,
+    ChatCall,
+    Template,
+    chat_call,
+    completion_arguments,
+    context_error,
+    probe_tool_calls,
+    probe_tool_role,
+    probe_tools,
+)
 from appliance.errors import InvalidRequestError
 
-_SAMPLING = {
-    "max_tokens": "max_tokens",
-    "max_completion_tokens": "max_tokens",
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "stop": "stop",
-    "seed": "seed",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-}
+
+class _Formatted(Exception):  # a signal, not an error
+    """A dry run reached generation; carries the prompt's tokens."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        super().__init__("dry run")
+        self.tokens = tokens
+
+
+def _llama_class() -> type[Any]:
+    from llama_cpp import Llama
+
+    class DryRunLlama(Llama):
+        """llama.cpp whose chat handler can run without generating.
+
+        A chat handler formats the messages with the chat template, tokenizes them and
+        calls ``create_completion``; in a dry run that call hands the tokens back instead.
+        """
+
+        dry_run = False
+
+        def create_completion(self, prompt: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.dry_run:
+                if isinstance(prompt, str):  # as llama-cpp-python tokenizes a text prompt
+                    prompt = self.tokenize(prompt.encode(), add_bos=True, special=True)
+                raise _Formatted(list(prompt))
+            return super().create_completion(prompt, *args, **kwargs)
+
+    return DryRunLlama
 
 
 class LlamaEngine(Engine):
@@ -33,11 +72,9 @@ class LlamaEngine(Engine):
 
     def __init__(self, config: LlamaCppModel) -> None:
         super().__init__(config.name)
-        from llama_cpp import Llama
-
         opts = config.options
         self.embedding = config.type == "embedding"
-        self.llm: Any = Llama(
+        self.llm: Any = _llama_class()(
             model_path=str(resolve(opts.model)),
             n_ctx=opts.n_ctx,
             n_threads=opts.n_threads or os.cpu_count() or 1,
@@ -47,78 +84,148 @@ class LlamaEngine(Engine):
             embedding=self.embedding,
             verbose=False,
         )
+        self.n_ctx = int(self.llm.n_ctx())
+        self.n_vocab = int(self.llm.n_vocab())
+        if self.embedding:
+            self.dimensions = int(self.llm.n_embd())
         self._lock = threading.Lock()  # one llama.cpp context: one request at a time
+        self.template = Template() if self.embedding else self._probe()
 
-    # ---- generation -------------------------------------------------------------------
+    # ---- chat -------------------------------------------------------------------------
 
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         self._generating()
-        choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0}
+        call = chat_call(body, self.template, self.n_vocab)
+        choices, completion = [], 0
         with self._lock:
-            for index in range(body.get("n") or 1):
-                reply = self.llm.create_chat_completion(
-                    messages=body["messages"], **_sampling(body)
-                )
-                choice = reply["choices"][0]
-                choices.append(
-                    {
-                        "index": index,
-                        "message": {
-                            "role": "assistant",
-                            "content": choice["message"].get("content") or "",
-                            "refusal": None,
-                        },
-                        "logprobs": None,
-                        "finish_reason": choice["finish_reason"],
-                    }
-                )
-                usage["prompt_tokens"] = reply["usage"]["prompt_tokens"]
-                usage["completion_tokens"] += reply["usage"]["completion_tokens"]
-        return _reply(reply, "chat.completion", self.name, choices, usage)
+            prompt = self._prompt(call)
+            for index in range(call.n):
+                reply = self.llm.create_chat_completion(**call.kwargs)
+                choices.append(_chat_choice(index, reply["choices"][0], call.legacy))
+                completion += reply["usage"]["completion_tokens"]
+        return _reply(reply, "chat.completion", self.name, choices, prompt, completion)
 
     def chat_stream(self, body: dict[str, Any], stop: threading.Event) -> Iterator[dict[str, Any]]:
         self._generating()
         _single(body)
+        call = chat_call(body, self.template, self.n_vocab)
         with self._lock:
-            chunks = self.llm.create_chat_completion(
-                messages=body["messages"], stream=True, **_sampling(body)
-            )
-            yield from self._relay(chunks, body, stop)
+            prompt = self._prompt(call)
+            chunks = self.llm.create_chat_completion(stream=True, **call.kwargs)
+            yield from self._relay(chunks, body, stop, prompt, _ChatDeltas(call.legacy))
+
+    def _prompt(self, call: ChatCall) -> int:
+        """Tokens of the formatted prompt; a 400 if the request does not fit the context."""
+        try:
+            tokens = self._format(call.kwargs)
+        except (ValueError, jinja2.TemplateError) as exc:  # the template refused them
+            raise InvalidRequestError(
+                f"The model's chat template cannot format these messages: {exc}",
+                param="messages",
+                code="invalid_value",
+            ) from None
+        context_error(self.n_ctx, len(tokens), call.max_tokens, "messages")
+        return len(tokens)
+
+    def _format(self, kwargs: dict[str, Any]) -> list[int]:
+        """The prompt tokens llama-cpp-python makes of these chat arguments."""
+        self.llm.dry_run = True
+        try:
+            self.llm.create_chat_completion(**kwargs)
+        except _Formatted as done:
+            return done.tokens
+        finally:
+            self.llm.dry_run = False
+        raise RuntimeError("the chat handler generated without calling create_completion")
+
+    def _probe(self) -> Template:
+        """What the chat template shows of tool calls, tool results and offered tools."""
+
+        def shows(marker: str, messages: list[dict[str, Any]], **extra: Any) -> bool:
+            try:
+                tokens = self._format({"messages": messages, **extra})
+            except (ValueError, TypeError, LookupError, jinja2.TemplateError):
+                return False  # a template that cannot take it does not show it
+            return marker in self.llm.detokenize(tokens, special=True).decode(errors="replace")
+
+        hello = [{"role": "user", "content": "Hi"}]
+        return Template(
+            tool_calls=shows(PROBE, probe_tool_calls()),
+            tool_role=shows(PROBE_RESULT, probe_tool_role()),
+            tools=shows(PROBE, hello, tools=probe_tools()),
+        )
+
+    # ---- completions ------------------------------------------------------------------
 
     def completion(self, body: dict[str, Any]) -> dict[str, Any]:
         self._generating()
-        prompt = _prompt(body)
-        choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0}
+        kwargs = completion_arguments(body, self.n_vocab)
+        tokens, echo = self._completion_prompt(body)
+        choices, completion = [], 0
         with self._lock:
             for index in range(body.get("n") or 1):
-                reply = self.llm.create_completion(prompt=prompt, **_sampling(body, 16))
+                reply = self.llm.create_completion(prompt=tokens, **kwargs)
                 choice = reply["choices"][0]
                 choices.append(
                     {
                         "index": index,
-                        "text": choice["text"],
+                        "text": (echo or "") + choice["text"],
                         "logprobs": None,
                         "finish_reason": choice["finish_reason"],
                     }
                 )
-                usage["prompt_tokens"] = reply["usage"]["prompt_tokens"]
-                usage["completion_tokens"] += reply["usage"]["completion_tokens"]
-        return _reply(reply, "text_completion", self.name, choices, usage)
+                completion += reply["usage"]["completion_tokens"]
+        return _reply(reply, "text_completion", self.name, choices, len(tokens), completion)
 
     def completion_stream(
         self, body: dict[str, Any], stop: threading.Event
     ) -> Iterator[dict[str, Any]]:
         self._generating()
         _single(body)
+        kwargs = completion_arguments(body, self.n_vocab)
+        tokens, echo = self._completion_prompt(body)
         with self._lock:
-            chunks = self.llm.create_completion(
-                prompt=_prompt(body), stream=True, **_sampling(body, 16)
+            chunks = self.llm.create_completion(prompt=tokens, stream=True, **kwargs)
+            yield from self._relay(chunks, body, stop, len(tokens), _TextDeltas(echo))
+
+    def _completion_prompt(self, body: dict[str, Any]) -> tuple[list[int], str | None]:
+        """The prompt's tokens (checked against the context) and its text if echoed."""
+        prompt = body["prompt"]
+        if isinstance(prompt, list) and len(prompt) == 1 and not isinstance(prompt[0], int):
+            prompt = prompt[0]
+        if isinstance(prompt, str):
+            # As llama-cpp-python tokenizes a text prompt: BOS, special tokens parsed.
+            tokens = self.llm.tokenize(prompt.encode(), add_bos=True, special=True)
+            if not tokens:
+                tokens = [self.llm.token_bos()]
+        elif prompt and all(isinstance(t, int) for t in prompt):
+            tokens = list(prompt)
+            if not all(0 <= t < self.n_vocab for t in tokens):
+                raise InvalidRequestError(
+                    f"Invalid 'prompt': token ids must be from 0 to {self.n_vocab - 1}.",
+                    param="prompt",
+                    code="invalid_value",
+                )
+            if body.get("echo"):
+                prompt = self.llm.detokenize(tokens).decode(errors="replace")
+        else:
+            raise InvalidRequestError(
+                "This model takes one prompt per request.", param="prompt", code="invalid_value"
             )
-            yield from self._relay(chunks, body, stop)
+        context_error(self.n_ctx, len(tokens), body.get("max_tokens"), "prompt")
+        return tokens, (prompt if body.get("echo") else None)
+
+    # ---- streams ----------------------------------------------------------------------
 
     def _relay(
-        self, chunks: Iterator[dict[str, Any]], body: dict[str, Any], stop: threading.Event
+        self,
+        chunks: Iterator[dict[str, Any]],
+        body: dict[str, Any],
+        stop: threading.Event,
+        prompt: int,
+        adjust: Callable[[dict[str, Any]], bool],
     ) -> Iterator[dict[str, Any]]:
+        """Relay llama's chunks; ``adjust`` fixes a choice and says if it carried a token."""
         with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         generated = 0
         last: dict[str, Any] | None = None
@@ -128,10 +235,8 @@ class LlamaEngine(Engine):
                     return
                 chunk["model"] = self.name
                 for choice in chunk["choices"]:
-                    choice.setdefault("logprobs", None)
-                    delta = choice.get("delta")
-                    if (delta and delta.get("content")) or choice.get("text"):
-                        generated += 1
+                    choice["logprobs"] = None
+                    generated += adjust(choice)
                 if with_usage:
                     chunk["usage"] = None
                 last = chunk
@@ -141,7 +246,6 @@ class LlamaEngine(Engine):
             if close is not None:
                 close()  # stops llama.cpp generating for a client that left
         if with_usage and last is not None:
-            prompt = max(self.llm.n_tokens - generated, 0)
             yield {
                 **{k: last[k] for k in ("id", "object", "created", "model")},
                 "choices": [],
@@ -160,22 +264,90 @@ class LlamaEngine(Engine):
 
     # ---- embeddings -------------------------------------------------------------------
 
-    def embed(self, texts: list[str]) -> tuple[Any, int]:
+    def embed(self, texts: list[str], dimensions: int | None = None) -> tuple[Any, int]:
         if not self.embedding:
-            return super().embed(texts)
+            return super().embed(texts, dimensions)
         with self._lock:
             reply = self.llm.create_embedding(texts)
         vectors = [item["embedding"] for item in reply["data"]]
-        return vectors, int(reply["usage"]["prompt_tokens"])
+        return shorten(vectors, dimensions), int(reply["usage"]["prompt_tokens"])
 
 
-def _sampling(body: dict[str, Any], default_max: int | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"max_tokens": default_max}
-    for key, name in _SAMPLING.items():
-        value = body.get(key)
-        if value is not None:
-            out[name] = value
-    return out
+class _ChatDeltas:
+    """Fixes the choices of streamed chat chunks (see the module docstring)."""
+
+    def __init__(self, legacy: bool) -> None:
+        self.legacy = legacy
+        self.named: set[int] = set()  # choices whose call already went out with its name
+
+    def __call__(self, choice: dict[str, Any]) -> bool:
+        delta = choice.get("delta") or {}
+        calls = delta.get("tool_calls")
+        out = {
+            k: v
+            for k, v in delta.items()
+            if v is not None and k not in ("tool_calls", "function_call")
+        }
+        if calls:
+            call = calls[0]  # llama-cpp-python makes one call
+            function: dict[str, Any] = {"arguments": call["function"]["arguments"]}
+            first = choice["index"] not in self.named
+            self.named.add(choice["index"])
+            if first:
+                function = {"name": call["function"]["name"], **function}
+            if self.legacy:
+                out["function_call"] = function
+            elif first:
+                out["tool_calls"] = [
+                    {"index": 0, "id": call["id"], "type": "function", "function": function}
+                ]
+            else:
+                out["tool_calls"] = [{"index": 0, "function": function}]
+        choice["delta"] = out
+        if self.legacy and choice.get("finish_reason") == "tool_calls":
+            choice["finish_reason"] = "function_call"
+        return bool(out.get("content") or (calls and calls[0]["function"]["arguments"]))
+
+
+class _TextDeltas:
+    """Counts streamed completion tokens; puts an echoed prompt before the first."""
+
+    def __init__(self, echo: str | None) -> None:
+        self.echo = echo
+
+    def __call__(self, choice: dict[str, Any]) -> bool:
+        generated = bool(choice.get("text"))
+        if self.echo is not None:
+            choice["text"] = self.echo + (choice.get("text") or "")
+            self.echo = None
+        return generated
+
+
+def _chat_choice(index: int, choice: dict[str, Any], legacy: bool) -> dict[str, Any]:
+    """A plain reply's choice; a forced tool call as ``tool_calls`` (or ``function_call``)."""
+    message = choice["message"]
+    calls = message.get("tool_calls") or []
+    out: dict[str, Any] = {
+        "role": "assistant",
+        "content": message.get("content") or "",
+        "refusal": None,
+    }
+    finish = choice["finish_reason"]
+    if calls:
+        out["content"] = None
+        functions = [
+            {"name": c["function"]["name"], "arguments": c["function"]["arguments"]} for c in calls
+        ]
+        if legacy:
+            out["function_call"] = functions[0]
+            finish = "function_call"
+        else:
+            out["tool_calls"] = [
+                {"id": c["id"], "type": "function", "function": f}
+                for c, f in zip(calls, functions, strict=True)
+            ]
+            finish = "tool_calls"
+    return {"index": index, "message": out, "logprobs": None, "finish_reason": finish}
 
 
 def _single(body: dict[str, Any]) -> None:
@@ -187,30 +359,23 @@ def _single(body: dict[str, Any]) -> None:
         )
 
 
-def _prompt(body: dict[str, Any]) -> str:
-    prompt = body["prompt"]
-    if isinstance(prompt, str):
-        return prompt
-    if len(prompt) == 1 and isinstance(prompt[0], str):
-        return str(prompt[0])
-    raise InvalidRequestError(
-        "This model takes one text prompt per request.", param="prompt", code="invalid_value"
-    )
-
-
 def _reply(
     reply: dict[str, Any],
     kind: str,
     name: str,
     choices: list[dict[str, Any]],
-    usage: dict[str, int],
+    prompt: int,
+    completion: int,
 ) -> dict[str, Any]:
-    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     return {
         "id": reply["id"],
         "object": kind,
         "created": reply["created"],
         "model": name,
         "choices": choices,
-        "usage": usage,
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
     }

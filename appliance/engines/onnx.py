@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from appliance.config.backends import OnnxModel
-from appliance.engines.base import Engine, resolve
+from appliance.engines.base import Engine, resolve, shorten
 
 
 class OnnxEngine(Engine):
@@ -38,11 +38,13 @@ class OnnxEngine(Engine):
             str(resolve(opts.model)), session, providers=["CPUExecutionProvider"]
         )
         self._inputs = {i.name for i in self.session.get_inputs()}
+        width = self.session.get_outputs()[0].shape[-1]
+        self.dimensions = width if isinstance(width, int) else len(self._encode(["x"])[0][0])
 
-    def embed(self, texts: list[str]) -> tuple[Any, int]:
-        # A float32 array: orjson serialises it directly, far faster than lists.
+    def embed(self, texts: list[str], dimensions: int | None = None) -> tuple[Any, int]:
+        # Float32 arrays: orjson serialises them directly, far faster than lists.
         vectors, tokens = self._encode(texts)
-        return list(vectors.astype(np.float32)), tokens
+        return shorten(list(vectors.astype(np.float32)), dimensions), tokens
 
     def rerank(self, query: str, documents: list[str]) -> tuple[list[float], int]:
         vectors, tokens = self._encode([query, *documents])

@@ -140,10 +140,19 @@ class ScriptedWorker(Worker):
         return [v / norm for v in vec]
 
     def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
-        texts = _texts(body["input"])
-        dims = body.get("dimensions") or self.options.dimensions
+        req: protocol.EmbeddingRequest = protocol.validate(protocol.EmbeddingRequest, body)
+        texts = _texts(req.input)
+        dims = req.dimensions or self.options.dimensions
+        if dims > self.options.dimensions:
+            raise InvalidRequestError(
+                f"Invalid 'dimensions': this model's embeddings have "
+                f"{self.options.dimensions} dimensions; ask for at most "
+                f"{self.options.dimensions}.",
+                param="dimensions",
+                code="invalid_value",
+            )
         vectors: list[Any] = [self._vector(t, dims) for t in texts]
-        if body.get("encoding_format") == "base64":
+        if req.encoding_format == "base64":
             vectors = [base64.b64encode(struct.pack(f"<{dims}f", *v)).decode() for v in vectors]
         return protocol.embedding_list(self.model, vectors, sum(_count(t) for t in texts))
 

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from appliance.config.backends import LlamaCppModel, ModelFile
-from appliance.engines.base import resolve
+from appliance.engines.base import resolve, shorten
 from appliance.workers.local import LocalWorker
 
 
@@ -54,7 +54,15 @@ async def test_worker_that_cannot_load_stays_unhealthy_and_is_retried(tmp_path: 
                 break
             await asyncio.sleep(0.05)
         assert worker.restarts >= 1
-        assert not worker.healthy
+        assert not worker.up
     finally:
         await worker.close()
     assert worker.process is not None and worker.process.returncode is not None
+
+
+def test_shortened_vectors_keep_their_leading_dimensions_normalised() -> None:
+    vectors = [[3.0, 4.0, 12.0], [1.0, 0.0, 5.0]]
+    short = shorten(vectors, 2)
+    assert [list(v) for v in short] == [pytest.approx([0.6, 0.8]), pytest.approx([1.0, 0.0])]
+    assert shorten(vectors, 3) is vectors
+    assert shorten(vectors, None) is vectors

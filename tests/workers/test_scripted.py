@@ -123,3 +123,22 @@ async def test_rerank_orders_documents_by_relevance() -> None:
 async def test_embeddings_cannot_stream() -> None:
     with pytest.raises(InvalidRequestError):
         await worker().open_stream(Endpoint.EMBEDDINGS, {"model": "m", "input": "x"})
+
+
+async def test_embeddings_dimensions_below_the_models_are_honoured() -> None:
+    out = await reply(worker(dimensions=8), Endpoint.EMBEDDINGS, embed_request(dimensions=4.0))
+    vector = out["data"][0]["embedding"]
+    assert len(vector) == 4
+    assert sum(v * v for v in vector) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("dimensions", [9, 16826166.0])
+async def test_embeddings_dimensions_above_the_models_are_refused(dimensions: float) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        await reply(worker(dimensions=8), Endpoint.EMBEDDINGS, embed_request(dimensions=dimensions))
+    assert caught.value.param == "dimensions"
+
+
+def embed_request(**extra: Any) -> dict[str, Any]:
+    """An embeddings request for one text."""
+    return {"model": "m", "input": "hello there", **extra}

@@ -1,0 +1,447 @@
+"""OpenAI chat and completion requests, as llama-cpp-python takes them.
+
+What llama-cpp-python can do with a field is passed on to it: sampling parameters,
+``logit_bias`` (token ids as ints), ``response_format`` (``json_object``, and
+``json_schema`` as llama's ``{"type": "json_object", "schema": ...}``), ``tools`` with a
+``tool_choice`` that names one function (and the legacy ``functions``). What it cannot do
+is refused with a 400 that names the field: nothing that would change the output is
+dropped silently. Metadata (``user``, ``metadata``, ``store``, ``service_tier``,
+``stream_options``, ``parallel_tool_calls``, ``prediction``, ...) is accepted; fields
+outside OpenAI's API are ignored, as vLLM does.
+
+Messages are normalised before the chat template sees them, keeping their meaning:
+content given as a list of parts becomes its text; an assistant's ``tool_calls``, a
+``tool`` message and the ``tools`` offered stay visible to the model, rendered as text
+where the model's template ignores them (:class:`Template` says what it shows); other
+parts (images, audio, files) are a 400, since these models take text only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.errors import InvalidRequestError
+
+# A value that a template shows verbatim if it renders that part of a conversation.
+PROBE = "appliance_probe_name"
+PROBE_RESULT = "appliance_probe_result"
+
+
+@dataclass(frozen=True)
+class Template:
+    """What a model's chat template shows the model (probed once, at load)."""
+
+    tool_calls: bool = False
+    tool_role: bool = False
+    tools: bool = False
+
+
+def probe_tool_calls() -> list[dict[str, Any]]:
+    """A conversation whose rendering shows :data:`PROBE` if tool calls are rendered."""
+    return [
+        {"role": "user", "content": "Hi"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_0",
+                    "type": "function",
+                    "function": {"name": PROBE, "arguments": {}},
+                }
+            ],
+        },
+    ]
+
+
+def probe_tool_role() -> list[dict[str, Any]]:
+    """A conversation whose rendering shows :data:`PROBE_RESULT` if tool results are."""
+    return [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hi"},
+        {"role": "tool", "tool_call_id": "call_0", "name": "f", "content": PROBE_RESULT},
+    ]
+
+
+def probe_tools() -> list[dict[str, Any]]:
+    """Tools whose rendering shows :data:`PROBE` if the template shows offered tools."""
+    return [{"type": "function", "function": {"name": PROBE, "parameters": {"type": "object"}}}]
+
+
+@dataclass
+class ChatCall:
+    """A chat request as keyword arguments of ``Llama.create_chat_completion``.
+
+    Attributes:
+        kwargs: Everything but ``stream``.
+        legacy: The caller used ``functions``: answer with ``function_call``.
+        n: Choices to generate.
+        max_tokens: The caller's completion limit, if any.
+    """
+
+    kwargs: dict[str, Any]
+    legacy: bool = False
+    n: int = 1
+    max_tokens: int | None = None
+
+
+_SAMPLING = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "stop": "stop",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+
+# Fields this engine cannot honour, with the values that mean "off". Any other value is
+# refused, with the reason.
+_LOGPROBS = (
+    "Log probabilities are not available from this local model: llama.cpp would have to "
+    "keep the logits of every position (context x vocabulary floats)."
+)
+_CHAT_REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
+    "logprobs": ((None, False), _LOGPROBS),
+    "top_logprobs": ((None, 0), _LOGPROBS),
+    "audio": ((None,), "This model answers in text only."),
+    "modalities": ((None, ["text"]), "This model answers in text only."),
+    "reasoning_effort": ((None,), "This model is not a reasoning model."),
+    "verbosity": ((None,), "This model does not support verbosity settings."),
+    "web_search_options": ((None,), "This model cannot search the web."),
+}
+_COMPLETION_REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
+    "logprobs": ((None,), _LOGPROBS),
+    "suffix": ((None,), "This model does not do fill-in-the-middle."),
+    "response_format": ((None, {"type": "text"}), "Use /chat/completions for this."),
+    "tools": ((None, []), "Use /chat/completions for this."),
+    "tool_choice": ((None, "none", "auto"), "Use /chat/completions for this."),
+    "functions": ((None, []), "Use /chat/completions for this."),
+    "function_call": ((None, "none", "auto"), "Use /chat/completions for this."),
+}
+
+
+def chat_call(body: dict[str, Any], template: Template, n_vocab: int) -> ChatCall:
+    """Translate a validated chat request, or raise a 400 naming what cannot be done."""
+    _refuse(body, _CHAT_REFUSED)
+    kwargs = sampling(body, n_vocab)
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    kwargs["max_tokens"] = max_tokens  # None: up to the end of the context
+    tools, choice, legacy = _tools(body)
+    msgs = messages(body["messages"], template)
+    if tools and not template.tools:
+        msgs = _with_tool_list(msgs, tools)
+    if tools:
+        kwargs["tools"] = tools
+    if choice is not None:
+        kwargs["tool_choice"] = choice
+    response_format = _response_format(body.get("response_format"))
+    if response_format is not None:
+        if isinstance(choice, dict):
+            raise InvalidRequestError(
+                "A forced tool call and a response_format cannot be combined here.",
+                param="response_format",
+                code="invalid_value",
+            )
+        kwargs["response_format"] = response_format
+    kwargs["messages"] = msgs
+    return ChatCall(
+        kwargs=kwargs,
+        legacy=legacy,
+        n=body.get("n") or 1,
+        max_tokens=max_tokens,
+    )
+
+
+def completion_arguments(body: dict[str, Any], n_vocab: int) -> dict[str, Any]:
+    """``Llama.create_completion`` arguments of a validated completion request (no prompt)."""
+    _refuse(body, _COMPLETION_REFUSED)
+    best_of, n = body.get("best_of"), body.get("n") or 1
+    if best_of is not None and best_of != n and best_of != 1:
+        raise InvalidRequestError(
+            "best_of other than n is not supported: ranking completions needs log probabilities.",
+            param="best_of",
+            code="invalid_value",
+        )
+    kwargs = sampling(body, n_vocab)
+    kwargs["max_tokens"] = body.get("max_tokens") or 16  # OpenAI's default for completions
+    return kwargs
+
+
+def sampling(body: dict[str, Any], n_vocab: int) -> dict[str, Any]:
+    """The sampling parameters both endpoints share, with ``logit_bias`` checked."""
+    out = {name: body[key] for key, name in _SAMPLING.items() if body.get(key) is not None}
+    bias = body.get("logit_bias")
+    if bias:
+        out["logit_bias"] = _logit_bias(bias, n_vocab)
+    return out
+
+
+def context_error(n_ctx: int, prompt: int, completion: int | None, where: str) -> None:
+    """Raise OpenAI's 400 ``context_length_exceeded`` if the request does not fit.
+
+    Args:
+        n_ctx: The context size.
+        prompt: Tokens of the formatted prompt.
+        completion: The completion tokens the caller asked for; ``None``: whatever fits.
+        where: ``messages`` or ``prompt``.
+    """
+    if prompt >= n_ctx:
+        message = (
+            f"This model's maximum context length is {n_ctx} tokens. However, your {where} "
+            f"resulted in {prompt} tokens, which leaves no room for a completion. Please "
+            f"reduce the length of the {where}."
+        )
+    elif completion is not None and prompt + completion > n_ctx:
+        message = (
+            f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+            f"{prompt + completion} tokens ({prompt} in the {where}, {completion} in the "
+            f"completion). Please reduce the length of the {where} or completion."
+        )
+    else:
+        return
+    raise InvalidRequestError(message, param=where, code="context_length_exceeded")
+
+
+# ---- messages -------------------------------------------------------------------------
+
+
+def messages(raw: list[dict[str, Any]], template: Template) -> list[dict[str, Any]]:
+    """The conversation as the chat template can take it, meaning kept (see module doc)."""
+    out: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # tool_call_id -> function name, for tool results
+    for i, message in enumerate(raw):
+        where = f"messages[{i}]"
+        role = message["role"]
+        text = _text(message.get("content"), f"{where}.content")
+        if role == "assistant":
+            calls = _calls(message, where)
+            names.update((call_id, name) for call_id, name, _ in calls)
+            if calls and template.tool_calls:
+                out.append(
+                    {"role": "assistant", "content": text or "", "tool_calls": _native(calls)}
+                )
+            else:
+                rendered = [_render_call(name, arguments) for _, name, arguments in calls]
+                content = "\n".join(part for part in [text or "", *rendered] if part)
+                out.append({"role": "assistant", "content": content})
+            continue
+        if text is None:
+            raise InvalidRequestError(
+                f"Missing content in {where} (role {role}).",
+                param=f"{where}.content",
+                code="missing_required_parameter",
+            )
+        if role in ("tool", "function"):
+            call_id = message.get("tool_call_id")
+            name = names.get(call_id) if isinstance(call_id, str) else None
+            name = name or (message.get("name") if isinstance(message.get("name"), str) else None)
+            if template.tool_role:
+                result: dict[str, Any] = {"role": "tool", "content": text}
+                if isinstance(call_id, str):
+                    result["tool_call_id"] = call_id
+                if name:
+                    result["name"] = name
+                out.append(result)
+            else:
+                out.append(
+                    {"role": "user", "content": f"<tool_response>\n{text}\n</tool_response>"}
+                )
+        elif role == "developer":  # what OpenAI's non-reasoning models take it for
+            out.append({"role": "system", "content": text})
+        else:
+            out.append({"role": role, "content": text})
+    return out
+
+
+_TEXT_PARTS = {"text": "text", "refusal": "refusal"}
+
+
+def _text(content: Any, where: str) -> str | None:
+    """A message's content as text; its parts must be text."""
+    if content is None or isinstance(content, str):
+        return content
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type")
+        key = _TEXT_PARTS.get(kind) if isinstance(kind, str) else None
+        if key is None:
+            raise InvalidRequestError(
+                f"Invalid content part {where}[{j}]: this model takes text only, not "
+                f"{kind!r} parts.",
+                param=f"{where}[{j}]",
+                code="invalid_value",
+            )
+        value = part.get(key)
+        if not isinstance(value, str):
+            raise InvalidRequestError(
+                f"Invalid content part {where}[{j}]: '{key}' must be a string.",
+                param=f"{where}[{j}].{key}",
+                code="invalid_type",
+            )
+        texts.append(value)
+    return "\n".join(texts)
+
+
+def _calls(message: dict[str, Any], where: str) -> list[tuple[str, str, str]]:
+    """An assistant message's tool calls (and legacy ``function_call``) as (id, name, args)."""
+    raw = message.get("tool_calls") or []
+    legacy = message.get("function_call")
+    if not isinstance(raw, list):
+        raise _bad(f"{where}.tool_calls", "must be a list of tool calls")
+    calls: list[tuple[str, str, str]] = []
+    items = [(f"{where}.tool_calls[{k}]", call) for k, call in enumerate(raw)]
+    if legacy is not None:
+        items.append((f"{where}.function_call", {"id": "", "function": legacy}))
+    for path, call in items:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise _bad(path, "must be a function call with a name")
+        arguments = function.get("arguments", "")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        call_id = call.get("id")
+        calls.append((call_id if isinstance(call_id, str) else "", function["name"], arguments))
+    return calls
+
+
+def _arguments(arguments: str) -> Any:
+    """Arguments as JSON if they are JSON (what templates expect), else the text."""
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
+def _native(calls: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    return [
+        {"id": call_id, "type": "function", "function": {"name": name, "arguments": _arguments(a)}}
+        for call_id, name, a in calls
+    ]
+
+
+def _render_call(name: str, arguments: str) -> str:
+    """A tool call as text, in the ``<tool_call>`` form ChatML models are trained on."""
+    call = json.dumps({"name": name, "arguments": _arguments(arguments)}, ensure_ascii=False)
+    return f"<tool_call>\n{call}\n</tool_call>"
+
+
+def _with_tool_list(
+    msgs: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The tools offered, as text in the system message, for a template that ignores them."""
+    listed = "\n".join(json.dumps(t["function"], ensure_ascii=False) for t in tools)
+    note = f"You can call these tools; the caller runs them:\n<tools>\n{listed}\n</tools>"
+    if msgs and msgs[0]["role"] == "system":
+        return [{"role": "system", "content": f"{msgs[0]['content']}\n\n{note}"}, *msgs[1:]]
+    return [{"role": "system", "content": note}, *msgs]
+
+
+# ---- tools, response formats, logit bias -----------------------------------------------
+
+
+def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], Any, bool]:
+    """The tools offered, the tool choice as llama takes it, and whether it is legacy."""
+    tools, choice = body.get("tools"), body.get("tool_choice")
+    legacy = body.get("functions") is not None or body.get("function_call") is not None
+    if legacy:
+        if tools is not None or choice is not None:
+            raise _bad("functions", "cannot be combined with tools; use tools")
+        functions = body.get("functions") or []
+        if not isinstance(functions, list):
+            raise _bad("functions", "must be a list of functions")
+        tools = [{"type": "function", "function": f} for f in functions]
+        choice = body.get("function_call")
+        if isinstance(choice, dict):
+            choice = {"type": "function", "function": {"name": choice.get("name")}}
+        param = "functions"
+    else:
+        tools = tools or []
+        param = "tools"
+    if not isinstance(tools, list):
+        raise _bad(param, "must be a list of tools")
+    names = []
+    for k, tool in enumerate(tools):
+        where = f"{param}[{k}]"
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise _bad(f"{where}.type", "only function tools are supported by this model")
+        function = tool.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise _bad(f"{where}.function.name", "a function tool needs a name")
+        parameters = function.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise _bad(f"{where}.function.parameters", "must be a JSON schema object")
+        names.append(function["name"])
+    choice_param = "function_call" if legacy else "tool_choice"
+    if choice is None or choice in ("none", "auto"):
+        return tools, None if choice is None else choice, legacy
+    if choice == "required":
+        if len(names) != 1:
+            raise InvalidRequestError(
+                "This model can be made to call a tool only when the choice names one: use "
+                "tool_choice {'type': 'function', 'function': {'name': ...}}.",
+                param=choice_param,
+                code="invalid_value",
+            )
+        return tools, {"type": "function", "function": {"name": names[0]}}, legacy
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if name not in names:
+            raise _bad(choice_param, f"names a function that is not among the {param}: {name!r}")
+        return tools, {"type": "function", "function": {"name": name}}, legacy
+    raise _bad(choice_param, "must be 'none', 'auto', 'required' or name a function")
+
+
+def _response_format(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict):
+            raise _bad("response_format.json_schema", "must be an object with a schema")
+        schema = spec.get("schema")
+        if schema is None:
+            return {"type": "json_object"}
+        if not isinstance(schema, dict):
+            raise _bad("response_format.json_schema.schema", "must be a JSON schema object")
+        return {"type": "json_object", "schema": schema}
+    raise _bad("response_format.type", "must be 'text', 'json_object' or 'json_schema'")
+
+
+def _logit_bias(bias: Any, n_vocab: int) -> dict[int, float]:
+    if not isinstance(bias, dict):
+        raise _bad("logit_bias", "must map token ids to biases")
+    out: dict[int, float] = {}
+    for key, value in bias.items():
+        try:
+            token = int(key)
+        except ValueError:
+            token = -1
+        if not 0 <= token < n_vocab:
+            raise _bad("logit_bias", f"{key!r} is not a token id of this model (0-{n_vocab - 1})")
+        if isinstance(value, bool) or not isinstance(value, int | float) or abs(value) > 100:
+            raise _bad("logit_bias", f"the bias of token {key} must be a number from -100 to 100")
+        out[token] = float(value)
+    return out
+
+
+def _refuse(body: dict[str, Any], refused: dict[str, tuple[tuple[Any, ...], str]]) -> None:
+    for name, (off, reason) in refused.items():
+        value = body.get(name)
+        if not any(value == o and type(value) is type(o) for o in off):
+            raise InvalidRequestError(
+                f"Unsupported parameter: '{name}' is not supported with this model. {reason}",
+                param=name,
+                code="unsupported_parameter",
+            )
+
+
+def _bad(param: str, what: str) -> InvalidRequestError:
+    return InvalidRequestError(f"Invalid '{param}': {what}.", param=param, code="invalid_value")

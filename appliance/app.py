@@ -115,12 +115,12 @@ def app_from_environment() -> AccessLayer:
         configure_logging(new.logging, new.secrets())
 
     def reloader(ref: ClusterRef) -> Reloader:
+        # Watching and drain time follow the serving config's server section.
         return Reloader(
             ref,
             lambda: load_from_environment()[1],
-            watch=settings.config if config.server.watch_config else None,
+            watch=settings.config,
             apply_logging=apply_logging,
-            drain_timeout_s=config.server.drain_timeout_s,
         )
 
     return create_app(config, reloader=reloader, source=str(settings.config))

@@ -136,15 +136,40 @@ def describe(path: Path, config: ApplianceConfig) -> str:
         f"{'MODEL':<28} {'TYPE':<10} {'BACKEND':<10} {'WORKERS':>7} {'CONCURRENCY':>11}",
     ]
     for m in config.models:
-        lines.append(
-            f"{m.name:<28} {m.type:<10} {m.backend:<10} {m.workers:>7} {m.max_concurrency:>11}"
-        )
+        cap = "no cap" if m.max_concurrency is None else str(m.max_concurrency)
+        lines.append(f"{m.name:<28} {m.type:<10} {m.backend:<10} {m.workers:>7} {cap:>11}")
+    lines += _local_workers(config)
     if config.routes:
         lines += ["", f"{'ALIAS':<28} TARGETS"]
         lines += [f"{r.alias:<28} {' -> '.join(r.targets)}" for r in config.routes]
     keys = config.auth.api_keys
     lines += ["", f"api keys: {', '.join(k.name for k in keys) if keys else 'none (open)'}"]
     return "\n".join(lines)
+
+
+def _local_workers(config: ApplianceConfig) -> list[str]:
+    """What local models cost: their worker processes, per Granian process, and threads."""
+    from appliance.config.backends import LlamaCppModel, OnnxModel
+    from appliance.workers.local import available_cpus, thread_share
+
+    local = [m for m in config.models if isinstance(m, LlamaCppModel | OnnxModel)]
+    if not local:
+        return []
+    processes = config.server.processes
+    per_process = sum(m.workers for m in local)
+    share = thread_share(config)
+    threads = ", ".join(
+        f"{m.name} {m.options.n_threads or share}" + ("" if m.options.n_threads else " (default)")
+        for m in local
+    )
+    lines = ["", f"local model workers: {per_process} per process; n_threads: {threads}"]
+    if processes > 1:
+        lines.append(
+            f"note: processes: {processes}: every process starts its own local model "
+            f"workers ({processes} x {per_process} = {processes * per_process} model "
+            f"processes, each loading its model); cores: {available_cpus()}"
+        )
+    return lines
 
 
 def _parser() -> argparse.ArgumentParser:

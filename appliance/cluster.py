@@ -7,14 +7,32 @@ one request.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import structlog
 
 from appliance.auth import Authenticator
 from appliance.config import ApplianceConfig
 from appliance.gateway import Gateway
-from appliance.registry import Registry
+from appliance.registry import ModelSnapshot, Registry
 
 log = structlog.get_logger("appliance.cluster")
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """Every model's state at one moment."""
+
+    models: tuple[ModelSnapshot, ...]
+
+    @property
+    def ready(self) -> bool:
+        """Whether the replica can serve: every required model has an available worker.
+
+        With no required model the replica is ready (it has started; any model that
+        cannot serve answers 503 on its own).
+        """
+        return all(m.available for m in self.models if m.required)
 
 
 class Cluster:
@@ -40,10 +58,9 @@ class Cluster:
         """Build (but do not start) the cluster a config describes."""
         return cls(config, Registry.from_config(config))
 
-    @property
-    def ready(self) -> bool:
-        """Whether every model has a worker that can take requests."""
-        return all(g.ready for g in self.registry.groups.values())
+    def snapshot(self) -> ClusterSnapshot:
+        """Every model's state now (see :meth:`appliance.registry.ModelGroup.snapshot`)."""
+        return ClusterSnapshot(tuple(g.snapshot() for g in self.registry.groups.values()))
 
     async def start(self) -> None:
         """Start every worker."""

@@ -1,9 +1,14 @@
 """Choosing a worker: least busy first, bounded concurrency, a bounded fair queue.
 
-Each model has one :class:`Dispatcher`. A request takes a slot on the healthy worker with
-the fewest requests in flight (ties rotate), if that worker is below ``max_concurrency``.
-Otherwise it waits in a FIFO queue of at most ``queue_size`` requests for up to
+Each model has one :class:`Dispatcher`, which owns the model's slots: how many requests
+each worker is serving. A request takes a slot on the available worker with the fewest
+requests in flight (ties rotate), if that worker is below ``max_concurrency`` (``None``:
+no cap). Otherwise it waits in a FIFO queue of at most ``queue_size`` requests for up to
 ``queue_timeout_s``; a freed slot is handed straight to the longest waiter.
+
+A slot handed to a waiter is either used or given back, on every path: the queue timeout
+is the dispatcher's own timer, which never fires for a waiter that already holds a slot,
+and a waiter cancelled after the hand-over (an outer deadline, a client gone) returns it.
 """
 
 from __future__ import annotations
@@ -12,30 +17,56 @@ import asyncio
 import hashlib
 import itertools
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+
+import structlog
 
 from appliance.errors import RateLimitError, ServiceUnavailableError
 from appliance.workers import Worker
 
+log = structlog.get_logger("appliance.dispatch")
+
+
+class _Waiter:
+    """A request waiting for a slot; its future gets a worker, or None at the timeout."""
+
+    __slots__ = ("exclude", "future")
+
+    def __init__(self, future: asyncio.Future[Worker | None], exclude: Collection[Worker]) -> None:
+        self.future = future
+        self.exclude = exclude
+
 
 class Dispatcher:
-    """Slots on the workers of one model."""
+    """Slots on the workers of one model.
+
+    Args:
+        model: The model's name, for messages.
+        workers: The model's workers.
+        available: Whether a worker may take requests now (the health monitor says).
+        max_concurrency: Requests one worker serves at once; ``None``: no cap.
+        queue_size: Requests that may wait for a slot.
+        queue_timeout_s: Longest wait for a slot.
+    """
 
     def __init__(
         self,
         model: str,
         workers: Sequence[Worker],
         *,
-        max_concurrency: int,
+        available: Callable[[Worker], bool] = lambda worker: worker.up,
+        max_concurrency: int | None,
         queue_size: int,
         queue_timeout_s: float,
     ) -> None:
         self.model = model
         self.workers = list(workers)
+        self.available = available
         self.max_concurrency = max_concurrency
         self.queue_size = queue_size
         self.queue_timeout_s = queue_timeout_s
-        self._waiters: deque[tuple[asyncio.Future[Worker], Collection[Worker]]] = deque()
+        self._in_flight = dict.fromkeys(self.workers, 0)
+        self._waiters: deque[_Waiter] = deque()
         self._turn = itertools.count()
 
     @property
@@ -43,28 +74,32 @@ class Dispatcher:
         """Requests waiting for a slot."""
         return len(self._waiters)
 
+    def in_flight(self, worker: Worker) -> int:
+        """Requests ``worker`` is serving now."""
+        return self._in_flight[worker]
+
     def healthy(self) -> list[Worker]:
-        """The workers that may take requests."""
-        return [w for w in self.workers if w.healthy]
+        """The workers that may take requests now."""
+        return [w for w in self.workers if self.available(w)]
 
     async def acquire(self, exclude: Collection[Worker] = (), session: str | None = None) -> Worker:
-        """Take a slot; release it with :meth:`release`.
+        """Take a slot; give it back with :meth:`release`.
 
         Args:
             exclude: Workers this request already failed on.
             session: With affinity routing, the session whose worker is preferred.
 
         Raises:
-            ServiceUnavailableError: no healthy worker, or the wait timed out.
+            ServiceUnavailableError: no available worker, or the wait timed out.
             RateLimitError: every slot is taken and the queue is full.
         """
         worker = self._preferred(session, exclude) if session is not None else None
         if worker is None:
             worker = self._pick(exclude)
         if worker is not None:
-            worker.in_flight += 1
+            self._in_flight[worker] += 1
             return worker
-        if not any(w.healthy and w not in exclude for w in self.workers):
+        if not any(self.available(w) and w not in exclude for w in self.workers):
             raise ServiceUnavailableError(
                 f"No healthy worker for model '{self.model}' right now.", retry_after=1
             )
@@ -74,65 +109,82 @@ class Dispatcher:
                 code="model_overloaded",
                 retry_after=1,
             )
-        future: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
-        entry = (future, exclude)
-        self._waiters.append(entry)
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop.create_future(), exclude)
+        self._waiters.append(waiter)
+        timer = loop.call_later(self.queue_timeout_s, self._expire, waiter)
         try:
-            return await asyncio.wait_for(future, self.queue_timeout_s)
-        except TimeoutError:
+            worker = await waiter.future
+        except BaseException:
+            # Cancelled (an outer deadline, a client gone) after a slot was handed over:
+            # the slot is ours to give back.
+            handed = _handed(waiter.future)
+            if handed is not None:
+                self.release(handed)
+            raise
+        finally:
+            timer.cancel()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        if worker is None:
             raise ServiceUnavailableError(
                 f"Timed out after {self.queue_timeout_s:g}s waiting for a worker of "
                 f"model '{self.model}'.",
                 retry_after=1,
-            ) from None
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self.release(future.result())
-            raise
-        finally:
-            if entry in self._waiters:
-                self._waiters.remove(entry)
+            )
+        return worker
 
     def release(self, worker: Worker) -> None:
         """Give a slot back, handing it to the longest waiter that may use it."""
-        if worker.healthy:
-            for entry in self._waiters:
-                future, exclude = entry
-                if not future.done() and worker not in exclude:
-                    self._waiters.remove(entry)
-                    future.set_result(worker)
+        if self._in_flight[worker] <= 0:
+            log.error("slot_released_twice", worker=worker.worker_id)
+            return
+        if self.available(worker):
+            for waiter in self._waiters:
+                if not waiter.future.done() and worker not in waiter.exclude:
+                    self._waiters.remove(waiter)
+                    waiter.future.set_result(worker)
                     return
-        worker.in_flight -= 1
+        self._in_flight[worker] -= 1
         if self._waiters:
-            self._wake()
+            self.wake()
 
     def wake(self) -> None:
-        """Re-check waiters, e.g. after a worker became healthy."""
-        self._wake()
-
-    def _wake(self) -> None:
+        """Hand free slots to waiters, e.g. after a worker became available."""
         while self._waiters:
-            future, exclude = self._waiters[0]
-            if future.done():
+            waiter = self._waiters[0]
+            if waiter.future.done():
                 self._waiters.popleft()
                 continue
-            worker = self._pick(exclude)
+            worker = self._pick(waiter.exclude)
             if worker is None:
                 return
             self._waiters.popleft()
-            worker.in_flight += 1
-            future.set_result(worker)
+            self._in_flight[worker] += 1
+            waiter.future.set_result(worker)
+
+    def _expire(self, waiter: _Waiter) -> None:
+        """The queue timeout: only a waiter still without a slot times out."""
+        if waiter.future.done():
+            return
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+        waiter.future.set_result(None)
+
+    def _has_room(self, worker: Worker) -> bool:
+        cap = self.max_concurrency
+        return cap is None or self._in_flight[worker] < cap
 
     def _preferred(self, session: str, exclude: Collection[Worker]) -> Worker | None:
-        """The session's worker by rendezvous hashing over healthy workers, if it has room.
+        """The session's worker by rendezvous hashing over available workers, if it has room.
 
-        While a worker is down its sessions spread over the rest; when it is back, the
-        same hash sends them home again.
+        While a worker is unavailable its sessions spread over the rest; when it is back,
+        the same hash sends them home again.
         """
         best: Worker | None = None
         best_score = -1
         for worker in self.workers:
-            if not worker.healthy or worker in exclude:
+            if worker in exclude or not self.available(worker):
                 continue
             digest = hashlib.blake2b(
                 f"{session}\x00{worker.worker_id}".encode(), digest_size=8
@@ -140,7 +192,7 @@ class Dispatcher:
             score = int.from_bytes(digest, "big")
             if score > best_score:
                 best, best_score = worker, score
-        if best is not None and best.in_flight < self.max_concurrency:
+        if best is not None and self._has_room(best):
             return best
         return None
 
@@ -150,10 +202,15 @@ class Dispatcher:
         start = next(self._turn) % count if count else 0
         for offset in range(count):
             worker = self.workers[(start + offset) % count]
-            if not worker.healthy or worker.in_flight >= self.max_concurrency:
+            if worker in exclude or not self._has_room(worker) or not self.available(worker):
                 continue
-            if worker in exclude:
-                continue
-            if best is None or worker.in_flight < best.in_flight:
+            if best is None or self._in_flight[worker] < self._in_flight[best]:
                 best = worker
         return best
+
+
+def _handed(future: asyncio.Future[Worker | None]) -> Worker | None:
+    """The worker a settled future holds, if any."""
+    if future.done() and not future.cancelled():
+        return future.result()
+    return None

@@ -170,7 +170,7 @@ class Gateway:
                 started = clock()
                 try:
                     affinity = session if group.config.routing == "affinity" else None
-                    worker = await group.dispatcher.acquire(tried, affinity)
+                    worker = await group.acquire(tried, affinity)
                 except APIError as exc:
                     last = exc
                     break
@@ -182,9 +182,9 @@ class Gateway:
                     result = await operation(worker)
                 except APIError as exc:
                     timing.worker_s += clock() - started
-                    group.dispatcher.release(worker)
+                    group.release(worker)
                     if exc.worker_fault:
-                        group.health.failure(worker)
+                        group.report(worker, ok=False)
                     if not exc.retryable:
                         raise
                     log.warning(
@@ -198,12 +198,12 @@ class Gateway:
                     tried.append(worker)
                     continue
                 except BaseException:
-                    group.dispatcher.release(worker)
+                    group.release(worker)
                     raise
                 timing.worker_s += clock() - started
-                group.health.success(worker)
+                group.report(worker, ok=True)
                 if not hold:
-                    group.dispatcher.release(worker)
+                    group.release(worker)
                 return result, (group, worker)
         if last is None:
             last = ServiceUnavailableError("No worker could take the request.", retry_after=1)
@@ -228,7 +228,7 @@ class _LeasedStream:
         try:
             await self._stream.aclose()
         finally:
-            self._group.dispatcher.release(worker)
+            self._group.release(worker)
 
 
 def _embed(body: dict[str, Any]) -> Callable[[Worker], Awaitable[bytes]]:

@@ -9,6 +9,13 @@ serving and says why in the log.
 
 Triggers: a change of the config file (watched with watchfiles, debounced, ignored when
 the content is unchanged), SIGHUP in this process, or a direct call.
+
+Server settings the reloader itself uses follow the serving config: a reload's drain
+takes the new ``server.drain_timeout_s``, and ``server.watch_config`` turned off stops
+the watcher (on starts it). Settings read once at start (``server.host``, ``port``,
+``processes``, ``auth.window_s``, ``state.*``, and a ``drain_timeout_s`` above the start
+value, which bounds shutdown) are logged as ``restart_needed`` while they differ from
+the values this process started with.
 """
 
 from __future__ import annotations
@@ -27,8 +34,10 @@ import structlog
 
 from appliance.cluster import Cluster, ClusterRef
 from appliance.config import ApplianceConfig
+from appliance.config.schema import StateConfig
 from appliance.errors import ConfigError
 from appliance.registry import ModelGroup, Registry
+from appliance.workers import thread_share
 
 log = structlog.get_logger("appliance.reload")
 
@@ -54,9 +63,9 @@ class Reloader:
     Args:
         ref: The reference the app serves from.
         load: Reads and validates the config (raises :class:`ConfigError`).
-        watch: The file to watch; ``None`` disables watching.
+        watch: The config file, watched while the serving config's
+            ``server.watch_config`` is on; ``None``: never watched.
         apply_logging: Called with the new config after a swap (reconfigures logging).
-        drain_timeout_s: How long retired workers get to finish before they are closed.
         debounce_ms: Quiet time after a file event before reloading.
     """
 
@@ -67,34 +76,38 @@ class Reloader:
         *,
         watch: Path | None = None,
         apply_logging: Callable[[ApplianceConfig], None] | None = None,
-        drain_timeout_s: float = 30.0,
         debounce_ms: int = 200,
     ) -> None:
         self.ref = ref
         self.load = load
         self.watch = watch
         self.apply_logging = apply_logging
-        self.drain_timeout_s = drain_timeout_s
         self.debounce_ms = debounce_ms
         self.reloads = 0
         self.last_reload: float | None = None
         self.observers: list[Callable[[ReloadOutcome], None]] = []
+        self._initial = ref.current.config
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[object]] = set()
-        self._stop = asyncio.Event()
+        self._watching: asyncio.Event | None = None  # set it to stop that watcher
         self._digest = _digest(watch) if watch else None
 
+    @property
+    def watching(self) -> bool:
+        """Whether a change of the file triggers a reload now."""
+        return self._watching is not None
+
     async def start(self) -> None:
-        """Begin watching the file and listening for SIGHUP."""
-        self._stop.clear()
-        if self.watch is not None:
-            self._spawn(self._watch(self.watch))
+        """Begin watching the file (if the config says so) and listening for SIGHUP."""
+        self._follow_watch_setting()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.request, "sighup")
 
     async def stop(self) -> None:
         """Stop watching; wait for drains in progress to end."""
-        self._stop.set()
+        if self._watching is not None:
+            self._watching.set()
+            self._watching = None
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         for task in list(self._tasks):
@@ -146,7 +159,8 @@ class Reloader:
         self.reloads += 1
         self.last_reload = time.time()
         if plan.retired:
-            self._spawn(self._drain(current, plan.retired))
+            self._spawn(self._drain(current, plan.retired, config.server.drain_timeout_s))
+        self._follow_watch_setting()
         outcome = plan.outcome(reason)
         log.info(
             "config_reloaded",
@@ -159,14 +173,9 @@ class Reloader:
             api_keys=len(config.auth.api_keys),
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
-        if config.server != current.config.server:
-            moved = [
-                name
-                for name in ("host", "port", "processes")
-                if getattr(config.server, name) != getattr(current.config.server, name)
-            ]
-            if moved:
-                log.warning("restart_needed", settings=[f"server.{n}" for n in moved])
+        moved = _read_at_start(self._initial, config)
+        if moved:
+            log.warning("restart_needed", settings=moved)
         return outcome
 
     def _failed(self, reason: str, started: float, what: str, problems: list[str]) -> ReloadOutcome:
@@ -179,28 +188,39 @@ class Reloader:
         )
         return ReloadOutcome(ok=False, reason=reason, error=f"{what}: {'; '.join(problems)}")
 
-    async def _drain(self, old: Cluster, groups: list[ModelGroup]) -> None:
-        """Close retired groups once nothing can reach them any more.
+    async def _drain(self, old: Cluster, groups: list[ModelGroup], timeout_s: float) -> None:
+        """Close retired groups once nothing can reach them any more (or after ``timeout_s``).
 
         Requests pinned to the old cluster that have not yet taken a worker count too:
         they may still pick one of these groups.
         """
-        deadline = time.monotonic() + self.drain_timeout_s
-        workers = [w for g in groups for w in g.workers]
+        deadline = time.monotonic() + timeout_s
         try:
             # Polling a rare drain beats signalling an event on every request's path.
             while time.monotonic() < deadline:
-                if not old.active and not any(w.in_flight for w in workers):
+                if not old.active and not any(g.in_flight() for g in groups):
                     break
                 await asyncio.sleep(0.05)
-            busy = [w for w in workers if w.in_flight]
+            busy = [w.worker_id for g in groups for w in g.snapshot().workers if w.in_flight]
             if busy or old.active:
-                log.warning("drain_timeout", workers=[w.worker_id for w in busy])
+                log.warning("drain_timeout", workers=busy, timeout_s=timeout_s)
         finally:
             await asyncio.gather(*(g.close() for g in groups), return_exceptions=True)
             log.info("workers_retired", models=[g.name for g in groups])
 
-    async def _watch(self, path: Path) -> None:
+    def _follow_watch_setting(self) -> None:
+        """Start or stop the watcher as the serving config's ``server.watch_config`` says."""
+        wanted = self.watch is not None and self.ref.current.config.server.watch_config
+        if wanted and self._watching is None and self.watch is not None:
+            self._watching = asyncio.Event()
+            self._spawn(self._watch(self.watch, self._watching))
+            log.info("config_watch_started", file=str(self.watch))
+        elif not wanted and self._watching is not None:
+            self._watching.set()
+            self._watching = None
+            log.info("config_watch_stopped", file=str(self.watch))
+
+    async def _watch(self, path: Path, stop: asyncio.Event) -> None:
         import watchfiles
 
         # Watch the folder: editors replace the file by renaming a temporary one over it.
@@ -208,9 +228,11 @@ class Reloader:
             path.parent,
             debounce=self.debounce_ms,
             step=50,
-            stop_event=self._stop,
+            stop_event=stop,
             watch_filter=lambda _change, name: Path(name).name == path.name,
         ):
+            if stop.is_set():
+                return
             if not changes:
                 continue
             digest = _digest(path)
@@ -245,8 +267,13 @@ class _Plan:
 
 
 def _plan(current: Cluster, config: ApplianceConfig) -> _Plan:
-    """The next cluster: unchanged models carried over, the rest built anew."""
+    """The next cluster: unchanged models carried over, the rest built anew.
+
+    New local workers get their share of the cores as the new config counts them;
+    carried-over ones keep theirs.
+    """
     old = current.registry.groups
+    threads = thread_share(config)
     groups: list[ModelGroup] = []
     fresh: list[ModelGroup] = []
     carried: list[str] = []
@@ -256,7 +283,7 @@ def _plan(current: Cluster, config: ApplianceConfig) -> _Plan:
             groups.append(previous)
             carried.append(model.name)
         else:
-            group = ModelGroup.from_config(model)
+            group = ModelGroup.from_config(model, threads=threads)
             groups.append(group)
             fresh.append(group)
     kept = {id(g) for g in groups}
@@ -264,6 +291,29 @@ def _plan(current: Cluster, config: ApplianceConfig) -> _Plan:
     routes = {r.alias: list(r.targets) for r in config.routes}
     registry = Registry(groups, routes, current.registry.created)
     return _Plan(Cluster(config, registry), fresh, retired, carried, set(old))
+
+
+def _read_at_start(started: ApplianceConfig, config: ApplianceConfig) -> list[str]:
+    """Settings read once at start whose new values differ from those the process has.
+
+    ``server.drain_timeout_s`` applies to reload drains and shutdown at once, but the
+    shutdown kill deadline the server got at start cannot grow without a restart.
+    """
+    moved = [
+        f"server.{name}"
+        for name in ("host", "port", "processes")
+        if getattr(config.server, name) != getattr(started.server, name)
+    ]
+    if config.server.drain_timeout_s > started.server.drain_timeout_s:
+        moved.append("server.drain_timeout_s")
+    if config.auth.window_s != started.auth.window_s:
+        moved.append("auth.window_s")
+    moved += [
+        f"state.{name}"
+        for name in StateConfig.model_fields
+        if getattr(config.state, name) != getattr(started.state, name)
+    ]
+    return moved
 
 
 def _startup_budget(groups: list[ModelGroup]) -> float:

@@ -1,4 +1,4 @@
-"""``GET /healthz`` (the process answers) and ``GET /readyz`` (every model can serve)."""
+"""``GET /healthz`` (the process answers) and ``GET /readyz`` (the replica can serve)."""
 
 from __future__ import annotations
 
@@ -20,21 +20,26 @@ class HealthResource:
 
 
 class ReadyResource:
-    """Readiness: 200 when every model has a healthy worker, else 503; with details."""
+    """Readiness: 200 while every required model has an available worker, else 503.
+
+    Models that are not required (by default ``openai`` and ``scripted`` ones) do not
+    decide readiness, so one upstream's outage does not pull the replica from its load
+    balancer. With no required model, the replica is ready once started. The body
+    reports every model: available or not, required or not, and each worker's state.
+    """
 
     public = True
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
-        models = {
-            name: {
-                "ready": group.ready,
-                "queued": group.dispatcher.queued,
-                "workers": [w.describe() for w in group.workers],
-            }
-            for name, group in cluster.registry.groups.items()
-        }
-        ready = cluster.ready
+        snapshot = cluster.snapshot()
+        ready = snapshot.ready
         resp.status = 200 if ready else 503
-        resp.data = orjson.dumps({"status": "ready" if ready else "not_ready", "models": models})
+        resp.data = orjson.dumps(
+            {
+                "status": "ready" if ready else "not_ready",
+                "unavailable": [m.name for m in snapshot.models if not m.available],
+                "models": {m.name: m.as_dict() for m in snapshot.models},
+            }
+        )
         resp.content_type = falcon.MEDIA_JSON

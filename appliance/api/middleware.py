@@ -91,13 +91,13 @@ class Lifespan:
     def refresh_gauges(self) -> None:
         """Set the state gauges from the current cluster; zero what left it."""
         seen: set[tuple[str, str]] = set()
-        for group in self.ref.current.registry.groups.values():
-            self.metrics.in_flight.labels(group.name).set(sum(w.in_flight for w in group.workers))
-            self.metrics.queued.labels(group.name).set(group.dispatcher.queued)
-            for worker in group.workers:
-                seen.add((group.name, worker.worker_id))
-                self.metrics.worker_healthy.labels(group.name, worker.worker_id).set(
-                    1 if worker.healthy else 0
+        for state in self.ref.current.snapshot().models:
+            self.metrics.in_flight.labels(state.name).set(state.in_flight)
+            self.metrics.queued.labels(state.name).set(state.queued)
+            for worker in state.workers:
+                seen.add((state.name, worker.worker_id))
+                self.metrics.worker_healthy.labels(state.name, worker.worker_id).set(
+                    1 if worker.available else 0
                 )
         for model, worker_id in self._labels - seen:
             self.metrics.worker_healthy.labels(model, worker_id).set(0)

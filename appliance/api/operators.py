@@ -61,22 +61,20 @@ class StatusResource:
         _admin(req)
         cluster: Cluster = req.context.cluster
         registry = cluster.registry
+        snapshot = cluster.snapshot()
         models = [
             {
-                "name": g.name,
-                "type": g.config.type,
-                "backend": g.config.backend,
-                "ready": g.ready,
-                "queued": g.dispatcher.queued,
-                "in_flight": sum(w.in_flight for w in g.workers),
-                "workers": [w.describe() for w in g.workers],
+                "name": m.name,
+                "type": registry.groups[m.name].config.type,
+                "backend": registry.groups[m.name].config.backend,
+                **m.as_dict(),
             }
-            for g in registry.groups.values()
+            for m in snapshot.models
         ]
         reloader = self.reloader
         resp.data = orjson.dumps(
             {
-                "ready": cluster.ready,
+                "ready": snapshot.ready,
                 "models": models,
                 "aliases": registry.routes,
                 "api_keys": cluster.auth.key_count,

@@ -6,7 +6,7 @@ The common fields live in :class:`ModelBase`; ``options`` is backend-specific.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -57,8 +57,13 @@ class ModelBase(Strict):
     )
     type: ModelType = Field("llm", description="What the model serves: llm, embedding or rerank.")
     workers: int = Field(1, ge=1, le=256, description="Worker instances of this model.")
-    max_concurrency: int = Field(
-        4, ge=1, le=10_000, description="Requests one worker handles at once."
+    max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Requests one worker handles at once; more wait in the queue. Absent or "
+        "null: no cap, as an upstream server batches requests on its own (openai) and the "
+        "scripted backend needs none. Local models default to 1.",
     )
     queue_size: int = Field(
         64,
@@ -84,6 +89,21 @@ class ModelBase(Strict):
         description="affinity: requests of one session (`x-session-id` header or `user`) "
         "go to the same healthy worker (KV-cache reuse); others least busy.",
     )
+    required: bool | None = Field(
+        None,
+        description="Whether /readyz answers 200 only while this model has an available "
+        "worker (up and not ejected). Absent: local models (llama_cpp, onnx) are required, "
+        "openai and scripted models are not, so one upstream's outage does not take the "
+        "replica out of a load balancer. With no required model, /readyz answers 200 once "
+        "the server has started.",
+    )
+
+    required_by_default: ClassVar[bool] = False
+
+    @property
+    def needed_for_readiness(self) -> bool:
+        """``required``, or the backend's default when it is not given."""
+        return self.required_by_default if self.required is None else self.required
 
 
 class ScriptedOptions(Strict):
@@ -192,7 +212,12 @@ class ModelFile(Strict):
 
 
 class LocalModel(ModelBase):
-    """A model run on this machine by supervised worker processes."""
+    """A model run on this machine by supervised worker processes.
+
+    Every Granian process (``server.processes``) starts its own worker processes.
+    """
+
+    required_by_default: ClassVar[bool] = True
 
     max_concurrency: int = Field(
         1, ge=1, le=64, description="Requests one worker process runs at once."
@@ -202,12 +227,19 @@ class LocalModel(ModelBase):
     )
 
 
+_N_THREADS = (
+    "CPU threads of each worker process. Default: the cores shared out among every local "
+    "worker of every Granian process (cores // (local workers x server.processes), at "
+    "least 1), so that they do not oversubscribe the CPU."
+)
+
+
 class LlamaCppOptions(Strict):
     """Options of the llama.cpp backend (GGUF files)."""
 
     model: ModelFile = Field(description="The GGUF file.")
     n_ctx: int = Field(2048, ge=128, le=1_048_576, description="Context size in tokens.")
-    n_threads: int | None = Field(None, ge=1, le=512, description="CPU threads; default all.")
+    n_threads: int | None = Field(None, ge=1, le=512, description=_N_THREADS)
     n_batch: int = Field(512, ge=1, le=65536, description="Prompt batch size.")
     chat_format: str | None = Field(
         None, description="llama.cpp chat format; default: the model's own template."
@@ -230,7 +262,7 @@ class OnnxOptions(Strict):
     tokenizer: ModelFile = Field(description="The Hugging Face tokenizer.json.")
     max_length: int = Field(256, ge=8, le=8192, description="Tokens kept per text.")
     batch_size: int = Field(32, ge=1, le=4096, description="Texts per forward pass.")
-    n_threads: int | None = Field(None, ge=1, le=512, description="CPU threads; default all.")
+    n_threads: int | None = Field(None, ge=1, le=512, description=_N_THREADS)
     normalize: bool = Field(True, description="L2-normalise the vectors.")
 
 

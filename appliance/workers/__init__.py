@@ -5,15 +5,20 @@ from __future__ import annotations
 from appliance.config import ModelConfig, OpenAIModel, ScriptedModel
 from appliance.config.backends import LlamaCppModel, OnnxModel
 from appliance.workers.base import Endpoint, ReplyStream, Worker
-from appliance.workers.local import LocalWorker
+from appliance.workers.local import LocalWorker, thread_share
 from appliance.workers.openai import OpenAIWorker, Upstream
 from appliance.workers.scripted import ScriptedWorker
 
-__all__ = ["Endpoint", "ReplyStream", "Worker", "build_workers"]
+__all__ = ["Endpoint", "ReplyStream", "Worker", "build_workers", "thread_share"]
 
 
-def build_workers(config: ModelConfig) -> list[Worker]:
-    """The worker instances a model declaration asks for (not yet started)."""
+def build_workers(config: ModelConfig, *, threads: int | None = None) -> list[Worker]:
+    """The worker instances a model declaration asks for (not yet started).
+
+    Args:
+        config: The model's declaration.
+        threads: Default ``n_threads`` of local workers (see :func:`thread_share`).
+    """
     ids = [f"{config.name}/{i}" for i in range(config.workers)]
     if isinstance(config, ScriptedModel):
         return [ScriptedWorker(wid, config) for wid in ids]
@@ -24,5 +29,5 @@ def build_workers(config: ModelConfig) -> list[Worker]:
             for i, wid in enumerate(ids)
         ]
     if isinstance(config, LlamaCppModel | OnnxModel):
-        return [LocalWorker(wid, config) for wid in ids]
+        return [LocalWorker(wid, config, threads) for wid in ids]
     raise TypeError(f"no worker for backend {config.backend!r}")

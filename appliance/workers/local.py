@@ -7,7 +7,12 @@ generation, which is CPU-bound, never blocks this process's event loop. The same
 runs a model on another machine.
 
 The worker starts its child, waits for it to report its port (after the model loaded),
-restarts it with exponential back-off when it dies, and stops it on close.
+restarts it with exponential back-off when it dies, and stops it on close. It is up while
+its child is loaded and running; a child that exits takes it down until the next one is.
+
+Every worker process of every Granian process is one child: a default ``n_threads`` is
+the machine's cores shared out among them (:func:`thread_share`), so that several local
+models, or several processes, do not oversubscribe the CPU.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 import structlog
 
+from appliance.config import ApplianceConfig
 from appliance.config.backends import LlamaCppModel, OnnxModel
 from appliance.errors import ServiceUnavailableError
 from appliance.workers.openai import OpenAIWorker, Upstream
@@ -32,12 +38,38 @@ _STOP_GRACE_S = 5.0
 _MAX_BACKOFF_S = 30.0
 
 
+def available_cpus() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def thread_share(config: ApplianceConfig, cpus: int | None = None) -> int:
+    """The default ``n_threads`` of a local worker: the cores over all local workers.
+
+    Every Granian process starts its own local workers, so they count once per process.
+    """
+    cpus = available_cpus() if cpus is None else cpus
+    local = sum(m.workers for m in config.models if isinstance(m, LlamaCppModel | OnnxModel))
+    return max(1, cpus // max(1, local * config.server.processes))
+
+
 class LocalWorker(OpenAIWorker):
-    """One child process running one model."""
+    """One child process running one model.
+
+    Args:
+        worker_id: ``<model>/<n>``.
+        config: The model's declaration.
+        threads: The child's ``n_threads`` when the declaration does not set one (see
+            :func:`thread_share`); ``None``: the engine's own default (every core).
+    """
 
     config: LlamaCppModel | OnnxModel
 
-    def __init__(self, worker_id: str, config: LlamaCppModel | OnnxModel) -> None:
+    def __init__(
+        self, worker_id: str, config: LlamaCppModel | OnnxModel, threads: int | None = None
+    ) -> None:
         upstream = Upstream(
             base_url="http://127.0.0.1:0/v1",  # known once the child reports its port
             model=config.name,
@@ -47,12 +79,13 @@ class LocalWorker(OpenAIWorker):
         super().__init__(worker_id, config, upstream)
         self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0
+        self.spec = _spec(config, threads)
+        self._serving = False
         self._ready = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await super().start()
-        self.healthy = False
         self._supervisor = asyncio.ensure_future(self._supervise())
 
     async def wait_ready(self) -> None:
@@ -64,7 +97,7 @@ class LocalWorker(OpenAIWorker):
         await super().probe()
 
     async def close(self) -> None:
-        self.closed = True
+        self._mark_closed()
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
@@ -75,7 +108,11 @@ class LocalWorker(OpenAIWorker):
         out = super().describe()
         out["pid"] = self.process.pid if self.process else None
         out["restarts"] = self.restarts
+        out["n_threads"] = self.spec.options.n_threads
         return out
+
+    def _running(self) -> bool:
+        return self._serving
 
     async def _supervise(self) -> None:
         backoff = 1.0
@@ -84,7 +121,8 @@ class LocalWorker(OpenAIWorker):
             port = await self._spawn()
             if port is not None:
                 self.base_url = f"http://127.0.0.1:{port}/v1"
-                self.healthy = True
+                self._serving = True
+                self._refresh()
                 self._ready.set()
                 log.info(
                     "local_worker_ready",
@@ -92,11 +130,10 @@ class LocalWorker(OpenAIWorker):
                     pid=self.process.pid if self.process else None,
                     load_s=round(time.monotonic() - started, 2),
                 )
-                if self.on_ready is not None:
-                    self.on_ready()
                 assert self.process is not None
                 code = await self.process.wait()
-                self.healthy = False
+                self._serving = False
+                self._refresh()
                 self._ready.clear()
                 if self.closed:
                     return
@@ -117,7 +154,7 @@ class LocalWorker(OpenAIWorker):
                 "appliance",
                 "worker",
                 "--spec",
-                self.config.model_dump_json(),
+                self.spec.model_dump_json(),
                 "--port-file",
                 str(port_file),
                 "--exit-with-parent",
@@ -152,3 +189,11 @@ class LocalWorker(OpenAIWorker):
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+
+
+def _spec(config: LlamaCppModel | OnnxModel, threads: int | None) -> LlamaCppModel | OnnxModel:
+    """The declaration the child gets: ``n_threads`` filled in when it was left out."""
+    if threads is None or config.options.n_threads is not None:
+        return config
+    options = config.options.model_copy(update={"n_threads": threads})
+    return config.model_copy(update={"options": options})

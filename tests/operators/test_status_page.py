@@ -65,7 +65,7 @@ def test_page_renders_models_and_shows_a_worker_going_unhealthy(
         driver.execute_script("window.__sameDocument = 42")  # type: ignore[attr-defined]
 
         upstreams[0].stop()
-        wait_for(lambda: row_state("upstream-pair/0") == "unhealthy", timeout=10)
+        wait_for(lambda: row_state("upstream-pair/0") == "ejected", timeout=10)
         assert row_state("upstream-pair/1") == "healthy"
         same = driver.execute_script("return window.__sameDocument")  # type: ignore[attr-defined]
         assert same == 42, "the page changed without being reloaded"

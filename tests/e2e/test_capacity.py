@@ -1,0 +1,114 @@
+"""Capacity on the real server: proxies do not throttle upstreams; queues leak no slots."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import cluster_config, scripted, sse_payloads
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.server import RunningServer
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream().start()
+    yield fake
+    fake.stop()
+
+
+def status(server: RunningServer, model: str) -> dict[str, Any]:
+    models = httpx.get(f"{server.base_url}/status.json", timeout=5).json()["models"]
+    [entry] = [m for m in models if m["name"] == model]
+    return entry  # type: ignore[no-any-return]
+
+
+async def timed_stream(client: httpx.AsyncClient, body: dict[str, Any]) -> float:
+    started = time.monotonic()
+    response = await client.post("/v1/chat/completions", json=body)
+    payloads = sse_payloads(response.text)
+    assert response.status_code == 200 and payloads[-1] == "[DONE]", response.text[-300:]
+    assert not any(isinstance(p, dict) and "error" in p for p in payloads)
+    return time.monotonic() - started
+
+
+def test_a_default_openai_model_does_not_throttle_its_upstream(
+    upstream: FakeUpstream, start_server: Callable[..., RunningServer]
+) -> None:
+    server = start_server(
+        cluster_config(
+            {
+                "name": "up",
+                "backend": "openai",
+                "options": {"base_url": upstream.base_url, "model": "ok"},
+            }
+        )
+    )
+    # Four chunks 100 ms apart: a 0.4 s stream.
+    body = {
+        "model": "up",
+        "messages": MESSAGES,
+        "stream": True,
+        "x_chunks": 4,
+        "x_chunk_delay_ms": 100,
+    }
+
+    async def run() -> tuple[float, float]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30, limits=limits) as client:
+            await timed_stream(client, body)  # warm the connections
+            single = await timed_stream(client, body)
+            started = time.monotonic()
+            await asyncio.gather(*(timed_stream(client, body) for _ in range(32)))
+            return single, time.monotonic() - started
+
+    single, wall = asyncio.run(run())
+    # Capped at 4 per worker, 32 streams would take 8 rounds (3.2 s).
+    assert wall < 2 * single + 0.3, (single, wall)
+    assert status(server, "up")["in_flight"] == 0
+
+
+def test_queue_timeouts_racing_releases_leave_no_slot_taken(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    # One slot held for 0.2 s at a time and a 0.2 s queue timeout: waiters time out just
+    # as slots are handed over to them.
+    server = start_server(
+        cluster_config(
+            scripted(
+                "narrow",
+                ["a", "b"],
+                max_concurrency=1,
+                queue_size=64,
+                queue_timeout_s=0.2,
+                retries=0,
+                options={"delay_ms": 100},
+            )
+        )
+    )
+    body = {"model": "narrow", "messages": MESSAGES}
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            replies = await asyncio.gather(
+                *(client.post("/v1/chat/completions", json=body) for _ in range(24))
+            )
+            return [r.status_code for r in replies]
+
+    codes = asyncio.run(burst())
+    assert 200 in codes and 503 in codes, codes
+    assert set(codes) <= {200, 503}, codes
+    entry = status(server, "narrow")
+    assert (entry["in_flight"], entry["queued"]) == (0, 0)
+    workers = httpx.get(f"{server.base_url}/readyz").json()["models"]["narrow"]["workers"]
+    assert [w["in_flight"] for w in workers] == [0]
+    started = time.monotonic()
+    assert httpx.post(f"{server.base_url}/v1/chat/completions", json=body).status_code == 200
+    assert time.monotonic() - started < 0.5, "the slot is free again"

@@ -12,9 +12,12 @@ single Falcon error handler needs to render the OpenAI envelope
         ├── PermissionDeniedError        403  key not allowed for that model
         ├── NotFoundError                404  unknown route
         │   └── ModelNotFoundError       404  unknown model or alias
+        ├── RequestTimeoutError          408  body not received within server.body_timeout_s
         ├── PayloadTooLargeError         413  body over server.max_body_bytes
+        ├── URITooLongError              414  request target over the limit
         ├── UnsupportedMediaTypeError    415  body is not JSON
         ├── RateLimitError               429  queue full, per-key limits (Retry-After)
+        ├── HeadersTooLargeError         431  request headers over the limit
         ├── ServiceUnavailableError      503  no healthy worker, queue wait timed out
         └── UpstreamError                     a worker failed; retryable ones fail over
             ├── UpstreamStatusError      4xx relayed, 5xx -> 502
@@ -140,12 +143,28 @@ class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
 
 
+class RequestTimeoutError(APIError):
+    """The client did not send its whole body in time (408; clients may retry)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class PayloadTooLargeError(APIError):
     """The body is larger than the configured limit (413)."""
 
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class URITooLongError(APIError):
+    """The request target (path and query) is longer than the limit (414)."""
+
+    status = 414
+    type = "invalid_request_error"
+    code = "uri_too_long"
 
 
 class UnsupportedMediaTypeError(APIError):
@@ -166,6 +185,14 @@ class RateLimitError(APIError):
     @property
     def retryable(self) -> bool:
         return True
+
+
+class HeadersTooLargeError(APIError):
+    """The request headers are larger than the limit (431)."""
+
+    status = 431
+    type = "invalid_request_error"
+    code = "headers_too_large"
 
 
 class ServiceUnavailableError(APIError):

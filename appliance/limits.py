@@ -104,10 +104,10 @@ class LocalLimiter:
         tokens.trim(since)
         if rpm is not None and requests.total >= rpm:
             wait = requests.wait_until_below(rpm, self.window_s, now)
-            raise limited("requests", rpm, wait)
+            raise limited("requests", rpm, wait, self.window_s)
         if tpm is not None and tokens.total >= tpm:
             wait = tokens.wait_until_below(tpm, self.window_s, now)
-            raise limited("tokens", tpm, wait)
+            raise limited("tokens", tpm, wait, self.window_s)
         requests.add(now, 1)
         return Quota(
             limit_requests=rpm,
@@ -126,13 +126,24 @@ class LocalLimiter:
         return None
 
 
-def limited(what: str, limit: int, wait: float) -> RateLimitError:
+def limited(what: str, limit: int, wait: float, window_s: float) -> RateLimitError:
+    """The 429 for a key over its ``limit`` of ``what`` per window of ``window_s``."""
     per = "requests" if what == "requests" else "tokens"
     return RateLimitError(
-        f"Rate limit reached: {limit} {per} per minute for this API key. Retry in {wait:.1f}s.",
+        f"Rate limit reached: {limit} {per} {per_window(window_s)} for this API key. "
+        f"Retry in {_duration(wait)}.",
         retry_after=wait,
         headers={f"x-ratelimit-limit-{per}": str(limit), f"x-ratelimit-remaining-{per}": "0"},
     )
+
+
+_UNITS = {1.0: "second", 60.0: "minute", 3600.0: "hour"}
+
+
+def per_window(window_s: float) -> str:
+    """How a limit's window reads: ``per minute`` for 60 s, ``per 1m30s`` for 90 s."""
+    unit = _UNITS.get(float(window_s))
+    return f"per {unit}" if unit else f"per {_duration(window_s)}"
 
 
 def _reset(window: _Window, length: float, now: float) -> float:
@@ -140,8 +151,18 @@ def _reset(window: _Window, length: float, now: float) -> float:
 
 
 def _duration(seconds: float) -> str:
-    """OpenAI's reset format: ``1s``, ``6m0s``, ``120ms``."""
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    minutes, secs = divmod(seconds, 60)
-    return f"{int(minutes)}m{secs:.0f}s" if minutes else f"{secs:.3g}s"
+    """OpenAI's reset format: ``120ms``, ``1.5s``, ``6m0s``, ``1h2m3s``.
+
+    Rounded once, at the precision shown, before it is split into units, so no unit
+    ever reaches its next one (never ``1m60s`` or ``1000ms``).
+    """
+    ms = max(round(seconds * 1000), 0)
+    if ms < 1000:
+        return f"{ms}ms"
+    tenths = round(ms / 100)
+    if tenths < 600:
+        whole, tenth = divmod(tenths, 10)
+        return f"{whole}.{tenth}s" if tenth else f"{whole}s"
+    hours, rest = divmod(round(ms / 1000), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s"

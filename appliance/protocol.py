@@ -1,9 +1,11 @@
 """OpenAI wire types: what requests must hold, and the shapes of replies.
 
 Requests are validated with pydantic models that accept unknown fields, so ``tools``,
-``response_format``, ``seed`` and whatever OpenAI adds next pass through to upstreams
-untouched. The validated model is used for checking only: the request's own JSON object
-is what travels on. Replies are built as plain dicts by the helpers at the bottom.
+``response_format`` and whatever OpenAI adds next pass through to upstreams untouched.
+Every size a caller chooses is bounded here (list lengths, ``n``, ``top_n``,
+``dimensions``, ``max_tokens``). The request's own JSON object is what travels on, with
+its top-level scalars replaced by their validated values (see ``api.body``). Replies are
+built as plain dicts by the helpers at the bottom.
 
 Nothing here imports Falcon or the workers.
 """
@@ -21,6 +23,11 @@ from appliance.errors import InvalidRequestError
 
 MAX_N = 128
 MAX_TOKENS = 1_000_000  # beyond any model's output window; larger is a client bug
+MAX_INPUTS = 2048  # embeddings inputs and completions prompts per request, as OpenAI's
+MAX_DOCUMENTS = 1000  # rerank documents per request
+MAX_DIMENSIONS = 65_536  # beyond any embedding model; each model bounds it by its own size
+MAX_TOP_LOGPROBS = 20  # OpenAI's chat limit
+INT64 = 2**63  # a seed must fit a signed 64-bit integer
 
 
 class OpenObject(BaseModel):
@@ -52,21 +59,31 @@ class SamplingRequest(OpenObject):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     stop: Stop = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-INT64, lt=INT64)
     user: str | None = None
 
 
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
     def token_limit(self) -> int | None:
         """The effective completion-token limit."""
         return self.max_completion_tokens or self.max_tokens
 
 
+Token = Annotated[int, Field(ge=0, lt=2**31)]  # a token id, as every tokenizer stores it
+Inputs = (
+    str
+    | Annotated[list[str], Field(max_length=MAX_INPUTS)]
+    | Annotated[list[Token], Field(max_length=MAX_INPUTS)]
+    | Annotated[list[list[Token]], Field(max_length=MAX_INPUTS)]
+)
+
+
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: Inputs
     echo: StrictBool | None = None
 
     @field_validator("prompt")
@@ -83,9 +100,9 @@ class CompletionRequest(SamplingRequest):
 
 class EmbeddingRequest(OpenObject):
     model: str = Field(min_length=1)
-    input: str | list[str] | list[int] | list[list[int]]
+    input: Inputs
     encoding_format: Literal["float", "base64"] | None = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: int | None = Field(None, ge=1, le=MAX_DIMENSIONS)
 
     @field_validator("input")
     @classmethod
@@ -98,8 +115,8 @@ class EmbeddingRequest(OpenObject):
 class RerankRequest(OpenObject):
     model: str = Field(min_length=1)
     query: str
-    documents: list[str] = Field(min_length=1)
-    top_n: int | None = Field(None, ge=1)
+    documents: list[str] = Field(min_length=1, max_length=MAX_DOCUMENTS)
+    top_n: int | None = Field(None, ge=1, le=MAX_DOCUMENTS)
     return_documents: StrictBool | None = False
 
 

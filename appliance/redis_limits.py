@@ -120,8 +120,8 @@ class RedisLimiter:
         reset = max(float(reset_ms), 0.0) / 1000
         if not allowed:
             if which == 1:
-                raise limited("requests", rpm or 0, reset)
-            raise limited("tokens", tpm or 0, reset)
+                raise limited("requests", rpm or 0, reset, self.window_ms / 1000)
+            raise limited("tokens", tpm or 0, reset, self.window_ms / 1000)
         return Quota(
             limit_requests=rpm,
             remaining_requests=None if rpm is None else max(rpm - int(count), 0),

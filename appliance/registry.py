@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.clip import clip
 from appliance.config import ApplianceConfig, ModelConfig
 from appliance.dispatch import Dispatcher
 from appliance.errors import ModelNotFoundError
@@ -226,7 +227,7 @@ class Registry:
             return self._resolved[name]
         except KeyError:
             raise ModelNotFoundError(
-                f"The model `{name}` does not exist. "
+                f"The model `{clip(name)}` does not exist. "
                 f"Available models: {', '.join(self.public_ids())}.",
                 param="model",
             ) from None

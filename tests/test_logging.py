@@ -34,3 +34,13 @@ def test_events_without_secrets_are_untouched() -> None:
         "event": "request",
         "status": 200,
     }
+
+
+def test_key_names_are_logged_under_a_field_that_is_not_masked() -> None:
+    out = run(Redactor(["sk-team-a-value"]), event="request", key_name="team-a")
+    assert out["key_name"] == "team-a"
+
+
+def test_a_key_value_is_redacted_even_under_a_name_field() -> None:
+    out = run(Redactor(["sk-team-a-value"]), key_name="sk-team-a-value", model="sk-team-a-value")
+    assert out == {"key_name": REDACTED, "model": REDACTED}

@@ -1,9 +1,19 @@
-"""The outermost ASGI layer: request id, access log, and closing streams.
+"""The outermost ASGI layer: request id, request-head limits, access log, closing streams.
 
 It wraps the Falcon app rather than being Falcon middleware because only here is the end
 of a streamed response visible: the access line then has the real status and duration,
 and anything a resource registered for cleanup (an SSE relay whose client left) is
 closed explicitly instead of whenever the garbage collector gets to it.
+
+It also answers requests whose head is too large: a request target over
+:data:`MAX_TARGET_BYTES` (414) or headers over :data:`MAX_HEADER_BYTES` (431). Granian
+would refuse such requests itself only at much larger sizes (a 64 KiB target, about
+400 KiB of headers, 100 headers), with an empty body, no log line and no metric; below
+those sizes they reach this layer, which answers them as OpenAI envelopes that are logged
+and counted like any other request. What Granian refuses never reaches Python.
+
+Whatever the caller wrote (path, model name) is clipped in the log line
+(:func:`appliance.clip.clip`), so a caller cannot inflate the logs.
 """
 
 from __future__ import annotations
@@ -16,9 +26,12 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
+from appliance.clip import clip, clip_value
 from appliance.cluster import ClusterRef
+from appliance.errors import APIError, HeadersTooLargeError, URITooLongError
 from appliance.metrics import Metrics, Recent
 
 Scope = MutableMapping[str, Any]
@@ -34,6 +47,9 @@ STARTED = "appliance.started"
 DISCONNECT = "appliance.disconnect"
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+MAX_TARGET_BYTES = 8192  # path and query; OpenAI's routes need a few dozen
+MAX_HEADER_BYTES = 32768  # names and values together; a large JWT is about 8 KiB
 
 log = structlog.get_logger("appliance.access")
 
@@ -86,7 +102,11 @@ class AccessLayer:
         started = scope[STARTED] = time.perf_counter()
         tokens = structlog.contextvars.bind_contextvars(request_id=scope[REQUEST_ID])
         try:
-            await self.app(scope, exchange.receive, exchange.send)
+            refused = _head_too_large(scope)
+            if refused is not None:
+                await _answer(exchange.send, refused)
+            else:
+                await self.app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
             if not exchange.gone:
                 raise
@@ -103,18 +123,18 @@ class AccessLayer:
             if self.ref.current.config.logging.access_log:
                 log.info(
                     "request",
-                    method=scope["method"],
-                    path=scope["path"],
+                    method=clip(scope["method"]),
+                    path=clip(scope["path"]),
                     status=status,
                     duration_ms=round(elapsed * 1000, 2),
                     **({"client_gone": True} if exchange.gone else {}),
-                    **fields,
+                    **{name: clip_value(value) for name, value in fields.items()},
                 )
             structlog.contextvars.reset_contextvars(**tokens)
 
     def _count(self, scope: Scope, status: int, elapsed: float, model: Any) -> None:
         # Labels stay bounded: unknown routes and models are not label values.
-        route = scope["path"] if status != 404 else "unmatched"
+        route = scope["path"] if status not in _UNROUTED else "unmatched"
         model = self.ref.current.registry.served_as(model)
         self.metrics.requests.labels(route, model, str(status)).inc()
         self.metrics.latency.labels(route, model).observe(elapsed)
@@ -122,6 +142,43 @@ class AccessLayer:
 
 
 CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection"
+
+# Statuses given before any route matched: their paths are the caller's, not ours.
+_UNROUTED = frozenset({404, URITooLongError.status, HeadersTooLargeError.status})
+
+
+def _head_too_large(scope: Scope) -> APIError | None:
+    """The error for a request target or headers over the limits, if they are."""
+    target = len(scope.get("raw_path") or scope["path"].encode()) + len(
+        scope.get("query_string", b"")
+    )
+    if target > MAX_TARGET_BYTES:
+        return URITooLongError(
+            f"The request target is {target} bytes long; the limit is {MAX_TARGET_BYTES}."
+        )
+    size = sum(len(name) + len(value) for name, value in scope.get("headers", ()))
+    if size > MAX_HEADER_BYTES:
+        return HeadersTooLargeError(
+            f"The request headers are {size} bytes long; the limit is {MAX_HEADER_BYTES}."
+        )
+    return None
+
+
+async def _answer(send: Send, error: APIError) -> None:
+    """Answer with ``error``'s envelope, outside the app (no route was matched)."""
+    body = orjson.dumps(error.envelope())
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 # A request still running this long after its body arrived starts watching for the

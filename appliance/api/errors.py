@@ -1,4 +1,9 @@
-"""Rendering every error as the OpenAI envelope, in one place."""
+"""Rendering every error as the OpenAI envelope, in one place.
+
+Messages may quote what the caller sent (a path, a model name). Where they are written,
+the quoted part is clipped (:mod:`appliance.clip`); here, as a last bound, no message is
+longer than :data:`MAX_MESSAGE_CHARS`, whoever wrote it.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,12 @@ import falcon.asgi
 import orjson
 import structlog
 
+from appliance.clip import clip
 from appliance.errors import APIError
 
 log = structlog.get_logger("appliance.api")
+
+MAX_MESSAGE_CHARS = 4096
 
 _FALCON_CODES = {
     404: "not_found",
@@ -32,7 +40,9 @@ def render(resp: falcon.asgi.Response, error: APIError) -> None:
     """Write ``error`` into ``resp``."""
     resp.status = error.status
     resp.content_type = falcon.MEDIA_JSON
-    resp.data = orjson.dumps(error.envelope())
+    envelope = error.envelope()
+    envelope["error"]["message"] = clip(envelope["error"]["message"], MAX_MESSAGE_CHARS)
+    resp.data = orjson.dumps(envelope)
     for name, value in error.headers().items():
         resp.set_header(name, value)
 
@@ -49,7 +59,7 @@ async def _unexpected(
     if isinstance(error, falcon.HTTPError):
         # Falcon's own errors (unknown route, wrong method): let the serializer shape them.
         raise error
-    log.exception("unhandled_error", path=req.path)
+    log.exception("unhandled_error", path=clip(req.path))
     render(resp, APIError("The server had an error while processing your request."))
 
 
@@ -58,9 +68,9 @@ def _falcon_error(
 ) -> None:
     status = error.status_code
     if status == 404:
-        message = f"Invalid URL ({req.method} {req.path})"
+        message = f"Invalid URL ({clip(req.method)} {clip(req.path)})"
     elif status == 405:
-        message = f"Method {req.method} is not allowed on {req.path}."
+        message = f"Method {clip(req.method)} is not allowed on {clip(req.path)}."
     else:
         message = error.description or error.title or "Request failed."
     body = {

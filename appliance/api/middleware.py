@@ -10,6 +10,7 @@ from typing import Any
 import falcon.asgi
 import structlog
 
+from appliance import runtime
 from appliance.api.access import STARTED, note, on_finish
 from appliance.api.metering import Meter
 from appliance.api.sse import LiveStreams
@@ -58,8 +59,13 @@ class Lifespan:
         # Only the main thread of a process may handle signals (not so in some tests).
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, self.begin_drain)
+        # Signals can be handled now: let the main process find this process.
+        self._registration = runtime.register()
 
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        registration: runtime.Registration | None = getattr(self, "_registration", None)
+        if registration is not None:
+            registration.close()
         if self._gauges is not None:
             self._gauges.cancel()
             await asyncio.gather(self._gauges, return_exceptions=True)
@@ -134,7 +140,7 @@ class Authentication:
         principal = cluster.auth.authenticate(req.get_header("Authorization"))
         req.context.principal = principal
         if cluster.auth.enabled:
-            note(req.scope, key=principal.name)
+            note(req.scope, key_name=principal.name)
         if not getattr(resource, "metered", False):
             return
         req.context.timing = Timing()

@@ -45,6 +45,25 @@ class ServerConfig(Strict):
         le=300,
         description="While a stream waits for its next chunk, send an SSE comment this often.",
     )
+    header_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=300,
+        description=(
+            "Longest wait for a request's headers. A connection that sends nothing, trickles"
+            " its headers, or stays idle between kept-alive requests is closed after it."
+            " Needs a restart."
+        ),
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Longest a request body may take to arrive, from the first read to the last byte;"
+            " then 408 `request_timeout` and the connection closes."
+        ),
+    )
 
 
 class LoggingConfig(Strict):

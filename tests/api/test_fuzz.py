@@ -1,15 +1,26 @@
-"""Property: whatever a client sends, no 5xx, always a valid envelope, the app keeps serving."""
+"""Property: whatever a client sends, no 5xx, always a valid envelope, the app keeps serving.
+
+Three sources of requests: valid bodies with one field mutated, arbitrary JSON or bytes,
+and bodies generated from OpenAI's own API description of the routes we share
+(``openai_requests.json``, read by schemathesis), both valid ones (sent to our models)
+and ones that break OpenAI's schema. ``APPLIANCE_FUZZ_EXAMPLES`` raises the number of
+OpenAPI examples per route and mode for a longer, scheduled run.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -103,6 +114,13 @@ def runner() -> Iterator[tuple[asyncio.Runner, httpx.AsyncClient]]:
         run.run(cluster.close())
 
 
+REPLIES = {
+    "/v1/chat/completions": "CreateChatCompletionResponse",
+    "/v1/completions": "CreateCompletionResponse",
+    "/v1/embeddings": "CreateEmbeddingResponse",
+}
+
+
 def check(runner: tuple[asyncio.Runner, httpx.AsyncClient], path: str, content: bytes) -> None:
     run, client = runner
     response = run.run(
@@ -115,7 +133,12 @@ def check(runner: tuple[asyncio.Runner, httpx.AsyncClient], path: str, content: 
     elif response.headers["content-type"].startswith("text/event-stream"):
         assert response.text.endswith("data: [DONE]\n\n")
     else:
-        response.json()
+        reply = response.json()
+        # OpenAI's schema has no base64 embeddings (strings), though its API sends them.
+        if path in REPLIES and not any(
+            isinstance(item.get("embedding"), str) for item in reply.get("data", ())
+        ):
+            assert schema_errors(REPLIES[path], reply) == [], (content, reply)
     alive = run.run(client.post("/v1/chat/completions", json=VALID["/v1/chat/completions"]))
     assert alive.status_code == 200
 
@@ -134,3 +157,45 @@ def test_arbitrary_bodies_never_5xx(
     runner: tuple[asyncio.Runner, httpx.AsyncClient], case: tuple[str, bytes]
 ) -> None:
     check(runner, *case)
+
+
+OPENAI = schemathesis.openapi.from_path(Path(__file__).with_name("openai_requests.json"))
+OPENAPI_EXAMPLES = int(os.environ.get("APPLIANCE_FUZZ_EXAMPLES", "100"))
+OUR_MODELS = {"/chat/completions": "chat", "/completions": "chat", "/embeddings": "vec"}
+
+
+@st.composite
+def from_openai(draw: st.DrawFn, route: str, mode: schemathesis.GenerationMode) -> bytes:
+    """A request body as OpenAI's API description has it (or, negative, breaks it).
+
+    Valid bodies name one of our models (else they would all be 404s); the strings
+    schemathesis draws may hold lone surrogates, which only an ASCII encoder can write.
+    A negative case may be raw bytes, sent as they are.
+    """
+    case = draw(OPENAI[route]["POST"].as_strategy(generation_mode=mode))
+    body = case.body
+    if isinstance(body, bytes):
+        return body
+    if mode is schemathesis.GenerationMode.POSITIVE and isinstance(body, dict):
+        body["model"] = OUR_MODELS[route]
+    return json.dumps(body, default=repr).encode()
+
+
+@pytest.mark.parametrize("mode", list(schemathesis.GenerationMode), ids=lambda m: m.value)
+@pytest.mark.parametrize("route", sorted(OUR_MODELS))
+def test_requests_from_openais_api_description_never_5xx(
+    runner: tuple[asyncio.Runner, httpx.AsyncClient],
+    route: str,
+    mode: schemathesis.GenerationMode,
+) -> None:
+    @settings(
+        max_examples=OPENAPI_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(content=from_openai(route, mode))
+    def run(content: bytes) -> None:
+        check(runner, f"/v1{route}", content)
+
+    run()

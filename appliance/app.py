@@ -13,6 +13,7 @@ from appliance.api.access import AccessLayer
 from appliance.api.embeddings import EmbeddingsResource
 from appliance.api.generation import GenerationResource
 from appliance.api.health import HealthResource, ReadyResource
+from appliance.api.metering import Accountant
 from appliance.api.middleware import Authentication, Lifespan, Overhead
 from appliance.api.models import ModelResource, ModelsResource
 from appliance.api.operators import MetricsResource, StatusPage, StatusResource
@@ -65,18 +66,20 @@ def create_app(
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
 
-    chat = GenerationResource(Endpoint.CHAT, protocol.ChatCompletionRequest, live, metrics)
+    accountant = Accountant(metrics, limiter)
+    chat = GenerationResource(Endpoint.CHAT, protocol.ChatCompletionRequest, live, accountant)
     completions = GenerationResource(
-        Endpoint.COMPLETIONS, protocol.CompletionRequest, live, metrics
+        Endpoint.COMPLETIONS, protocol.CompletionRequest, live, accountant
     )
+    embeddings, rerank = EmbeddingsResource(accountant), RerankResource(accountant)
     for prefix in API_PREFIXES:
         app.add_route(f"{prefix}/models", ModelsResource())
         app.add_route(f"{prefix}/models/{{model_id:path}}", ModelResource())
         app.add_route(f"{prefix}/chat/completions", chat)
         app.add_route(f"{prefix}/completions", completions)
-        app.add_route(f"{prefix}/embeddings", EmbeddingsResource())
-        app.add_route(f"{prefix}/rerank", RerankResource())
-    app.add_route("/api/v1/beta/relevance", RelevanceResource())
+        app.add_route(f"{prefix}/embeddings", embeddings)
+        app.add_route(f"{prefix}/rerank", rerank)
+    app.add_route("/api/v1/beta/relevance", RelevanceResource(accountant))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource())
     app.add_route("/metrics", MetricsResource(metrics))

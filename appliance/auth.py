@@ -12,6 +12,7 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from appliance.clip import clip
 from appliance.config import ApiKeyConfig
 from appliance.errors import AuthenticationError, PermissionDeniedError
 
@@ -38,7 +39,7 @@ class Principal:
         """Raise 403 unless this key may use ``model``."""
         if not self.allows(model):
             raise PermissionDeniedError(
-                f"The API key '{self.name}' is not allowed to use model `{model}`.",
+                f"The API key '{self.name}' is not allowed to use model `{clip(model)}`.",
                 param="model",
             )
 

@@ -17,14 +17,17 @@ from typing import Any, TypeVar
 import orjson
 import structlog
 
+from appliance import usage
 from appliance.auth import Principal
 from appliance.errors import (
     APIError,
     InvalidRequestError,
     ServiceUnavailableError,
+    UpstreamConnectionError,
     UpstreamTimeoutError,
 )
 from appliance.registry import ModelGroup, Registry
+from appliance.usage import Usage
 from appliance.workers import Endpoint, ReplyStream, Worker
 
 T = TypeVar("T")
@@ -77,12 +80,17 @@ class Gateway:
         body: dict[str, Any],
         timing: Timing | None = None,
         session: str | None = None,
+        *,
+        usage: bool = False,
     ) -> ReplyStream:
-        """Open a stream; the worker's slot is held until the stream is closed."""
+        """Open a stream; the worker's slot is held until the stream is closed.
+
+        With ``usage`` the backend is asked for a usage chunk (see ``Worker.open_stream``).
+        """
         groups = self._targets(principal, endpoint, body["model"])
 
         async def open_on(worker: Worker) -> ReplyStream:
-            return await worker.open_stream(endpoint, body)
+            return await worker.open_stream(endpoint, body, usage=usage)
 
         stream, (group, worker) = await self._attempt(
             groups, open_on, hold=True, timing=timing, session=session
@@ -95,7 +103,7 @@ class Gateway:
         """Embeddings, a list of inputs split over the model's workers."""
         groups = self._targets(principal, Endpoint.EMBEDDINGS, body["model"])
         inputs = body["input"]
-        parts = _split(inputs, len(groups[0].dispatcher.healthy()))
+        parts = _split(inputs, len(groups[0].available_workers()))
         if len(parts) < 2:
             return await self.call(principal, Endpoint.EMBEDDINGS, body, timing)
         # The parts run side by side: the slowest one is the request's worker time.
@@ -109,12 +117,12 @@ class Gateway:
         )
         if timing is not None:
             timing.worker_s += max(t.worker_s + t.queued_s for t in timings)
-        merged: dict[str, Any] | None = None
+        bodies: list[bytes] = []
         for reply in replies:
             if isinstance(reply, BaseException):
                 raise reply
-            merged = _merge_embeddings(merged, orjson.loads(reply[0]))
-        return orjson.dumps(merged)
+            bodies.append(reply[0])
+        return orjson.dumps(_merge_embeddings(bodies))
 
     def _targets(self, principal: Principal, endpoint: Endpoint, name: Any) -> list[ModelGroup]:
         principal.check(name)
@@ -249,13 +257,33 @@ def _split(inputs: Any, ways: int) -> list[Any]:
     return parts
 
 
-def _merge_embeddings(merged: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
-    if merged is None:
-        return part
-    offset = len(merged["data"])
-    for item in part["data"]:
-        item["index"] = item["index"] + offset
-        merged["data"].append(item)
-    for key in ("prompt_tokens", "total_tokens"):
-        merged["usage"][key] = merged["usage"].get(key, 0) + part.get("usage", {}).get(key, 0)
+def _merge_embeddings(bodies: list[bytes]) -> dict[str, Any]:
+    """One embeddings reply from the replies to consecutive parts of the input.
+
+    Items are renumbered by position; ``usage`` is the sum of the parts' (absent if no
+    part stated one: the request is then charged an estimate).
+    """
+    merged: dict[str, Any] | None = None
+    data: list[Any] = []
+    total: Usage | None = None
+    for body in bodies:
+        part = usage.parse(body)
+        items = part.get("data") if isinstance(part, dict) else None
+        if not isinstance(part, dict) or not isinstance(items, list):
+            raise UpstreamConnectionError("The backend sent an embeddings reply without data.")
+        if merged is None:
+            merged = part
+        for item in items:
+            if isinstance(item, dict):
+                item["index"] = len(data)
+            data.append(item)
+        found = usage.usage_of(part)
+        if found is not None:
+            total = found if total is None else total + found
+    assert merged is not None
+    merged["data"] = data
+    if total is None:
+        merged.pop("usage", None)
+    else:
+        merged["usage"] = {"prompt_tokens": total.prompt, "total_tokens": total.total}
     return merged

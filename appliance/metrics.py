@@ -21,7 +21,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from appliance.protocol import Usage, read_usage
+from appliance.usage import Usage
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -67,7 +67,8 @@ class Metrics:
         )
         self.tokens = Counter(
             "appliance_tokens_total",
-            "Tokens in (prompt) and out (completion), from the replies' usage.",
+            "Tokens in (prompt) and out (completion), from the replies' usage or, where a "
+            "backend sends none, estimated from the text.",
             ["model", "kind"],
             registry=own,
         )
@@ -111,10 +112,8 @@ class Metrics:
         """The Prometheus text format of every metric (all processes)."""
         return generate_latest(self.registry)
 
-    def count_usage(self, model: str, usage: Usage | None) -> None:
-        """Add a reply's usage to the token counters."""
-        if usage is None:
-            return
+    def count_usage(self, model: str, usage: Usage) -> None:
+        """Add a request's usage to the token counters."""
         if usage.prompt:
             self.tokens.labels(model, "prompt").inc(usage.prompt)
         if usage.completion:
@@ -158,32 +157,18 @@ class Recent:
 
 
 class StreamStats:
-    """Time to first token and tokens of one stream."""
+    """Time to first token of one stream."""
 
-    __slots__ = ("_chunks", "_first", "_metrics", "_model", "_started", "_usage")
+    __slots__ = ("_first", "_metrics", "_model", "_started")
 
     def __init__(self, metrics: Metrics, model: str, started: float) -> None:
         self._metrics = metrics
         self._model = model
         self._started = started
         self._first = False
-        self._chunks = 0
-        self._usage = False
 
-    def chunk(self, payload: bytes, now: float) -> None:
+    def chunk(self, now: float) -> None:
+        """A chunk arrived at ``now``."""
         if not self._first:
             self._first = True
             self._metrics.ttft.labels(self._model).observe(now - self._started)
-        usage = read_usage(payload)
-        if usage is not None:
-            self._usage = True
-            self._metrics.count_usage(self._model, usage)
-        elif (b'"content":"' in payload and b'"content":""' not in payload) or (
-            b'"text":"' in payload and b'"text":""' not in payload
-        ):
-            self._chunks += 1
-
-    def finish(self) -> None:
-        """Without a usage chunk, each content chunk counts as one completion token."""
-        if not self._usage and self._chunks:
-            self._metrics.tokens.labels(self._model, "completion").inc(self._chunks)

@@ -12,10 +12,9 @@ Nothing here imports Falcon or the workers.
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
@@ -179,36 +178,6 @@ def new_id(prefix: str) -> str:
 def now() -> int:
     """Unix seconds, as every OpenAI object's ``created``."""
     return int(time.time())
-
-
-class Usage(NamedTuple):
-    """Token counts of a reply (``total`` as the reply states it, else the sum)."""
-
-    prompt: int
-    completion: int
-    total: int
-
-
-_USAGE_FIELDS = {
-    name: re.compile(rb'"' + name.encode() + rb'":\s*(\d+)')
-    for name in ("prompt_tokens", "completion_tokens", "total_tokens")
-}
-
-
-def read_usage(body: bytes) -> Usage | None:
-    """The ``usage`` of a reply or stream chunk, found without parsing the whole JSON.
-
-    Replies are relayed as bytes; decoding them just to count tokens would cost more than
-    the rest of the request. Quotes inside JSON strings are escaped, so a match after the
-    ``"usage":{`` key is that object's field.
-    """
-    start = body.find(b'"usage":{')
-    if start < 0:
-        return None
-    tail = body[start:]
-    found = {name: pattern.search(tail) for name, pattern in _USAGE_FIELDS.items()}
-    prompt, completion, total = (int(m.group(1)) if m else 0 for m in found.values())
-    return Usage(prompt, completion, total if found["total_tokens"] else prompt + completion)
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

@@ -301,7 +301,7 @@ def _read_at_start(started: ApplianceConfig, config: ApplianceConfig) -> list[st
     """
     moved = [
         f"server.{name}"
-        for name in ("host", "port", "processes")
+        for name in ("host", "port", "processes", "header_timeout_s")
         if getattr(config.server, name) != getattr(started.server, name)
     ]
     if config.server.drain_timeout_s > started.server.drain_timeout_s:

@@ -123,8 +123,6 @@ def start_appliance(upstream: str, folder: Path) -> tuple[Proc, str, float]:
         "models:\n"
         "  - name: bench\n"
         "    backend: openai\n"
-        "    max_concurrency: 2000\n"
-        "    queue_size: 10000\n"
         f"    options: {{base_url: '{upstream}', model: bench}}\n"
     )
     started = time.monotonic()

@@ -7,7 +7,7 @@ import falcon.asgi
 
 from appliance import protocol
 from appliance.api.body import read_request
-from appliance.api.metering import settle
+from appliance.api.metering import Accountant
 from appliance.cluster import Cluster
 
 
@@ -16,11 +16,13 @@ class EmbeddingsResource:
 
     metered = True
 
+    def __init__(self, accountant: Accountant) -> None:
+        self.accountant = accountant
+
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
-        body, _ = await read_request(req, protocol.EmbeddingRequest)
-        resp.data = await cluster.gateway.embeddings(
-            req.context.principal, body, req.context.timing
-        )
+        body, request = await read_request(req, protocol.EmbeddingRequest)
+        principal = req.context.principal
+        resp.data = await cluster.gateway.embeddings(principal, body, req.context.timing)
         resp.content_type = falcon.MEDIA_JSON
-        await settle(req, protocol.read_usage(resp.data))
+        await self.accountant.charge(principal, request.model, body).reply(resp.data)

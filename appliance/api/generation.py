@@ -12,10 +12,10 @@ from falcon.asgi import SSEvent
 from appliance import protocol
 from appliance.api.access import STARTED, note, on_disconnect, on_finish
 from appliance.api.body import read_request
-from appliance.api.metering import Meter, settle
+from appliance.api.metering import Accountant
 from appliance.api.sse import LiveStreams, Relay
 from appliance.cluster import Cluster
-from appliance.metrics import Metrics, StreamStats
+from appliance.metrics import StreamStats
 from appliance.workers import Endpoint
 
 
@@ -29,35 +29,40 @@ class GenerationResource:
         endpoint: Endpoint,
         schema: type[protocol.SamplingRequest],
         live: LiveStreams,
-        metrics: Metrics,
+        accountant: Accountant,
     ) -> None:
         self.endpoint = endpoint
         self.schema = schema
         self.live = live
-        self.metrics = metrics
+        self.accountant = accountant
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
         body, request = await read_request(req, self.schema)
         note(req.scope, stream=bool(request.stream))
         gateway, principal, timing = cluster.gateway, req.context.principal, req.context.timing
-        meter: Meter | None = getattr(req.context, "meter", None)
+        charge = self.accountant.charge(principal, request.model, body)
         session = req.get_header("x-session-id") or request.user
         if request.stream:
-            if meter is not None:
-                body = meter.ask_for_usage(body)
-            stream = await gateway.open_stream(principal, self.endpoint, body, timing, session)
-            stats = StreamStats(self.metrics, request.model, req.scope[STARTED])
-            relay = Relay(stream, cluster.config.server.stream_ping_s, self.live, meter, stats)
-            events = relay.events()
-            on_finish(req.scope, events.aclose)
+            # Usage is always asked for (to charge it), and hidden again if not wanted.
+            stream = await gateway.open_stream(
+                principal, self.endpoint, body, timing, session, usage=True
+            )
+            options = request.stream_options
+            relay = Relay(
+                stream,
+                cluster.config.server.stream_ping_s,
+                self.live,
+                charge.stream(client_asked=bool(options and options.include_usage)),
+                StreamStats(self.accountant.metrics, request.model, req.scope[STARTED]),
+                charge.settle,
+            )
+            on_finish(req.scope, relay.aclose)  # even if the events below never start
             on_disconnect(req.scope, relay.client_gone)
             # Falcon only calls serialize() on what the generator yields.
-            resp.sse = cast(AsyncIterator[SSEvent | None], events)
+            resp.sse = cast(AsyncIterator[SSEvent | None], relay.events())
             resp.set_header("cache-control", "no-cache")
             return
         resp.data = await gateway.call(principal, self.endpoint, body, timing, session)
         resp.content_type = falcon.MEDIA_JSON
-        usage = protocol.read_usage(resp.data)
-        self.metrics.count_usage(request.model, usage)
-        await settle(req, usage)
+        await charge.reply(resp.data)

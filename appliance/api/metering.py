@@ -1,62 +1,86 @@
-"""Counting the tokens a request used, for keys with a ``tpm`` limit.
+"""Charging every request that reached a model: token metrics, and the key's ``tpm``.
 
-Plain replies carry ``usage``. Streams carry it only when the client asked
-(``stream_options.include_usage``); for a metered key the appliance asks on the client's
-behalf and drops that final usage chunk again if the client had not asked for it.
+Each model request gets one :class:`Charge`. A plain reply is charged when it arrives; a
+stream when it ends, however it ends (finished, failed, or left by its client), with
+what was generated up to then. Usage comes from the backend's reply; where there is
+none, it is estimated from the text (see :mod:`appliance.usage`) and the log says so
+once per model.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import structlog
+
+from appliance.auth import Principal
 from appliance.limits import Limiter
-from appliance.protocol import Usage, read_usage
+from appliance.metrics import Metrics
+from appliance.usage import StreamTally, Usage, of_reply
+
+log = structlog.get_logger("appliance.usage")
 
 
-class Meter:
-    """Token accounting for one request of one limited key."""
+class Accountant:
+    """Where charges go: the token metrics, and the limiter for keys with ``tpm``."""
 
-    __slots__ = ("_limiter", "hide_usage", "key", "tokens")
+    def __init__(self, metrics: Metrics, limiter: Limiter) -> None:
+        self.metrics = metrics
+        self.limiter = limiter
+        self._estimated: set[str] = set()
 
-    def __init__(self, limiter: Limiter, key: str) -> None:
-        self._limiter = limiter
+    def charge(self, principal: Principal, model: str, request: dict[str, Any]) -> Charge:
+        """A charge for one request by ``principal`` to ``model`` (as the client named it)."""
+        key = principal.name if principal.tpm is not None else None
+        return Charge(self, key, model, request)
+
+    async def record(self, key: str | None, model: str, usage: Usage) -> None:
+        """Count ``usage`` in the metrics and against ``key``."""
+        self.metrics.count_usage(model, usage)
+        if usage.estimated and model not in self._estimated:
+            self._estimated.add(model)
+            log.warning(
+                "usage_estimated",
+                model=model,
+                why="the backend sent no usage; charging about 4 characters a token",
+            )
+        if key is not None and usage.total > 0:
+            await self.limiter.spend(key, usage.total)
+
+
+class Charge:
+    """The tokens of one request, recorded exactly once."""
+
+    __slots__ = ("_accountant", "_done", "key", "model", "request", "tally")
+
+    def __init__(
+        self, accountant: Accountant, key: str | None, model: str, request: dict[str, Any]
+    ) -> None:
+        self._accountant = accountant
         self.key = key
-        self.tokens = 0
-        self.hide_usage = False
+        self.model = model
+        self.request = request
+        self.tally: StreamTally | None = None
+        self._done = False
 
-    def ask_for_usage(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The stream request to send: with ``include_usage`` on."""
-        options = body.get("stream_options") or {}
-        if options.get("include_usage"):
-            return body
-        self.hide_usage = True
-        return {**body, "stream_options": {**options, "include_usage": True}}
+    def stream(self, client_asked: bool) -> StreamTally:
+        """The tally of this request's stream (see :class:`StreamTally`)."""
+        self.tally = StreamTally(client_asked)
+        return self.tally
 
-    def reply(self, usage: Usage | None) -> None:
-        """Count a plain reply's usage."""
-        if usage is not None:
-            self.tokens += usage.total
-
-    def chunk(self, payload: bytes) -> bytes | None:
-        """Count a stream chunk's usage; returns what the client sees (None: nothing)."""
-        usage = read_usage(payload)
-        if usage is None:
-            if self.hide_usage:
-                # With include_usage every chunk says "usage":null; the client did not
-                # ask. Quotes inside JSON strings are escaped, so this is always a key.
-                return payload.replace(b',"usage":null', b"")
-            return payload
-        self.tokens += usage.total
-        return None if self.hide_usage else payload
+    async def reply(self, body: bytes) -> Usage:
+        """Charge a plain reply."""
+        usage = of_reply(body, self.request)
+        await self._record(usage)
+        return usage
 
     async def settle(self) -> None:
-        """Record the tokens against the key."""
-        await self._limiter.spend(self.key, self.tokens)
+        """Charge the stream for what it carried so far (once; later calls do nothing)."""
+        if self.tally is not None:
+            await self._record(self.tally.result(self.request))
 
-
-async def settle(req: Any, usage: Usage | None) -> None:
-    """Count a plain reply against the request's key, if that key has a token limit."""
-    meter: Meter | None = getattr(req.context, "meter", None)
-    if meter is not None:
-        meter.reply(usage)
-        await meter.settle()
+    async def _record(self, usage: Usage) -> None:
+        if self._done:
+            return
+        self._done = True
+        await self._accountant.record(self.key, self.model, usage)

@@ -12,7 +12,6 @@ import structlog
 
 from appliance import runtime
 from appliance.api.access import STARTED, note, on_finish
-from appliance.api.metering import Meter
 from appliance.api.sse import LiveStreams
 from appliance.cluster import ClusterRef
 from appliance.errors import RateLimitError, ServiceUnavailableError
@@ -116,8 +115,9 @@ class Authentication:
     """Pins the request to the current cluster, identifies the caller, applies key limits.
 
     Resources with ``public = True`` (health probes) need no key; those with
-    ``metered = True`` (model calls) count against the key's ``rpm`` and ``tpm`` and
-    get a :class:`Timing` for the overhead header.
+    ``metered = True`` (model calls) are admitted against the key's ``rpm`` and ``tpm``
+    (their tokens are charged by the resource, see :mod:`appliance.api.metering`) and get
+    a :class:`Timing` for the overhead header.
     """
 
     def __init__(self, ref: ClusterRef, limiter: Limiter, metrics: Metrics) -> None:
@@ -152,8 +152,6 @@ class Authentication:
             except RateLimitError:
                 self.metrics.rate_limited.labels(principal.name).inc()
                 raise
-            if principal.tpm is not None:
-                req.context.meter = Meter(self.limiter, principal.name)
 
     async def process_response(
         self,

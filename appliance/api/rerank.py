@@ -7,9 +7,11 @@ import falcon.asgi
 import orjson
 
 from appliance import protocol
+from appliance import usage as usage_module
 from appliance.api.body import read_request
-from appliance.api.metering import settle
+from appliance.api.metering import Accountant
 from appliance.cluster import Cluster
+from appliance.errors import UpstreamConnectionError
 from appliance.workers import Endpoint
 
 
@@ -18,14 +20,16 @@ class RerankResource:
 
     metered = True
 
+    def __init__(self, accountant: Accountant) -> None:
+        self.accountant = accountant
+
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
-        body, _ = await read_request(req, protocol.RerankRequest)
-        resp.data = await cluster.gateway.call(
-            req.context.principal, Endpoint.RERANK, body, req.context.timing
-        )
+        body, request = await read_request(req, protocol.RerankRequest)
+        principal = req.context.principal
+        resp.data = await cluster.gateway.call(principal, Endpoint.RERANK, body, req.context.timing)
         resp.content_type = falcon.MEDIA_JSON
-        await settle(req, protocol.read_usage(resp.data))
+        await self.accountant.charge(principal, request.model, body).reply(resp.data)
 
 
 class RelevanceResource:
@@ -33,22 +37,35 @@ class RelevanceResource:
 
     metered = True
 
+    def __init__(self, accountant: Accountant) -> None:
+        self.accountant = accountant
+
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
         _, request = await read_request(req, protocol.RerankRequest)
         rerank = {"model": request.model, "query": request.query, "documents": request.documents}
-        raw = await cluster.gateway.call(
-            req.context.principal, Endpoint.RERANK, rerank, req.context.timing
-        )
-        await settle(req, protocol.read_usage(raw))
-        reply = orjson.loads(raw)
+        principal = req.context.principal
+        raw = await cluster.gateway.call(principal, Endpoint.RERANK, rerank, req.context.timing)
+        usage = await self.accountant.charge(principal, request.model, rerank).reply(raw)
+        reply = usage_module.parse(raw)
+        results = reply.get("results") if isinstance(reply, dict) else None
+        rid = reply.get("id") if isinstance(reply, dict) else None
+        if not isinstance(results, list):
+            raise UpstreamConnectionError("The backend sent a rerank reply without results.")
         scores = [0.0] * len(request.documents)
-        for result in reply["results"]:
-            scores[result["index"]] = result["relevance_score"]
-        tokens = (reply.get("usage") or {}).get("total_tokens", 0)
+        for result in results:
+            index = result.get("index") if isinstance(result, dict) else None
+            score = result.get("relevance_score") if isinstance(result, dict) else None
+            if (
+                isinstance(index, int)
+                and 0 <= index < len(scores)
+                and isinstance(score, float | int)
+            ):
+                scores[index] = float(score)
+        tokens = usage.total
         resp.data = orjson.dumps(
             {
-                "id": reply.get("id") or protocol.new_id("rel"),
+                "id": rid if isinstance(rid, str) and rid else protocol.new_id("rel"),
                 "object": "list",
                 "model": request.model,
                 "data": scores,

@@ -6,21 +6,25 @@ client that leaves is reported by the access layer through :meth:`Relay.client_g
 which stops reading from the worker at once. Errors never escape: once streaming has
 begun they become an ``{"error": ...}`` event followed by ``[DONE]``, which the openai
 SDK raises.
+
+The relay owns the worker's stream from the moment it exists: :meth:`Relay.aclose`
+closes it (freeing the worker's slot and charging the request) whether or not the event
+generator ever ran, since Falcon never starts it for a client that left first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import orjson
 import structlog
 
-from appliance.api.metering import Meter
 from appliance.errors import APIError
 from appliance.metrics import StreamStats
+from appliance.usage import StreamTally
 from appliance.workers import ReplyStream
 
 log = structlog.get_logger("appliance.stream")
@@ -42,7 +46,9 @@ DONE = Event(b"data: [DONE]\n\n")
 
 
 def data(payload: bytes) -> Event:
-    """One ``data:`` event."""
+    """One ``data:`` event; a payload of several lines (pretty-printed JSON) stays one event."""
+    if b"\n" in payload:
+        payload = payload.replace(b"\r\n", b"\n").replace(b"\n", b"\ndata: ")
     return Event(b"data: " + payload + b"\n\n")
 
 
@@ -68,25 +74,48 @@ class LiveStreams:
 
 
 class Relay:
-    """One worker stream on its way to one client."""
+    """One worker stream on its way to one client.
 
-    __slots__ = ("_ended", "_error", "_pending", "live", "meter", "ping_s", "stats", "stream")
+    Args:
+        stream: The worker's stream; the relay closes it.
+        ping_s: Seconds between SSE pings while the next chunk is slow.
+        live: The registry of open relays (for shutdown).
+        tally: Reads usage from the chunks and hides what the client did not ask for.
+        stats: Time-to-first-token metrics.
+        on_close: Awaited once when the stream is closed (charging the request).
+    """
+
+    __slots__ = (
+        "_closed",
+        "_ended",
+        "_error",
+        "_pending",
+        "live",
+        "on_close",
+        "ping_s",
+        "stats",
+        "stream",
+        "tally",
+    )
 
     def __init__(
         self,
         stream: ReplyStream,
         ping_s: float,
         live: LiveStreams,
-        meter: Meter | None = None,
+        tally: StreamTally | None = None,
         stats: StreamStats | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.stream = stream
         self.ping_s = ping_s
         self.live = live
-        self.meter = meter
+        self.tally = tally
         self.stats = stats
+        self.on_close = on_close
         self._pending: asyncio.Future[bytes] | None = None
         self._ended = False
+        self._closed = False
         self._error: APIError | None = None
 
     def end(self, error: APIError | None = None) -> None:
@@ -99,8 +128,25 @@ class Relay:
         """The client left: stop reading from the worker now."""
         self.end(None)
 
+    async def aclose(self) -> None:
+        """Close the worker's stream and charge the request; only the first call acts."""
+        if self._closed:
+            return
+        self._closed = True
+        self.live.relays.discard(self)
+        try:
+            if self._pending is not None:
+                self._pending.cancel()
+                await asyncio.gather(self._pending, return_exceptions=True)
+            await self.stream.aclose()
+        finally:
+            if self.on_close is not None:
+                await self.on_close()
+
     async def events(self) -> AsyncGenerator[Event | None, None]:
         """The stream's payloads as SSE events, then ``[DONE]``; the stream is always closed."""
+        if self._closed:
+            return
         chunks = self.stream.__aiter__()
         self.live.relays.add(self)
         try:
@@ -116,9 +162,9 @@ class Relay:
                 except StopAsyncIteration:
                     break
                 if self.stats is not None:
-                    self.stats.chunk(payload, time.perf_counter())
-                if self.meter is not None:
-                    shown = self.meter.chunk(payload)
+                    self.stats.chunk(time.perf_counter())
+                if self.tally is not None:
+                    shown = self.tally.chunk(payload)
                     if shown is None:
                         continue
                     payload = shown
@@ -134,13 +180,5 @@ class Relay:
             log.exception("stream_crashed")
             yield data(orjson.dumps(APIError("The stream failed unexpectedly.").envelope()))
         finally:
-            self.live.relays.discard(self)
-            if self._pending is not None:
-                self._pending.cancel()
-                await asyncio.gather(self._pending, return_exceptions=True)
-            await self.stream.aclose()
-            if self.meter is not None:
-                await self.meter.settle()
-            if self.stats is not None:
-                self.stats.finish()
+            await self.aclose()
         yield DONE

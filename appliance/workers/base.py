@@ -102,8 +102,17 @@ class Worker(ABC):
         """Answer one request with the JSON reply body."""
 
     @abstractmethod
-    async def open_stream(self, endpoint: Endpoint, body: dict[str, Any]) -> ReplyStream:
-        """Start a streamed answer; returns once the backend has accepted the request."""
+    async def open_stream(
+        self, endpoint: Endpoint, body: dict[str, Any], *, usage: bool = False
+    ) -> ReplyStream:
+        """Start a streamed answer; returns once the backend has accepted the request.
+
+        Args:
+            endpoint: The operation.
+            body: The client's validated request.
+            usage: Ask the backend for a usage chunk at the end of the stream, even if the
+                client did not (``stream_options.include_usage``), to count its tokens.
+        """
 
     def describe(self) -> dict[str, Any]:
         """The worker's own operator-facing state, without secrets."""

@@ -3,7 +3,8 @@
 vLLM, llama.cpp's server, Ollama, TGI and OpenAI itself speak the same protocol. One worker
 talks to one base URL over a pooled keep-alive aiohttp session (aiohttp costs a fraction
 of httpx's CPU per request here; see FINDINGS). The client's JSON object is forwarded with
-only ``model`` replaced; replies and stream payloads are relayed as bytes, unparsed.
+only ``model`` replaced (and, for streams the appliance charges, ``include_usage`` asked
+for); replies and stream payloads are relayed as bytes.
 aiohttp's exceptions are translated into :mod:`appliance.errors` here and nowhere else.
 """
 
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import orjson
+import structlog
 
 from appliance.config import ModelConfig, OpenAIModel
 from appliance.errors import (
@@ -27,6 +29,8 @@ from appliance.errors import (
 from appliance.workers.base import Endpoint, ReplyStream, Worker
 
 T = TypeVar("T")
+
+log = structlog.get_logger("appliance.upstream")
 
 _MAX_ERROR_BODY = 64 * 1024
 _READ_BUFFER = 1024 * 1024  # an SSE line (one chunk) may be this long
@@ -74,6 +78,7 @@ class OpenAIWorker(Worker):
         )
         self._first_byte_s = upstream.first_byte_timeout_s
         self._session: aiohttp.ClientSession | None = None
+        self._refuses_stream_options = False
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True)
@@ -100,8 +105,14 @@ class OpenAIWorker(Worker):
         finally:
             response.release()
 
-    async def open_stream(self, endpoint: Endpoint, body: dict[str, Any]) -> ReplyStream:
-        response = await self._post(endpoint, body)
+    async def open_stream(
+        self, endpoint: Endpoint, body: dict[str, Any], *, usage: bool = False
+    ) -> ReplyStream:
+        options = body.get("stream_options") or {}
+        if usage and not options.get("include_usage") and not self._refuses_stream_options:
+            response = await self._post_asking_usage(endpoint, body, options)
+        else:
+            response = await self._post(endpoint, body)
         content_type = response.headers.get("content-type", "")
         if not content_type.startswith("text/event-stream"):
             response.close()
@@ -109,6 +120,31 @@ class OpenAIWorker(Worker):
                 f"The upstream answered a stream request with {content_type or 'no type'}"
             )
         return _UpstreamStream(response)
+
+    async def _post_asking_usage(
+        self, endpoint: Endpoint, body: dict[str, Any], options: dict[str, Any]
+    ) -> aiohttp.ClientResponse:
+        """Open a stream with ``include_usage`` added; without it if the upstream refuses.
+
+        Some servers reject ``stream_options`` (400 or 422). Then the client's own request
+        is sent as it came, and if that is accepted this upstream is not asked again; its
+        streams are charged an estimate.
+        """
+        asking = {**body, "stream_options": {**options, "include_usage": True}}
+        try:
+            return await self._post(endpoint, asking)
+        except UpstreamStatusError as exc:
+            if exc.upstream_status not in (400, 422):
+                raise
+            response = await self._post(endpoint, body)
+            self._refuses_stream_options = True
+            log.warning(
+                "upstream_refuses_stream_options",
+                worker=self.worker_id,
+                status=exc.upstream_status,
+                effect="streams are charged an estimate of their tokens",
+            )
+            return response
 
     async def probe(self) -> None:
         """``GET {base_url}/models``: cheap on every OpenAI-compatible server, never billed."""

@@ -63,17 +63,19 @@ class ScriptedWorker(Worker):
         ]
         return orjson.dumps(protocol.text_completion(cid, self.model, created, choices, use))
 
-    async def open_stream(self, endpoint: Endpoint, body: dict[str, Any]) -> ReplyStream:
+    async def open_stream(
+        self, endpoint: Endpoint, body: dict[str, Any], *, usage: bool = False
+    ) -> ReplyStream:
         if endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS):
             raise InvalidRequestError(f"{endpoint.value} cannot stream", param="stream")
-        return self._stream(endpoint, body)
+        asked = bool((body.get("stream_options") or {}).get("include_usage"))
+        return self._stream(endpoint, body, usage or asked)
 
     async def _stream(
-        self, endpoint: Endpoint, body: dict[str, Any]
+        self, endpoint: Endpoint, body: dict[str, Any], with_usage: bool
     ) -> AsyncGenerator[bytes, None]:
         prompts = _prompts(endpoint, body)
         scripts = _per_prompt([self._script(p, body) for p in prompts], body.get("n") or 1)
-        with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         created, cid = protocol.now(), protocol.new_id(_ID_PREFIX[endpoint])
         chat = endpoint is Endpoint.CHAT
 

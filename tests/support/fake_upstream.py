@@ -3,10 +3,22 @@
 What it does is chosen by the ``model`` it is asked for (the appliance sends the
 configured upstream name), so one server plays every upstream a test needs:
 
-- ``ok``: answers normally; streams ``x_chunks`` chunks ``x_chunk_delay_ms`` apart.
+- ``ok``: answers normally; streams ``x_chunks`` chunks ``x_chunk_delay_ms`` apart, with
+  OpenAI's usage chunk when asked (``stream_options.include_usage``).
 - ``fail-500``, ``fail-400``, ``fail-401``, ``fail-429``: that status with an error envelope.
 - ``hang``: never answers (until the client gives up).
 - ``break-mid-stream``: streams two chunks, then drops the connection.
+
+Real servers differ in how they write JSON and usage, so a model name may add traits
+after ``+`` (``ok+indented+nousage``):
+
+- ``spaced``: JSON as Python's ``json.dumps`` writes it (``"usage": {``).
+- ``indented``: pretty-printed, as OpenAI's API writes replies; stream chunks then span
+  several ``data:`` lines (valid SSE, joined by newlines).
+- ``nousage``: no usage anywhere, ``include_usage`` ignored (old servers).
+- ``rejects-stream-options``: 400 naming ``stream_options`` when it is sent.
+- ``usage-on-finish``: the usage rides on the last choice chunk, not a chunk of its own.
+- ``usage-every-chunk``: running usage on every chunk (vLLM's continuous usage stats).
 
 ``x_first_delay_ms`` delays the start of any answer. While it waits, and between chunks,
 it watches its connection: a client that leaves is recorded in ``disconnects`` (the
@@ -17,6 +29,7 @@ monotonic time it was noticed). Every request is recorded (path, headers, JSON b
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -98,7 +111,20 @@ class FakeUpstream:
         body = await request.json()
         kind = request.path.removeprefix("/v1/")
         self.requests.append(Seen(kind, dict(request.headers), body))
-        model = body.get("model", "")
+        model, *listed = body.get("model", "").split("+")
+        traits = frozenset(listed)
+        if "rejects-stream-options" in traits and "stream_options" in body:
+            return web.json_response(
+                {
+                    "error": {
+                        "message": "Unrecognized request argument supplied: stream_options",
+                        "type": "invalid_request_error",
+                        "param": "stream_options",
+                        "code": None,
+                    }
+                },
+                status=400,
+            )
         if model.startswith("fail-"):
             status = int(model.removeprefix("fail-"))
             return web.json_response(
@@ -121,42 +147,54 @@ class FakeUpstream:
                 {"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0]}
                 for i, t in enumerate(inputs)
             ]
-            return web.json_response(
-                {
-                    "object": "list",
-                    "data": data,
-                    "model": model,
-                    "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
-                }
-            )
+            reply = {"object": "list", "data": data, "model": model}
+            reply["usage"] = {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}
+            return _json_response(reply, traits)
         if kind == "rerank":
             results = [
                 {"index": i, "relevance_score": 1.0 / (i + 1)}
                 for i in range(len(body["documents"]))
             ]
-            return web.json_response(
-                {"id": "rr", "model": model, "results": results, "usage": {"total_tokens": 3}}
-            )
+            reply = {"id": "rr", "model": model, "results": results}
+            reply["usage"] = {"total_tokens": 3}
+            return _json_response(reply, traits)
         if body.get("stream"):
-            return await self._stream(request, body, model)
-        return web.json_response(_completion(model, "fake reply"))
+            return await self._stream(request, body, model, traits)
+        return _json_response(_completion(model, "fake reply"), traits)
 
     async def _stream(
-        self, request: web.Request, body: dict[str, Any], model: str
+        self, request: web.Request, body: dict[str, Any], model: str, traits: frozenset[str]
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
         chunks = int(body.get("x_chunks", 3))
         delay = float(body.get("x_chunk_delay_ms", 0)) / 1000
+        asked = bool((body.get("stream_options") or {}).get("include_usage"))
+        with_usage = asked and "nousage" not in traits
+        every = "usage-every-chunk" in traits
+        prompt = PROMPT_TOKENS
+
+        def usage_field(chunk: dict[str, Any], done: int) -> dict[str, Any]:
+            if with_usage:
+                chunk["usage"] = _usage(prompt, done) if every else None
+            return chunk
+
         try:
             for i in range(chunks):
                 await self._wait(request, delay)
-                await response.write(b"data: " + orjson.dumps(_chunk(model, f"c{i} ")) + b"\n\n")
+                chunk = usage_field(_chunk(model, f"c{i} "), i + 1)
+                await response.write(_sse(chunk, traits))
                 if model == "break-mid-stream" and i == 1:
                     await asyncio.sleep(0.2)  # let the chunks be read, then fail
                     request.transport.close()  # type: ignore[union-attr]
                     return response
-            await response.write(b"data: " + orjson.dumps(_chunk(model, None, "stop")) + b"\n\n")
+            last = usage_field(_chunk(model, None, "stop"), chunks)
+            if with_usage and "usage-on-finish" in traits:
+                last["usage"] = _usage(prompt, chunks)
+            await response.write(_sse(last, traits))
+            if with_usage and not every and "usage-on-finish" not in traits:
+                final = {**_chunk(model, None), "choices": [], "usage": _usage(prompt, chunks)}
+                await response.write(_sse(final, traits))
             await response.write(b"data: [DONE]\n\n")
         except _ClientGone:
             raise
@@ -179,6 +217,39 @@ class FakeUpstream:
             await asyncio.sleep(min(left, 0.02))
 
 
+PROMPT_TOKENS = 5  # every chat/completion request "reads" this many tokens
+PLAIN_COMPLETION_TOKENS = 2  # and a plain reply "writes" this many
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _dumps(obj: Any, traits: frozenset[str]) -> bytes:
+    """JSON in the layout the traits ask for."""
+    if "nousage" in traits and isinstance(obj, dict):
+        obj = {k: v for k, v in obj.items() if k != "usage"}
+    if "indented" in traits:
+        return json.dumps(obj, indent=2).encode()
+    if "spaced" in traits:
+        return json.dumps(obj).encode()
+    return orjson.dumps(obj)
+
+
+def _json_response(obj: Any, traits: frozenset[str]) -> web.Response:
+    return web.Response(body=_dumps(obj, traits), content_type="application/json")
+
+
+def _sse(obj: Any, traits: frozenset[str]) -> bytes:
+    """One SSE event; a multi-line payload becomes several ``data:`` lines."""
+    lines = _dumps(obj, traits).split(b"\n")
+    return b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
+
+
 def _completion(model: str, text: str) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
@@ -193,7 +264,7 @@ def _completion(model: str, text: str) -> dict[str, Any]:
                 "finish_reason": "stop",
             }
         ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+        "usage": _usage(PROMPT_TOKENS, PLAIN_COMPLETION_TOKENS),
     }
 
 

@@ -1,0 +1,231 @@
+"""Token usage: read from replies and stream chunks, estimated where an upstream sends none.
+
+Upstreams write JSON in every layout (compact, Python's ``"usage": {``, OpenAI's
+pretty-printed replies), so usage is read by parsing the JSON, never by matching bytes.
+Streams are always asked for usage (see :meth:`appliance.workers.Worker.open_stream`);
+:class:`StreamTally` reads it from whichever chunk carries it and, when the client did not
+ask for it, takes it out again so the client's stream is what it asked for.
+
+An upstream that sends no usage at all (an old server, one that refuses
+``stream_options``, a stream the client left before its end) is charged an estimate from
+the text that was relayed: about four characters a token, as OpenAI's own rule of thumb.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import orjson
+
+CHARS_PER_TOKEN = 4
+
+
+class Usage(NamedTuple):
+    """Token counts of one request.
+
+    Attributes:
+        prompt: Tokens read (prompt, inputs, query and documents).
+        completion: Tokens generated.
+        total: As the reply states it, else ``prompt + completion``.
+        estimated: True when counted from text because the backend sent no usage.
+    """
+
+    prompt: int
+    completion: int
+    total: int
+    estimated: bool = False
+
+    def __add__(self, other: object) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            self.prompt + other.prompt,
+            self.completion + other.completion,
+            self.total + other.total,
+            self.estimated or other.estimated,
+        )
+
+
+def usage_of(obj: Any) -> Usage | None:
+    """The ``usage`` of a parsed reply or chunk; None if it has none (or ``null``).
+
+    Accepts OpenAI's shape and the rerank shape (``total_tokens`` only); counts that are
+    missing, negative or not integers count as zero.
+    """
+    if not isinstance(obj, dict):
+        return None
+    raw = obj.get("usage")
+    if not isinstance(raw, dict):
+        return None
+    prompt = _count(raw.get("prompt_tokens", raw.get("input_tokens")))
+    completion = _count(raw.get("completion_tokens", raw.get("output_tokens")))
+    total = _count(raw.get("total_tokens"))
+    if prompt is None and completion is None and total is None:
+        return None
+    if prompt is None and completion is None:
+        prompt = total  # rerank and embeddings state only a total: all of it was read
+    prompt, completion = prompt or 0, completion or 0
+    return Usage(prompt, completion, total if total is not None else prompt + completion)
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return max(int(value), 0)
+
+
+def parse(body: bytes) -> Any:
+    """A reply's JSON, or None if it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def tokens_in(text_length: int) -> int:
+    """Estimated tokens of a text of ``text_length`` characters (at least one if any)."""
+    if text_length <= 0:
+        return 0
+    return max(1, round(text_length / CHARS_PER_TOKEN))
+
+
+def generated_text_length(obj: Any) -> int:
+    """Characters of generated text in a reply or chunk: content, text, tool calls."""
+    if type(obj) is not dict:
+        return 0
+    choices = obj.get("choices")
+    if type(choices) is not list:
+        return 0
+    length = 0
+    for choice in choices:
+        if type(choice) is not dict:
+            continue
+        part = choice.get("delta") or choice.get("message")
+        if type(part) is dict:
+            content = part.get("content")
+            if type(content) is str and len(part) <= 2:  # the usual {"content"[, "role"]}
+                length += len(content)
+            else:
+                length += _message_length(part)
+        text = choice.get("text")
+        if type(text) is str:
+            length += len(text)
+    return length
+
+
+def _message_length(message: dict[str, Any]) -> int:
+    length = 0
+    for field in ("content", "reasoning_content", "refusal"):
+        value = message.get(field)
+        if isinstance(value, str):
+            length += len(value)
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        for call in calls:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                for field in ("name", "arguments"):
+                    value = function.get(field)
+                    if isinstance(value, str):
+                        length += len(value)
+    return length
+
+
+def prompt_text_length(body: dict[str, Any]) -> int:
+    """Characters of text a request asks the model to read (for estimates)."""
+    length = 0
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, dict):
+                length += _message_length(message) + _parts_length(message.get("content"))
+    for field in ("prompt", "input", "query", "documents"):
+        length += _texts_length(body.get(field))
+    return length
+
+
+def _parts_length(content: Any) -> int:
+    if not isinstance(content, list):
+        return 0
+    return sum(
+        len(part["text"])
+        for part in content
+        if isinstance(part, dict) and isinstance(part.get("text"), str)
+    )
+
+
+def _texts_length(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        # Token arrays: each number is a token, about CHARS_PER_TOKEN characters.
+        return sum(
+            len(v) if isinstance(v, str) else CHARS_PER_TOKEN if isinstance(v, int) else 0
+            for v in _flatten(value)
+        )
+    return 0
+
+
+def _flatten(values: Iterable[Any]) -> Iterable[Any]:
+    for value in values:
+        if isinstance(value, list):
+            yield from value
+        else:
+            yield value
+
+
+def estimate(body: dict[str, Any], generated_chars: int) -> Usage:
+    """Usage estimated from the request and the text generated for it."""
+    prompt = tokens_in(prompt_text_length(body))
+    completion = tokens_in(generated_chars)
+    return Usage(prompt, completion, prompt + completion, estimated=True)
+
+
+class StreamTally:
+    """Usage of one stream, read chunk by chunk; shows the client what it asked for.
+
+    Args:
+        client_asked: The client sent ``stream_options.include_usage: true``; otherwise
+            the usage the appliance asked for on its behalf is taken out of its chunks.
+    """
+
+    __slots__ = ("chars", "client_asked", "usage")
+
+    def __init__(self, client_asked: bool) -> None:
+        self.client_asked = client_asked
+        self.usage: Usage | None = None
+        self.chars = 0
+
+    def chunk(self, payload: bytes) -> bytes | None:
+        """Read one chunk; returns what the client sees (None: nothing)."""
+        obj = parse(payload)
+        if not isinstance(obj, dict):
+            return payload  # not JSON: relayed as it came, the client decides
+        self.chars += generated_text_length(obj)
+        if "usage" not in obj:
+            return payload
+        found = usage_of(obj)
+        if found is not None:
+            self.usage = found  # servers that report usage on every chunk: the last counts
+        if self.client_asked:
+            return payload
+        del obj["usage"]
+        if found is not None and not obj.get("choices"):
+            return None  # the usage chunk the client did not ask for
+        return orjson.dumps(obj)
+
+    def result(self, request: dict[str, Any]) -> Usage:
+        """The stream's usage: as reported, else estimated from what was relayed."""
+        if self.usage is not None:
+            return self.usage
+        return estimate(request, self.chars)
+
+
+def of_reply(body: bytes, request: dict[str, Any]) -> Usage:
+    """The usage of a plain reply: as it states, else estimated from its text."""
+    obj = parse(body)
+    found = usage_of(obj)
+    if found is not None:
+        return found
+    return estimate(request, generated_text_length(obj))

@@ -1,0 +1,147 @@
+"""Reading usage from replies and chunks in every JSON layout, and estimating it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+
+from appliance.usage import StreamTally, Usage, estimate, of_reply, usage_of
+
+REPLY = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello there"}}],
+    "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+}
+REQUEST = {"model": "m", "messages": [{"role": "user", "content": "What is it?"}]}
+
+
+def layouts(obj: Any) -> list[bytes]:
+    """The ways real servers write the same JSON."""
+    return [
+        orjson.dumps(obj),
+        json.dumps(obj).encode(),  # "usage": {
+        json.dumps(obj, indent=2).encode(),  # OpenAI's API
+        json.dumps(obj, indent="\t", separators=(" , ", " : ")).encode(),
+    ]
+
+
+@pytest.mark.parametrize("body", layouts(REPLY))
+def test_reply_usage_is_read_in_every_layout(body: bytes) -> None:
+    assert of_reply(body, REQUEST) == Usage(11, 7, 18)
+
+
+def test_usage_first_in_the_object_is_read() -> None:
+    reordered = {"usage": REPLY["usage"], **{k: v for k, v in REPLY.items() if k != "usage"}}
+    assert of_reply(json.dumps(reordered, indent=1).encode(), REQUEST) == Usage(11, 7, 18)
+
+
+def test_the_word_usage_inside_content_is_not_usage() -> None:
+    reply = {
+        "choices": [{"message": {"content": '"usage":{"prompt_tokens": 999}'}}],
+        "usage": None,
+    }
+    usage = of_reply(orjson.dumps(reply), REQUEST)
+    assert usage.estimated
+    assert usage.prompt < 100 and usage.completion < 100
+
+
+def test_missing_total_is_the_sum_and_rerank_total_is_read() -> None:
+    assert usage_of({"usage": {"prompt_tokens": 3, "completion_tokens": 4}}) == Usage(3, 4, 7)
+    assert usage_of({"usage": {"total_tokens": 9}}) == Usage(9, 0, 9)
+
+
+@pytest.mark.parametrize(
+    "raw", [None, "x", [], {}, {"prompt_tokens": "3"}, {"prompt_tokens": True}]
+)
+def test_no_usable_usage_is_none(raw: Any) -> None:
+    assert usage_of({"usage": raw}) is None
+
+
+def test_reply_without_usage_is_estimated_from_text() -> None:
+    reply = {"choices": [{"message": {"content": "x" * 40}}]}
+    usage = of_reply(orjson.dumps(reply), {"messages": [{"role": "user", "content": "y" * 80}]})
+    assert usage == Usage(20, 10, 30, estimated=True)
+
+
+def test_estimate_counts_parts_tool_calls_and_token_arrays() -> None:
+    body = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "a" * 8}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"function": {"name": "f" * 4, "arguments": "{" * 4}}],
+            },
+        ],
+    }
+    assert estimate(body, 0).prompt == 4
+    assert estimate({"prompt": [[1, 2, 3], [4]]}, 0).prompt == 4
+    assert estimate({"input": ["abcd", "efgh"]}, 0).prompt == 2
+
+
+def chunk(content: str | None, **extra: Any) -> dict[str, Any]:
+    delta = {} if content is None else {"content": content}
+    return {"id": "c", "object": "chat.completion.chunk", "choices": [{"delta": delta}], **extra}
+
+
+def run(tally: StreamTally, chunks: list[dict[str, Any]], dump: Any) -> list[Any]:
+    shown = [tally.chunk(dump(c)) for c in chunks]
+    return [orjson.loads(s) for s in shown if s is not None]
+
+
+DUMPS = [orjson.dumps, lambda o: json.dumps(o).encode(), lambda o: json.dumps(o, indent=2).encode()]
+USAGE = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+WITH_USAGE_CHUNK = [
+    chunk("a", usage=None),
+    chunk("b", usage=None),
+    {"id": "c", "choices": [], "usage": USAGE},
+]
+
+
+@pytest.mark.parametrize("dump", DUMPS)
+def test_stream_usage_is_hidden_when_the_client_did_not_ask(dump: Any) -> None:
+    tally = StreamTally(client_asked=False)
+    shown = run(tally, WITH_USAGE_CHUNK, dump)
+    assert shown == [chunk("a"), chunk("b")]
+    assert tally.result(REQUEST) == Usage(5, 2, 7)
+
+
+@pytest.mark.parametrize("dump", DUMPS)
+def test_stream_usage_is_kept_when_the_client_asked(dump: Any) -> None:
+    tally = StreamTally(client_asked=True)
+    shown = run(tally, WITH_USAGE_CHUNK, dump)
+    assert shown == WITH_USAGE_CHUNK
+    assert tally.result(REQUEST) == Usage(5, 2, 7)
+
+
+def test_usage_on_the_finish_chunk_keeps_the_chunk() -> None:
+    tally = StreamTally(client_asked=False)
+    last = {"id": "c", "choices": [{"delta": {}, "finish_reason": "stop"}], "usage": USAGE}
+    shown = run(tally, [chunk("a"), last], orjson.dumps)
+    assert shown[-1] == {"id": "c", "choices": [{"delta": {}, "finish_reason": "stop"}]}
+    assert tally.result(REQUEST).total == 7
+
+
+def test_running_usage_on_every_chunk_counts_the_last() -> None:
+    tally = StreamTally(client_asked=False)
+    running = [
+        chunk("a", usage={"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}),
+        chunk("b", usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}),
+    ]
+    assert run(tally, running, orjson.dumps) == [chunk("a"), chunk("b")]
+    assert tally.result(REQUEST) == Usage(5, 2, 7)
+
+
+def test_stream_without_usage_is_estimated_from_what_was_relayed() -> None:
+    tally = StreamTally(client_asked=False)
+    run(tally, [chunk("x" * 20), chunk("y" * 20)], orjson.dumps)
+    assert tally.result(REQUEST) == Usage(3, 10, 13, estimated=True)
+
+
+def test_non_json_payload_is_relayed_untouched() -> None:
+    tally = StreamTally(client_asked=False)
+    assert tally.chunk(b"not json") == b"not json"

@@ -24,9 +24,9 @@ from appliance.config import ApplianceConfig, load_from_environment
 from appliance.limits import Limiter, LocalLimiter
 from appliance.logging import configure_logging
 from appliance.metrics import Metrics, Recent
+from appliance.protocol import Endpoint
 from appliance.reload import Reloader
 from appliance.signals import ignore_until_handled
-from appliance.workers import Endpoint
 
 API_PREFIXES = ("/v1", "/api/v1")
 

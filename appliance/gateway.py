@@ -26,9 +26,10 @@ from appliance.errors import (
     UpstreamConnectionError,
     UpstreamTimeoutError,
 )
+from appliance.protocol import Endpoint
 from appliance.registry import ModelGroup, Registry
 from appliance.usage import Usage
-from appliance.workers import Endpoint, ReplyStream, Worker
+from appliance.workers import ReplyStream, Worker
 
 T = TypeVar("T")
 
@@ -43,11 +44,12 @@ log = structlog.get_logger("appliance.gateway")
 
 
 class Timing:
-    """Where a request's time went: waiting for a worker, and on workers."""
+    """Where a request's time went: the client's body, waiting for a worker, on workers."""
 
-    __slots__ = ("queued_s", "worker_s")
+    __slots__ = ("client_s", "queued_s", "worker_s")
 
     def __init__(self) -> None:
+        self.client_s = 0.0
         self.queued_s = 0.0
         self.worker_s = 0.0
 

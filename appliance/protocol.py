@@ -12,6 +12,7 @@ Nothing here imports Falcon or the workers.
 
 from __future__ import annotations
 
+import enum
 import secrets
 import time
 from typing import Annotated, Any, Literal
@@ -27,6 +28,15 @@ MAX_DOCUMENTS = 1000  # rerank documents per request
 MAX_DIMENSIONS = 65_536  # beyond any embedding model; each model bounds it by its own size
 MAX_TOP_LOGPROBS = 20  # OpenAI's chat limit
 INT64 = 2**63  # a seed must fit a signed 64-bit integer
+
+
+class Endpoint(enum.Enum):
+    """The OpenAI operations a worker may serve; the value is the upstream path."""
+
+    CHAT = "chat/completions"
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+    RERANK = "rerank"
 
 
 class OpenObject(BaseModel):

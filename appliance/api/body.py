@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any, TypeVar
 
 import falcon.asgi
@@ -28,6 +29,7 @@ from appliance.errors import (
     RequestTimeoutError,
     UnsupportedMediaTypeError,
 )
+from appliance.gateway import Timing
 
 T = TypeVar("T", bound=protocol.OpenObject)
 
@@ -64,6 +66,7 @@ async def read_json(
     length = req.content_length
     if length is not None and length > max_bytes:
         raise too_large
+    started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout_s):
             raw = await req.stream.read(max_bytes + 1)
@@ -72,6 +75,11 @@ async def read_json(
             f"The request body did not arrive within {timeout_s:g}s; "
             "send the whole body promptly, or retry."
         ) from None
+    finally:
+        # Waiting for a slow client's body is not the appliance's overhead.
+        timing: Timing | None = getattr(req.context, "timing", None)
+        if timing is not None:
+            timing.client_s += time.perf_counter() - started
     if len(raw) > max_bytes:
         raise too_large
     if not raw:

@@ -16,7 +16,7 @@ from appliance.api.metering import Accountant
 from appliance.api.sse import LiveStreams, Relay
 from appliance.cluster import Cluster
 from appliance.metrics import StreamStats
-from appliance.workers import Endpoint
+from appliance.protocol import Endpoint
 
 
 class GenerationResource:

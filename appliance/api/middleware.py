@@ -166,7 +166,8 @@ class Authentication:
 
 
 class Overhead:
-    """``x-appliance-overhead-ms``: time in the appliance, less workers and queueing."""
+    """``x-appliance-overhead-ms``: time in the appliance, less the client's body, workers
+    and queueing."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -183,6 +184,7 @@ class Overhead:
         if timing is None or started is None:
             return
         overhead = time.perf_counter() - started - timing.worker_s - timing.queued_s
+        overhead -= timing.client_s
         overhead = max(overhead, 0.0)
         resp.set_header("x-appliance-overhead-ms", f"{overhead * 1000:.3f}")
         self.metrics.overhead.observe(overhead)

@@ -12,7 +12,7 @@ from appliance.api.body import read_request
 from appliance.api.metering import Accountant
 from appliance.cluster import Cluster
 from appliance.errors import UpstreamConnectionError
-from appliance.workers import Endpoint
+from appliance.protocol import Endpoint
 
 
 class RerankResource:

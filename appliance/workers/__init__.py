@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from appliance.config import ModelConfig, OpenAIModel, ScriptedModel
 from appliance.config.backends import LlamaCppModel, OnnxModel
-from appliance.workers.base import Endpoint, ReplyStream, Worker
+from appliance.workers.base import ReplyStream, Worker
 from appliance.workers.local import LocalWorker, thread_share
 from appliance.workers.openai import OpenAIWorker, Upstream
 from appliance.workers.scripted import ScriptedWorker
 
-__all__ = ["Endpoint", "ReplyStream", "Worker", "build_workers", "thread_share"]
+__all__ = ["ReplyStream", "Worker", "build_workers", "thread_share"]
 
 
 def build_workers(config: ModelConfig, *, threads: int | None = None) -> list[Worker]:

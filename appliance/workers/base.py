@@ -12,24 +12,15 @@ health monitor, and its slots to the dispatcher (see :class:`appliance.registry.
 from __future__ import annotations
 
 import asyncio
-import enum
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from appliance.config import ModelConfig
 from appliance.errors import ServiceUnavailableError
+from appliance.protocol import Endpoint
 
 Listener = Callable[["Worker"], None]
-
-
-class Endpoint(enum.Enum):
-    """The OpenAI operations a worker may serve; the value is the upstream path."""
-
-    CHAT = "chat/completions"
-    COMPLETIONS = "completions"
-    EMBEDDINGS = "embeddings"
-    RERANK = "rerank"
 
 
 class ReplyStream(Protocol):

@@ -26,7 +26,8 @@ from appliance.errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
-from appliance.workers.base import Endpoint, ReplyStream, Worker
+from appliance.protocol import Endpoint
+from appliance.workers.base import ReplyStream, Worker
 
 T = TypeVar("T")
 

@@ -22,7 +22,8 @@ import orjson
 from appliance import protocol
 from appliance.config import ScriptedModel
 from appliance.errors import InvalidRequestError
-from appliance.workers.base import Endpoint, ReplyStream, Worker
+from appliance.protocol import Endpoint
+from appliance.workers.base import ReplyStream, Worker
 
 _WORDS = re.compile(r"\S+\s*|\s+")
 _TOKENS = re.compile(r"\w+")

@@ -6,7 +6,8 @@ from typing import Any
 
 from appliance.config import ScriptedModel
 from appliance.errors import ServiceUnavailableError
-from appliance.workers import Endpoint, ReplyStream, Worker
+from appliance.protocol import Endpoint
+from appliance.workers import ReplyStream, Worker
 
 
 class FakeWorker(Worker):

@@ -11,7 +11,7 @@ import pytest
 
 from appliance.config import ScriptedModel
 from appliance.errors import InvalidRequestError
-from appliance.workers import Endpoint
+from appliance.protocol import Endpoint
 from appliance.workers.scripted import ScriptedWorker
 from tests.support.schemas import assert_valid
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import structlog
 from appliance.config import ApplianceConfig
 from appliance.config.backends import LlamaCppModel, OnnxModel
 from appliance.errors import ServiceUnavailableError
+from appliance.runtime_exec import self_command
 from appliance.workers.openai import OpenAIWorker, Upstream
 
 log = structlog.get_logger("appliance.local")
@@ -149,10 +149,7 @@ class LocalWorker(OpenAIWorker):
         with tempfile.TemporaryDirectory(prefix="appliance-") as folder:
             port_file = Path(folder) / "port"
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "appliance",
-                "worker",
+                *self_command("worker"),
                 "--spec",
                 self.spec.model_dump_json(),
                 "--port-file",

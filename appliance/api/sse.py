@@ -10,6 +10,9 @@ SDK raises.
 The relay owns the worker's stream from the moment it exists: :meth:`Relay.aclose`
 closes it (freeing the worker's slot and charging the request) whether or not the event
 generator ever ran, since Falcon never starts it for a client that left first.
+
+How payloads become events is the :class:`Framing`'s: OpenAI's by default (each payload a
+``data:`` line, then ``[DONE]``); another API family (Anthropic's Messages) brings its own.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -52,6 +55,30 @@ def data(payload: bytes) -> Event:
     return Event(b"data: " + payload + b"\n\n")
 
 
+class Framing(Protocol):
+    """How a worker's payloads reach the client as SSE events."""
+
+    def chunk(self, payload: bytes) -> list[Event]:
+        """The events for one payload (as shown after the tally)."""
+        ...
+
+    def close(self, error: APIError | None) -> list[Event]:
+        """The events that end the stream: after the last payload, or after ``error``."""
+        ...
+
+
+class OpenAIFraming:
+    """OpenAI's framing: each payload one ``data:`` event; errors as ``{"error": ...}``."""
+
+    def chunk(self, payload: bytes) -> list[Event]:
+        return [data(payload)]
+
+    def close(self, error: APIError | None) -> list[Event]:
+        if error is None:
+            return [DONE]
+        return [data(orjson.dumps(error.envelope())), DONE]
+
+
 class LiveStreams:
     """The relays in progress, so that a shutdown past its drain time ends them cleanly.
 
@@ -83,6 +110,7 @@ class Relay:
         tally: Reads usage from the chunks and hides what the client did not ask for.
         stats: Time-to-first-token metrics.
         on_close: Awaited once when the stream is closed (charging the request).
+        framing: How payloads and errors become events; OpenAI's by default.
     """
 
     __slots__ = (
@@ -90,6 +118,7 @@ class Relay:
         "_ended",
         "_error",
         "_pending",
+        "framing",
         "live",
         "on_close",
         "ping_s",
@@ -106,6 +135,7 @@ class Relay:
         tally: StreamTally | None = None,
         stats: StreamStats | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        framing: Framing | None = None,
     ) -> None:
         self.stream = stream
         self.ping_s = ping_s
@@ -113,6 +143,7 @@ class Relay:
         self.tally = tally
         self.stats = stats
         self.on_close = on_close
+        self.framing: Framing = framing or OpenAIFraming()
         self._pending: asyncio.Future[bytes] | None = None
         self._ended = False
         self._closed = False
@@ -144,11 +175,12 @@ class Relay:
                 await self.on_close()
 
     async def events(self) -> AsyncGenerator[Event | None, None]:
-        """The stream's payloads as SSE events, then ``[DONE]``; the stream is always closed."""
+        """The stream's payloads as SSE events, then the end; the stream is always closed."""
         if self._closed:
             return
         chunks = self.stream.__aiter__()
         self.live.relays.add(self)
+        failure: APIError | None = None
         try:
             while not self._ended:
                 pending = self._pending = asyncio.ensure_future(chunks.__anext__())
@@ -168,17 +200,19 @@ class Relay:
                     if shown is None:
                         continue
                     payload = shown
-                yield data(payload)
+                for event in self.framing.chunk(payload):
+                    yield event
             if self._error is not None:
                 raise self._error
             if self._ended:
                 return
         except APIError as exc:
             log.warning("stream_failed", error=type(exc).__name__, status=exc.status)
-            yield data(orjson.dumps(exc.envelope()))
+            failure = exc
         except Exception:
             log.exception("stream_crashed")
-            yield data(orjson.dumps(APIError("The stream failed unexpectedly.").envelope()))
+            failure = APIError("The stream failed unexpectedly.")
         finally:
             await self.aclose()
-        yield DONE
+        for event in self.framing.close(failure):
+            yield event

@@ -13,6 +13,7 @@ from appliance.api.access import AccessLayer
 from appliance.api.embeddings import EmbeddingsResource
 from appliance.api.generation import GenerationResource
 from appliance.api.health import HealthResource, ReadyResource
+from appliance.api.messages import CountTokensResource, MessagesResource
 from appliance.api.metering import Accountant
 from appliance.api.middleware import Authentication, Lifespan, Overhead
 from appliance.api.models import ModelResource, ModelsResource
@@ -72,6 +73,8 @@ def create_app(
         Endpoint.COMPLETIONS, protocol.CompletionRequest, live, accountant
     )
     embeddings, rerank = EmbeddingsResource(accountant), RerankResource(accountant)
+    messages = MessagesResource(live, accountant)
+    count_tokens = CountTokensResource(accountant)
     for prefix in API_PREFIXES:
         app.add_route(f"{prefix}/models", ModelsResource())
         app.add_route(f"{prefix}/models/{{model_id:path}}", ModelResource())
@@ -79,6 +82,8 @@ def create_app(
         app.add_route(f"{prefix}/completions", completions)
         app.add_route(f"{prefix}/embeddings", embeddings)
         app.add_route(f"{prefix}/rerank", rerank)
+        app.add_route(f"{prefix}/messages", messages)
+        app.add_route(f"{prefix}/messages/count_tokens", count_tokens)
     app.add_route("/api/v1/beta/relevance", RelevanceResource(accountant))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource())

@@ -114,7 +114,9 @@ class Lifespan:
 class Authentication:
     """Pins the request to the current cluster, identifies the caller, applies key limits.
 
-    Resources with ``public = True`` (health probes) need no key; those with
+    The key comes as ``Authorization: Bearer <key>`` (OpenAI's clients) or, where that
+    header is absent, as ``x-api-key: <key>`` (Anthropic's). Resources with
+    ``public = True`` (health probes) need no key; those with
     ``metered = True`` (model calls) are admitted against the key's ``rpm`` and ``tpm``
     (their tokens are charged by the resource, see :mod:`appliance.api.metering`) and get
     a :class:`Timing` for the overhead header.
@@ -137,7 +139,11 @@ class Authentication:
         on_finish(req.scope, cluster.leave)
         if resource is None or getattr(resource, "public", False):
             return
-        principal = cluster.auth.authenticate(req.get_header("Authorization"))
+        authorization = req.get_header("Authorization")
+        api_key = req.get_header("x-api-key")
+        if authorization is None and api_key:
+            authorization = f"Bearer {api_key}"
+        principal = cluster.auth.authenticate(authorization)
         req.context.principal = principal
         if cluster.auth.enabled:
             note(req.scope, key_name=principal.name)

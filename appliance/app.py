@@ -19,6 +19,7 @@ from appliance.api.middleware import Authentication, Lifespan, Overhead
 from appliance.api.models import ModelResource, ModelsResource
 from appliance.api.operators import MetricsResource, StatusPage, StatusResource
 from appliance.api.rerank import RelevanceResource, RerankResource
+from appliance.api.responses import ResponsesResource
 from appliance.api.sse import LiveStreams
 from appliance.cluster import Cluster, ClusterRef
 from appliance.config import ApplianceConfig, load_from_environment
@@ -73,6 +74,7 @@ def create_app(
         Endpoint.COMPLETIONS, protocol.CompletionRequest, live, accountant
     )
     embeddings, rerank = EmbeddingsResource(accountant), RerankResource(accountant)
+    responses = ResponsesResource(live, accountant)
     messages = MessagesResource(live, accountant)
     count_tokens = CountTokensResource(accountant)
     for prefix in API_PREFIXES:
@@ -82,6 +84,7 @@ def create_app(
         app.add_route(f"{prefix}/completions", completions)
         app.add_route(f"{prefix}/embeddings", embeddings)
         app.add_route(f"{prefix}/rerank", rerank)
+        app.add_route(f"{prefix}/responses", responses)
         app.add_route(f"{prefix}/messages", messages)
         app.add_route(f"{prefix}/messages/count_tokens", count_tokens)
     app.add_route("/api/v1/beta/relevance", RelevanceResource(accountant))

@@ -38,6 +38,7 @@ _SERVES = {
     Endpoint.COMPLETIONS: "llm",
     Endpoint.EMBEDDINGS: "embedding",
     Endpoint.RERANK: "rerank",
+    Endpoint.RESPONSES: "llm",
 }
 
 log = structlog.get_logger("appliance.gateway")

@@ -37,6 +37,7 @@ class Endpoint(enum.Enum):
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
     RERANK = "rerank"
+    RESPONSES = "responses"  # only to upstreams that serve it (``responses: passthrough``)
 
 
 class OpenObject(BaseModel):

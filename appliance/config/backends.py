@@ -155,6 +155,12 @@ class OpenAIOptions(Strict):
     idle_timeout_s: float = Field(
         60.0, gt=0, description="Longest silence between two reads (stream chunks)."
     )
+    responses: Literal["translate", "passthrough"] = Field(
+        "translate",
+        description="How /v1/responses reaches this model: translate (into a chat request, "
+        "which every OpenAI-compatible server serves) or passthrough (as it came, to the "
+        "upstream's own /responses, for servers that implement the Responses API).",
+    )
 
     @field_validator("base_url", mode="before")
     @classmethod

@@ -21,6 +21,8 @@ ROOTS = [
     "CreateCompletionResponse",
     "CreateEmbeddingResponse",
     "ErrorResponse",
+    "Response",
+    "ResponseStreamEvent",
 ]
 
 

@@ -19,6 +19,12 @@ after ``+`` (``ok+indented+nousage``):
 - ``rejects-stream-options``: 400 naming ``stream_options`` when it is sent.
 - ``usage-on-finish``: the usage rides on the last choice chunk, not a chunk of its own.
 - ``usage-every-chunk``: running usage on every chunk (vLLM's continuous usage stats).
+- ``toolcall``: a chat reply that calls ``get_weather({"city": "Paris"})``; streamed in
+  OpenAI's delta shape (id and name first, then the arguments in two pieces).
+
+With ``native_responses=True`` it also serves OpenAI's ``POST /v1/responses`` (a fixed
+``native reply``, plain or as typed events with ``event:`` lines); without, that route is
+a 404, as on an OpenAI-compatible server that has only chat completions.
 
 ``x_first_delay_ms`` delays the start of any answer. While it waits, and between chunks,
 it watches its connection: a client that leaves is recorded in ``disconnects`` (the
@@ -61,6 +67,7 @@ class FakeUpstream:
     requests: list[Seen] = field(default_factory=list)
     disconnects: list[float] = field(default_factory=list)
     probes: int = 0
+    native_responses: bool = False
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -90,6 +97,8 @@ class FakeUpstream:
         app.router.add_get("/v1/models", self._models)
         for path in ("chat/completions", "completions", "embeddings", "rerank"):
             app.router.add_post(f"/v1/{path}", self._generate)
+        if self.native_responses:
+            app.router.add_post("/v1/responses", self._responses)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -158,9 +167,83 @@ class FakeUpstream:
             reply = {"id": "rr", "model": model, "results": results}
             reply["usage"] = {"total_tokens": 3}
             return _json_response(reply, traits)
+        if "toolcall" in traits:
+            return await self._tool_call(request, body, model, traits)
         if body.get("stream"):
             return await self._stream(request, body, model, traits)
         return _json_response(_completion(model, "fake reply"), traits)
+
+    async def _tool_call(
+        self, request: web.Request, body: dict[str, Any], model: str, traits: frozenset[str]
+    ) -> web.StreamResponse:
+        call = {"id": "call_fake1", "type": "function"}
+        if not body.get("stream"):
+            reply = _completion(model, None)
+            reply["choices"][0]["finish_reason"] = "tool_calls"
+            reply["choices"][0]["message"]["tool_calls"] = [
+                {**call, "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+            ]
+            return _json_response(reply, traits)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        deltas = [
+            {"index": 0, **call, "function": {"name": "get_weather", "arguments": ""}},
+            {"index": 0, "function": {"arguments": '{"city": '}},
+            {"index": 0, "function": {"arguments": '"Paris"}'}},
+        ]
+        for delta in deltas:
+            chunk = _chunk(model, None)
+            chunk["choices"][0]["delta"] = {"tool_calls": [delta]}
+            await response.write(_sse(chunk, traits))
+        await response.write(_sse(_chunk(model, None, "tool_calls"), traits))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            final = {**_chunk(model, None), "choices": [], "usage": _usage(PROMPT_TOKENS, 4)}
+            await response.write(_sse(final, traits))
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's own Responses API, for upstreams that serve it natively."""
+        body = await request.json()
+        self.requests.append(Seen("responses", dict(request.headers), body))
+        model = body.get("model", "")
+        if model.startswith("fail-"):
+            status = int(model.removeprefix("fail-"))
+            error = {"message": f"fake says {status}", "type": "fake_error", "param": "input"}
+            return web.json_response({"error": {**error, "code": "fake"}}, status=status)
+        reply = _native_response(model, "native reply")
+        if not body.get("stream"):
+            return web.json_response(reply)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        item = reply["output"][0]
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": {**reply, "status": "in_progress"}},
+            {"type": "response.output_item.added", "output_index": 0, "item": item},
+            {
+                "type": "response.output_text.delta",
+                "item_id": item["id"],
+                "output_index": 0,
+                "content_index": 0,
+                "delta": "native ",
+                "logprobs": [],
+            },
+            {
+                "type": "response.output_text.delta",
+                "item_id": item["id"],
+                "output_index": 0,
+                "content_index": 0,
+                "delta": "reply",
+                "logprobs": [],
+            },
+            {"type": "response.completed", "response": reply},
+        ]
+        for seq, event in enumerate(events):
+            payload = orjson.dumps({**event, "sequence_number": seq})
+            await response.write(
+                b"event: " + event["type"].encode() + b"\ndata: " + payload + b"\n\n"
+            )
+        return response
 
     async def _stream(
         self, request: web.Request, body: dict[str, Any], model: str, traits: frozenset[str]
@@ -250,7 +333,7 @@ def _sse(obj: Any, traits: frozenset[str]) -> bytes:
     return b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
 
 
-def _completion(model: str, text: str) -> dict[str, Any]:
+def _completion(model: str, text: str | None) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -265,6 +348,44 @@ def _completion(model: str, text: str) -> dict[str, Any]:
             }
         ],
         "usage": _usage(PROMPT_TOKENS, PLAIN_COMPLETION_TOKENS),
+    }
+
+
+def _native_response(model: str, text: str) -> dict[str, Any]:
+    """A completed Response object, as OpenAI's /v1/responses answers."""
+    return {
+        "id": "resp_fake",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed",
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "metadata": {},
+        "model": model,
+        "output": [
+            {
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [
+                    {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+                ],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "temperature": None,
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": None,
+        "usage": {
+            "input_tokens": 7,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 3,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 10,
+        },
     }
 
 

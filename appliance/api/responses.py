@@ -1,0 +1,189 @@
+"""``POST /responses``: OpenAI's Responses API, served through the chat-completions path.
+
+The request is translated into a chat request (:mod:`appliance.protocols.responses`) and
+run through the same gateway as ``/chat/completions``: keys, model scope, rpm/tpm,
+charging, metrics, retries and fallback routes apply unchanged. The chat reply, or its
+stream, is translated back. A model (or every target of a route) whose ``openai`` options
+say ``responses: passthrough`` gets the request as it came, on the upstream's own
+``/responses``, and its answer is relayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import falcon
+import falcon.asgi
+import orjson
+from falcon.asgi import SSEvent
+
+from appliance import usage
+from appliance.api.access import STARTED, note, on_disconnect, on_finish
+from appliance.api.body import read_request
+from appliance.api.metering import Accountant
+from appliance.api.sse import Event, LiveStreams, Relay, data
+from appliance.auth import Principal
+from appliance.cluster import Cluster
+from appliance.config import OpenAIModel
+from appliance.errors import APIError
+from appliance.metrics import StreamStats
+from appliance.protocol import Endpoint, now
+from appliance.protocols.responses import ResponsesRequest, from_chat, ident, to_chat
+from appliance.protocols.responses_stream import EventStream, frame
+from appliance.usage import StreamTally
+
+
+class ResponsesResource:
+    """Validates a Responses request, then answers it or streams it."""
+
+    metered = True
+
+    def __init__(self, live: LiveStreams, accountant: Accountant) -> None:
+        self.live = live
+        self.accountant = accountant
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        cluster: Cluster = req.context.cluster
+        body, request = await read_request(req, ResponsesRequest)
+        note(req.scope, stream=bool(request.stream))
+        gateway, principal, timing = cluster.gateway, req.context.principal, req.context.timing
+        session = req.get_header("x-session-id") or request.user
+        native = passthrough(cluster, principal, request.model)
+        endpoint = Endpoint.RESPONSES if native else Endpoint.CHAT
+        sent = body if native else to_chat(request, body)
+        charge = self.accountant.charge(principal, request.model, sent)
+        rid, created = ident("resp"), now()
+        if request.stream:
+            # Chat streams are always asked for usage; the Responses API has its own.
+            stream = await gateway.open_stream(
+                principal, endpoint, sent, timing, session, usage=not native
+            )
+            tally = charge.stream(client_asked=True)
+            if native:
+                tally = charge.tally = NativeTally(client_asked=True)
+            framing: NativeFraming | TranslatedFraming = (
+                NativeFraming()
+                if native
+                else TranslatedFraming(EventStream(request, rid, created), tally, sent)
+            )
+            relay = Relay(
+                stream,
+                cluster.config.server.stream_ping_s,
+                self.live,
+                tally,
+                StreamStats(self.accountant.metrics, request.model, req.scope[STARTED]),
+                charge.settle,
+                framing,
+            )
+            on_finish(req.scope, relay.aclose)  # even if the events below never start
+            on_disconnect(req.scope, relay.client_gone)
+            resp.sse = cast(AsyncIterator[SSEvent | None], relay.events())
+            resp.set_header("cache-control", "no-cache")
+            return
+        reply = await gateway.call(principal, endpoint, sent, timing, session)
+        used = await charge.reply(reply)
+        if not native:
+            reply = orjson.dumps(
+                from_chat(request, usage.parse(reply), used, rid=rid, created=created)
+            )
+        resp.data = reply
+        resp.content_type = falcon.MEDIA_JSON
+
+
+def passthrough(cluster: Cluster, principal: Principal, name: str) -> bool:
+    """Whether ``name`` goes to upstreams' own ``/responses``: every target must say so."""
+    principal.check(name)
+    return all(
+        isinstance(group.config, OpenAIModel) and group.config.options.responses == "passthrough"
+        for group in cluster.registry.resolve(name)
+    )
+
+
+class TranslatedFraming:
+    """A chat stream's chunks as Responses events (see ``protocols.responses_stream``)."""
+
+    def __init__(self, events: EventStream, tally: StreamTally, chat: dict[str, Any]) -> None:
+        self.events = events
+        self.tally = tally
+        self.chat = chat
+        self._failed = False
+
+    def chunk(self, payload: bytes) -> list[Event]:
+        if self._failed:
+            return []
+        obj = usage.parse(payload)
+        error = obj.get("error") if isinstance(obj, dict) else None
+        if error is not None:
+            # The backend's own error event (a local worker or upstream failing mid-stream).
+            self._failed = True
+            error = error if isinstance(error, dict) else {"message": str(error)}
+            return self._frame(
+                self.events.fail(
+                    _str(error.get("code")),
+                    _str(error.get("message")) or "The model failed mid-stream.",
+                    _str(error.get("param")),
+                )
+            )
+        return self._frame(self.events.chunk(obj))
+
+    def close(self, error: APIError | None) -> list[Event]:
+        if self._failed:
+            return []
+        if error is None:
+            return self._frame(self.events.end(self.tally.result(self.chat)))
+        return self._frame(self.events.fail(error.code, error.message, error.param))
+
+    @staticmethod
+    def _frame(events: list[dict[str, Any]]) -> list[Event]:
+        return [Event(frame(events))] if events else []
+
+
+class NativeFraming:
+    """An upstream's own Responses events, relayed with their ``event:`` lines."""
+
+    def __init__(self) -> None:
+        self._next = 0  # the sequence number an error event of ours would take
+
+    def chunk(self, payload: bytes) -> list[Event]:
+        obj = usage.parse(payload)
+        kind = obj.get("type") if isinstance(obj, dict) else None
+        seq = obj.get("sequence_number") if isinstance(obj, dict) else None
+        if isinstance(seq, int):
+            self._next = seq + 1
+        if not isinstance(kind, str) or not kind.isprintable():
+            return [data(payload)]
+        return [Event(b"event: " + kind.encode() + b"\n" + data(payload).frame)]
+
+    def close(self, error: APIError | None) -> list[Event]:
+        if error is None:
+            return []
+        failure = {
+            "type": "error",
+            "code": error.code,
+            "message": error.message,
+            "param": error.param,
+            "sequence_number": self._next,
+        }
+        return [Event(frame([failure]))]
+
+
+class NativeTally(StreamTally):
+    """Usage of an upstream's Responses stream: from its final response, else estimated."""
+
+    __slots__ = ()
+
+    def chunk(self, payload: bytes) -> bytes | None:
+        obj = usage.parse(payload)
+        if isinstance(obj, dict):
+            delta = obj.get("delta")
+            if isinstance(delta, str):
+                self.chars += len(delta)
+            found = usage.usage_of(obj.get("response"))
+            if found is not None:
+                self.usage = found
+        return payload
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -14,15 +14,18 @@ from appliance.api.embeddings import EmbeddingsResource
 from appliance.api.generation import GenerationResource
 from appliance.api.health import HealthResource, ReadyResource
 from appliance.api.messages import CountTokensResource, MessagesResource
-from appliance.api.metering import Accountant
+from appliance.api.metering import Accountant, Metering
 from appliance.api.middleware import Authentication, Lifespan, Overhead
 from appliance.api.models import ModelResource, ModelsResource
 from appliance.api.operators import MetricsResource, StatusPage, StatusResource
 from appliance.api.rerank import RelevanceResource, RerankResource
 from appliance.api.responses import ResponsesResource
 from appliance.api.sse import LiveStreams
+from appliance.api.usage import UsageResource
+from appliance.budgets import SpendBook
 from appliance.cluster import Cluster, ClusterRef
 from appliance.config import ApplianceConfig, load_from_environment
+from appliance.ledger import Ledger
 from appliance.limits import Limiter, LocalLimiter
 from appliance.logging import configure_logging
 from appliance.metrics import Metrics, Recent
@@ -54,21 +57,24 @@ def create_app(
     ref = ClusterRef(cluster or Cluster.from_config(config))
     live, metrics, recent = LiveStreams(), Metrics(), Recent()
     hot = reloader(ref) if reloader else None
-    limiter = _limiter(config, metrics)
+    book = SpendBook()
+    limiter = _limiter(config, metrics, book)
+    ledger = _ledger(config, book)
     if hot is not None:
         hot.observers.append(
             lambda outcome: metrics.reloads.labels("ok" if outcome.ok else "failed").inc()
         )
     middleware: list[Any] = [
-        Lifespan(ref, hot, live, metrics, limiter),
+        Lifespan(ref, hot, live, metrics, limiter, ledger),
         Authentication(ref, limiter, metrics),
         Overhead(metrics),
+        Metering(),
     ]
     app = falcon.asgi.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
 
-    accountant = Accountant(metrics, limiter)
+    accountant = Accountant(metrics, limiter, ledger)
     chat = GenerationResource(Endpoint.CHAT, protocol.ChatCompletionRequest, live, accountant)
     completions = GenerationResource(
         Endpoint.COMPLETIONS, protocol.CompletionRequest, live, accountant
@@ -91,16 +97,17 @@ def create_app(
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource())
     app.add_route("/metrics", MetricsResource(metrics))
-    app.add_route("/status.json", StatusResource(recent, hot, source))
+    app.add_route("/status.json", StatusResource(recent, hot, source, limiter))
+    app.add_route("/admin/usage", UsageResource(ledger))
     app.add_route("/", StatusPage())
     return AccessLayer(app, ref, metrics, recent)
 
 
-def _limiter(config: ApplianceConfig, metrics: Metrics) -> Limiter:
+def _limiter(config: ApplianceConfig, metrics: Metrics, book: SpendBook) -> Limiter:
     """Per-key limits: in Redis when the config shares state, else in this process."""
     state = config.state
     if state.redis_url is None:
-        return LocalLimiter(config.auth.window_s)
+        return LocalLimiter(config.auth.window_s, book)
     from appliance.redis_limits import RedisLimiter
 
     return RedisLimiter(
@@ -109,7 +116,19 @@ def _limiter(config: ApplianceConfig, metrics: Metrics) -> Limiter:
         on_error=state.on_error,
         timeout_s=state.timeout_s,
         on_failure=metrics.limiter_errors.inc,
+        cluster=state.redis_cluster,
     )
+
+
+def _ledger(config: ApplianceConfig, book: SpendBook) -> Ledger | None:
+    """The usage ledger, if the config names its file.
+
+    Without Redis, budgets read their totals from it (``book``); with Redis, from Redis.
+    """
+    state = config.state
+    if state.usage_path is None:
+        return None
+    return Ledger(state.usage_path, book if state.redis_url is None else None)
 
 
 def app_from_environment() -> AccessLayer:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from appliance.clip import clip
 from appliance.config import ApiKeyConfig
+from appliance.config.schema import BudgetConfig
 from appliance.errors import AuthenticationError, PermissionDeniedError
 
 
@@ -25,11 +26,12 @@ class Principal:
     models: frozenset[str] | None
     rpm: int | None = None
     tpm: int | None = None
+    budget: BudgetConfig | None = None
 
     @property
     def limited(self) -> bool:
-        """Whether this key has request or token limits."""
-        return self.rpm is not None or self.tpm is not None
+        """Whether this key has request, token or spend limits."""
+        return self.rpm is not None or self.tpm is not None or self.budget is not None
 
     def allows(self, model: str) -> bool:
         """Whether this key may use ``model`` (a model name or alias)."""
@@ -54,7 +56,9 @@ class Authenticator:
         self._keys = [
             (
                 k.digest(),
-                Principal(k.name, frozenset(k.models) if k.models else None, k.rpm, k.tpm),
+                Principal(
+                    k.name, frozenset(k.models) if k.models else None, k.rpm, k.tpm, k.budget
+                ),
             )
             for k in keys
         ]

@@ -30,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "worker":
         return _worker(args)
+    if args.command == "usage":
+        from appliance import usage_cli
+
+        return usage_cli.run(args)
     flags = {flag: getattr(args, flag, None) for flag in _FLAGS}
     try:
         settings, config = load_from_environment(**flags)
@@ -210,4 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--processes", type=int, help="Granian worker processes")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-format", choices=["json", "console"])
+    from appliance import usage_cli
+
+    usage_cli.add_parser(commands)
     return parser

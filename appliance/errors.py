@@ -17,6 +17,7 @@ single Falcon error handler needs to render the OpenAI envelope
         ├── URITooLongError              414  request target over the limit
         ├── UnsupportedMediaTypeError    415  body is not JSON
         ├── RateLimitError               429  queue full, per-key limits (Retry-After)
+        │   └── QuotaExceededError       429  the key's budget for this period is spent
         ├── HeadersTooLargeError         431  request headers over the limit
         ├── ServiceUnavailableError      503  no healthy worker, queue wait timed out
         └── UpstreamError                     a worker failed; retryable ones fail over
@@ -185,6 +186,21 @@ class RateLimitError(APIError):
     @property
     def retryable(self) -> bool:
         return True
+
+
+class QuotaExceededError(RateLimitError):
+    """The key spent its budget for the period (429 ``insufficient_quota``).
+
+    Retrying before the period resets cannot help, so clients are told not to
+    (``x-should-retry: false``, which the openai SDK obeys).
+    """
+
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+    @property
+    def retryable(self) -> bool:
+        return False
 
 
 class HeadersTooLargeError(APIError):

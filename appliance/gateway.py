@@ -45,14 +45,19 @@ log = structlog.get_logger("appliance.gateway")
 
 
 class Timing:
-    """Where a request's time went: the client's body, waiting for a worker, on workers."""
+    """Where a request's time went: the client's body, waiting for a worker, on workers.
 
-    __slots__ = ("client_s", "queued_s", "worker_s")
+    ``model`` is the model whose worker took the request last (None: it reached none),
+    which is the model that answered when the request succeeded (for pricing).
+    """
+
+    __slots__ = ("client_s", "model", "queued_s", "worker_s")
 
     def __init__(self) -> None:
         self.client_s = 0.0
         self.queued_s = 0.0
         self.worker_s = 0.0
+        self.model: str | None = None
 
 
 class Gateway:
@@ -120,6 +125,7 @@ class Gateway:
         )
         if timing is not None:
             timing.worker_s += max(t.worker_s + t.queued_s for t in timings)
+            timing.model = timings[0].model
         bodies: list[bytes] = []
         for reply in replies:
             if isinstance(reply, BaseException):
@@ -188,6 +194,7 @@ class Gateway:
                 finally:
                     timing.queued_s += clock() - started
                 attempts -= 1
+                timing.model = group.config.name
                 started = clock()
                 try:
                     result = await operation(worker)

@@ -72,6 +72,12 @@ class Metrics:
             ["model", "kind"],
             registry=own,
         )
+        self.cost = Counter(
+            "appliance_cost",
+            "Cost of the tokens used, by key and answering model, in billing.currency.",
+            ["key", "model"],
+            registry=own,
+        )
         self.in_flight = Gauge(
             "appliance_in_flight_requests",
             "Requests on workers now.",

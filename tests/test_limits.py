@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from appliance.errors import RateLimitError
-from appliance.limits import LocalLimiter, Quota, _duration, per_window
+from appliance.limits import LocalLimiter, Quota, duration, per_window
 from appliance.redis_limits import RedisLimiter
 from tests.support.redis_server import RedisServer
 
@@ -31,7 +31,7 @@ from tests.support.redis_server import RedisServer
     ],
 )
 def test_durations_never_reach_the_next_unit(seconds: float, text: str) -> None:
-    assert _duration(seconds) == text
+    assert duration(seconds) == text
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ class EmbeddingsResource:
         cluster: Cluster = req.context.cluster
         body, request = await read_request(req, protocol.EmbeddingRequest)
         principal = req.context.principal
+        charge = self.accountant.charge(principal, request.model, body)
         resp.data = await cluster.gateway.embeddings(principal, body, req.context.timing)
         resp.content_type = falcon.MEDIA_JSON
-        await self.accountant.charge(principal, request.model, body).reply(resp.data)
+        await charge.reply(resp.data)

@@ -16,6 +16,7 @@ from appliance.api.sse import LiveStreams
 from appliance.cluster import ClusterRef
 from appliance.errors import RateLimitError, ServiceUnavailableError
 from appliance.gateway import Timing
+from appliance.ledger import Ledger
 from appliance.limits import Limiter, Quota
 from appliance.metrics import Metrics
 from appliance.reload import Reloader
@@ -41,16 +42,20 @@ class Lifespan:
         live: LiveStreams,
         metrics: Metrics,
         limiter: Limiter,
+        ledger: Ledger | None = None,
     ) -> None:
         self.ref = ref
         self.reloader = reloader
         self.live = live
         self.metrics = metrics
         self.limiter = limiter
+        self.ledger = ledger
         self._gauges: asyncio.Task[None] | None = None
         self._labels: set[tuple[str, str]] = set()
 
     async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        if self.ledger is not None:
+            await self.ledger.start()
         await self.ref.current.start()
         if self.reloader is not None:
             await self.reloader.start()
@@ -71,6 +76,8 @@ class Lifespan:
         if self.reloader is not None:
             await self.reloader.stop()
         await self.ref.current.close()
+        if self.ledger is not None:
+            await self.ledger.close()  # the requests are over: write every buffered row
         await self.limiter.close()
 
     def begin_drain(self) -> None:
@@ -117,8 +124,9 @@ class Authentication:
     The key comes as ``Authorization: Bearer <key>`` (OpenAI's clients) or, where that
     header is absent, as ``x-api-key: <key>`` (Anthropic's). Resources with
     ``public = True`` (health probes) need no key; those with
-    ``metered = True`` (model calls) are admitted against the key's ``rpm`` and ``tpm``
-    (their tokens are charged by the resource, see :mod:`appliance.api.metering`) and get
+    ``metered = True`` (model calls) are admitted against the key's ``rpm``, ``tpm`` and
+    ``budget`` (their tokens and cost are charged by the resource, see
+    :mod:`appliance.api.metering`; a request admitted before the budget ran out finishes) and get
     a :class:`Timing` for the overhead header.
     """
 
@@ -153,7 +161,11 @@ class Authentication:
         if principal.limited:
             try:
                 req.context.quota = await self.limiter.admit(
-                    principal.name, principal.rpm, principal.tpm
+                    principal.name,
+                    principal.rpm,
+                    principal.tpm,
+                    principal.budget,
+                    cluster.config.billing.currency,
                 )
             except RateLimitError:
                 self.metrics.rate_limited.labels(principal.name).inc()

@@ -13,13 +13,14 @@ import orjson
 
 from appliance.cluster import Cluster
 from appliance.errors import AuthenticationError
+from appliance.limits import Limiter
 from appliance.metrics import CONTENT_TYPE, Metrics, Recent
 from appliance.reload import Reloader
 
 _PAGE = resources.files("appliance.api").joinpath("status.html").read_bytes()
 
 
-def _admin(req: falcon.asgi.Request) -> None:
+def require_admin(req: falcon.asgi.Request) -> None:
     """Check the admin key, if the config sets one."""
     cluster: Cluster = req.context.cluster
     key = cluster.config.server.admin_key
@@ -30,6 +31,9 @@ def _admin(req: falcon.asgi.Request) -> None:
     expected = key.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
         raise AuthenticationError("This endpoint needs the admin key: 'Bearer <admin_key>'.")
+
+
+_admin = require_admin
 
 
 class MetricsResource:
@@ -51,10 +55,17 @@ class StatusResource:
 
     public = True
 
-    def __init__(self, recent: Recent, reloader: Reloader | None, source: str | None) -> None:
+    def __init__(
+        self,
+        recent: Recent,
+        reloader: Reloader | None,
+        source: str | None,
+        limiter: Limiter | None = None,
+    ) -> None:
         self.recent = recent
         self.reloader = reloader
         self.source = source
+        self.limiter = limiter
         self.started = time.time()
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
@@ -78,6 +89,7 @@ class StatusResource:
                 "models": models,
                 "aliases": registry.routes,
                 "api_keys": cluster.auth.key_count,
+                "budgets": await self._budgets(cluster),
                 "recent": self.recent.summary(time.time()),
                 "config": {
                     "file": self.source,
@@ -91,6 +103,24 @@ class StatusResource:
         )
         resp.content_type = falcon.MEDIA_JSON
         resp.set_header("cache-control", "no-store")
+
+    async def _budgets(self, cluster: Cluster) -> list[dict[str, object]]:
+        """Spend of each key with a budget in its current period."""
+        budgets = {k.name: k.budget for k in cluster.config.auth.api_keys if k.budget}
+        if self.limiter is None or not budgets:
+            return []
+        spent = await self.limiter.spent(budgets)
+        currency = cluster.config.billing.currency
+        return [
+            {
+                "key": name,
+                "spent": round(spent.get(name, 0.0), 6) if name in spent else None,
+                "amount": budget.amount,
+                "period": budget.period,
+                "currency": currency,
+            }
+            for name, budget in budgets.items()
+        ]
 
 
 class StatusPage:

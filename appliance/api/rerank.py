@@ -27,9 +27,10 @@ class RerankResource:
         cluster: Cluster = req.context.cluster
         body, request = await read_request(req, protocol.RerankRequest)
         principal = req.context.principal
+        charge = self.accountant.charge(principal, request.model, body)
         resp.data = await cluster.gateway.call(principal, Endpoint.RERANK, body, req.context.timing)
         resp.content_type = falcon.MEDIA_JSON
-        await self.accountant.charge(principal, request.model, body).reply(resp.data)
+        await charge.reply(resp.data)
 
 
 class RelevanceResource:
@@ -45,8 +46,9 @@ class RelevanceResource:
         _, request = await read_request(req, protocol.RerankRequest)
         rerank = {"model": request.model, "query": request.query, "documents": request.documents}
         principal = req.context.principal
+        charge = self.accountant.charge(principal, request.model, rerank)
         raw = await cluster.gateway.call(principal, Endpoint.RERANK, rerank, req.context.timing)
-        usage = await self.accountant.charge(principal, request.model, rerank).reply(raw)
+        usage = await charge.reply(raw)
         reply = usage_module.parse(raw)
         results = reply.get("results") if isinstance(reply, dict) else None
         rid = reply.get("id") if isinstance(reply, dict) else None

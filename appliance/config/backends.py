@@ -48,6 +48,15 @@ class HealthConfig(Strict):
     max_cooldown_s: float = Field(60.0, gt=0, description="Longest cool-down.")
 
 
+class PricingConfig(Strict):
+    """What a model's tokens cost, per million, in the currency of ``billing.currency``."""
+
+    input_per_mtok: float = Field(
+        0.0, ge=0, description="Price of a million input tokens (prompt, inputs, documents)."
+    )
+    output_per_mtok: float = Field(0.0, ge=0, description="Price of a million generated tokens.")
+
+
 class ModelBase(Strict):
     """Fields every model declaration has, whatever its backend."""
 
@@ -96,6 +105,12 @@ class ModelBase(Strict):
         "openai and scripted models are not, so one upstream's outage does not take the "
         "replica out of a load balancer. With no required model, /readyz answers 200 once "
         "the server has started.",
+    )
+
+    pricing: PricingConfig | None = Field(
+        None,
+        description="Price per million input and output tokens, for the usage ledger and "
+        "budgets. Absent: free (still counted). A change applies on reload.",
     )
 
     required_by_default: ClassVar[bool] = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -76,6 +77,15 @@ class LoggingConfig(Strict):
     access_log: bool = Field(True, description="One line per request.")
 
 
+class BudgetConfig(Strict):
+    """What a key may spend per calendar period (UTC), in ``billing.currency``."""
+
+    amount: float = Field(gt=0, description="Spend allowed per period.")
+    period: Literal["day", "week", "month"] = Field(
+        "month", description="day, week (from Monday) or month; periods start at 00:00 UTC."
+    )
+
+
 class ApiKeyConfig(Strict):
     """One client API key. Give the key itself or its SHA-256."""
 
@@ -88,6 +98,11 @@ class ApiKeyConfig(Strict):
     rpm: int | None = Field(None, ge=1, description="Requests per window (a minute) allowed.")
     tpm: int | None = Field(
         None, ge=1, description="Tokens per window (a minute), counted from replies' usage."
+    )
+    budget: BudgetConfig | None = Field(
+        None,
+        description="Spend allowed per period; past it: 429 `insufficient_quota` until the "
+        "period resets. Needs priced models (`pricing`).",
     )
 
     @model_validator(mode="after")
@@ -159,6 +174,22 @@ class StateConfig(Strict):
         "open", description="Redis unreachable: admit (open, logged) or refuse with 503."
     )
     timeout_s: float = Field(0.25, gt=0, le=10, description="Redis connect and reply timeout.")
+    redis_cluster: bool = Field(
+        False, description="redis_url names a node of a Redis Cluster (the others are found)."
+    )
+    usage_path: Path | None = Field(
+        None,
+        description="SQLite file of the usage ledger (one row per model request), e.g. "
+        "/var/lib/appliance/usage.sqlite. Absent: no ledger; budgets count in memory only.",
+    )
+
+
+class BillingConfig(Strict):
+    """How costs are named."""
+
+    currency: str = Field(
+        "USD", min_length=1, max_length=8, description="Currency of prices and budgets."
+    )
 
 
 class ApplianceConfig(Strict):
@@ -170,6 +201,7 @@ class ApplianceConfig(Strict):
     models: list[ModelConfig] = Field(min_length=1, description="The models served.")
     routes: list[RouteConfig] = Field(default_factory=list, description="Aliases.")
     state: StateConfig = Field(default_factory=StateConfig, description="Shared state.")
+    billing: BillingConfig = Field(default_factory=BillingConfig, description="Costs.")
 
     @model_validator(mode="after")
     def _names_resolve(self) -> ApplianceConfig:

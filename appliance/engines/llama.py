@@ -6,21 +6,24 @@ the prompt is formatted and tokenized exactly as llama-cpp-python will (a dry ru
 chat handler with the model's own template), so a prompt or ``max_tokens`` beyond the
 context is OpenAI's 400 ``context_length_exceeded``, never a failure of the model.
 
-Replies are OpenAI-shaped already; this fixes what llama-cpp-python leaves out or gets
-wrong: the public model name, ``refusal``, usage on streams, and streamed tool calls
-(whose id, type and name it repeats on every delta, which clients would concatenate).
+Replies are OpenAI-shaped already; this fixes what llama-cpp-python leaves out: the
+public model name, ``refusal`` and usage on streams, and reads tool calls out of the
+text (:mod:`appliance.engines.llama_tools`): forced ones by a grammar of its own, since
+llama-cpp-python's forces only a named function, and ``auto`` ones not at all.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import jinja2
 
 from appliance.config.backends import LlamaCppModel
+from appliance.engines import llama_tools
 from appliance.engines.base import Engine, resolve, shorten
 from appliance.engines.llama_request import (
     PROBE,
@@ -99,9 +102,10 @@ class LlamaEngine(Engine):
         choices, completion = [], 0
         with self._lock:
             prompt = self._prompt(call)
+            kwargs = self._generation(call)
             for index in range(call.n):
-                reply = self.llm.create_chat_completion(**call.kwargs)
-                choices.append(_chat_choice(index, reply["choices"][0], call.legacy))
+                reply = self.llm.create_chat_completion(**kwargs)
+                choices.append(_chat_choice(index, reply["choices"][0], call))
                 completion += reply["usage"]["completion_tokens"]
         return _reply(reply, "chat.completion", self.name, choices, prompt, completion)
 
@@ -111,8 +115,17 @@ class LlamaEngine(Engine):
         call = chat_call(body, self.template, self.n_vocab)
         with self._lock:
             prompt = self._prompt(call)
-            chunks = self.llm.create_chat_completion(stream=True, **call.kwargs)
-            yield from self._relay(chunks, body, stop, prompt, _ChatDeltas(call.legacy))
+            chunks = self.llm.create_chat_completion(stream=True, **self._generation(call))
+            yield from self._relay(chunks, body, stop, prompt, _ChatDeltas(call, stop))
+
+    def _generation(self, call: ChatCall) -> dict[str, Any]:
+        """The arguments that generate: with a grammar if a tool call is forced."""
+        if call.forced is None:
+            return call.kwargs
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        schema = json.dumps(call.forced)
+        return {**call.kwargs, "grammar": LlamaGrammar.from_json_schema(schema, verbose=False)}
 
     def _prompt(self, call: ChatCall) -> int:
         """Tokens of the formatted prompt; a 400 if the request does not fit the context."""
@@ -223,29 +236,30 @@ class LlamaEngine(Engine):
         body: dict[str, Any],
         stop: threading.Event,
         prompt: int,
-        adjust: Callable[[dict[str, Any]], bool],
+        rewrite: _Deltas,
     ) -> Iterator[dict[str, Any]]:
-        """Relay llama's chunks; ``adjust`` fixes a choice and says if it carried a token."""
+        """Relay llama's chunks as ``rewrite`` makes them; usage from the tokens it saw."""
         with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        generated = 0
         last: dict[str, Any] | None = None
+        out = rewrite(chunks)
         try:
-            for chunk in chunks:
+            for chunk in out:
                 if stop.is_set():
                     return
                 chunk["model"] = self.name
                 for choice in chunk["choices"]:
                     choice["logprobs"] = None
-                    generated += adjust(choice)
                 if with_usage:
                     chunk["usage"] = None
                 last = chunk
                 yield chunk
         finally:
+            out.close()
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()  # stops llama.cpp generating for a client that left
         if with_usage and last is not None:
+            generated = rewrite.tokens
             yield {
                 **{k: last[k] for k in ("id", "object", "created", "model")},
                 "choices": [],
@@ -273,81 +287,89 @@ class LlamaEngine(Engine):
         return shorten(vectors, dimensions), int(reply["usage"]["prompt_tokens"])
 
 
-class _ChatDeltas:
-    """Fixes the choices of streamed chat chunks (see the module docstring)."""
+class _Deltas:
+    """Rewrites a llama stream's chunks (a generator); counts the tokens it carried."""
 
-    def __init__(self, legacy: bool) -> None:
-        self.legacy = legacy
-        self.named: set[int] = set()  # choices whose call already went out with its name
+    tokens = 0
 
-    def __call__(self, choice: dict[str, Any]) -> bool:
-        delta = choice.get("delta") or {}
-        calls = delta.get("tool_calls")
-        out = {
-            k: v
-            for k, v in delta.items()
-            if v is not None and k not in ("tool_calls", "function_call")
-        }
-        if calls:
-            call = calls[0]  # llama-cpp-python makes one call
-            function: dict[str, Any] = {"arguments": call["function"]["arguments"]}
-            first = choice["index"] not in self.named
-            self.named.add(choice["index"])
-            if first:
-                function = {"name": call["function"]["name"], **function}
-            if self.legacy:
-                out["function_call"] = function
-            elif first:
-                out["tool_calls"] = [
-                    {"index": 0, "id": call["id"], "type": "function", "function": function}
-                ]
-            else:
-                out["tool_calls"] = [{"index": 0, "function": function}]
-        choice["delta"] = out
-        if self.legacy and choice.get("finish_reason") == "tool_calls":
-            choice["finish_reason"] = "function_call"
-        return bool(out.get("content") or (calls and calls[0]["function"]["arguments"]))
+    def __call__(self, chunks: Iterator[dict[str, Any]]) -> Generator[dict[str, Any], None, None]:
+        raise NotImplementedError
 
 
-class _TextDeltas:
-    """Counts streamed completion tokens; puts an echoed prompt before the first."""
+class _ChatDeltas(_Deltas):
+    """Chat chunks in OpenAI's shape, with the text read for tool calls (see llama_tools).
+
+    llama streams one token per chunk; a reader may hold text back (the start of a
+    ``<tool_call>``, the end of a forced call's object), so a chunk may give none or
+    several. ``stop`` is checked while text is held back.
+    """
+
+    def __init__(self, call: ChatCall, stop: threading.Event) -> None:
+        self.call = call
+        self.stop = stop
+        self.reader = _reader(call)
+
+    def __call__(self, chunks: Iterator[dict[str, Any]]) -> Generator[dict[str, Any], None, None]:
+        for chunk in chunks:
+            if self.stop.is_set():
+                return
+            choice = chunk["choices"][0]  # a stream has one choice
+            delta = choice.get("delta") or {}
+            text, finish = delta.get("content"), choice.get("finish_reason")
+            self.tokens += bool(text)
+            deltas = self.reader.feed(text) if text else []
+            if delta.get("role"):
+                deltas = [{"role": "assistant", **(deltas[0] if deltas else {})}, *deltas[1:]]
+            if finish is not None:
+                deltas.append({})
+                deltas = [*deltas[:-1], *self.reader.end(), deltas[-1]]
+            for k, out in enumerate(deltas):
+                last = finish is not None and k == len(deltas) - 1
+                reason = _finish(finish, self.reader.called, self.call.legacy) if last else None
+                if self.call.legacy:
+                    out = llama_tools.legacy(out)
+                yield {**chunk, "choices": [{"index": 0, "delta": out, "finish_reason": reason}]}
+
+
+class _TextDeltas(_Deltas):
+    """Completion chunks as they are; an echoed prompt before the first."""
 
     def __init__(self, echo: str | None) -> None:
         self.echo = echo
 
-    def __call__(self, choice: dict[str, Any]) -> bool:
-        generated = bool(choice.get("text"))
-        if self.echo is not None:
-            choice["text"] = self.echo + (choice.get("text") or "")
-            self.echo = None
-        return generated
+    def __call__(self, chunks: Iterator[dict[str, Any]]) -> Generator[dict[str, Any], None, None]:
+        for chunk in chunks:
+            for choice in chunk["choices"]:
+                self.tokens += bool(choice.get("text"))
+                if self.echo is not None:
+                    choice["text"] = self.echo + (choice.get("text") or "")
+                    self.echo = None
+            yield chunk
 
 
-def _chat_choice(index: int, choice: dict[str, Any], legacy: bool) -> dict[str, Any]:
-    """A plain reply's choice; a forced tool call as ``tool_calls`` (or ``function_call``)."""
-    message = choice["message"]
-    calls = message.get("tool_calls") or []
-    out: dict[str, Any] = {
-        "role": "assistant",
-        "content": message.get("content") or "",
-        "refusal": None,
-    }
-    finish = choice["finish_reason"]
-    if calls:
-        out["content"] = None
-        functions = [
-            {"name": c["function"]["name"], "arguments": c["function"]["arguments"]} for c in calls
-        ]
-        if legacy:
-            out["function_call"] = functions[0]
-            finish = "function_call"
-        else:
-            out["tool_calls"] = [
-                {"id": c["id"], "type": "function", "function": f}
-                for c, f in zip(calls, functions, strict=True)
-            ]
-            finish = "tool_calls"
-    return {"index": index, "message": out, "logprobs": None, "finish_reason": finish}
+def _reader(call: ChatCall) -> llama_tools.Reader:
+    if call.forced is not None:
+        return llama_tools.Forced()
+    if call.tools:
+        return llama_tools.Tagged(call.tools)
+    return llama_tools.Plain()
+
+
+def _finish(reason: str, called: bool, legacy: bool) -> str:
+    """``tool_calls`` (legacy: ``function_call``) for a call that ended on its own."""
+    if called and reason != "length":
+        return "function_call" if legacy else "tool_calls"
+    return reason
+
+
+def _chat_choice(index: int, choice: dict[str, Any], call: ChatCall) -> dict[str, Any]:
+    """A plain reply's choice, its text read for tool calls."""
+    reader = _reader(call)
+    message = llama_tools.message(choice["message"].get("content") or "", reader)
+    if call.legacy and "tool_calls" in message:
+        message["function_call"] = message.pop("tool_calls")[0]["function"]
+    finish = _finish(choice["finish_reason"], reader.called, call.legacy)
+    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
 
 
 def _single(body: dict[str, Any]) -> None:

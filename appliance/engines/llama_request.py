@@ -2,8 +2,10 @@
 
 What llama-cpp-python can do with a field is passed on to it: sampling parameters,
 ``logit_bias`` (token ids as ints), ``response_format`` (``json_object``, and
-``json_schema`` as llama's ``{"type": "json_object", "schema": ...}``), ``tools`` with a
-``tool_choice`` that names one function (and the legacy ``functions``). What it cannot do
+``json_schema`` as llama's ``{"type": "json_object", "schema": ...}``). ``tools`` go to
+the chat template; ``tool_choice`` (and the legacy ``functions``/``function_call``)
+decides how the reply is read: a forced call (``required`` or a named function) is made
+by a grammar, ``auto`` lets the model write calls or text (:mod:`.llama_tools`). What it cannot do
 is refused with a 400 that names the field: nothing that would change the output is
 dropped silently. Metadata (``user``, ``metadata``, ``store``, ``service_tier``,
 ``stream_options``, ``parallel_tool_calls``, ``prediction``, ...) is accepted; fields
@@ -19,9 +21,10 @@ parts (images, audio, files) are a 400, since these models take text only.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.engines.llama_tools import call_schema
 from appliance.errors import InvalidRequestError
 
 # A value that a template shows verbatim if it renders that part of a conversation.
@@ -79,12 +82,17 @@ class ChatCall:
         legacy: The caller used ``functions``: answer with ``function_call``.
         n: Choices to generate.
         max_tokens: The caller's completion limit, if any.
+        forced: A call must be made: the schema of the calls allowed, for a grammar
+            (see :mod:`appliance.engines.llama_tools`).
+        tools: The model may call these functions, or answer in text (``auto``).
     """
 
     kwargs: dict[str, Any]
     legacy: bool = False
     n: int = 1
     max_tokens: int | None = None
+    forced: dict[str, Any] | None = None
+    tools: list[str] = field(default_factory=list)
 
 
 _SAMPLING = {
@@ -131,27 +139,19 @@ def chat_call(body: dict[str, Any], template: Template, n_vocab: int) -> ChatCal
     tools, choice, legacy = _tools(body)
     msgs = messages(body["messages"], template)
     if tools and not template.tools:
-        msgs = _with_tool_list(msgs, tools)
+        msgs = _with_tool_list(msgs, tools, choice != "none")
     if tools:
-        kwargs["tools"] = tools
-    if choice is not None:
-        kwargs["tool_choice"] = choice
+        kwargs["tools"] = tools  # for a template that shows them; never llama's tool_choice
+    call = ChatCall(kwargs=kwargs, legacy=legacy, n=body.get("n") or 1, max_tokens=max_tokens)
     response_format = _response_format(body.get("response_format"))
-    if response_format is not None:
-        if isinstance(choice, dict):
-            raise InvalidRequestError(
-                "A forced tool call and a response_format cannot be combined here.",
-                param="response_format",
-                code="invalid_value",
-            )
-        kwargs["response_format"] = response_format
+    if isinstance(choice, list):
+        call.forced = call_schema(tools, choice)  # a call has no content to format
+    else:
+        call.tools = [t["function"]["name"] for t in tools] if choice == "auto" else []
+        if response_format is not None:
+            kwargs["response_format"] = response_format
     kwargs["messages"] = msgs
-    return ChatCall(
-        kwargs=kwargs,
-        legacy=legacy,
-        n=body.get("n") or 1,
-        max_tokens=max_tokens,
-    )
+    return call
 
 
 def completion_arguments(body: dict[str, Any], n_vocab: int) -> dict[str, Any]:
@@ -328,11 +328,24 @@ def _render_call(name: str, arguments: str) -> str:
 
 
 def _with_tool_list(
-    msgs: list[dict[str, Any]], tools: list[dict[str, Any]]
+    msgs: list[dict[str, Any]], tools: list[dict[str, Any]], callable_: bool
 ) -> list[dict[str, Any]]:
-    """The tools offered, as text in the system message, for a template that ignores them."""
+    """The tools offered, as text in the system message, for a template that ignores them.
+
+    Where they may be called, the note says how: in the ``<tool_call>`` form that the
+    model's earlier calls are shown in, and that ``auto`` reads calls from.
+    """
     listed = "\n".join(json.dumps(t["function"], ensure_ascii=False) for t in tools)
-    note = f"You can call these tools; the caller runs them:\n<tools>\n{listed}\n</tools>"
+    if callable_:
+        note = (
+            "You can call these tools; the caller runs them:\n"
+            f"<tools>\n{listed}\n</tools>\nTo call one, answer with only "
+            '<tool_call>{"name": <function name>, "arguments": <arguments object>}</tool_call>'
+        )
+    else:
+        note = (
+            f"These tools were offered earlier; do not call them now:\n<tools>\n{listed}\n</tools>"
+        )
     if msgs and msgs[0]["role"] == "system":
         return [{"role": "system", "content": f"{msgs[0]['content']}\n\n{note}"}, *msgs[1:]]
     return [{"role": "system", "content": note}, *msgs]
@@ -341,8 +354,9 @@ def _with_tool_list(
 # ---- tools, response formats, logit bias -----------------------------------------------
 
 
-def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], Any, bool]:
-    """The tools offered, the tool choice as llama takes it, and whether it is legacy."""
+def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str | list[str], bool]:
+    """The tools offered, the choice (``none``, ``auto`` or the functions one of which
+    must be called) and whether the caller used the legacy ``functions``."""
     tools, choice = body.get("tools"), body.get("tool_choice")
     legacy = body.get("functions") is not None or body.get("function_call") is not None
     if legacy:
@@ -374,23 +388,20 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], Any, bool]:
             raise _bad(f"{where}.function.parameters", "must be a JSON schema object")
         names.append(function["name"])
     choice_param = "function_call" if legacy else "tool_choice"
-    if choice is None or choice in ("none", "auto"):
-        return tools, None if choice is None else choice, legacy
+    if choice is None:
+        return tools, ("auto" if tools else "none"), legacy
+    if choice in ("none", "auto"):
+        return tools, choice, legacy
     if choice == "required":
-        if len(names) != 1:
-            raise InvalidRequestError(
-                "This model can be made to call a tool only when the choice names one: use "
-                "tool_choice {'type': 'function', 'function': {'name': ...}}.",
-                param=choice_param,
-                code="invalid_value",
-            )
-        return tools, {"type": "function", "function": {"name": names[0]}}, legacy
+        if not names:
+            raise _bad(choice_param, f"'required' needs {param} to choose from")
+        return tools, names, legacy
     if isinstance(choice, dict) and choice.get("type") == "function":
         function = choice.get("function")
         name = function.get("name") if isinstance(function, dict) else None
-        if name not in names:
+        if not isinstance(name, str) or name not in names:
             raise _bad(choice_param, f"names a function that is not among the {param}: {name!r}")
-        return tools, {"type": "function", "function": {"name": name}}, legacy
+        return tools, [name], legacy
     raise _bad(choice_param, "must be 'none', 'auto', 'required' or name a function")
 
 

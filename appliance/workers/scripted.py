@@ -2,8 +2,10 @@
 
 Chat and completions stream the configured ``reply`` chunk by chunk (one chunk counts as
 one token), or echo the last user message word by word. ``max_tokens`` and ``stop`` are
-honoured. Embeddings are hashed bags of words, normalised, so texts that share words are
-close; rerank scores are the cosine between query and document embeddings.
+honoured. A chat request may be answered with scripted tool calls or JSON instead
+(:mod:`appliance.workers.scripted_chat`), plain or streamed in OpenAI's shapes.
+Embeddings are hashed bags of words, normalised, so texts that share words are close;
+rerank scores are the cosine between query and document embeddings.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from typing import Any
 
 import orjson
 
-from appliance import protocol
+from appliance import chat_deltas, protocol
+from appliance.chat_deltas import Delta
 from appliance.config import ScriptedModel
 from appliance.errors import InvalidRequestError
 from appliance.protocol import Endpoint
+from appliance.workers import scripted_chat
 from appliance.workers.base import ReplyStream, Worker
 
 _WORDS = re.compile(r"\S+\s*|\s+")
@@ -44,6 +48,8 @@ class ScriptedWorker(Worker):
         if endpoint is Endpoint.RERANK:
             return orjson.dumps(self._rerank(body))
         prompts = _prompts(endpoint, body)
+        if endpoint is Endpoint.CHAT:
+            return orjson.dumps(await self._chat(body, prompts[0]))
         scripts = [self._script(p, body) for p in prompts]
         n = body.get("n") or 1
         delay = self.options.delay_ms * max(len(pieces) for pieces, _ in scripts)
@@ -52,17 +58,45 @@ class ScriptedWorker(Worker):
         created, cid = protocol.now(), protocol.new_id(_ID_PREFIX[endpoint])
         completion_tokens = n * sum(len(pieces) for pieces, _ in scripts)
         use = protocol.usage(sum(_count(p) for p in prompts), completion_tokens)
-        if endpoint is Endpoint.CHAT:
-            choices = [
-                protocol.chat_choice(i, "".join(pieces), finish)
-                for i, (pieces, finish) in enumerate(scripts * n)
-            ]
-            return orjson.dumps(protocol.chat_completion(cid, self.model, created, choices, use))
         choices = [
             protocol.text_choice(i, "".join(pieces), finish)
             for i, (pieces, finish) in enumerate(_per_prompt(scripts, n))
         ]
         return orjson.dumps(protocol.text_completion(cid, self.model, created, choices, use))
+
+    async def _chat(self, body: dict[str, Any], prompt: str) -> dict[str, Any]:
+        """A plain chat reply: the deltas of each choice folded into its message."""
+        scripts = [self._chat_script(prompt, body) for _ in range(body.get("n") or 1)]
+        longest = max(len(deltas) for deltas, _ in scripts)
+        if self.options.delay_ms * longest:
+            await asyncio.sleep(self.options.delay_ms * longest / 1000)
+        choices = []
+        for index, (deltas, finish) in enumerate(scripts):
+            choice = protocol.chat_choice(index, "", finish)
+            choice["message"] = chat_deltas.message(deltas)
+            choices.append(choice)
+        use = protocol.usage(_count(prompt), sum(len(deltas) for deltas, _ in scripts))
+        created, cid = protocol.now(), protocol.new_id("chatcmpl")
+        return protocol.chat_completion(cid, self.model, created, choices, use)
+
+    def _chat_script(self, prompt: str, body: dict[str, Any]) -> tuple[list[Delta], str]:
+        """A chat reply as deltas (one a token) and its finish reason (see scripted_chat)."""
+        calls = scripted_chat.calls(self.options, body)
+        if not calls:
+            text = scripted_chat.json_reply(self.options, body)
+            pieces, finish = self._script(
+                prompt, body, None if text is None else _WORDS.findall(text) or [text]
+            )
+            return [{"content": piece} for piece in pieces], finish
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        deltas: list[Delta] = []
+        for index, (name, arguments) in enumerate(calls):
+            parts = [chat_deltas.call_arguments(index, p) for p in _WORDS.findall(arguments)]
+            for delta in [chat_deltas.call_start(index, name), *parts]:
+                if limit is not None and len(deltas) >= limit:
+                    return deltas, "length"
+                deltas.append(delta)
+        return deltas, "tool_calls"
 
     async def open_stream(
         self, endpoint: Endpoint, body: dict[str, Any], *, usage: bool = False
@@ -76,43 +110,70 @@ class ScriptedWorker(Worker):
         self, endpoint: Endpoint, body: dict[str, Any], with_usage: bool
     ) -> AsyncGenerator[bytes, None]:
         prompts = _prompts(endpoint, body)
-        scripts = _per_prompt([self._script(p, body) for p in prompts], body.get("n") or 1)
+        n = body.get("n") or 1
         created, cid = protocol.now(), protocol.new_id(_ID_PREFIX[endpoint])
-        chat = endpoint is Endpoint.CHAT
-
-        def chunk(index: int, text: str | None, finish: str | None) -> bytes:
-            if chat:
-                delta: dict[str, Any] = {} if text is None else {"content": text}
-                if text == "" and finish is None:
-                    delta["role"] = "assistant"
-                choices = [protocol.chunk_choice(index, delta, finish)]
-                return orjson.dumps(
-                    protocol.chat_chunk(cid, self.model, created, choices, None, with_usage)
-                )
-            choices = [protocol.text_choice(index, text or "", finish)]
-            return orjson.dumps(protocol.text_completion(cid, self.model, created, choices, None))
-
-        if chat:
-            for index in range(len(scripts)):
-                yield chunk(index, "", None)
-        for step in range(max(len(pieces) for pieces, _ in scripts)):
-            if self.options.delay_ms:
+        if endpoint is Endpoint.CHAT:
+            # Every choice streams its own deltas (a call's id is its own), step by step.
+            scripts = [self._chat_script(prompts[0], body) for _ in range(n)]
+            steps = [
+                [protocol.chunk_choice(i, {"role": "assistant", "content": ""}, None)]
+                for i in range(n)
+            ]
+        else:
+            texts = _per_prompt([self._script(p, body) for p in prompts], n)
+            scripts = [([{"text": piece} for piece in pieces], finish) for pieces, finish in texts]
+            steps = []
+        longest = max(len(deltas) for deltas, _ in scripts)
+        for step in range(longest):
+            steps.append(
+                [
+                    self._choice(endpoint, index, deltas[step], None)
+                    for index, (deltas, _) in enumerate(scripts)
+                    if step < len(deltas)
+                ]
+            )
+        steps.append(
+            [self._choice(endpoint, i, {}, finish) for i, (_, finish) in enumerate(scripts)]
+        )
+        first = 1 if endpoint is Endpoint.CHAT else 0  # the role chunks go out at once
+        for k, choices in enumerate(steps):
+            if self.options.delay_ms and first <= k < len(steps) - 1:
                 await asyncio.sleep(self.options.delay_ms / 1000)
-            for index, (pieces, _) in enumerate(scripts):
-                if step < len(pieces):
-                    yield chunk(index, pieces[step], None)
-        for index, (_, finish) in enumerate(scripts):
-            yield chunk(index, None, finish)
+            for choice in choices:
+                yield self._chunk(endpoint, cid, created, [choice], None, with_usage)
         if with_usage:
-            use = protocol.usage(sum(_count(p) for p in prompts), sum(len(p) for p, _ in scripts))
-            if chat:
-                yield orjson.dumps(protocol.chat_chunk(cid, self.model, created, [], use, True))
-            else:
-                yield orjson.dumps(protocol.text_completion(cid, self.model, created, [], use))
+            tokens = sum(len(deltas) for deltas, _ in scripts)
+            use = protocol.usage(sum(_count(p) for p in prompts), tokens)
+            yield self._chunk(endpoint, cid, created, [], use, True)
 
-    def _script(self, prompt: str, body: dict[str, Any]) -> tuple[list[str], str]:
-        """The pieces to send for one prompt, and the finish reason."""
-        pieces = self.options.reply or _WORDS.findall(prompt)
+    def _choice(
+        self, endpoint: Endpoint, index: int, delta: Delta, finish: str | None
+    ) -> dict[str, Any]:
+        if endpoint is Endpoint.CHAT:
+            return protocol.chunk_choice(index, delta, finish)
+        return protocol.text_choice(index, delta.get("text", ""), finish)
+
+    def _chunk(
+        self,
+        endpoint: Endpoint,
+        cid: str,
+        created: int,
+        choices: list[dict[str, Any]],
+        use: dict[str, int] | None,
+        with_usage: bool,
+    ) -> bytes:
+        if endpoint is Endpoint.CHAT:
+            return orjson.dumps(
+                protocol.chat_chunk(cid, self.model, created, choices, use, with_usage)
+            )
+        return orjson.dumps(protocol.text_completion(cid, self.model, created, choices, use))
+
+    def _script(
+        self, prompt: str, body: dict[str, Any], given: list[str] | None = None
+    ) -> tuple[list[str], str]:
+        """The pieces to send for one prompt (``given``, else the reply or the prompt's
+        words) as ``max_tokens`` and ``stop`` cut them, and the finish reason."""
+        pieces = given or self.options.reply or _WORDS.findall(prompt)
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         stop = body.get("stop")
         stops = [stop] if isinstance(stop, str) else [s for s in stop or [] if s]

@@ -98,28 +98,52 @@ def test_tools_a_template_ignores_are_listed_in_the_system_message() -> None:
     assert call.kwargs["tools"] == [TOOL]
 
 
+G_TOOL = {"type": "function", "function": {"name": "g"}}
+
+
 @pytest.mark.parametrize(
-    ("choice", "forced"),
+    ("tools", "choice", "forced", "readable"),
     [
-        ({"type": "function", "function": {"name": "f"}}, True),
-        ("required", True),  # one tool: that one
-        ("auto", False),
-        ("none", False),
+        ([TOOL, G_TOOL], {"type": "function", "function": {"name": "g"}}, ["g"], []),
+        ([TOOL], "required", ["f"], []),
+        ([TOOL, G_TOOL], "required", ["f", "g"], []),  # the model picks one
+        ([TOOL, G_TOOL], "auto", None, ["f", "g"]),
+        ([TOOL, G_TOOL], None, None, ["f", "g"]),  # with tools, auto is the default
+        ([TOOL], "none", None, []),
     ],
 )
-def test_tool_choice_forces_a_call_only_when_it_can(choice: Any, forced: bool) -> None:
-    call = chat_call(chat(tools=[TOOL], tool_choice=choice), PLAIN, VOCAB)
-    wanted = {"type": "function", "function": {"name": "f"}} if forced else choice
-    assert call.kwargs["tool_choice"] == wanted
+def test_tool_choice_decides_how_the_reply_is_read(
+    tools: list[Any], choice: Any, forced: list[str] | None, readable: list[str]
+) -> None:
+    call = chat_call(chat(tools=tools, tool_choice=choice), PLAIN, VOCAB)
+    assert "tool_choice" not in call.kwargs  # llama's own forcing is never used
+    assert call.kwargs["tools"] == tools  # for a template that shows them
+    if forced is None:
+        assert call.forced is None
+    else:
+        names = [o["properties"]["name"]["const"] for o in call.forced.get("anyOf", [call.forced])]
+        assert names == forced
+    assert call.tools == readable
+
+
+def test_tools_that_may_be_called_are_listed_with_how_to_call_them() -> None:
+    system = chat_call(chat(tools=[TOOL]), PLAIN, VOCAB).kwargs["messages"][0]["content"]
+    assert "<tool_call>" in system
+    system = chat_call(chat(tools=[TOOL], tool_choice="none"), PLAIN, VOCAB).kwargs["messages"]
+    assert "<tool_call>" not in system[0]["content"] and '"name": "f"' in system[0]["content"]
+
+
+def test_a_forced_call_takes_no_response_format() -> None:
+    fmt = {"type": "json_object"}
+    call = chat_call(chat(tools=[TOOL], tool_choice="required", response_format=fmt), PLAIN, 9)
+    assert call.forced is not None and "response_format" not in call.kwargs
+    assert chat_call(chat(tools=[TOOL], response_format=fmt), PLAIN, 9).kwargs["response_format"]
 
 
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        (
-            {"tools": [TOOL, {**TOOL, "function": {"name": "g"}}], "tool_choice": "required"},
-            "tool_choice",
-        ),
+        ({"tool_choice": "required"}, "tool_choice"),
         (
             {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "g"}}},
             "tool_choice",
@@ -165,7 +189,7 @@ def test_logit_bias_keys_become_token_ids() -> None:
 def test_legacy_functions_are_tools_and_answer_as_function_call() -> None:
     call = chat_call(chat(functions=[TOOL["function"]], function_call={"name": "f"}), PLAIN, VOCAB)
     assert call.legacy
-    assert call.kwargs["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert call.forced is not None and call.forced["properties"]["name"] == {"const": "f"}
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import falcon.asgi
 from appliance import protocol
 from appliance.api import errors
 from appliance.api.access import AccessLayer
+from appliance.api.admin import LoadResource, UnloadResource
 from appliance.api.embeddings import EmbeddingsResource
 from appliance.api.generation import GenerationResource
 from appliance.api.health import HealthResource, ReadyResource
@@ -56,6 +57,7 @@ def create_app(
     """
     ref = ClusterRef(cluster or Cluster.from_config(config))
     live, metrics, recent = LiveStreams(), Metrics(), Recent()
+    ref.current.residency.observe(metrics)  # local model loads and unloads, across reloads
     hot = reloader(ref) if reloader else None
     book = SpendBook()
     limiter = _limiter(config, metrics, book)
@@ -94,6 +96,8 @@ def create_app(
         app.add_route(f"{prefix}/messages", messages)
         app.add_route(f"{prefix}/messages/count_tokens", count_tokens)
     app.add_route("/api/v1/beta/relevance", RelevanceResource(accountant))
+    app.add_route("/admin/load", LoadResource())
+    app.add_route("/admin/unload", UnloadResource())
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource())
     app.add_route("/metrics", MetricsResource(metrics))

@@ -9,6 +9,10 @@ no cap). Otherwise it waits in a FIFO queue of at most ``queue_size`` requests f
 A slot handed to a waiter is either used or given back, on every path: the queue timeout
 is the dispatcher's own timer, which never fires for a waiter that already holds a slot,
 and a waiter cancelled after the hand-over (an outer deadline, a client gone) returns it.
+
+While the model's workers are coming (a local model loading), requests queue for them
+even though none is available yet; if the load fails, :meth:`Dispatcher.fail_waiters`
+answers every waiter with the reason.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ log = structlog.get_logger("appliance.dispatch")
 
 
 class _Waiter:
-    """A request waiting for a slot; its future gets a worker, or None at the timeout."""
+    """A request waiting for a slot; its future gets a worker, None at the timeout, or an
+    error (the model failed to load)."""
 
     __slots__ = ("exclude", "future")
 
@@ -47,6 +52,8 @@ class Dispatcher:
         max_concurrency: Requests one worker serves at once; ``None``: no cap.
         queue_size: Requests that may wait for a slot.
         queue_timeout_s: Longest wait for a slot.
+        coming: Whether workers that are not available yet are on their way (a local
+            model loading): requests then wait for them instead of failing at once.
     """
 
     def __init__(
@@ -58,8 +65,10 @@ class Dispatcher:
         max_concurrency: int | None,
         queue_size: int,
         queue_timeout_s: float,
+        coming: Callable[[], bool] = lambda: False,
     ) -> None:
         self.model = model
+        self.coming = coming
         self.workers = list(workers)
         self.available = available
         self.max_concurrency = max_concurrency
@@ -99,7 +108,9 @@ class Dispatcher:
         if worker is not None:
             self._in_flight[worker] += 1
             return worker
-        if not any(self.available(w) and w not in exclude for w in self.workers):
+        if not self.coming() and not any(
+            self.available(w) and w not in exclude for w in self.workers
+        ):
             raise ServiceUnavailableError(
                 f"No healthy worker for model '{self.model}' right now.", retry_after=1
             )
@@ -127,12 +138,25 @@ class Dispatcher:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
         if worker is None:
+            what = (
+                f"for model '{self.model}' to load"
+                if self.coming()
+                else f"for a worker of model '{self.model}'"
+            )
             raise ServiceUnavailableError(
-                f"Timed out after {self.queue_timeout_s:g}s waiting for a worker of "
-                f"model '{self.model}'.",
-                retry_after=1,
+                f"Timed out after {self.queue_timeout_s:g}s waiting {what}.", retry_after=1
             )
         return worker
+
+    def fail_waiters(self, error: BaseException) -> int:
+        """Answer every request waiting for a slot with ``error``; returns how many."""
+        failed = 0
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_exception(error)
+                failed += 1
+        return failed
 
     def release(self, worker: Worker) -> None:
         """Give a slot back, handing it to the longest waiter that may use it."""
@@ -211,6 +235,6 @@ class Dispatcher:
 
 def _handed(future: asyncio.Future[Worker | None]) -> Worker | None:
     """The worker a settled future holds, if any."""
-    if future.done() and not future.cancelled():
+    if future.done() and not future.cancelled() and future.exception() is None:
         return future.result()
     return None

@@ -27,6 +27,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_LOAD = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 _OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
@@ -113,6 +114,36 @@ class Metrics:
             ["key"],
             registry=own,
         )
+
+        self.model_loads = Counter(
+            "appliance_model_loads_total",
+            "Loads of local models, by result: ok, or failed (one per failed attempt).",
+            ["model", "result"],
+            registry=own,
+        )
+        self.model_unloads = Counter(
+            "appliance_model_unloads_total",
+            "Unloads of local models, by reason: idle, memory_budget or admin.",
+            ["model", "reason"],
+            registry=own,
+        )
+        self.model_load_seconds = Histogram(
+            "appliance_model_load_seconds",
+            "Time a local model took to load, from the first request to a worker up.",
+            ["model"],
+            buckets=_LOAD,
+            registry=own,
+        )
+
+    def model_loaded(self, model: str, seconds: float, *, ok: bool) -> None:
+        """A local model loaded (``ok``), or an attempt to load it failed."""
+        self.model_loads.labels(model, "ok" if ok else "failed").inc()
+        if ok:
+            self.model_load_seconds.labels(model).observe(seconds)
+
+    def model_unloaded(self, model: str, reason: str) -> None:
+        """A local model's workers were stopped."""
+        self.model_unloads.labels(model, reason).inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric (all processes)."""

@@ -154,6 +154,7 @@ class Reloader:
                 reason, started, "a worker failed to start", [f"{type(exc).__name__}: {exc}"]
             )
         self.ref.current = plan.cluster
+        plan.cluster.take_residency()
         if self.apply_logging is not None:
             self.apply_logging(config)
         self.reloads += 1
@@ -270,27 +271,29 @@ def _plan(current: Cluster, config: ApplianceConfig) -> _Plan:
     """The next cluster: unchanged models carried over, the rest built anew.
 
     New local workers get their share of the cores as the new config counts them;
-    carried-over ones keep theirs.
+    carried-over ones keep theirs, and their lifecycle (loaded or not, last used, memory
+    measured): the memory budget (one :class:`Residency` per process) passes on too.
     """
     old = current.registry.groups
     threads = thread_share(config)
     groups: list[ModelGroup] = []
     fresh: list[ModelGroup] = []
     carried: list[str] = []
+    residency = current.residency
     for model in config.models:
         previous = old.get(model.name)
         if previous is not None and previous.config == model:
             groups.append(previous)
             carried.append(model.name)
         else:
-            group = ModelGroup.from_config(model, threads=threads)
+            group = ModelGroup.from_config(model, threads=threads, residency=residency)
             groups.append(group)
             fresh.append(group)
     kept = {id(g) for g in groups}
     retired = [g for g in old.values() if id(g) not in kept]
     routes = {r.alias: list(r.targets) for r in config.routes}
     registry = Registry(groups, routes, current.registry.created)
-    return _Plan(Cluster(config, registry), fresh, retired, carried, set(old))
+    return _Plan(Cluster(config, registry, residency), fresh, retired, carried, set(old))
 
 
 def _read_at_start(started: ApplianceConfig, config: ApplianceConfig) -> list[str]:

@@ -22,6 +22,9 @@ class HealthResource:
 class ReadyResource:
     """Readiness: 200 while every required model has an available worker, else 503.
 
+    A local model that is not loaded counts as ready while it can be loaded: an
+    ``on_demand`` one until a load of it fails, a ``startup`` one unloaded for being idle.
+
     Models that are not required (by default ``openai`` and ``scripted`` ones) do not
     decide readiness, so one upstream's outage does not pull the replica from its load
     balancer. With no required model, the replica is ready once started. The body
@@ -38,7 +41,7 @@ class ReadyResource:
         resp.data = orjson.dumps(
             {
                 "status": "ready" if ready else "not_ready",
-                "unavailable": [m.name for m in snapshot.models if not m.available],
+                "unavailable": [m.name for m in snapshot.models if not m.ready],
                 "models": {m.name: m.as_dict() for m in snapshot.models},
             }
         )

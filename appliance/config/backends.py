@@ -280,6 +280,32 @@ class LocalModel(ModelBase):
     startup_timeout_s: float = Field(
         120.0, gt=0, description="Longest a worker process may take to load the model."
     )
+    load: Literal["startup", "on_demand"] = Field(
+        "startup",
+        description="startup: loaded when the appliance starts (or a reload adds it), and "
+        "/readyz waits for it. on_demand: loaded by its first request, which waits for it "
+        "(within queue_timeout_s); /readyz counts it ready while it can be loaded.",
+    )
+    idle_unload_s: float | None = Field(
+        None,
+        gt=0,
+        description="Unload the model's worker processes after this long with no request; "
+        "the next request loads it again. Absent: never unloaded for being idle.",
+    )
+    preload: bool = Field(
+        False,
+        description="on_demand models only: start loading at start and after a reload, in "
+        "the background, if it fits the memory budget without unloading another model.",
+    )
+
+    @model_validator(mode="after")
+    def _preload_is_on_demand(self) -> LocalModel:
+        if self.preload and self.load != "on_demand":
+            raise LocatedValueError(
+                "preload applies to `load: on_demand` models; `startup` ones always load",
+                ("preload",),
+            )
+        return self
 
 
 _N_THREADS = (

@@ -267,6 +267,21 @@ class BillingConfig(Strict):
     )
 
 
+class LocalConfig(Strict):
+    """Local models (llama_cpp, onnx) as a whole."""
+
+    memory_budget_mb: int | None = Field(
+        None,
+        ge=1,
+        description="Memory the worker processes of local models may use together, in MB, "
+        "shared out evenly among Granian processes. Before a model loads, the least "
+        "recently used idle models are unloaded to make room. A model's need is estimated "
+        "from its files (and n_ctx) until its workers' real RSS has been measured. A model "
+        "that cannot fit alone, or startup models that cannot fit together, are errors. "
+        "Absent: no budget.",
+    )
+
+
 class ApplianceConfig(Strict):
     """The whole of cluster.yaml."""
 
@@ -276,6 +291,7 @@ class ApplianceConfig(Strict):
     models: list[ModelConfig] = Field(min_length=1, description="The models served.")
     routes: list[RouteConfig] = Field(default_factory=list, description="Aliases.")
     state: StateConfig = Field(default_factory=StateConfig, description="Shared state.")
+    local: LocalConfig = Field(default_factory=LocalConfig, description="Local models.")
     billing: BillingConfig = Field(default_factory=BillingConfig, description="Costs.")
 
     @model_validator(mode="after")
@@ -285,9 +301,45 @@ class ApplianceConfig(Strict):
             [(r.alias, r.targets) for r in self.routes],
             [k.models for k in self.auth.api_keys],
         )
+        problems += self._memory_budget_problems()
         if problems:
             raise LocatedProblems(problems)
         return self
+
+    def _memory_budget_problems(self) -> list[LocatedValueError]:
+        """Each local model must fit the budget alone, and startup models together."""
+        budget = self.local.memory_budget_mb
+        if budget is None:
+            return []
+        from appliance.memory import estimate  # reads model files: only with a budget
+
+        share = budget / self.server.processes
+        per = f"local.memory_budget_mb {budget} / server.processes {self.server.processes}"
+        at_start = 0.0
+        problems: list[LocatedValueError] = []
+        for i, model in enumerate(self.models):
+            need = estimate(model)
+            if need is None:
+                continue  # not a local model, or its file is missing: its load will say so
+            if need.total_mb > share:
+                problems.append(
+                    LocatedValueError(
+                        f"model {model.name!r} needs about {need.describe()}, more than the "
+                        f"memory budget of {share:g} MB ({per})",
+                        ("models", i),
+                    )
+                )
+            if getattr(model, "load", None) == "startup":
+                at_start += need.total_mb
+        if at_start > share:
+            problems.append(
+                LocatedValueError(
+                    f"the `load: startup` models need about {at_start:.0f} MB together, more "
+                    f"than the memory budget of {share:g} MB ({per}); make some `on_demand`",
+                    ("local", "memory_budget_mb"),
+                )
+            )
+        return problems
 
     def secrets(self) -> list[str]:
         """Every secret value in the config, for log redaction."""

@@ -6,9 +6,12 @@ the same client code, pooling, timeouts and error mapping as any upstream, and
 generation, which is CPU-bound, never blocks this process's event loop. The same command
 runs a model on another machine.
 
-The worker starts its child, waits for it to report its port (after the model loaded),
-restarts it with exponential back-off when it dies, and stops it on close. It is up while
-its child is loaded and running; a child that exits takes it down until the next one is.
+Starting the worker only prepares it; :meth:`LocalWorker.load` starts the child (the
+model's lifecycle, :mod:`appliance.lifecycle`, decides when) and :meth:`LocalWorker.unload`
+stops it. While loaded, the worker waits for its child to report its port (after the
+model loaded), restarts it with exponential back-off when it dies or fails to load, and
+tells its listeners why a load failed (the last line the child wrote to stderr, which
+for a Python child is the exception). It is up while its child is loaded and running.
 
 Every worker process of every Granian process is one child: a default ``n_threads`` is
 the machine's cores shared out among them (:func:`thread_share`), so that several local
@@ -20,12 +23,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
+from appliance.clip import clip
 from appliance.config import ApplianceConfig
 from appliance.config.backends import LlamaCppModel, OnnxModel
 from appliance.errors import ServiceUnavailableError
@@ -55,6 +62,17 @@ def thread_share(config: ApplianceConfig, cpus: int | None = None) -> int:
     return max(1, cpus // max(1, local * config.server.processes))
 
 
+@dataclass(frozen=True)
+class LoadFailure:
+    """Why a child did not come up, and when the next try is (``time.monotonic``)."""
+
+    reason: str
+    retry_at: float
+
+
+FailureListener = Callable[["LocalWorker", LoadFailure], None]
+
+
 class LocalWorker(OpenAIWorker):
     """One child process running one model.
 
@@ -80,13 +98,39 @@ class LocalWorker(OpenAIWorker):
         self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0
         self.spec = _spec(config, threads)
+        self.failure: LoadFailure | None = None
         self._serving = False
         self._ready = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
+        self._failure_listeners: list[FailureListener] = []
+        self._stderr: _StderrTail | None = None
 
-    async def start(self) -> None:
-        await super().start()
+    @property
+    def loaded(self) -> bool:
+        """Whether :meth:`load` was called and :meth:`unload` not since (the child may be
+        starting, running, or waiting to be restarted)."""
+        return self._supervisor is not None and not self._supervisor.done()
+
+    def watch_failures(self, listener: FailureListener) -> None:
+        """Call ``listener(worker, failure)`` whenever a child fails to load or dies."""
+        self._failure_listeners.append(listener)
+
+    def load(self) -> None:
+        """Start the child (and restart it as needed) until :meth:`unload` or :meth:`close`."""
+        if self.closed or self.loaded:
+            return
+        self.failure = None
         self._supervisor = asyncio.ensure_future(self._supervise())
+
+    async def unload(self) -> None:
+        """Stop the child; the worker stays usable and may :meth:`load` again."""
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
+        await self._stop_process()
+        self._went_down()
+        self.failure = None
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
@@ -98,81 +142,105 @@ class LocalWorker(OpenAIWorker):
 
     async def close(self) -> None:
         self._mark_closed()
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
-        await self._stop_process()
+        await self.unload()
         await super().close()
+
+    def pid(self) -> int | None:
+        """The running child's process id."""
+        process = self.process
+        return process.pid if process is not None and process.returncode is None else None
 
     def describe(self) -> dict[str, object]:
         out = super().describe()
-        out["pid"] = self.process.pid if self.process else None
+        out["pid"] = self.pid()
         out["restarts"] = self.restarts
         out["n_threads"] = self.spec.options.n_threads
+        if self.failure is not None:
+            out["last_error"] = self.failure.reason
         return out
 
     def _running(self) -> bool:
         return self._serving
 
+    def _went_down(self) -> None:
+        self._serving = False
+        self._refresh()
+        self._ready.clear()
+
+    def _failed(self, reason: str, backoff: float) -> None:
+        self.failure = LoadFailure(reason, time.monotonic() + backoff)
+        for listener in list(self._failure_listeners):
+            listener(self, self.failure)
+
     async def _supervise(self) -> None:
         backoff = 1.0
         while not self.closed:
             started = time.monotonic()
-            port = await self._spawn()
+            port, reason = await self._spawn()
             if port is not None:
                 self.base_url = f"http://127.0.0.1:{port}/v1"
+                self.failure = None
                 self._serving = True
                 self._refresh()
                 self._ready.set()
                 log.info(
                     "local_worker_ready",
                     worker=self.worker_id,
-                    pid=self.process.pid if self.process else None,
+                    pid=self.pid(),
                     load_s=round(time.monotonic() - started, 2),
                 )
                 assert self.process is not None
                 code = await self.process.wait()
-                self._serving = False
-                self._refresh()
-                self._ready.clear()
+                self._went_down()
                 if self.closed:
                     return
+                reason = f"the worker process exited with code {code}"
                 log.error("local_worker_exited", worker=self.worker_id, code=code)
                 if time.monotonic() - started > 60:
                     backoff = 1.0
             self.restarts += 1
+            self._failed(reason, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF_S)
 
-    async def _spawn(self) -> int | None:
-        """Start the child; its port once the model is loaded, or None if it failed."""
+    async def _spawn(self) -> tuple[int | None, str]:
+        """Start the child: its port once the model is loaded, or None and why not."""
         with tempfile.TemporaryDirectory(prefix="appliance-") as folder:
             port_file = Path(folder) / "port"
-            self.process = await asyncio.create_subprocess_exec(
-                *self_command("worker"),
-                "--spec",
-                self.spec.model_dump_json(),
-                "--port-file",
-                str(port_file),
-                "--exit-with-parent",
+            process = self.process = await asyncio.create_subprocess_exec(
+                *self_command(
+                    "worker",
+                    "--spec",
+                    self.spec.model_dump_json(),
+                    "--port-file",
+                    str(port_file),
+                    "--exit-with-parent",
+                ),
                 stdin=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
+            assert process.stderr is not None
+            tail = self._stderr = _StderrTail(process.stderr)  # held: tasks are weakly kept
             deadline = time.monotonic() + self.config.startup_timeout_s
             while time.monotonic() < deadline:
-                if self.process.returncode is not None:
+                if process.returncode is not None:
+                    await tail.done()
+                    code = process.returncode
+                    reason = tail.last or f"the worker process exited with code {code}"
                     log.error(
                         "local_worker_failed_to_start",
                         worker=self.worker_id,
-                        code=self.process.returncode,
+                        code=process.returncode,
+                        reason=reason,
                     )
-                    return None
+                    return None, reason
                 with contextlib.suppress(OSError, ValueError):
-                    return int(port_file.read_text())
+                    return int(port_file.read_text()), ""
                 await asyncio.sleep(0.05)
             log.error("local_worker_start_timeout", worker=self.worker_id)
             await self._stop_process()
-            return None
+            return None, f"the model did not load within {self.config.startup_timeout_s:g}s"
 
     async def _stop_process(self) -> None:
         process = self.process
@@ -186,6 +254,28 @@ class LocalWorker(OpenAIWorker):
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+
+
+class _StderrTail:
+    """Copies a child's stderr to ours, line by line, keeping its last non-empty line."""
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self.last = ""
+        self._task = asyncio.ensure_future(self._copy(stream))
+
+    async def done(self) -> None:
+        """Wait (briefly) until the child's stderr is closed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._task), 1.0)
+
+    async def _copy(self, stream: asyncio.StreamReader) -> None:
+        with contextlib.suppress(ValueError, ConnectionError):  # ValueError: a huge line
+            async for line in stream:
+                sys.stderr.buffer.write(line)
+                sys.stderr.buffer.flush()
+                text = line.decode("utf-8", "replace").strip()
+                if text:
+                    self.last = clip(text, 300)
 
 
 def _spec(config: LlamaCppModel | OnnxModel, threads: int | None) -> LlamaCppModel | OnnxModel:

@@ -48,6 +48,7 @@ async def test_worker_that_cannot_load_stays_unhealthy_and_is_retried(tmp_path: 
     )
     worker = LocalWorker("broken/0", config)
     await worker.start()
+    worker.load()
     try:
         for _ in range(100):
             if worker.restarts >= 1:

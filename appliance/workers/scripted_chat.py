@@ -35,11 +35,12 @@ def calls(options: ScriptedOptions, body: dict[str, Any]) -> list[tuple[str, str
             param="functions",
             code="unsupported_parameter",
         )
-    names = [
-        t["function"]["name"]
+    parameters = {
+        t["function"]["name"]: t["function"].get("parameters")
         for t in body.get("tools") or []
         if t.get("type") == "function" and isinstance(t.get("function"), dict)
-    ]
+    }
+    names = list(parameters)
     choice = body.get("tool_choice") or "auto"
     if not names or choice == "none":
         return []
@@ -54,9 +55,9 @@ def calls(options: ScriptedOptions, body: dict[str, Any]) -> list[tuple[str, str
                 code="invalid_value",
             )
         name = function.get("name")
-        made = [c for c in offered if c.name == name] or [ScriptedToolCall(name=name)]
+        made = [c for c in offered if c.name == name] or [_unscripted(name, parameters)]
     elif choice == "required":
-        made = offered or [ScriptedToolCall(name=names[0])]
+        made = offered or [_unscripted(names[0], parameters)]
     elif choice == "auto":
         last = body["messages"][-1]
         made = [] if last.get("role") == "tool" else offered
@@ -131,6 +132,13 @@ def example(schema: Any, root: Any, depth: int = 0) -> Any:
     if kind == "boolean":
         return False
     return None
+
+
+def _unscripted(name: Any, parameters: dict[str, Any]) -> ScriptedToolCall:
+    """A call of a forced function that has no call scripted: the smallest arguments."""
+    schema = parameters.get(name)
+    value = example(schema, schema) if isinstance(schema, dict) else {}
+    return ScriptedToolCall(name=name, arguments=value if isinstance(value, dict) else {})
 
 
 def _scripted(options: ScriptedOptions) -> list[ScriptedToolCall]:

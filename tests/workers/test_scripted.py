@@ -212,17 +212,17 @@ async def test_auto_answers_a_tool_result_in_text_so_the_agent_loop_ends() -> No
 
 
 @pytest.mark.parametrize(
-    ("choice", "name"),
+    ("choice", "name", "arguments"),
     [
-        ("required", "get_time"),
-        ({"type": "function", "function": {"name": "get_time"}}, "get_time"),
+        ("required", "get_time", {}),  # no parameters schema
+        ({"type": "function", "function": {"name": "get_weather"}}, "get_weather", {"city": ""}),
     ],
 )
-async def test_a_forced_function_without_a_script_is_called_with_empty_arguments(
-    choice: Any, name: str
+async def test_a_forced_function_without_a_script_gets_the_smallest_arguments(
+    choice: Any, name: str, arguments: Any
 ) -> None:
     out = await reply(worker(), Endpoint.CHAT, chat(tools=[TIME, WEATHER], tool_choice=choice))
-    assert call_of(out["choices"][0]["message"]) == (name, {})
+    assert call_of(out["choices"][0]["message"]) == (name, arguments)
 
 
 async def test_parallel_calls_unless_parallel_tool_calls_is_false() -> None:

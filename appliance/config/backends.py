@@ -146,7 +146,8 @@ class ScriptedOptions(Strict):
         description="Calls made (one, or a list: parallel calls) when the request offers a "
         "function of that name and tool_choice allows it: forced (required or that name), "
         "or auto unless the last message is a tool result (then the reply answers it). "
-        "A forced function with no call scripted is called with arguments {}.",
+        "A forced function with no call scripted is called with the smallest arguments "
+        "its parameters schema describes.",
     )
     json_reply: Any = Field(
         None,

@@ -29,7 +29,8 @@ from appliance.config import OpenAIModel
 from appliance.errors import APIError
 from appliance.metrics import StreamStats
 from appliance.protocol import Endpoint, now
-from appliance.protocols.responses import ResponsesRequest, from_chat, ident, to_chat
+from appliance.protocols.responses import ResponsesRequest, to_chat
+from appliance.protocols.responses_reply import from_chat, ident
 from appliance.protocols.responses_stream import EventStream, frame
 from appliance.usage import StreamTally
 

@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 
 from appliance.protocol import now
-from appliance.protocols.responses import (
-    ResponsesRequest,
+from appliance.protocols.responses import ResponsesRequest
+from appliance.protocols.responses_reply import (
     call_item,
     message_item,
     outcome,

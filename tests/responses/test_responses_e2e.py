@@ -72,9 +72,15 @@ def server(
     return start_server(
         cluster_config(
             scripted("hello", ["Hello", " world."]),
-            scripted("person", ['{"name": "Mara", ', '"age": 25}']),
+            scripted("person", ["Not JSON."], options={"json": {"name": "Mara", "age": 25}}),
+            scripted(
+                "caller",
+                ["It is 18C in Paris."],
+                options={"tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+            ),
             upstream("up", chat_only, "ok"),
             upstream("up-tools", chat_only, "ok+toolcall"),
+            upstream("up-breaks", chat_only, "break-mid-stream"),
             upstream("native", native, "ok", responses="passthrough"),
             upstream("native-fails", native, "fail-400", responses="passthrough"),
             dead,
@@ -190,6 +196,31 @@ class Person(BaseModel):
 def test_parse_reads_the_reply_into_a_pydantic_model(api: openai.OpenAI) -> None:
     reply = api.responses.parse(model="person", input="Make up a person.", text_format=Person)
     assert reply.output_parsed == Person(name="Mara", age=25)
+    # The JSON came from text.format reaching the backend as response_format.
+    assert (
+        api.responses.create(model="person", input="Make up a person.").output_text == "Not JSON."
+    )
+
+
+def test_scripted_function_call_round_trip(api: openai.OpenAI) -> None:
+    first = api.responses.create(model="caller", input="Weather in Paris?", tools=[WEATHER])
+    (call,) = first.output
+    assert call.type == "function_call" and json.loads(call.arguments) == {"city": "Paris"}
+    streamed = list(
+        api.responses.create(model="caller", input="Weather?", tools=[WEATHER], stream=True)
+    )
+    done = next(e for e in streamed if e.type == "response.function_call_arguments.done")
+    assert json.loads(done.arguments) == {"city": "Paris"}
+    second = api.responses.create(
+        model="caller",
+        tools=[WEATHER],
+        input=[
+            {"role": "user", "content": "Weather in Paris?"},
+            call,  # the output item passed back as it came, as agents do
+            {"type": "function_call_output", "call_id": call.call_id, "output": "18C"},
+        ],
+    )
+    assert second.output_text == "It is 18C in Paris."
 
 
 def test_a_fallback_route_applies(api: openai.OpenAI) -> None:
@@ -324,6 +355,18 @@ def test_streamed_function_call_gives_argument_events(api: openai.OpenAI) -> Non
     assert "".join(pieces) == done.arguments and json.loads(done.arguments) == {"city": "Paris"}
     final = events[-1].response  # type: ignore[union-attr]
     assert final.output[0].type == "function_call" and final.output[0].call_id == "call_fake1"
+
+
+def test_a_stream_that_breaks_ends_with_error_and_response_failed(api: openai.OpenAI) -> None:
+    events = list(api.responses.create(model="up-breaks", input="Hi", stream=True))
+    for event in events:
+        assert_valid("ResponseStreamEvent", event.model_dump(mode="json", exclude_unset=True))
+    assert [e.type for e in events][-2:] == ["error", "response.failed"]
+    failed = events[-1].response  # type: ignore[union-attr]
+    assert failed.status == "failed" and failed.error is not None
+    # What arrived before the break is kept in the failed response.
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "c0 c1 "
+    assert failed.output[0].content[0].text == "c0 c1 "  # type: ignore[union-attr]
 
 
 # ---- passthrough, to an upstream that serves the Responses API --------------------------

@@ -9,7 +9,8 @@ import pytest
 
 from appliance.errors import APIError, InvalidRequestError
 from appliance.protocol import validate
-from appliance.protocols.responses import ResponsesRequest, from_chat, to_chat
+from appliance.protocols.responses import ResponsesRequest, to_chat
+from appliance.protocols.responses_reply import from_chat
 from appliance.protocols.responses_stream import EventStream, frame
 from appliance.usage import Usage
 from tests.support.schemas import assert_valid

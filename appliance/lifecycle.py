@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
+from collections.abc import Coroutine
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -198,7 +200,7 @@ class ModelLifecycle:
             return
         if self._unloading is None or self._unloading.done():
             self.state = State.UNLOADING
-            self._unloading = asyncio.ensure_future(self._unload(reason))
+            self._unloading = _detached(self._unload(reason))
         await asyncio.shield(self._unloading)
 
     async def close(self) -> None:
@@ -226,7 +228,7 @@ class ModelLifecycle:
         self.state = State.LOADING
         self.error = None
         self._load_started = time.monotonic()
-        self._loading = asyncio.ensure_future(self._load(why, evict))
+        self._loading = _detached(self._load(why, evict))
 
     async def _load(self, why: str, evict: bool) -> None:
         if not await self.residency.make_room(self, evict=evict):
@@ -284,3 +286,9 @@ class ModelLifecycle:
             code="model_load_failed",
             retry_after=wait,
         )
+
+
+def _detached(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """A task outside the request that started it: its logs (and the workers it starts,
+    which outlive the request) do not carry that request's id."""
+    return asyncio.get_running_loop().create_task(coro, context=contextvars.Context())

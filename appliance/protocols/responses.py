@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import Field, StrictBool
 
 from appliance.errors import InvalidRequestError
-from appliance.protocol import MAX_TOKENS, OpenObject
+from appliance.protocol import MAX_TOKENS, ChatCompletionRequest, OpenObject, validate
 from appliance.protocols.responses_items import input_messages, tool_choice, tools
 
 MAX_TOOLS = 128  # as OpenAI's chat API
@@ -136,6 +136,9 @@ def to_chat(request: ResponsesRequest, body: dict[str, Any]) -> dict[str, Any]:
     if effort is not None:
         chat["reasoning_effort"] = effort
     _stream_options(request.stream_options)
+    # Held to the same checks as a client's own chat request, so every backend gets
+    # what /chat/completions would give it.
+    validate(ChatCompletionRequest, chat)
     return chat
 
 

@@ -139,6 +139,28 @@ def test_function_tools_and_choice_take_the_chat_shape() -> None:
     assert chat["parallel_tool_calls"] is False
 
 
+def test_allowed_tools_take_the_chat_shape() -> None:
+    chat = chat_of(
+        {
+            "model": "m",
+            "input": "x",
+            "tools": [WEATHER],
+            "tool_choice": {
+                "type": "allowed_tools",
+                "mode": "required",
+                "tools": [{"type": "function", "name": "get_weather"}],
+            },
+        }
+    )
+    assert chat["tool_choice"] == {
+        "type": "allowed_tools",
+        "allowed_tools": {
+            "mode": "required",
+            "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+        },
+    }
+
+
 def test_text_format_json_schema_is_a_response_format() -> None:
     schema = {"type": "object", "properties": {"name": {"type": "string"}}}
     chat = chat_of(
@@ -206,6 +228,7 @@ def test_text_format_json_schema_is_a_response_format() -> None:
         ({"text": {"format": {"type": "grammar"}}}, "text.format.type"),
         ({"reasoning": {"summary": "auto"}}, "reasoning.summary"),
         ({"stream_options": {"include_usage": True}}, "stream_options.include_usage"),
+        ({"tool_choice": "required"}, "tool_choice"),  # held to chat's own checks
     ],
 )
 def test_what_cannot_be_honoured_is_a_400_naming_it(body: dict[str, Any], param: str) -> None:

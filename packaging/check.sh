@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Packaging check (CI runs it): build the PEX twice and compare, start it and call it,
-# lint the Containerfile, build the image and run it, as a non-root user, until its
-# HEALTHCHECK says healthy. Everything talks to 127.0.0.1 or stays inside the container.
+# Packaging check (CI runs it): build the PEX twice and compare, start it and call it; build
+# the single binary, copy it alone into an empty folder, start it with an empty environment
+# (cold: nothing unpacked yet; then warm) and have its local models answer; lint the
+# Containerfile, build the image from the binary and run it, as a non-root user, until its
+# HEALTHCHECK says healthy, and have its local model answer. Everything talks to 127.0.0.1
+# or stays inside the container.
 #
 # Environment: PYTHON (default .venv/bin/python), APPLIANCE_BASE_CACHE (where the locally
-# made base image's root file system is kept between runs, default /var/tmp/appliance-base),
-# SKIP_IMAGE=1 to stop after the PEX and the lint.
+# made base image's root file system is kept between runs, default
+# /var/tmp/appliance-base-minbase), SKIP_IMAGE=1 to stop before the image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -45,6 +48,78 @@ kill "$pex_pid"
 wait "$pex_pid" || true
 trap - EXIT
 
+step "binary: build dist/appliance"
+started=$(date +%s)
+PYTHON="$PYTHON" packaging/build-binary.sh
+echo "built in $(( $(date +%s) - started )) s; $(stat -c %s dist/appliance) bytes"
+
+step "binary: alone in an empty folder, empty environment, default config"
+alone=$(mktemp -d)
+state=$(mktemp -d)  # logs and replies, kept apart: the binary's folder holds only itself
+cp dist/appliance "$alone/"
+# The cache the launcher picks under env -i: the passwd entry's home (see launcher.c).
+key=$(tail -c 40 dist/appliance)
+home=$(getent passwd "$(id -u)" | cut -d: -f6)
+unpacked="$home/.cache/appliance/$key"
+rm -rf "$unpacked"
+port=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+bin_pid=
+stop_binary() {
+    [ -n "$bin_pid" ] || return 0
+    kill "$bin_pid" 2>/dev/null || true
+    wait "$bin_pid" 2>/dev/null || true
+    bin_pid=
+}
+trap 'stop_binary; rm -rf "$alone" "$state" "$unpacked"' EXIT
+# Starts the binary (flags only: the environment stays empty); sets ready_ms, the time
+# until /readyz answered 200.
+start_binary() {
+    local t0 code=
+    t0=$(date +%s%N)
+    (cd "$alone" && exec env -i ./appliance serve --port "$port" --pid-file "$state/pid") \
+        >"$state/log" 2>&1 &
+    bin_pid=$!
+    for _ in $(seq 1 1800); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz" || true)
+        [ "$code" = 200 ] && break
+        kill -0 "$bin_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ "$code" = 200 ] || { tail -20 "$state/log"; echo "FAIL: never ready"; exit 1; }
+    ready_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+}
+start_binary
+echo "cold start (unpack + load the models): ready in $ready_ms ms"
+[ "$(readlink "/proc/$bin_pid/exe")" = "$unpacked/appliance" ] \
+    || { echo "FAIL: not running from $unpacked"; exit 1; }
+chat='{"model": "smollm2", "temperature": 0, "max_tokens": 40, "messages": [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]}'
+curl -sf "http://127.0.0.1:$port/v1/chat/completions" -H 'content-type: application/json' \
+    -d "$chat" >"$state/chat"
+echo "chat: $(head -c 300 "$state/chat")"
+grep -q 'Paris' "$state/chat" || { echo "FAIL: no Paris"; exit 1; }
+curl -sf "http://127.0.0.1:$port/v1/embeddings" -H 'content-type: application/json' \
+    -d '{"model": "minilm", "input": ["A cat sleeps on the sofa."]}' >"$state/embed"
+"$PYTHON" -c "
+import json, sys
+vector = json.load(open(sys.argv[1]))['data'][0]['embedding']
+assert len(vector) == 384, len(vector)
+print('embeddings: 384 dimensions, norm %.3f' % sum(x * x for x in vector) ** 0.5)
+" "$state/embed"
+# Every local model worker is this binary's own worker subcommand.
+workers=$(pgrep -fc "^$unpacked/appliance worker " || true)
+echo "local model workers run as $unpacked/appliance worker: $workers"
+[ "$workers" -ge 3 ] || { echo "FAIL: expected 3 local workers of the binary"; exit 1; }
+(cd "$alone" && env -i ./appliance check >/dev/null \
+    && env -i ./appliance reload --pid-file "$state/pid")
+stop_binary
+start_binary
+echo "warm start (unpacked already): ready in $ready_ms ms"
+stop_binary
+[ "$(ls -A "$alone")" = appliance ] \
+    || { echo "FAIL: the binary left files beside itself: $(ls -A "$alone")"; exit 1; }
+rm -rf "$alone" "$state" "$unpacked"
+trap - EXIT
+
 step "Containerfile lint (hadolint)"
 "$BIN/hadolint" --ignore DL3008 Containerfile
 echo "hadolint: clean"
@@ -60,8 +135,8 @@ if ! command -v buildah >/dev/null || ! command -v podman >/dev/null || ! comman
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah podman runc debootstrap >/dev/null
 fi
 
-step "base image (Debian bookworm minbase + python3, made locally)"
-cache=${APPLIANCE_BASE_CACHE:-/var/tmp/appliance-base}
+step "base image (Debian bookworm minbase, made locally; the image needs no Python)"
+cache=${APPLIANCE_BASE_CACHE:-/var/tmp/appliance-base-minbase}
 mkdir -p "$cache"
 if [ ! -s "$cache/rootfs.tar" ]; then
     # The Debian mirror this machine's apt already uses (its bookworm "main" archive).
@@ -69,20 +144,20 @@ if [ ! -s "$cache/rootfs.tar" ]; then
         /etc/apt/sources.list.d/ 2>/dev/null || true; } | awk '{print $2; exit}')
     [ -n "$mirror" ] || { echo "FAIL: no Debian mirror in the apt sources"; exit 1; }
     rootfs=$(mktemp -d)
-    debootstrap --variant=minbase --include=python3 bookworm "$rootfs" "$mirror" >"$cache/debootstrap.log" 2>&1
+    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$cache/debootstrap.log" 2>&1
     tar -C "$rootfs" -cf "$cache/rootfs.tar" .
     rm -rf "$rootfs"
 fi
-if ! buildah inspect localhost/appliance-base:bookworm >/dev/null 2>&1; then
+if ! buildah inspect localhost/appliance-base:bookworm-minbase >/dev/null 2>&1; then
     ctr=$(buildah from scratch)
     buildah add "$ctr" "$cache/rootfs.tar" / >/dev/null
-    buildah commit --quiet "$ctr" localhost/appliance-base:bookworm >/dev/null
+    buildah commit --quiet "$ctr" localhost/appliance-base:bookworm-minbase >/dev/null
     buildah rm "$ctr" >/dev/null
 fi
 
 step "image build"
 buildah bud --quiet --isolation chroot --format docker \
-    --build-arg BASE_IMAGE=localhost/appliance-base:bookworm -f Containerfile \
+    --build-arg BASE_IMAGE=localhost/appliance-base:bookworm-minbase -f Containerfile \
     -t localhost/appliance:check . >/dev/null
 
 step "image run: non-root, healthy"
@@ -92,28 +167,29 @@ podman run -d --name "$name" --runtime runc --cgroup-manager cgroupfs --events-b
     --network none --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 \
     localhost/appliance:check >/dev/null
 # The container, then the image (the vfs driver stores full copies: do not let them pile up).
-trap 'podman rm -f "$name" >/dev/null 2>&1 || true
+workdir=$(mktemp -d)
+trap 'rm -rf "$workdir"; podman rm -f "$name" >/dev/null 2>&1 || true
       buildah rmi localhost/appliance:check >/dev/null 2>&1 || true
       buildah rmi --prune >/dev/null 2>&1 || true' EXIT
 uid=$(podman exec "$name" id -u)
 echo "runs as uid $uid"
 [ "$uid" != 0 ] || { echo "FAIL: runs as root"; exit 1; }
 healthy=0
-for _ in $(seq 1 60); do
+for _ in $(seq 1 180); do
     if podman healthcheck run "$name" >/dev/null 2>&1; then healthy=1; break; fi
-    sleep 0.5
+    sleep 1
 done
-podman logs "$name" 2>&1 | tail -3
+podman logs "$name" 2>&1 | grep -v '"path":"/readyz"' | tail -3
 [ "$healthy" = 1 ] || { echo "FAIL: HEALTHCHECK never passed"; exit 1; }
-echo "HEALTHCHECK: healthy"
-podman exec "$name" /app/venv/bin/python -c "
-import json, urllib.request
-req = urllib.request.Request('http://127.0.0.1:8000/v1/chat/completions',
-    data=json.dumps({'model': 'test-model-name-0', 'messages': [{'role': 'user', 'content': 'hi'}]}).encode(),
-    headers={'content-type': 'application/json'})
-with urllib.request.urlopen(req, timeout=5) as r:
-    body = json.load(r)
-    assert r.status == 200 and body['choices'][0]['message']['content'] == 'Hello world.', body
-    print('in-container chat: HTTP', r.status)
-"
+echo "HEALTHCHECK: healthy (/readyz: every local model loaded)"
+# No Python or curl in the image: bash's /dev/tcp, one HTTP/1.0 request.
+podman exec "$name" bash -c '
+body=$1
+exec 3<>/dev/tcp/127.0.0.1/8000
+printf "POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" "${#body}" "$body" >&3
+cat <&3' _ "$chat" >"$workdir/reply"
+echo "in-container chat: $(tail -c 300 "$workdir/reply")"
+head -1 "$workdir/reply" | grep -q ' 200' && grep -q 'Paris' "$workdir/reply" \
+    || { echo "FAIL: the image's local model did not answer Paris"; exit 1; }
+echo "image: $(podman image inspect --format "{{.Size}}" localhost/appliance:check) bytes (base: $(podman image inspect --format "{{.Size}}" localhost/appliance-base:bookworm-minbase))"
 echo "packaging check passed"

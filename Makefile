@@ -57,6 +57,11 @@ system-deps:
 package-check: $(VENV)/.test-installed
 	PYTHON=$(BIN)/python packaging/check.sh
 
+# The single binary dist/appliance: the runtime, the local models and configs/cluster.yaml in
+# one ELF file that needs no Python on the target (packaging/build-binary.sh).
+binary: $(VENV)/.run-installed
+	PYTHON=$(BIN)/python packaging/build-binary.sh
+
 test: lint system-deps
 	$(MAKE) package-check
 	$(BIN)/python -m pytest

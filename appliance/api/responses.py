@@ -10,7 +10,8 @@ say ``responses: passthrough`` gets the request as it came, on the upstream's ow
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
 import falcon
@@ -29,7 +30,7 @@ from appliance.config import OpenAIModel
 from appliance.errors import APIError
 from appliance.metrics import StreamStats
 from appliance.protocol import Endpoint, now
-from appliance.protocols.responses import ResponsesRequest, to_chat
+from appliance.protocols.responses import ResponsesRequest, param_name, to_chat
 from appliance.protocols.responses_reply import from_chat, ident
 from appliance.protocols.responses_stream import EventStream, frame
 from appliance.usage import StreamTally
@@ -57,9 +58,10 @@ class ResponsesResource:
         rid, created = ident("resp"), now()
         if request.stream:
             # Chat streams are always asked for usage; the Responses API has its own.
-            stream = await gateway.open_stream(
-                principal, endpoint, sent, timing, session, usage=not native
-            )
+            with _named_as_sent(native):
+                stream = await gateway.open_stream(
+                    principal, endpoint, sent, timing, session, usage=not native
+                )
             tally = charge.stream(client_asked=True)
             if native:
                 tally = charge.tally = NativeTally(client_asked=True)
@@ -82,7 +84,8 @@ class ResponsesResource:
             resp.sse = cast(AsyncIterator[SSEvent | None], relay.events())
             resp.set_header("cache-control", "no-cache")
             return
-        reply = await gateway.call(principal, endpoint, sent, timing, session)
+        with _named_as_sent(native):
+            reply = await gateway.call(principal, endpoint, sent, timing, session)
         used = await charge.reply(reply)
         if not native:
             reply = orjson.dumps(
@@ -90,6 +93,17 @@ class ResponsesResource:
             )
         resp.data = reply
         resp.content_type = falcon.MEDIA_JSON
+
+
+@contextlib.contextmanager
+def _named_as_sent(native: bool) -> Iterator[None]:
+    """A backend's error about a translated request names the field as the client sent it."""
+    try:
+        yield
+    except APIError as exc:
+        if not native:
+            exc.param = param_name(exc.param)
+        raise
 
 
 def passthrough(cluster: Cluster, principal: Principal, name: str) -> bool:
@@ -123,7 +137,7 @@ class TranslatedFraming:
                 self.events.fail(
                     _str(error.get("code")),
                     _str(error.get("message")) or "The model failed mid-stream.",
-                    _str(error.get("param")),
+                    param_name(_str(error.get("param"))),
                 )
             )
         return self._frame(self.events.chunk(obj))
@@ -133,7 +147,7 @@ class TranslatedFraming:
             return []
         if error is None:
             return self._frame(self.events.end(self.tally.result(self.chat)))
-        return self._frame(self.events.fail(error.code, error.message, error.param))
+        return self._frame(self.events.fail(error.code, error.message, param_name(error.param)))
 
     @staticmethod
     def _frame(events: list[dict[str, Any]]) -> list[Event]:

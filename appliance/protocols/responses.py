@@ -142,6 +142,34 @@ def to_chat(request: ResponsesRequest, body: dict[str, Any]) -> dict[str, Any]:
     return chat
 
 
+# A backend's errors name chat fields; the caller knows them by these names.
+_PARAMS = {
+    "messages": "input",
+    "max_tokens": "max_output_tokens",
+    "max_completion_tokens": "max_output_tokens",
+    "response_format": "text.format",
+    "reasoning_effort": "reasoning.effort",
+    "verbosity": "text.verbosity",
+}
+
+
+def param_name(chat_param: str | None) -> str | None:
+    """The Responses name of a chat request's field, as a backend's error names it.
+
+    A message's place is not kept: items and messages are not one to one (instructions
+    come first, function calls join an assistant message), so ``messages[3].content`` is
+    ``input``. Tool and tool-choice names are the same in both APIs.
+    """
+    if chat_param is None:
+        return None
+    head = chat_param.split("[", 1)[0].split(".", 1)[0]
+    if head not in _PARAMS:
+        return chat_param
+    if head == "response_format" and chat_param != head:
+        return "text.format"
+    return _PARAMS[head]
+
+
 def _refuse(body: dict[str, Any]) -> None:
     for name, (off, reason) in REFUSED.items():
         value = body.get(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -81,6 +82,7 @@ def server(
             upstream("up", chat_only, "ok"),
             upstream("up-tools", chat_only, "ok+toolcall"),
             upstream("up-breaks", chat_only, "break-mid-stream"),
+            upstream("up-fails", chat_only, "fail-400"),
             upstream("native", native, "ok", responses="passthrough"),
             upstream("native-fails", native, "fail-400", responses="passthrough"),
             dead,
@@ -304,6 +306,13 @@ def test_upstream_gets_an_ordinary_chat_request(
     assert (reply.usage.input_tokens, reply.usage.output_tokens) == (5, 2)  # the upstream's
 
 
+def test_an_upstream_error_names_the_field_as_the_client_sent_it(server: RunningServer) -> None:
+    raw = post(server, {"model": "up-fails", "input": "Hi"})
+    assert raw.status_code == 400
+    assert raw.json()["error"]["message"] == "fake says 400"  # the upstream's own words
+    assert raw.json()["error"]["param"] == "input"  # it said messages
+
+
 def test_upstream_stream_is_translated_with_its_usage(
     api: openai.OpenAI, chat_only: FakeUpstream
 ) -> None:
@@ -367,6 +376,28 @@ def test_a_stream_that_breaks_ends_with_error_and_response_failed(api: openai.Op
     # What arrived before the break is kept in the failed response.
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "c0 c1 "
     assert failed.output[0].content[0].text == "c0 c1 "  # type: ignore[union-attr]
+
+
+def test_a_client_that_leaves_mid_stream_closes_the_upstream_request(
+    server: RunningServer, chat_only: FakeUpstream
+) -> None:
+    before = len(chat_only.disconnects)
+    # x_chunks and x_chunk_delay_ms are outside the Responses API: they reach the upstream.
+    body = {"model": "up", "input": "Hi", "stream": True, "x_chunks": 100, "x_chunk_delay_ms": 50}
+    with httpx.stream(
+        "POST",
+        f"{server.base_url}/v1/responses",
+        json=body,
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=10,
+    ) as response:
+        for line in response.iter_lines():
+            if "response.output_text.delta" in line:
+                break  # leave once the text has begun
+    deadline = time.monotonic() + 3
+    while len(chat_only.disconnects) == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(chat_only.disconnects) > before, "the upstream never saw its connection close"
 
 
 # ---- passthrough, to an upstream that serves the Responses API --------------------------

@@ -75,6 +75,13 @@ def test_max_output_tokens_makes_it_incomplete(api: openai.OpenAI) -> None:
     assert reply.usage is not None and reply.usage.output_tokens == 3
 
 
+def test_a_prompt_over_the_context_is_a_400_naming_input(api: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.responses.create(model="smollm2", input="word " * 3000)
+    assert caught.value.code == "context_length_exceeded"
+    assert caught.value.param == "input"
+
+
 class Person(BaseModel):
     name: str
     age: int

@@ -9,7 +9,7 @@ import pytest
 
 from appliance.errors import APIError, InvalidRequestError
 from appliance.protocol import validate
-from appliance.protocols.responses import ResponsesRequest, to_chat
+from appliance.protocols.responses import ResponsesRequest, param_name, to_chat
 from appliance.protocols.responses_reply import from_chat
 from appliance.protocols.responses_stream import EventStream, frame
 from appliance.usage import Usage
@@ -236,6 +236,25 @@ def test_what_cannot_be_honoured_is_a_400_naming_it(body: dict[str, Any], param:
     assert error.status == 400
     assert error.param == param
     assert param.split("[")[0].split(".")[0] in error.message
+
+
+@pytest.mark.parametrize(
+    ("chat", "responses"),
+    [
+        ("messages", "input"),
+        ("messages[3].content[0].text", "input"),
+        ("max_tokens", "max_output_tokens"),
+        ("response_format.json_schema.schema", "text.format"),
+        ("reasoning_effort", "reasoning.effort"),
+        ("tool_choice", "tool_choice"),
+        ("tools[0].function.name", "tools[0].function.name"),
+        (None, None),
+    ],
+)
+def test_backend_errors_name_fields_as_the_client_sent_them(
+    chat: str | None, responses: str | None
+) -> None:
+    assert param_name(chat) == responses
 
 
 def test_store_false_and_no_previous_response_are_fine() -> None:

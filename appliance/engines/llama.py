@@ -17,14 +17,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import jinja2
 
 from appliance.config.backends import LlamaCppModel
-from appliance.engines import llama_tools
 from appliance.engines.base import Engine, resolve, shorten
+from appliance.engines.llama_replies import ChatDeltas, Deltas, TextDeltas, chat_choice
 from appliance.engines.llama_request import (
     PROBE,
     PROBE_RESULT,
@@ -105,7 +105,7 @@ class LlamaEngine(Engine):
             kwargs = self._generation(call)
             for index in range(call.n):
                 reply = self.llm.create_chat_completion(**kwargs)
-                choices.append(_chat_choice(index, reply["choices"][0], call))
+                choices.append(chat_choice(index, reply["choices"][0], call))
                 completion += reply["usage"]["completion_tokens"]
         return _reply(reply, "chat.completion", self.name, choices, prompt, completion)
 
@@ -116,7 +116,7 @@ class LlamaEngine(Engine):
         with self._lock:
             prompt = self._prompt(call)
             chunks = self.llm.create_chat_completion(stream=True, **self._generation(call))
-            yield from self._relay(chunks, body, stop, prompt, _ChatDeltas(call, stop))
+            yield from self._relay(chunks, body, stop, prompt, ChatDeltas(call, stop))
 
     def _generation(self, call: ChatCall) -> dict[str, Any]:
         """The arguments that generate: with a grammar if a tool call is forced."""
@@ -199,7 +199,7 @@ class LlamaEngine(Engine):
         tokens, echo = self._completion_prompt(body)
         with self._lock:
             chunks = self.llm.create_completion(prompt=tokens, stream=True, **kwargs)
-            yield from self._relay(chunks, body, stop, len(tokens), _TextDeltas(echo))
+            yield from self._relay(chunks, body, stop, len(tokens), TextDeltas(echo))
 
     def _completion_prompt(self, body: dict[str, Any]) -> tuple[list[int], str | None]:
         """The prompt's tokens (checked against the context) and its text if echoed."""
@@ -236,7 +236,7 @@ class LlamaEngine(Engine):
         body: dict[str, Any],
         stop: threading.Event,
         prompt: int,
-        rewrite: _Deltas,
+        rewrite: Deltas,
     ) -> Iterator[dict[str, Any]]:
         """Relay llama's chunks as ``rewrite`` makes them; usage from the tokens it saw."""
         with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -285,91 +285,6 @@ class LlamaEngine(Engine):
             reply = self.llm.create_embedding(texts)
         vectors = [item["embedding"] for item in reply["data"]]
         return shorten(vectors, dimensions), int(reply["usage"]["prompt_tokens"])
-
-
-class _Deltas:
-    """Rewrites a llama stream's chunks (a generator); counts the tokens it carried."""
-
-    tokens = 0
-
-    def __call__(self, chunks: Iterator[dict[str, Any]]) -> Generator[dict[str, Any], None, None]:
-        raise NotImplementedError
-
-
-class _ChatDeltas(_Deltas):
-    """Chat chunks in OpenAI's shape, with the text read for tool calls (see llama_tools).
-
-    llama streams one token per chunk; a reader may hold text back (the start of a
-    ``<tool_call>``, the end of a forced call's object), so a chunk may give none or
-    several. ``stop`` is checked while text is held back.
-    """
-
-    def __init__(self, call: ChatCall, stop: threading.Event) -> None:
-        self.call = call
-        self.stop = stop
-        self.reader = _reader(call)
-
-    def __call__(self, chunks: Iterator[dict[str, Any]]) -> Generator[dict[str, Any], None, None]:
-        for chunk in chunks:
-            if self.stop.is_set():
-                return
-            choice = chunk["choices"][0]  # a stream has one choice
-            delta = choice.get("delta") or {}
-            text, finish = delta.get("content"), choice.get("finish_reason")
-            self.tokens += bool(text)
-            deltas = self.reader.feed(text) if text else []
-            if delta.get("role"):
-                deltas = [{"role": "assistant", **(deltas[0] if deltas else {})}, *deltas[1:]]
-            if finish is not None:
-                deltas.append({})
-                deltas = [*deltas[:-1], *self.reader.end(), deltas[-1]]
-            for k, out in enumerate(deltas):
-                last = finish is not None and k == len(deltas) - 1
-                reason = _finish(finish, self.reader.called, self.call.legacy) if last else None
-                if self.call.legacy:
-                    out = llama_tools.legacy(out)
-                yield {**chunk, "choices": [{"index": 0, "delta": out, "finish_reason": reason}]}
-
-
-class _TextDeltas(_Deltas):
-    """Completion chunks as they are; an echoed prompt before the first."""
-
-    def __init__(self, echo: str | None) -> None:
-        self.echo = echo
-
-    def __call__(self, chunks: Iterator[dict[str, Any]]) -> Generator[dict[str, Any], None, None]:
-        for chunk in chunks:
-            for choice in chunk["choices"]:
-                self.tokens += bool(choice.get("text"))
-                if self.echo is not None:
-                    choice["text"] = self.echo + (choice.get("text") or "")
-                    self.echo = None
-            yield chunk
-
-
-def _reader(call: ChatCall) -> llama_tools.Reader:
-    if call.forced is not None:
-        return llama_tools.Forced()
-    if call.tools:
-        return llama_tools.Tagged(call.tools)
-    return llama_tools.Plain()
-
-
-def _finish(reason: str, called: bool, legacy: bool) -> str:
-    """``tool_calls`` (legacy: ``function_call``) for a call that ended on its own."""
-    if called and reason != "length":
-        return "function_call" if legacy else "tool_calls"
-    return reason
-
-
-def _chat_choice(index: int, choice: dict[str, Any], call: ChatCall) -> dict[str, Any]:
-    """A plain reply's choice, its text read for tool calls."""
-    reader = _reader(call)
-    message = llama_tools.message(choice["message"].get("content") or "", reader)
-    if call.legacy and "tool_calls" in message:
-        message["function_call"] = message.pop("tool_calls")[0]["function"]
-    finish = _finish(choice["finish_reason"], reader.called, call.legacy)
-    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
 
 
 def _single(body: dict[str, Any]) -> None:

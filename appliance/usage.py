@@ -28,13 +28,17 @@ class Usage(NamedTuple):
         prompt: Tokens read (prompt, inputs, query and documents).
         completion: Tokens generated.
         total: As the reply states it, else ``prompt + completion``.
-        estimated: True when counted from text because the backend sent no usage.
+        estimated: True when counted from text, not stated by the backend.
+        complete: False for a stream that ended before its backend finished (the client
+            left, or it failed): its usage chunk never came, which says nothing about
+            whether the backend sends one.
     """
 
     prompt: int
     completion: int
     total: int
     estimated: bool = False
+    complete: bool = True
 
     def __add__(self, other: object) -> Usage:
         if not isinstance(other, Usage):
@@ -44,6 +48,7 @@ class Usage(NamedTuple):
             self.completion + other.completion,
             self.total + other.total,
             self.estimated or other.estimated,
+            self.complete and other.complete,
         )
 
 
@@ -81,6 +86,73 @@ def parse(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
+
+
+_KEY = b'"usage"'
+_WHITESPACE = b" \t\r\n"
+_TAIL_SCAN_FROM = 4096  # smaller replies are parsed whole: it costs microseconds
+
+
+def _tail_usage(body: bytes) -> Usage | None:
+    """The usage of a large reply, parsing only the object under its last ``"usage"`` key.
+
+    Large replies are embeddings (megabytes of floats) whose usage every known server
+    writes after the data. The key is found from the end; it must be a real key (its
+    opening quote not escaped, a colon after it), and only the object after it is parsed
+    (bounded by matching braces, strings skipped). Anything unexpected: None, and the
+    caller parses the whole reply.
+    """
+    end = len(body)
+    while True:
+        at = body.rfind(_KEY, 0, end)
+        if at < 0:
+            return None
+        end = at
+        slashes = 0
+        while at - slashes - 1 >= 0 and body[at - slashes - 1] == 0x5C:  # backslash
+            slashes += 1
+        if slashes % 2:
+            continue  # an escaped quote: inside a string
+        colon = at + len(_KEY)
+        while colon < len(body) and body[colon] in _WHITESPACE:
+            colon += 1
+        if colon >= len(body) or body[colon] != 0x3A:  # ':'
+            continue
+        start = colon + 1
+        while start < len(body) and body[start] in _WHITESPACE:
+            start += 1
+        stop = _object_end(body, start)
+        if stop is None:
+            return None
+        try:
+            return usage_of({"usage": orjson.loads(body[start:stop])})
+        except orjson.JSONDecodeError:
+            return None
+
+
+def _object_end(body: bytes, start: int) -> int | None:
+    """The index after the JSON object starting at ``start`` (it must be small)."""
+    if start >= len(body) or body[start] != 0x7B:  # '{'
+        return None
+    depth, index, limit = 0, start, min(len(body), start + 4096)
+    in_string = False
+    while index < limit:
+        char = body[index]
+        if in_string:
+            if char == 0x5C:
+                index += 1
+            elif char == 0x22:
+                in_string = False
+        elif char == 0x22:
+            in_string = True
+        elif char == 0x7B:
+            depth += 1
+        elif char == 0x7D:
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    return None
 
 
 def tokens_in(text_length: int) -> int:
@@ -190,12 +262,17 @@ class StreamTally:
             the usage the appliance asked for on its behalf is taken out of its chunks.
     """
 
-    __slots__ = ("chars", "client_asked", "usage")
+    __slots__ = ("chars", "client_asked", "complete", "usage")
 
     def __init__(self, client_asked: bool) -> None:
         self.client_asked = client_asked
         self.usage: Usage | None = None
         self.chars = 0
+        self.complete = False
+
+    def finished(self) -> None:
+        """The backend's stream came to its end (it was not cut short)."""
+        self.complete = True
 
     def chunk(self, payload: bytes) -> bytes | None:
         """Read one chunk; returns what the client sees (None: nothing)."""
@@ -211,19 +288,23 @@ class StreamTally:
         if self.client_asked:
             return payload
         del obj["usage"]
-        if found is not None and not obj.get("choices"):
-            return None  # the usage chunk the client did not ask for
+        if not obj.get("choices"):
+            return None  # the usage chunk the client did not ask for (even a malformed one)
         return orjson.dumps(obj)
 
     def result(self, request: dict[str, Any]) -> Usage:
         """The stream's usage: as reported, else estimated from what was relayed."""
         if self.usage is not None:
             return self.usage
-        return estimate(request, self.chars)
+        return estimate(request, self.chars)._replace(complete=self.complete)
 
 
 def of_reply(body: bytes, request: dict[str, Any]) -> Usage:
     """The usage of a plain reply: as it states, else estimated from its text."""
+    if len(body) >= _TAIL_SCAN_FROM:
+        found = _tail_usage(body)
+        if found is not None:
+            return found
     obj = parse(body)
     found = usage_of(obj)
     if found is not None:

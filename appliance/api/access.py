@@ -45,6 +45,7 @@ LOG_FIELDS = "appliance.log"
 CLEANUP = "appliance.cleanup"
 STARTED = "appliance.started"
 DISCONNECT = "appliance.disconnect"
+ROUTE = "appliance.route"  # the matched route's template, set once routing is done
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -134,7 +135,7 @@ class AccessLayer:
 
     def _count(self, scope: Scope, status: int, elapsed: float, model: Any) -> None:
         # Labels stay bounded: unknown routes and models are not label values.
-        route = scope["path"] if status not in _UNROUTED else "unmatched"
+        route = scope.get(ROUTE) or "unmatched"  # a route's template, never a caller's path
         model = self.ref.current.registry.served_as(model)
         self.metrics.requests.labels(route, model, str(status)).inc()
         self.metrics.latency.labels(route, model).observe(elapsed)
@@ -142,9 +143,6 @@ class AccessLayer:
 
 
 CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection"
-
-# Statuses given before any route matched: their paths are the caller's, not ours.
-_UNROUTED = frozenset({404, URITooLongError.status, HeadersTooLargeError.status})
 
 
 def _head_too_large(scope: Scope) -> APIError | None:

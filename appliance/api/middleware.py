@@ -11,7 +11,7 @@ import falcon.asgi
 import structlog
 
 from appliance import runtime
-from appliance.api.access import STARTED, note, on_finish
+from appliance.api.access import ROUTE, STARTED, note, on_finish
 from appliance.api.sse import LiveStreams
 from appliance.cluster import ClusterRef
 from appliance.errors import RateLimitError, ServiceUnavailableError
@@ -142,6 +142,7 @@ class Authentication:
         resource: object,
         params: dict[str, Any],
     ) -> None:
+        req.scope[ROUTE] = req.uri_template  # bounded metric labels (see access)
         cluster = req.context.cluster = self.ref.current
         cluster.enter()
         on_finish(req.scope, cluster.leave)

@@ -192,6 +192,8 @@ class Relay:
                 try:
                     payload = pending.result()
                 except StopAsyncIteration:
+                    if self.tally is not None:
+                        self.tally.finished()
                     break
                 if self.stats is not None:
                     self.stats.chunk(time.perf_counter())

@@ -127,16 +127,17 @@ class OpenAIWorker(Worker):
     ) -> aiohttp.ClientResponse:
         """Open a stream with ``include_usage`` added; without it if the upstream refuses.
 
-        Some servers reject ``stream_options`` (400 or 422). Then the client's own request
-        is sent as it came, and if that is accepted this upstream is not asked again; its
-        streams are charged an estimate.
+        Some servers reject ``stream_options`` (400 or 422 naming it as the param). Then the
+        client's own request is sent as it came, and if that is accepted this upstream is
+        not asked again (``stream_usage: false`` in its description); its streams are
+        charged an estimate.
         """
         asking = {**body, "stream_options": {**options, "include_usage": True}}
         try:
             return await self._post(endpoint, asking)
         except UpstreamStatusError as exc:
-            if exc.upstream_status not in (400, 422):
-                raise
+            if exc.upstream_status not in (400, 422) or exc.param != "stream_options":
+                raise  # a refusal of something else: the client's own error
             response = await self._post(endpoint, body)
             self._refuses_stream_options = True
             log.warning(
@@ -146,6 +147,11 @@ class OpenAIWorker(Worker):
                 effect="streams are charged an estimate of their tokens",
             )
             return response
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["stream_usage"] = not self._refuses_stream_options
+        return out
 
     async def probe(self) -> None:
         """``GET {base_url}/models``: cheap on every OpenAI-compatible server, never billed."""

@@ -52,6 +52,7 @@ def server(start_server: Callable[..., RunningServer], upstream: FakeUpstream) -
         "rejects": "ok+rejects-stream-options",
         "on-finish": "ok+usage-on-finish",
         "every": "ok+usage-every-chunk",
+        "bad": "fail-400",
     }
     models = [upstream_model(f"up-{n}", s, url) for n, s in {**LAYOUTS, **extra}.items()]
     keys = [
@@ -173,3 +174,25 @@ def test_client_asking_usage_from_a_refusing_upstream_gets_its_error(
     response = request(server, "rejects", "stream_usage")
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "stream_options"
+
+
+def worker_state(server: RunningServer, model: str) -> dict[str, Any]:
+    status = httpx.get(f"{server.base_url}/status.json").json()
+    (entry,) = [m for m in status["models"] if m["name"] == model]
+    return dict(entry["workers"][0])
+
+
+def test_a_refusal_of_something_else_is_not_sent_twice(
+    server: RunningServer, upstream: FakeUpstream
+) -> None:
+    before = len(upstream.requests)
+    response = request(server, "bad", "stream")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages"
+    assert len(upstream.requests) - before == 1
+    assert worker_state(server, "up-bad")["stream_usage"] is True
+
+
+def test_an_upstream_refusing_stream_options_is_shown_as_such(server: RunningServer) -> None:
+    request(server, "rejects", "stream")
+    assert worker_state(server, "up-rejects")["stream_usage"] is False

@@ -139,9 +139,46 @@ def test_running_usage_on_every_chunk_counts_the_last() -> None:
 def test_stream_without_usage_is_estimated_from_what_was_relayed() -> None:
     tally = StreamTally(client_asked=False)
     run(tally, [chunk("x" * 20), chunk("y" * 20)], orjson.dumps)
+    tally.finished()
     assert tally.result(REQUEST) == Usage(3, 10, 13, estimated=True)
 
 
 def test_non_json_payload_is_relayed_untouched() -> None:
     tally = StreamTally(client_asked=False)
     assert tally.chunk(b"not json") == b"not json"
+
+
+def test_a_malformed_usage_chunk_is_hidden_too() -> None:
+    tally = StreamTally(client_asked=False)
+    odd = {"id": "c", "choices": [], "usage": {"total_tokens": "15"}}
+    assert tally.chunk(orjson.dumps(odd)) is None
+
+
+def test_a_stream_cut_short_is_estimated_as_incomplete() -> None:
+    cut, whole = StreamTally(client_asked=False), StreamTally(client_asked=False)
+    for tally in (cut, whole):
+        tally.chunk(orjson.dumps(chunk("x" * 8)))
+    whole.finished()
+    assert cut.result(REQUEST).estimated and not cut.result(REQUEST).complete
+    assert whole.result(REQUEST).complete
+
+
+def big_embeddings(dump: Any, **usage: Any) -> bytes:
+    data = [{"object": "embedding", "index": i, "embedding": [0.5] * 384} for i in range(20)]
+    return dump({"object": "list", "data": data, "model": "m", **usage})
+
+
+@pytest.mark.parametrize("dump", DUMPS)
+def test_usage_of_a_large_reply_is_read_from_its_tail(dump: Any) -> None:
+    body = big_embeddings(dump, usage={"prompt_tokens": 40, "total_tokens": 40})
+    assert len(body) > 10_000
+    assert of_reply(body, {"input": ["x"]}) == Usage(40, 0, 40)
+
+
+def test_a_usage_key_inside_a_string_of_a_large_reply_is_not_usage() -> None:
+    decoy = '"usage": {"prompt_tokens": 999}'
+    body = big_embeddings(orjson.dumps, note=decoy)
+    usage = of_reply(body, {"input": ["abcd"]})
+    assert usage.estimated and usage.prompt == 1
+    body = big_embeddings(orjson.dumps, usage={"prompt_tokens": 7, "total_tokens": 7}, note=decoy)
+    assert of_reply(body, {"input": ["abcd"]}) == Usage(7, 0, 7)

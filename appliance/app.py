@@ -85,6 +85,7 @@ def create_app(
     responses = ResponsesResource(live, accountant)
     messages = MessagesResource(live, accountant)
     count_tokens = CountTokensResource(accountant)
+    relevance = RelevanceResource(accountant)
     for prefix in API_PREFIXES:
         app.add_route(f"{prefix}/models", ModelsResource())
         app.add_route(f"{prefix}/models/{{model_id:path}}", ModelResource())
@@ -95,7 +96,7 @@ def create_app(
         app.add_route(f"{prefix}/responses", responses)
         app.add_route(f"{prefix}/messages", messages)
         app.add_route(f"{prefix}/messages/count_tokens", count_tokens)
-    app.add_route("/api/v1/beta/relevance", RelevanceResource(accountant))
+        app.add_route(f"{prefix}/beta/relevance", relevance)  # DB-GPT's relevance API
     app.add_route("/admin/load", LoadResource())
     app.add_route("/admin/unload", UnloadResource())
     app.add_route("/healthz", HealthResource())

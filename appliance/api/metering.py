@@ -26,7 +26,7 @@ from typing import Any
 import falcon.asgi
 import structlog
 
-from appliance.api.access import REQUEST_ID, STARTED, on_disconnect
+from appliance.api.access import REQUEST_ID, STARTED, note, on_disconnect
 from appliance.auth import Principal
 from appliance.budgets import day_of
 from appliance.cluster import Cluster
@@ -71,14 +71,16 @@ class Accountant:
         served = charge.timing.model or charge.model
         cluster = charge.cluster
         cost = 0.0 if cluster is None else self.prices.of(cluster.config).cost(served, usage)
-        self.metrics.count_usage(charge.model, usage)
+        # The work is named by the model that did it (an alias's target), as its prices
+        # and the ledger are; the request itself keeps the client's name (access, metrics).
+        self.metrics.count_usage(served, usage)
         if cost > 0:
             self.metrics.cost.labels(principal.name, served).inc(cost)
-        if usage.estimated and charge.model not in self._estimated:
-            self._estimated.add(charge.model)
+        if usage.estimated and usage.complete and served not in self._estimated:
+            self._estimated.add(served)
             log.warning(
                 "usage_estimated",
-                model=charge.model,
+                model=served,
                 why="the backend sent no usage; charging about 4 characters a token",
             )
         tokens = usage.total if principal.tpm is not None else 0
@@ -201,5 +203,8 @@ class Metering:
         req_succeeded: bool,
     ) -> None:
         charge: Charge | None = req.context.get("charge")
-        if charge is not None and not req_succeeded:
-            await charge.failed(resp.status_code)
+        if charge is not None:
+            if charge.timing.model is not None:
+                note(req.scope, served_by=charge.timing.model)  # the model that answered
+            if not req_succeeded:
+                await charge.failed(resp.status_code)

@@ -23,7 +23,8 @@ single Falcon error handler needs to render the OpenAI envelope
         └── UpstreamError                     a worker failed; retryable ones fail over
             ├── UpstreamStatusError      4xx relayed, 5xx -> 502
             ├── UpstreamConnectionError  502  connect refused, reset, bad reply
-            └── UpstreamTimeoutError     504  no answer in time
+            ├── UpstreamTimeoutError     504  no answer in time
+            └── ModelCrashedError        502  a local model process crashed on this request
 
 Workers translate their backend's exceptions into this tree at their boundary; nothing
 above them classifies errors by message text.
@@ -297,6 +298,27 @@ class UpstreamTimeoutError(UpstreamError):
 
     status = 504
     code = "upstream_timeout"
+
+    @property
+    def worker_fault(self) -> bool:
+        return True
+
+
+class ModelCrashedError(UpstreamError):
+    """A local model's process crashed (a fatal signal) while serving this request (502).
+
+    Not retried on another worker: the same request would most likely crash that one too,
+    taking the whole model down. The client is told not to retry either.
+    """
+
+    code = "model_crashed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"x-should-retry": "false"})
+
+    @property
+    def retryable(self) -> bool:
+        return False
 
     @property
     def worker_fault(self) -> bool:

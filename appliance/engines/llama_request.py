@@ -24,6 +24,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.engines.llama_grammar import check_schema
 from appliance.engines.llama_tools import call_schema
 from appliance.errors import InvalidRequestError
 
@@ -146,6 +147,7 @@ def chat_call(body: dict[str, Any], template: Template, n_vocab: int) -> ChatCal
     response_format = _response_format(body.get("response_format"))
     if isinstance(choice, list):
         call.forced = call_schema(tools, choice)  # a call has no content to format
+        check_schema(call.forced, "tools")
     else:
         call.tools = [t["function"]["name"] for t in tools] if choice == "auto" else []
         if response_format is not None:
@@ -422,6 +424,7 @@ def _response_format(value: Any) -> dict[str, Any] | None:
             return {"type": "json_object"}
         if not isinstance(schema, dict):
             raise _bad("response_format.json_schema.schema", "must be a JSON schema object")
+        check_schema(schema, "response_format.json_schema.schema")
         return {"type": "json_object", "schema": schema}
     raise _bad("response_format.type", "must be 'text', 'json_object' or 'json_schema'")
 

@@ -23,23 +23,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from appliance.clip import clip
 from appliance.config import ApplianceConfig
 from appliance.config.backends import LlamaCppModel, OnnxModel
-from appliance.errors import ServiceUnavailableError
+from appliance.errors import (
+    ModelCrashedError,
+    ServiceUnavailableError,
+    UpstreamConnectionError,
+    UpstreamError,
+)
+from appliance.protocol import Endpoint
 from appliance.runtime_exec import self_command
+from appliance.workers.base import ReplyStream
 from appliance.workers.openai import OpenAIWorker, Upstream
 
 log = structlog.get_logger("appliance.local")
+
+_CRASH_WAIT_S = 0.5  # a dying child is reaped within this of its connection dropping
+_CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
+)
 
 _STOP_GRACE_S = 5.0
 _MAX_BACKOFF_S = 30.0
@@ -131,6 +145,41 @@ class LocalWorker(OpenAIWorker):
         await self._stop_process()
         self._went_down()
         self.failure = None
+
+    async def call(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
+        try:
+            return await super().call(endpoint, body)
+        except UpstreamConnectionError as exc:
+            raise await self._crashed(exc) from exc
+
+    async def open_stream(
+        self, endpoint: Endpoint, body: dict[str, Any], *, usage: bool = False
+    ) -> ReplyStream:
+        try:
+            return await super().open_stream(endpoint, body, usage=usage)
+        except UpstreamConnectionError as exc:
+            raise await self._crashed(exc) from exc
+
+    async def _crashed(self, exc: UpstreamConnectionError) -> UpstreamError:
+        """``exc``, or a :class:`ModelCrashedError` if the child died of a fatal signal.
+
+        A request that crashes llama.cpp (a grammar it cannot build, say) would crash
+        every worker it failed over to; a child killed from outside (SIGKILL, SIGTERM)
+        says nothing about the request, which may go on to another worker.
+        """
+        process = self.process
+        if process is None:
+            return exc
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(process.wait()), _CRASH_WAIT_S)
+        code = process.returncode
+        if code is None or -code not in _CRASH_SIGNALS:
+            return exc
+        log.error("local_worker_crashed_on_request", worker=self.worker_id, signal=-code)
+        return ModelCrashedError(
+            f"The model process crashed while serving this request (signal {-code}); "
+            "it is not retried, as it would likely crash the next worker too."
+        )
 
     async def wait_ready(self) -> None:
         await self._ready.wait()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 
 import httpx
@@ -58,14 +59,24 @@ def test_an_alias_request_is_counted_as_asked_and_its_work_as_done(server: Runni
     assert metric(metrics, tokens, model="live", kind="completion") == usage["completion_tokens"]
     assert metric(metrics, tokens, model="chat") == 0
 
-    lines = [json.loads(x) for x in server.log().splitlines() if x.startswith("{")]
+    lines = [json.loads(x) for x in access_lines(server, r'"served_by": ?"live"')]
     [access] = [x for x in lines if x.get("event") == "request" and x.get("model") == "chat"]
     assert access["served_by"] == "live"
+
+
+def access_lines(server: RunningServer, pattern: str, timeout: float = 5.0) -> list[str]:
+    """The log lines matching ``pattern``: the access line is written after the response
+    went out, so it may take a moment to appear."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [x for x in server.log().splitlines() if re.search(pattern, x)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def test_a_request_that_reached_no_model_has_no_served_by(server: RunningServer) -> None:
     body = {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}
     assert httpx.post(f"{server.base_url}/v1/chat/completions", json=body).status_code == 404
-    log = server.log()
-    [line] = [x for x in log.splitlines() if re.search(r'"model": ?"nope"', x)]
+    [line] = access_lines(server, r'"model": ?"nope"')
     assert "served_by" not in json.loads(line)

@@ -174,6 +174,11 @@ def completion_arguments(body: dict[str, Any], n_vocab: int) -> dict[str, Any]:
 def sampling(body: dict[str, Any], n_vocab: int) -> dict[str, Any]:
     """The sampling parameters both endpoints share, with ``logit_bias`` checked."""
     out = {name: body[key] for key, name in _SAMPLING.items() if body.get(key) is not None}
+    top_k = body.get("top_k")  # not OpenAI's, but vLLM's and Anthropic's: llama.cpp has it
+    if top_k is not None:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            raise _bad("top_k", "must be an integer of at least 0 (0: no limit)")
+        out["top_k"] = top_k
     bias = body.get("logit_bias")
     if bias:
         out["logit_bias"] = _logit_bias(bias, n_vocab)

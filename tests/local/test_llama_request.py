@@ -221,3 +221,14 @@ def test_the_context_bounds_prompt_and_completion(
     else:
         error = refusal(context_error, 2048, prompt, completion, "messages")
         assert (error.code, error.param) == ("context_length_exceeded", "messages")
+
+
+def test_top_k_reaches_the_sampler_and_a_bad_one_is_refused() -> None:
+    from appliance.engines.llama_request import sampling
+    from appliance.errors import InvalidRequestError
+
+    assert sampling({"top_k": 5}, 100)["top_k"] == 5
+    for bad in (-1, 2.5, True, "5"):
+        with pytest.raises(InvalidRequestError) as caught:
+            sampling({"top_k": bad}, 100)
+        assert caught.value.param == "top_k"

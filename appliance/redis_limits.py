@@ -30,7 +30,7 @@ import structlog
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -179,11 +179,12 @@ class RedisLimiter:
         self.on_error = on_error
         self.prefix = prefix
         self.on_failure = on_failure
-        # A pooled connection that Redis dropped (a restart) fails once; try a fresh one.
+        # A pooled connection that Redis dropped (a restart), or one refused while a burst
+        # opens many at once, fails; try fresh ones, briefly, before failing open/closed.
         options: dict[str, Any] = {
             "socket_timeout": timeout_s,
             "socket_connect_timeout": timeout_s,
-            "retry": Retry(NoBackoff(), retries=1),
+            "retry": Retry(ExponentialBackoff(cap=0.05, base=0.005), retries=2),
             "retry_on_error": [RedisConnectionError, RedisTimeoutError],
         }
         self.client: aioredis.Redis | RedisCluster = (

@@ -13,12 +13,11 @@ from appliance import protocol
 from appliance.api.access import STARTED, note, on_disconnect, on_finish
 from appliance.api.body import read_request
 from appliance.api.metering import Accountant
-from appliance.api.opening import OpeningStream
+from appliance.api.opening import start as opened
 from appliance.api.sse import LiveStreams, Relay
 from appliance.cluster import Cluster
 from appliance.metrics import StreamStats
 from appliance.protocol import Endpoint
-from appliance.workers import ReplyStream
 
 
 class GenerationResource:
@@ -50,13 +49,7 @@ class GenerationResource:
             opening = gateway.open_stream(
                 principal, self.endpoint, body, timing, session, usage=True
             )
-            stream: ReplyStream
-            if principal.allows(request.model) and cluster.registry.waits_for_load(
-                request.model, "llm"
-            ):
-                stream = OpeningStream(opening)  # SSE pings while the model loads
-            else:
-                stream = await opening
+            stream = await opened(opening, cluster, principal, request.model)
             options = request.stream_options
             relay = Relay(
                 stream,

@@ -27,6 +27,7 @@ from appliance import usage
 from appliance.api.access import STARTED, note, on_disconnect, on_finish
 from appliance.api.body import read_json
 from appliance.api.metering import Accountant
+from appliance.api.opening import start as opened
 from appliance.api.sse import Event, LiveStreams, Relay
 from appliance.cluster import Cluster
 from appliance.errors import APIError, InvalidRequestError
@@ -57,9 +58,10 @@ class MessagesResource:
         metadata = request.metadata
         session = req.get_header("x-session-id") or (metadata.user_id if metadata else None)
         if request.stream:
-            stream = await gateway.open_stream(
+            opening = gateway.open_stream(
                 principal, Endpoint.CHAT, chat, timing, session, usage=True
             )
+            stream = await opened(opening, cluster, principal, request.model)
             tally = charge.stream(client_asked=True)  # the translator reads the usage chunk
             translator = anthropic_reply.StreamTranslator(request.model, request.stop_sequences)
             relay = Relay(

@@ -18,6 +18,8 @@ import asyncio
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
+from appliance.auth import Principal
+from appliance.cluster import Cluster
 from appliance.workers import ReplyStream
 
 
@@ -52,3 +54,16 @@ class OpeningStream:
         except BaseException:  # cancelled, or it never opened: nothing holds a slot
             return
         await stream.aclose()
+
+
+async def start(
+    opening: Coroutine[Any, Any, ReplyStream], cluster: Cluster, principal: Principal, model: str
+) -> ReplyStream:
+    """The stream ``opening`` opens: awaited now, or, for a request that would wait for
+    ``model`` to load, an :class:`OpeningStream` so that the response starts at once.
+
+    Every streaming resource (chat, Responses, Messages) opens its stream through here.
+    """
+    if principal.allows(model) and cluster.registry.waits_for_load(model, "llm"):
+        return OpeningStream(opening)  # SSE pings while the model loads
+    return await opening

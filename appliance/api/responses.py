@@ -23,6 +23,7 @@ from appliance import usage
 from appliance.api.access import STARTED, note, on_disconnect, on_finish
 from appliance.api.body import read_request
 from appliance.api.metering import Accountant
+from appliance.api.opening import start as opened
 from appliance.api.sse import Event, LiveStreams, Relay, data
 from appliance.auth import Principal
 from appliance.cluster import Cluster
@@ -59,9 +60,10 @@ class ResponsesResource:
         if request.stream:
             # Chat streams are always asked for usage; the Responses API has its own.
             with _named_as_sent(native):
-                stream = await gateway.open_stream(
+                opening = gateway.open_stream(
                     principal, endpoint, sent, timing, session, usage=not native
                 )
+                stream = await opened(opening, cluster, principal, request.model)
             tally = charge.stream(client_asked=True)
             if native:
                 tally = charge.tally = NativeTally(client_asked=True)

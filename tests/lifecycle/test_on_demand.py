@@ -157,6 +157,31 @@ def test_a_stream_for_an_unloaded_model_pings_until_it_loads(server: RunningServ
     assert not any('"error"' in line for line in lines)
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/messages", {"max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}),
+        ("/v1/responses", {"max_output_tokens": 16, "input": "Hi"}),
+    ],
+)
+def test_anthropic_and_responses_streams_ping_while_the_model_loads(
+    server: RunningServer, path: str, body: dict[str, Any]
+) -> None:
+    assert wait_for(lambda: state(server, "lazy") == "unloaded", IDLE_S + 10)
+    with httpx.stream(
+        "POST",
+        f"{server.base_url}{path}",
+        json={"model": "lazy", "stream": True, **body},
+        timeout=120,
+    ) as response:
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line]
+    first_event = next(i for i, line in enumerate(lines) if not line.startswith(":"))
+    assert first_event > 0, "no ping before the first event"
+    assert not {"event: error", "event: response.failed"} & set(lines), lines
+    assert lines[-1].startswith("data:")
+
+
 def test_ten_concurrent_first_requests_cause_one_load(
     server: RunningServer, api: openai.OpenAI
 ) -> None:

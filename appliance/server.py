@@ -1,10 +1,20 @@
-"""Running the app under Granian."""
+"""Running the app under Granian.
+
+``server.processes: 1`` (the default) serves from this one process: Granian's embedded
+server runs the app on this process's event loop (uvloop), and there is no second
+interpreter to start or to keep in memory. More processes run under Granian's
+multi-process server, each building the app from the environment (:data:`FACTORY`).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import os
+import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +26,7 @@ from granian.server.mp import MPServer
 from appliance import runtime
 from appliance.config import ApplianceConfig
 from appliance.logging import granian_log_config
-from appliance.signals import DRAIN_SIGNAL, RELOAD_SIGNAL
+from appliance.signals import DRAIN_SIGNAL, RELOAD_SIGNAL, ignore_until_handled
 
 FACTORY = "appliance.app:app_from_environment"
 
@@ -60,14 +70,24 @@ def http1_settings(config: ApplianceConfig) -> HTTP1Settings:
     return HTTP1Settings(header_read_timeout=math.ceil(config.server.header_timeout_s * 1000))
 
 
-def serve(config: ApplianceConfig, pid_file: Path | None = None) -> None:
-    """Serve until SIGTERM/SIGINT. Each Granian process builds the app with :data:`FACTORY`.
+def serve(config: ApplianceConfig, build: Callable[[], Any], pid_file: Path | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; the exit status.
 
-    The caller must have put the config's path and overrides into ``APPLIANCE_*``
-    environment variables, which the worker processes read. HTTP/1.1 only: Granian's
+    ``build`` makes the app in this process (one process). With several processes each
+    builds its own with :data:`FACTORY`, so the caller must have put the config's path and
+    overrides into ``APPLIANCE_*`` environment variables. HTTP/1.1 only: Granian's
     automatic HTTP/2 detection waits for a new connection's first bytes without any time
     limit, so a client that connects and sends nothing would hold its connection forever.
     """
+    pid_file = pid_file or default_pid_file(config.server.port)
+    if config.server.processes == 1:
+        return serve_in_process(config, build, pid_file)
+    serve_processes(config, pid_file)
+    return 0
+
+
+def serve_processes(config: ApplianceConfig, pid_file: Path) -> None:
+    """Granian's multi-process server: this process supervises, the workers serve."""
     folder = runtime.create_folder(config.server.port)
     os.environ[runtime.RUNTIME_ENV] = str(folder)
     try:
@@ -88,8 +108,68 @@ def serve(config: ApplianceConfig, pid_file: Path | None = None) -> None:
             respawn_failed_workers=True,
             # In-flight requests get drain_timeout_s after SIGTERM; then the process goes.
             workers_kill_timeout=math.ceil(config.server.drain_timeout_s) + 2,
-            pid_file=pid_file or default_pid_file(config.server.port),
+            pid_file=pid_file,
         )
         server.serve()
     finally:
         runtime.remove_folder(folder)
+
+
+def serve_in_process(config: ApplianceConfig, build: Callable[[], Any], pid_file: Path) -> int:
+    """Granian's embedded server on this process's loop: the app's own signal handlers
+    (SIGHUP reloads, the drain signal) are this process's; SIGTERM/SIGINT start the drain
+    and stop accepting, and in-flight requests finish within the drain time."""
+    from granian.server.embed import Server
+
+    ignore_until_handled()
+    runtime.claim_pid_file(pid_file)
+    server = Server(
+        build,
+        factory=True,
+        address=config.server.host,
+        port=config.server.port,
+        interface=Interfaces.ASGI,
+        http=HTTPModes.http1,
+        http1_settings=http1_settings(config),
+        log_level=LogLevels(config.logging.level),
+        log_dictconfig=granian_log_config(config.logging),
+        log_access=False,
+    )
+    server.workers_kill_timeout = math.ceil(config.server.drain_timeout_s) + 2
+    logging.getLogger("_granian").addFilter(_NotExperimental())
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+
+        def interrupt() -> None:
+            os.kill(os.getpid(), DRAIN_SIGNAL)  # the app's handler starts the drain clock
+            server.stop()  # type: ignore[no-untyped-call]
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, interrupt)
+        await server.serve()
+
+    try:
+        _run_loop(run())
+    finally:
+        runtime.release_pid_file(pid_file)
+    # The server ends on its own only when its worker failed (logged by Granian).
+    return 1 if server.interrupt_children else 0
+
+
+def _run_loop(main: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is a dependency, but does not build everywhere
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
+class _NotExperimental(logging.Filter):
+    """Drops Granian's warning that its embedded server is experimental: chosen knowingly
+    (tested here for reload, drain and shutdown), and a warning at every start would only
+    worry operators."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "experimental" not in record.getMessage()

@@ -117,7 +117,7 @@ class Proc:
             self.process.kill()
 
 
-def start_appliance(upstream: str, folder: Path) -> tuple[Proc, str, float]:
+def start_appliance(upstream: str, folder: Path, python: str) -> tuple[Proc, str, float]:
     port = free_port()
     config = folder / "bench.yaml"
     config.write_text(
@@ -130,7 +130,7 @@ def start_appliance(upstream: str, folder: Path) -> tuple[Proc, str, float]:
     )
     started = time.monotonic()
     proc = Proc(
-        [sys.executable, "-m", "appliance", "serve", "-c", str(config), "--port", str(port)],
+        [python, "-m", "appliance", "serve", "-c", str(config), "--port", str(port)],
         env={"APPLIANCE_LOG_LEVEL": "info"},
     )
     base = f"http://127.0.0.1:{port}/v1"
@@ -328,6 +328,12 @@ def main() -> None:
     parser.add_argument("--open-seconds", type=float, default=4.0, help="per offered rate")
     parser.add_argument("--litellm", help="the `litellm` command of a venv with litellm[proxy]")
     parser.add_argument("--chart", type=Path, help="write latency against offered load here")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter of the appliance's install (make bench: a venv with only what "
+        "`make run` installs, as a user has it; test tools change what loads at start)",
+    )
     args = parser.parse_args()
 
     up_port = free_port()
@@ -339,7 +345,7 @@ def main() -> None:
     extra: dict[str, dict[str, float]] = {"appliance": {}}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            appliance, base, startup = start_appliance(up_base, Path(tmp))
+            appliance, base, startup = start_appliance(up_base, Path(tmp), args.python)
             try:
                 time.sleep(0.5)
                 extra["appliance"]["idle_rss"] = rss_mib(appliance.pid)
@@ -356,7 +362,7 @@ def main() -> None:
                 appliance.stop()
             startups = [startup]
             for _ in range(2):
-                proc, _, seconds = start_appliance(up_base, Path(tmp))
+                proc, _, seconds = start_appliance(up_base, Path(tmp), args.python)
                 proc.stop()
                 startups.append(seconds)
             extra["appliance"]["startup"] = statistics.median(startups)

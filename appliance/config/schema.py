@@ -98,7 +98,14 @@ class ServerConfig(Strict):
 
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to bind.")
-    processes: int = Field(1, ge=1, le=64, description="Granian worker processes.")
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Serving processes. 1: the appliance's own process serves (Granian "
+        "embedded, no second interpreter); more: a supervising process and that many "
+        "Granian worker processes, each with its own workers.",
+    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body accepted; larger -> 413."
     )

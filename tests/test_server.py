@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -113,3 +114,33 @@ def test_a_pid_file_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None
             assert again.wait(15) == 0
     finally:
         server.stop()
+
+
+def test_one_process_holds_many_streams_open_at_once(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    """300 streams, each 3 chunks 1 s apart: every one has its first chunk before any ends.
+
+    A server that takes only so many requests at a time (Granian's embedded default is
+    128) holds the rest until the first ones end.
+    """
+    slow = scripted("slow", ["a", "b", "c"], options={"delay_ms": 1000})
+    server = start_server(cluster_config(slow))
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    count, first, ended = 300, [], []
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data: {") and i not in first:
+                    first.append(i)
+        ended.append((i, len(first)))
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=count + 10)
+        async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=60) as client:
+            await asyncio.gather(*(one(client, i) for i in range(count)))
+
+    asyncio.run(run())
+    assert len(ended) == count
+    assert ended[0][1] == count, f"only {ended[0][1]} streams had begun when the first ended"

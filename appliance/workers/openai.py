@@ -90,6 +90,9 @@ class OpenAIWorker(Worker):
             json_serialize=lambda o: orjson.dumps(o).decode(),
             skip_auto_headers=("User-Agent",),
             auto_decompress=True,
+            # One pool serves every caller: a cookie set on one reply (a load balancer's
+            # stickiness, a session) must not ride on everyone's next requests.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         await super().start()
 

@@ -19,6 +19,7 @@ after ``+`` (``ok+indented+nousage``):
 - ``rejects-stream-options``: 400 naming ``stream_options`` when it is sent.
 - ``usage-on-finish``: the usage rides on the last choice chunk, not a chunk of its own.
 - ``usage-every-chunk``: running usage on every chunk (vLLM's continuous usage stats).
+- ``sets-cookie``: replies carry ``Set-Cookie`` (a load balancer's stickiness cookie).
 - ``toolcall``: a chat reply that calls ``get_weather({"city": "Paris"})``; streamed in
   OpenAI's delta shape (id and name first, then the arguments in two pieces).
 
@@ -324,7 +325,10 @@ def _dumps(obj: Any, traits: frozenset[str]) -> bytes:
 
 
 def _json_response(obj: Any, traits: frozenset[str]) -> web.Response:
-    return web.Response(body=_dumps(obj, traits), content_type="application/json")
+    response = web.Response(body=_dumps(obj, traits), content_type="application/json")
+    if "sets-cookie" in traits:
+        response.set_cookie("AWSALB", "sticky-to-whoever-asked-first")
+    return response
 
 
 def _sse(obj: Any, traits: frozenset[str]) -> bytes:

@@ -109,6 +109,28 @@ def test_upstream_gets_its_own_key_and_model_and_every_unknown_field(
     assert seen.body["x_vendor_flag"] is True
 
 
+def test_upstream_cookies_are_never_sent_back(
+    start_server: Callable[..., RunningServer], upstream: FakeUpstream
+) -> None:
+    """A gateway serves many callers over one pool: a cookie one reply set (a load
+    balancer's, a session) must not ride on everyone's next requests."""
+    model = proxied("m", upstream, "ok+sets-cookie")
+    # By name, as real upstreams are reached: aiohttp's jar ignores cookies from IPs.
+    model["options"]["base_url"] = upstream.base_url.replace("127.0.0.1", "localhost")
+    served = start_server(cluster_config(model))
+    for _ in range(2):
+        reply = httpx.post(
+            f"{served.base_url}/v1/chat/completions",
+            json={"model": "m", "messages": MESSAGES},
+            timeout=10,
+        )
+        assert reply.status_code == 200
+        assert "set-cookie" not in reply.headers, "the upstream's cookie is not relayed either"
+    sent = [seen for seen in upstream.requests if seen.body.get("model") == "ok+sets-cookie"]
+    assert len(sent) == 2
+    assert all("Cookie" not in seen.headers for seen in sent)
+
+
 def test_stream_is_relayed_chunk_by_chunk(server: RunningServer) -> None:
     stream = api(server).chat.completions.create(
         model="up",

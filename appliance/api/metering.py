@@ -84,11 +84,10 @@ class Accountant:
                 why="the backend sent no usage; charging about 4 characters a token",
             )
         tokens = usage.total if principal.tpm is not None else 0
-        day = day_of(charge.ts)
         if tokens > 0 or cost > 0:
             # Before the ledger's row: the spend book must know a cost before a flush of
             # its row takes it off the unwritten part.
-            await self.limiter.spend(principal.name, tokens, cost, day)
+            await self.limiter.spend(principal.name, tokens, cost, day_of(charge.ts))
         if self.ledger is not None:
             self.ledger.append(
                 Row(

@@ -23,7 +23,7 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server.mp import MPServer
 
-from appliance import runtime
+from appliance import eventloop, runtime
 from appliance.config import ApplianceConfig
 from appliance.logging import granian_log_config
 from appliance.signals import DRAIN_SIGNAL, RELOAD_SIGNAL, ignore_until_handled
@@ -154,20 +154,11 @@ def serve_in_process(config: ApplianceConfig, build: Callable[[], Any], pid_file
         await server.serve()
 
     try:
-        _run_loop(run())
+        eventloop.run(run())
     finally:
         runtime.release_pid_file(pid_file)
     # The server ends on its own only when its worker failed (logged by Granian).
     return 1 if server.interrupt_children else 0
-
-
-def _run_loop(main: Any) -> None:
-    try:
-        import uvloop
-    except ImportError:  # uvloop is a dependency, but does not build everywhere
-        asyncio.run(main)
-        return
-    uvloop.run(main)
 
 
 class _NotExperimental(logging.Filter):

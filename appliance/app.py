@@ -105,7 +105,7 @@ def create_app(
     app.add_route("/status.json", StatusResource(recent, hot, source, limiter))
     app.add_route("/admin/usage", UsageResource(ledger))
     app.add_route("/", StatusPage())
-    return AccessLayer(app, ref, metrics, recent)
+    return AccessLayer(app, ref, metrics, recent, live)
 
 
 def _limiter(config: ApplianceConfig, metrics: Metrics, book: SpendBook) -> Limiter:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import structlog
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
@@ -29,6 +30,8 @@ from appliance.logging import granian_log_config
 from appliance.signals import DRAIN_SIGNAL, RELOAD_SIGNAL, ignore_until_handled
 
 FACTORY = "appliance.app:app_from_environment"
+
+log = structlog.get_logger("appliance.server")
 
 
 def default_pid_file(port: int) -> Path:
@@ -155,6 +158,11 @@ def serve_in_process(config: ApplianceConfig, build: Callable[[], Any], pid_file
 
     try:
         eventloop.run(run())
+    except TimeoutError:
+        # Past the drain time every request is answered or ended (the app's Lifespan): a
+        # request that still did not finish within the kill timeout was cut.
+        log.error("shutdown_timeout", kill_timeout_s=server.workers_kill_timeout)
+        return 1
     finally:
         runtime.release_pid_file(pid_file)
     # The server ends on its own only when its worker failed (logged by Granian).

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 
 from appliance.server import default_pid_file
 from tests.conftest import cluster_config, scripted
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.server import RunningServer
 
 
@@ -144,3 +146,54 @@ def test_one_process_holds_many_streams_open_at_once(
     asyncio.run(run())
     assert len(ended) == count
     assert ended[0][1] == count, f"only {ended[0][1]} streams had begun when the first ended"
+
+
+def test_sigterm_answers_a_request_still_waiting_at_the_drain_time(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    """A plain request whose upstream never answers: at ``drain_timeout_s`` after SIGTERM it
+    gets a 503 envelope (not a cut connection), and the process exits 0 soon after."""
+    upstream = FakeUpstream().start()
+    try:
+        hang = {
+            "name": "hang",
+            "backend": "openai",
+            "options": {"base_url": upstream.base_url, "model": "hang"},
+        }
+        server = start_server(
+            cluster_config(hang, scripted("a", ["one"]), server={"drain_timeout_s": 1})
+        )
+        pending = in_background(
+            lambda: httpx.post(
+                f"{server.base_url}/v1/chat/completions",
+                json={"model": "hang", "messages": [{"role": "user", "content": "hi"}]},
+                timeout=20,
+            )
+        )
+        deadline = time.monotonic() + 10
+        while not upstream.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert upstream.requests, "the request reached the upstream"
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        reply = pending()
+        assert reply.status_code == 503
+        assert reply.json()["error"]["code"] == "service_unavailable"
+        assert server.process.wait(10) == 0
+        assert time.monotonic() - started < 5
+        assert "requests_ended_at_shutdown" in server.log()
+    finally:
+        upstream.stop()
+
+
+def in_background(call: Callable[[], httpx.Response]) -> Callable[[], httpx.Response]:
+    """Start ``call`` in a thread; the returned function waits for its result."""
+    box: list[httpx.Response] = []
+    thread = threading.Thread(target=lambda: box.append(call()))
+    thread.start()
+
+    def result() -> httpx.Response:
+        thread.join(30)
+        return box[0]
+
+    return result

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 import structlog
 
+from appliance.api.sse import LiveStreams
 from appliance.clip import clip, clip_value
 from appliance.cluster import ClusterRef
 from appliance.errors import APIError, HeadersTooLargeError, URITooLongError
@@ -81,11 +82,14 @@ class AccessLayer:
     run, and the relay stops reading from the worker.
     """
 
-    def __init__(self, app: ASGIApp, ref: ClusterRef, metrics: Metrics, recent: Recent) -> None:
+    def __init__(
+        self, app: ASGIApp, ref: ClusterRef, metrics: Metrics, recent: Recent, live: LiveStreams
+    ) -> None:
         self.app = app
         self.ref = ref
         self.metrics = metrics
         self.recent = recent
+        self.live = live
         # Unique ids without a system call per request: a random prefix per process.
         self._prefix = f"req_{secrets.token_hex(6)}"
         self._counter = itertools.count()
@@ -102,6 +106,7 @@ class AccessLayer:
         exchange = _Exchange(scope, receive, send, request_id)
         started = scope[STARTED] = time.perf_counter()
         tokens = structlog.contextvars.bind_contextvars(request_id=scope[REQUEST_ID])
+        self.live.unanswered.add(exchange)
         try:
             refused = _head_too_large(scope)
             if refused is not None:
@@ -109,11 +114,16 @@ class AccessLayer:
             else:
                 await self.app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
-            if not exchange.gone:
+            # Ours when the client left (nothing to answer) or the drain time ran out
+            # before a response began (answer the error); anything else goes on.
+            if not exchange.gone and exchange.ended is None:
                 raise
             if exchange.task is not None:
-                exchange.task.uncancel()  # the cancellation was ours: the client left
+                exchange.task.uncancel()
+            if exchange.ended is not None and not exchange.gone and not exchange.status:
+                await _answer(exchange.send, exchange.ended)
         finally:
+            self.live.unanswered.discard(exchange)
             await exchange.finish()
             for closer in scope.get(CLEANUP, ()):
                 await closer()
@@ -194,6 +204,7 @@ class _Exchange:
         "_send",
         "_timer",
         "_watcher",
+        "ended",
         "gone",
         "request_id",
         "scope",
@@ -208,6 +219,7 @@ class _Exchange:
         self.request_id = request_id
         self.status = 0
         self.gone = False
+        self.ended: APIError | None = None
         self.task = asyncio.current_task()
         self._watcher: asyncio.Future[Message] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -237,6 +249,13 @@ class _Exchange:
             self.status = message["status"]
             message["headers"] = [*message.get("headers", ()), (b"x-request-id", self.request_id)]
         await self._send(message)
+
+    def end(self, error: APIError) -> None:
+        """Answer ``error`` instead, unless the response has begun (a stream ends itself)."""
+        if self.status or self.gone or self.task is None or self.ended is not None:
+            return
+        self.ended = error
+        self.task.cancel()
 
     def _watch_now(self) -> asyncio.Future[Message]:
         if self._watcher is None:

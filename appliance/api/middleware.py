@@ -31,8 +31,9 @@ class Lifespan:
     """Starts the cluster's workers (and the reloader) with the server, stops them with it.
 
     While running it refreshes the state gauges once a second. On :data:`DRAIN_SIGNAL`
-    (the main process is shutting down) open streams get ``server.drain_timeout_s`` to
-    finish; those still open then end with an SSE error.
+    (the server is shutting down) requests get ``server.drain_timeout_s`` to finish;
+    streams still open then end with an SSE error, and requests not yet answered are
+    answered 503.
     """
 
     def __init__(
@@ -87,13 +88,15 @@ class Lifespan:
         asyncio.get_running_loop().call_later(timeout, self._end_streams)
 
     def _end_streams(self) -> None:
-        ended = self.live.end_all(
-            ServiceUnavailableError(
-                "The server is shutting down; retry the request.", retry_after=1
-            )
+        error = ServiceUnavailableError(
+            "The server is shutting down; retry the request.", retry_after=1
         )
+        ended = self.live.end_all(error)
         if ended:
             log.warning("streams_ended_at_shutdown", streams=ended)
+        answered = self.live.answer_all(error)
+        if answered:
+            log.warning("requests_ended_at_shutdown", requests=answered)
 
     async def _refresh_gauges(self) -> None:
         while True:

@@ -79,8 +79,13 @@ class OpenAIFraming:
         return [data(orjson.dumps(error.envelope())), DONE]
 
 
+class Endable(Protocol):
+    def end(self, error: APIError) -> None: ...
+
+
 class LiveStreams:
-    """The relays in progress, so that a shutdown past its drain time ends them cleanly.
+    """The relays in progress, and the requests not yet answered, so that a shutdown past
+    its drain time ends them cleanly.
 
     It holds the relays, never their generators: a held generator would stay alive (and
     its upstream request open) after the client left.
@@ -88,6 +93,7 @@ class LiveStreams:
 
     def __init__(self) -> None:
         self.relays: set[Relay] = set()
+        self.unanswered: set[Endable] = set()  # requests whose response has not begun
 
     def __len__(self) -> int:
         return len(self.relays)
@@ -98,6 +104,13 @@ class LiveStreams:
         for relay in relays:
             relay.end(error)
         return len(relays)
+
+    def answer_all(self, error: APIError) -> int:
+        """Answer every request whose response has not begun with ``error``; how many."""
+        waiting = list(self.unanswered)
+        for request in waiting:
+            request.end(error)
+        return len(waiting)
 
 
 class Relay:

@@ -87,20 +87,19 @@ def configure_logging(config: LoggingConfig, secrets: Iterable[str]) -> None:
 def stdlib_formatter(fmt: str = "json") -> logging.Formatter:
     """A formatter that renders standard-library records (Granian's) like our own."""
     renderer: Any
+    chain: list[Any] = [
+        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    ]
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(
             serializer=lambda obj, **_: orjson.dumps(obj).decode()
         )
+        chain.append(structlog.processors.format_exc_info)  # a traceback as a string
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
-    return structlog.stdlib.ProcessorFormatter(
-        processor=renderer,
-        foreign_pre_chain=[
-            structlog.stdlib.add_logger_name,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-        ],
-    )
+    return structlog.stdlib.ProcessorFormatter(processor=renderer, foreign_pre_chain=chain)
 
 
 def granian_log_config(config: LoggingConfig) -> dict[str, Any]:

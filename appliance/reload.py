@@ -110,6 +110,9 @@ class Reloader:
             self._watching = None
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            # Removing the handler restores the default action, which ends the process:
+            # a reload asked for while it shuts down must not.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

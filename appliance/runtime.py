@@ -143,8 +143,13 @@ def claim_pid_file(path: Path) -> None:
         else:
             raise PidFileError(f"{path} names process {existing}, which is running")
     staging = path.with_name(f".{path.name}.{os.getpid()}")
-    staging.write_text(str(os.getpid()))
-    os.replace(staging, path)
+    try:
+        staging.write_text(str(os.getpid()))
+        os.replace(staging, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            staging.unlink()
+        raise PidFileError(f"cannot write the PID file {path}: {exc.strerror}") from None
 
 
 def release_pid_file(path: Path) -> None:

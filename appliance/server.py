@@ -14,12 +14,14 @@ import math
 import os
 import signal
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 from granian.constants import HTTPModes, Interfaces, Loops
+from granian.errors import FatalError
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server.mp import MPServer
@@ -109,8 +111,9 @@ def serve_processes(config: ApplianceConfig, pid_file: Path) -> None:
             log_dictconfig=granian_log_config(config.logging),
             log_access=False,
             respawn_failed_workers=True,
-            # In-flight requests get drain_timeout_s after SIGTERM; then the process goes.
-            workers_kill_timeout=math.ceil(config.server.drain_timeout_s) + 2,
+            # In-flight requests get drain_timeout_s after SIGTERM (then the app ends or
+            # answers them), the app's shutdown the grace; then the process goes.
+            workers_kill_timeout=kill_timeout_s(config),
             pid_file=pid_file,
         )
         server.serve()
@@ -142,13 +145,18 @@ def serve_in_process(config: ApplianceConfig, build: Callable[[], Any], pid_file
         # the 129th open stream until another ends.
         backlog=1024,
     )
-    server.workers_kill_timeout = math.ceil(config.server.drain_timeout_s) + 2
+    # Granian's embedded join would cancel the app at its kill timeout and skip the app's
+    # shutdown (the ledger's last rows, the models' processes): it waits instead, and a
+    # watchdog ends a process that is still stuck past the same limit.
+    server.workers_kill_timeout = None
     logging.getLogger("_granian").addFilter(_NotExperimental())
+    watchdog = _Watchdog(kill_timeout_s(config))
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
 
         def interrupt() -> None:
+            watchdog.start()
             os.kill(os.getpid(), DRAIN_SIGNAL)  # the app's handler starts the drain clock
             server.stop()  # type: ignore[no-untyped-call]
 
@@ -158,15 +166,39 @@ def serve_in_process(config: ApplianceConfig, build: Callable[[], Any], pid_file
 
     try:
         eventloop.run(run())
-    except TimeoutError:
-        # Past the drain time every request is answered or ended (the app's Lifespan): a
-        # request that still did not finish within the kill timeout was cut.
-        log.error("shutdown_timeout", kill_timeout_s=server.workers_kill_timeout)
-        return 1
+    except FatalError:
+        return 1  # the app did not start; Granian logged why
     finally:
         runtime.release_pid_file(pid_file)
-    # The server ends on its own only when its worker failed (logged by Granian).
-    return 1 if server.interrupt_children else 0
+    return 0
+
+
+def kill_timeout_s(config: ApplianceConfig) -> int:
+    """How long after SIGTERM a serving process may take before it is ended by force:
+    the drain time, then a grace for the app's shutdown (stopping local models' processes,
+    writing the ledger)."""
+    return math.ceil(config.server.drain_timeout_s) + SHUTDOWN_GRACE_S
+
+
+SHUTDOWN_GRACE_S = 10
+
+
+class _Watchdog:
+    """Ends this process if a shutdown is still running ``limit_s`` after it began."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self._timer: threading.Timer | None = None
+
+    def start(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(self.limit_s, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self) -> None:
+        log.error("shutdown_timeout", limit_s=self.limit_s, action="exit")
+        os._exit(1)
 
 
 class _NotExperimental(logging.Filter):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from appliance.logging import REDACTED, Redactor
+import json
+import logging
+import sys
+
+from appliance.logging import REDACTED, Redactor, stdlib_formatter
 
 
 def run(redactor: Redactor, **event: object) -> dict[str, object]:
@@ -44,3 +48,21 @@ def test_key_names_are_logged_under_a_field_that_is_not_masked() -> None:
 def test_a_key_value_is_redacted_even_under_a_name_field() -> None:
     out = run(Redactor(["sk-team-a-value"]), key_name="sk-team-a-value", model="sk-team-a-value")
     assert out == {"key_name": REDACTED, "model": REDACTED}
+
+
+def test_a_library_record_with_a_traceback_is_one_json_line() -> None:
+    """Granian and asyncio log exceptions through the standard library: the traceback
+    becomes a string field of the JSON line (it used to break the formatter)."""
+    formatter = stdlib_formatter("json")
+    try:
+        raise ZeroDivisionError("division by zero")
+    except ZeroDivisionError:
+        record = logging.LogRecord(
+            "_granian", logging.ERROR, __file__, 1, "worker failed", None, sys.exc_info()
+        )
+    line = formatter.format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["event"] == "worker failed"
+    assert entry["level"] == "error"
+    assert "ZeroDivisionError: division by zero" in entry["exception"]

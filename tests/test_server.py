@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import yaml
 from appliance.server import default_pid_file
 from tests.conftest import cluster_config, scripted
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, free_port
 
 
 def children(pid: int) -> list[int]:
@@ -197,3 +198,33 @@ def in_background(call: Callable[[], httpx.Response]) -> Callable[[], httpx.Resp
         return box[0]
 
     return result
+
+
+def test_a_shutdown_stuck_past_its_limit_ends_the_process(tmp_path: Path) -> None:
+    """The last resort when something ignores the drain: the watchdog exits with 1."""
+    script = (
+        "import time\n"
+        "from appliance.server import _Watchdog\n"
+        "_Watchdog(0.3).start()\n"
+        "time.sleep(30)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=20)
+    assert done.returncode == 1
+    assert time.monotonic() - started < 10
+    assert b"shutdown_timeout" in done.stdout + done.stderr
+
+
+def test_a_failed_start_exits_1_without_a_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "cluster.yaml"
+    bad = cluster_config(
+        scripted("a", ["one"]), state={"usage_path": "/proc/no-such-folder/usage.sqlite"}
+    )
+    config.write_text(yaml.safe_dump(bad))
+    done = subprocess.run(serve_argv(config, free_port()), capture_output=True, timeout=60)
+    assert done.returncode == 1
+    lines = (done.stdout + done.stderr).decode().splitlines()
+    assert lines
+    for line in lines:  # every line a JSON log line: the reason is logged, nothing raw
+        json.loads(line)
+    assert any("lifespan startup failed" in line for line in lines)

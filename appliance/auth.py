@@ -83,7 +83,8 @@ class Authenticator:
             return ANONYMOUS
         if not authorization:
             raise AuthenticationError(
-                "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+                "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' "
+                "(Anthropic's clients: 'x-api-key: YOUR_KEY')."
             )
         scheme, _, token = authorization.partition(" ")
         token = token.strip()

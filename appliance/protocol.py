@@ -168,7 +168,7 @@ class RerankRequest(OpenObject):
 def validate(model: type[OpenObject], body: dict[str, Any]) -> Any:
     """Validate ``body`` as ``model`` or raise a 400 naming the parameter."""
     try:
-        return model.model_validate(body)
+        return model.model_validate(body, strict=True)  # true is not 1, "100" not 100
     except ValidationError as exc:
         raise _invalid(exc) from None
 

@@ -168,7 +168,7 @@ class CountTokensRequest(_Strict):
 def parse(model: type[_Strict], body: dict[str, Any]) -> Any:
     """Validate ``body`` as ``model`` or raise a 400 in Anthropic's wording, naming the field."""
     try:
-        return model.model_validate(body)
+        return model.model_validate(body, strict=True)  # true is not 1, "100" not 100
     except ValidationError as exc:
         raise _invalid(exc) from None
 

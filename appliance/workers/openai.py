@@ -105,9 +105,16 @@ class OpenAIWorker(Worker):
     async def call(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
         response = await self._post(endpoint, body)
         try:
-            return await _guard(response.read())
+            raw = await _guard(response.read())
         finally:
             response.release()
+        if not _looks_like_object(raw):
+            # A proxy's error page or a misrouted URL answering 200: never relayed as a reply.
+            kind = response.headers.get("content-type") or "no content type"
+            raise UpstreamError(
+                f"The upstream answered 200 with something that is not a JSON object ({kind})"
+            )
+        return raw
 
     async def open_stream(
         self, endpoint: Endpoint, body: dict[str, Any], *, usage: bool = False
@@ -222,6 +229,13 @@ class _UpstreamStream:
 
     async def aclose(self) -> None:
         self._response.close()
+
+
+def _looks_like_object(raw: bytes) -> bool:
+    """Whether ``raw`` is shaped like a JSON object: the whole body is not parsed here
+    (replies can be large); whatever reads it next parses it."""
+    body = raw.strip()
+    return body[:1] == b"{" and body[-1:] == b"}"
 
 
 async def _guard(operation: Awaitable[T]) -> T:

@@ -115,10 +115,8 @@ class ScriptedWorker(Worker):
         if endpoint is Endpoint.CHAT:
             # Every choice streams its own deltas (a call's id is its own), step by step.
             scripts = [self._chat_script(prompts[0], body) for _ in range(n)]
-            steps = [
-                [protocol.chunk_choice(i, {"role": "assistant", "content": ""}, None)]
-                for i in range(n)
-            ]
+            # OpenAI's first chunk: content "" for a text reply, null for a tool call.
+            steps = [[protocol.chunk_choice(i, _role_delta(scripts[i][0]), None)] for i in range(n)]
         else:
             texts = _per_prompt([self._script(p, body) for p in prompts], n)
             scripts = [([{"text": piece} for piece in pieces], finish) for pieces, finish in texts]
@@ -274,3 +272,8 @@ def _texts(value: Any) -> list[str]:
 def _count(text: str) -> int:
     """Tokens as the scripted backend counts them: words."""
     return len(text.split())
+
+
+def _role_delta(deltas: list[Delta]) -> Delta:
+    calls = any("tool_calls" in delta for delta in deltas)
+    return {"role": "assistant", "content": None if calls else ""}

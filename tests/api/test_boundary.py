@@ -164,32 +164,48 @@ async def test_an_openai_upstream_gets_bodies_at_the_limit_and_never_deeper(
 # ---- validated values travel on; every size a caller chooses is bounded ------------
 
 
-async def test_validated_scalars_travel_on_not_the_raw_ones(
+async def test_requests_travel_on_as_sent_and_no_field_is_added(
     app_client: Any, fake_upstream: FakeUpstream
 ) -> None:
     async with app_client(upstream_config(fake_upstream)) as client:
         response = await client.post(
-            "/v1/embeddings", json={"model": "up-vec", "input": "a", "dimensions": 2.0}
+            "/v1/embeddings", json={"model": "up-vec", "input": "a", "dimensions": 2}
         )
         assert response.status_code == 200, response.text
-        sent = fake_upstream.requests[-1].body
-        assert sent["dimensions"] == 2 and isinstance(sent["dimensions"], int)
+        assert fake_upstream.requests[-1].body["dimensions"] == 2
         response = await client.post(
             "/v1/chat/completions",
             json={
                 "model": "up",
                 "messages": [{"role": "user", "content": "hi", "name": "x"}],
-                "max_tokens": 5.0,
+                "max_tokens": 5,
                 "temperature": 1,
                 "tools": [{"type": "function", "function": {"name": "f"}}],
             },
         )
         assert response.status_code == 200, response.text
         sent = fake_upstream.requests[-1].body
-        assert sent["max_tokens"] == 5 and isinstance(sent["max_tokens"], int)
+        assert sent["max_tokens"] == 5
         assert sent["messages"] == [{"role": "user", "content": "hi", "name": "x"}]
         assert sent["tools"] == [{"type": "function", "function": {"name": "f"}}]
         assert "n" not in sent and "stream" not in sent, "fields not sent are not added"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_tokens", True), ("max_tokens", "100"), ("max_tokens", 5.0), ("n", True)],
+)
+async def test_a_value_of_the_wrong_type_is_a_400_not_coerced(
+    app_client: Any, field: str, value: Any
+) -> None:
+    """As OpenAI: ``true`` is not 1, ``"100"`` is not 100 and 5.0 is not an integer."""
+    async with app_client(CONFIG) as client:
+        body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], field: value}
+        response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == field
+    assert error["code"] == "invalid_type"
 
 
 async def test_a_huge_float_dimensions_is_a_400_not_a_500(app_client: Any) -> None:
@@ -197,7 +213,7 @@ async def test_a_huge_float_dimensions_is_a_400_not_a_500(app_client: Any) -> No
         response = await client.post(
             "/v1/embeddings", json={"model": "vec", "input": "a", "dimensions": 16826166.0}
         )
-        error = await expect_error(response, 400, "invalid_value")
+        error = await expect_error(response, 400, "invalid_type")  # not an integer
         assert error["param"] == "dimensions"
 
 

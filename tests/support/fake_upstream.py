@@ -19,6 +19,7 @@ after ``+`` (``ok+indented+nousage``):
 - ``rejects-stream-options``: 400 naming ``stream_options`` when it is sent.
 - ``usage-on-finish``: the usage rides on the last choice chunk, not a chunk of its own.
 - ``usage-every-chunk``: running usage on every chunk (vLLM's continuous usage stats).
+- ``html``: a plain reply is ``200 text/html`` (a proxy's page, a misrouted URL).
 - ``sets-cookie``: replies carry ``Set-Cookie`` (a load balancer's stickiness cookie).
 - ``toolcall``: a chat reply that calls ``get_weather({"city": "Paris"})``; streamed in
   OpenAI's delta shape (id and name first, then the arguments in two pieces).
@@ -172,6 +173,8 @@ class FakeUpstream:
             return await self._tool_call(request, body, model, traits)
         if body.get("stream"):
             return await self._stream(request, body, model, traits)
+        if "html" in traits:
+            return web.Response(text="<html>hi</html>", content_type="text/html")
         return _json_response(_completion(model, "fake reply"), traits)
 
     async def _tool_call(

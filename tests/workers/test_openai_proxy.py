@@ -131,6 +131,20 @@ def test_upstream_cookies_are_never_sent_back(
     assert all("Cookie" not in seen.headers for seen in sent)
 
 
+def test_a_200_that_is_not_json_is_an_upstream_error(
+    start_server: Callable[..., RunningServer], upstream: FakeUpstream
+) -> None:
+    served = start_server(cluster_config(proxied("m", upstream, "ok+html", retries=0)))
+    for path, body in (
+        ("/v1/chat/completions", {"model": "m", "messages": MESSAGES}),
+        ("/v1/responses", {"model": "m", "input": "hi", "store": False}),
+    ):
+        reply = httpx.post(f"{served.base_url}{path}", json=body, timeout=10)
+        assert reply.status_code == 502, (path, reply.text)
+        assert reply.json()["error"]["code"] == "upstream_error"
+        assert "not a JSON object (text/html" in reply.json()["error"]["message"]
+
+
 def test_stream_is_relayed_chunk_by_chunk(server: RunningServer) -> None:
     stream = api(server).chat.completions.create(
         model="up",

@@ -9,6 +9,7 @@ replaced, and values under key-like names are masked whatever they hold.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
@@ -23,12 +24,25 @@ _SENSITIVE_KEYS = frozenset({"authorization", "api_key", "apikey", "key", "passw
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
+SHORT_SECRET = 12  # characters; shorter secrets are matched as whole words only
+
+
 class Redactor:
     """A processor that removes secrets from log events."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         # Longest first, so a secret that contains another is replaced whole.
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        # A short secret ("adm") is also part of ordinary words ("readmitted"): it is
+        # replaced where it stands alone, not inside a word (which would both mangle the
+        # log and show which words hold it).
+        short = [re.escape(s) for s in self.secrets if len(s) < SHORT_SECRET]
+        self._short = (
+            re.compile(rf"(?<![A-Za-z0-9_\-])(?:{'|'.join(short)})(?![A-Za-z0-9_\-])")
+            if short
+            else None
+        )
+        self.secrets = [s for s in self.secrets if len(s) >= SHORT_SECRET]
 
     def __call__(
         self, logger: Any, method: str, event: MutableMapping[str, Any]
@@ -44,6 +58,8 @@ class Redactor:
             for secret in self.secrets:
                 if secret in value:
                     value = value.replace(secret, REDACTED)
+            if self._short is not None:
+                value = self._short.sub(REDACTED, value)
             return value
         if isinstance(value, dict):
             return {k: self._clean(k, v) for k, v in value.items()}

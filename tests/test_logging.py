@@ -66,3 +66,18 @@ def test_a_library_record_with_a_traceback_is_one_json_line() -> None:
     assert entry["event"] == "worker failed"
     assert entry["level"] == "error"
     assert "ZeroDivisionError: division by zero" in entry["exception"]
+
+
+def test_a_short_secret_is_replaced_where_it_stands_alone_not_inside_words() -> None:
+    redact = Redactor(["adm"])
+    event = redact(
+        None,
+        "info",
+        {"event": "worker_readmitted", "model": "readmission", "header": "Bearer adm", "k": "adm"},
+    )
+    assert event == {
+        "event": "worker_readmitted",
+        "model": "readmission",
+        "header": f"Bearer {REDACTED}",
+        "k": REDACTED,
+    }

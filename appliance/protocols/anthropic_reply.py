@@ -174,6 +174,8 @@ class StreamTranslator:
         self._open: str | None = None  # "text", or the chat index of the open tool call
         self._finish: Any = None
         self._matched: Any = None
+        self._streamed: set[Any] = set()  # chat indexes of calls sent as blocks
+        self._held: dict[Any, dict[str, Any]] = {}  # calls interleaved with the open one
 
     def chunk(self, obj: Any) -> list[Event]:
         """The events for one parsed chat chunk."""
@@ -203,6 +205,12 @@ class StreamTranslator:
         """The events that end a stream that ran to its end, charged as ``use``."""
         events = [] if self.started else [self._start(None)]
         events.extend(self._close_block())
+        for held in self._held.values():
+            events.extend(self._open_block(held["block"], "held"))
+            if held["arguments"]:
+                partial = "".join(held["arguments"])
+                events.append(self._delta({"type": "input_json_delta", "partial_json": partial}))
+            events.extend(self._close_block())
         reason, sequence = stop_reason(self._finish, self._matched, self.stop_sequences)
         delta = {"stop_reason": reason, "stop_sequence": sequence}
         events.append(
@@ -242,8 +250,15 @@ class StreamTranslator:
         index = call.get("index", 0)
         function = call.get("function")
         function = function if isinstance(function, dict) else {}
+        arguments = function.get("arguments")
+        arguments = arguments if isinstance(arguments, str) else ""
+        if index in self._held:
+            self._held[index]["arguments"].append(arguments)
+            return []
         events: list[Event] = []
         if self._open != f"tool:{index}":
+            if index in self._streamed:
+                raise _bad_reply("a streamed tool call went on after its block was closed")
             name = function.get("name")
             if not isinstance(name, str):
                 raise _bad_reply("a streamed tool call without a function name first")
@@ -254,9 +269,14 @@ class StreamTranslator:
                 "name": name,
                 "input": {},
             }
+            if self._open is not None and self._open.startswith("tool:"):
+                # Parallel calls may interleave (vLLM, OpenAI); Anthropic's blocks cannot:
+                # this one is sent whole once the open one is over, at the stream's end.
+                self._held[index] = {"block": block, "arguments": [arguments]}
+                return []
+            self._streamed.add(index)
             events.extend(self._open_block(block, f"tool:{index}"))
-        arguments = function.get("arguments")
-        if isinstance(arguments, str) and arguments:
+        if arguments:
             events.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
         return events
 

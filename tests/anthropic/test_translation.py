@@ -356,3 +356,41 @@ def test_an_empty_stream_still_starts_and_ends_the_message() -> None:
     translator = StreamTranslator("m", None)
     parsed = check_stream(translator.finish(Usage(3, 0, 3)))
     assert [e.type for e in parsed] == ["message_start", "message_delta", "message_stop"]
+
+
+def test_interleaved_parallel_calls_become_whole_blocks_one_after_another() -> None:
+    """vLLM and OpenAI may interleave parallel calls' argument pieces; Anthropic's content
+    blocks cannot interleave, so the later call is sent whole after the open one."""
+
+    def call(index: int, arguments: str, name: str | None = None) -> dict[str, Any]:
+        function: dict[str, Any] = {"arguments": arguments}
+        if name is not None:
+            function["name"] = name
+            return {"index": index, "id": f"call_{index}", "type": "function", "function": function}
+        return {"index": index, "function": function}
+
+    translator = StreamTranslator("m", None)
+    events = []
+    for obj in [
+        chunk({"role": "assistant", "content": None}),
+        chunk({"tool_calls": [call(0, '{"city": ', "get_weather")]}),
+        chunk({"tool_calls": [call(1, '{"zone": ', "get_time")]}),
+        chunk({"tool_calls": [call(0, '"Paris"}')]}),
+        chunk({"tool_calls": [call(1, '"CET"}')]}),
+        chunk({}, "tool_calls"),
+    ]:
+        events.extend(translator.chunk(obj))
+    events.extend(translator.finish(Usage(9, 6, 15)))
+    parsed = check_stream(events)
+    blocks: dict[int, list[str]] = {}
+    names = {}
+    for event in parsed:
+        if event.type == "content_block_start":
+            names[event.index] = event.content_block.name
+            blocks[event.index] = []
+        elif event.type == "content_block_delta":
+            blocks[event.index].append(event.delta.partial_json)
+    assert names == {0: "get_weather", 1: "get_time"}
+    assert "".join(blocks[0]) == '{"city": "Paris"}'
+    assert "".join(blocks[1]) == '{"zone": "CET"}'
+    assert parsed[-2].delta.stop_reason == "tool_use"

@@ -30,6 +30,7 @@ from appliance.api.access import REQUEST_ID, STARTED, note, on_disconnect
 from appliance.auth import Principal
 from appliance.budgets import day_of
 from appliance.cluster import Cluster
+from appliance.errors import APIError
 from appliance.gateway import Timing
 from appliance.ledger import Ledger, Row
 from appliance.limits import Limiter
@@ -164,10 +165,15 @@ class Charge:
         await self._record(usage, self.status)
         return usage
 
-    async def settle(self) -> None:
-        """Charge the stream for what it carried so far (once; later calls do nothing)."""
+    async def settle(self, failure: APIError | None = None) -> None:
+        """Charge the stream for what it carried so far (once; later calls do nothing);
+        a stream that ``failure`` ended is recorded with its status, unless the client
+        had left."""
         if self.tally is not None:
-            await self._record(self.tally.result(self.request), self.status)
+            status = self.status
+            if failure is not None and status != CLIENT_LEFT:
+                status = failure.status
+            await self._record(self.tally.result(self.request), status)
 
     async def failed(self, status: int) -> None:
         """The request failed after reaching a model: a ledger row, nothing charged."""

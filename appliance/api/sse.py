@@ -122,7 +122,8 @@ class Relay:
         live: The registry of open relays (for shutdown).
         tally: Reads usage from the chunks and hides what the client did not ask for.
         stats: Time-to-first-token metrics.
-        on_close: Awaited once when the stream is closed (charging the request).
+        on_close: Awaited once when the stream is closed (charging the request), with the
+            error that ended it, if one did.
         framing: How payloads and errors become events; OpenAI's by default.
     """
 
@@ -130,6 +131,7 @@ class Relay:
         "_closed",
         "_ended",
         "_error",
+        "_failure",
         "_pending",
         "framing",
         "live",
@@ -147,7 +149,7 @@ class Relay:
         live: LiveStreams,
         tally: StreamTally | None = None,
         stats: StreamStats | None = None,
-        on_close: Callable[[], Awaitable[None]] | None = None,
+        on_close: Callable[[APIError | None], Awaitable[None]] | None = None,
         framing: Framing | None = None,
     ) -> None:
         self.stream = stream
@@ -161,6 +163,7 @@ class Relay:
         self._ended = False
         self._closed = False
         self._error: APIError | None = None
+        self._failure: APIError | None = None
 
     def end(self, error: APIError | None = None) -> None:
         """Stop relaying: with ``error`` the client gets it as an event; without, nothing."""
@@ -185,7 +188,7 @@ class Relay:
             await self.stream.aclose()
         finally:
             if self.on_close is not None:
-                await self.on_close()
+                await self.on_close(self._failure)
 
     async def events(self) -> AsyncGenerator[Event | None, None]:
         """The stream's payloads as SSE events, then the end; the stream is always closed."""
@@ -223,10 +226,10 @@ class Relay:
                 return
         except APIError as exc:
             log.warning("stream_failed", error=type(exc).__name__, status=exc.status)
-            failure = exc
+            failure = self._failure = exc
         except Exception:
             log.exception("stream_crashed")
-            failure = APIError("The stream failed unexpectedly.")
+            failure = self._failure = APIError("The stream failed unexpectedly.")
         finally:
             await self.aclose()
         for event in self.framing.close(failure):

@@ -238,3 +238,34 @@ def test_cli_prints_the_same_totals_from_the_file(server: RunningServer, ledger_
         text=True,
     )
     assert bad.returncode == 2 and "'from' must be a date" in bad.stderr
+
+
+def test_a_stream_that_breaks_is_recorded_with_its_error_status(
+    start_server: Callable[..., RunningServer], upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "usage.sqlite"
+    breaks = {
+        "name": "breaks",
+        "backend": "openai",
+        "retries": 0,
+        "options": {"base_url": upstream.base_url, "model": "break-mid-stream"},
+        "health": {"interval_s": 0},
+    }
+    served = start_server(cluster_config(breaks, state={"usage_path": str(path)}))
+    body = {"model": "breaks", "messages": MESSAGES, "stream": True}
+    headers = {"x-request-id": "breaks-mid-stream"}
+    with httpx.stream(
+        "POST", f"{served.base_url}/v1/chat/completions", json=body, headers=headers, timeout=10
+    ) as response:
+        lines = list(response.iter_lines())
+    assert response.status_code == 200  # the stream had begun
+    assert any("upstream_unreachable" in line for line in lines)
+    deadline = time.monotonic() + 5
+    rows: list[Any] = []
+    while not rows and time.monotonic() < deadline:
+        time.sleep(0.2)
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute(
+                "SELECT status FROM requests WHERE request_id = 'breaks-mid-stream'"
+            ).fetchall()
+    assert rows == [(502,)]

@@ -237,6 +237,31 @@ def _path(loc: tuple[int | str, ...]) -> str:
 # ---- to chat ------------------------------------------------------------------------
 
 
+def _check_turns(turns: list[Message]) -> None:
+    """As Anthropic's API: no turn is empty, and every ``tool_result`` answers a
+    ``tool_use`` of the message just before it."""
+    for i, turn in enumerate(turns):
+        if not turn.content:
+            raise InvalidRequestError(
+                f"messages.{i}.content: all messages must have non-empty content.",
+                param=f"messages.{i}.content",
+                code="invalid_value",
+            )
+        if isinstance(turn.content, str):
+            continue
+        before = turns[i - 1].content if i else []
+        asked = {b.id for b in before if isinstance(b, ToolUseBlock)} if before else set()
+        for j, block in enumerate(turn.content):
+            if isinstance(block, ToolResultBlock) and block.tool_use_id not in asked:
+                raise InvalidRequestError(
+                    f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "
+                    f"`tool_result` blocks: {block.tool_use_id}. Each `tool_result` block "
+                    "must have a corresponding `tool_use` block in the previous message.",
+                    param=f"messages.{i}.content.{j}",
+                    code="invalid_value",
+                )
+
+
 def to_chat(request: MessagesRequest | CountTokensRequest) -> dict[str, Any]:
     """The chat-completions request that asks the same of the model."""
     messages = _system(request.system)
@@ -246,6 +271,7 @@ def to_chat(request: MessagesRequest | CountTokensRequest) -> dict[str, Any]:
             messages.append(_assistant(message.content, where))
         else:
             messages.extend(_user(message.content, where))
+    _check_turns(request.messages)
     if request.messages[-1].role == "assistant":
         raise InvalidRequestError(
             f"messages.{len(request.messages) - 1}: The last message must be from the user; "

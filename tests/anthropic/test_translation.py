@@ -120,8 +120,15 @@ def test_a_failed_tool_result_says_so() -> None:
         "is_error": True,
         "content": [{"type": "text", "text": "timeout"}],
     }
-    chat = chat_of(messages=[{"role": "user", "content": [block]}])
-    assert chat["messages"] == [{"role": "tool", "tool_call_id": "t", "content": "Error: timeout"}]
+    call = {"type": "tool_use", "id": "t", "name": "get_weather", "input": {"city": "Paris"}}
+    turns = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": [call]},
+        {"role": "user", "content": [block]},
+    ]
+    chat = chat_of(messages=turns, tools=[WEATHER])
+    expected = {"role": "tool", "tool_call_id": "t", "content": "Error: timeout"}
+    assert chat["messages"][-1] == expected
 
 
 def test_images_become_image_url_parts() -> None:
@@ -216,6 +223,36 @@ def test_output_format_becomes_a_json_schema_response_format() -> None:
 )
 def test_what_cannot_be_honoured_is_a_400_naming_it(fields: dict[str, Any], param: str) -> None:
     error = refusal(**fields)
+    assert error.param == param
+    assert error.message.startswith(f"{param}: ")
+
+
+@pytest.mark.parametrize(
+    ("messages", "param"),
+    [
+        ([{"role": "user", "content": ""}], "messages.0.content"),
+        ([{"role": "user", "content": []}], "messages.0.content"),
+        (
+            [
+                {"role": "user", "content": "Weather?"},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": "toolu_2", "content": "x"}],
+                },
+            ],
+            "messages.2.content.0",
+        ),
+    ],
+)
+def test_turns_anthropic_refuses_are_refused(messages: list[Any], param: str) -> None:
+    """Empty turns, and a tool_result that answers no tool_use of the turn before it."""
+    error = refusal(messages=messages, tools=[WEATHER])
     assert error.param == param
     assert error.message.startswith(f"{param}: ")
 

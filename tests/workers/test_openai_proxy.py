@@ -49,7 +49,10 @@ def server(upstream: FakeUpstream, start_server: Callable[..., RunningServer]) -
             proxied("up-429", upstream, "fail-429"),
             proxied("up-hang", upstream, "hang", options={"first_byte_timeout_s": 0.5}),
             proxied("up-break", upstream, "break-mid-stream"),
-            proxied("up-dead", upstream, "ok", options={"base_url": dead}),
+            # Not probed: a probe would eject it before the tests that expect its 502.
+            proxied(
+                "up-dead", upstream, "ok", options={"base_url": dead}, health={"interval_s": 0}
+            ),
             proxied(
                 "up-half-dead", upstream, "ok", options={"base_url": [dead, upstream.base_url]}
             ),

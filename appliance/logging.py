@@ -32,17 +32,17 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         # Longest first, so a secret that contains another is replaced whole.
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.secrets = [s for s in ordered if len(s) >= SHORT_SECRET]
         # A short secret ("adm") is also part of ordinary words ("readmitted"): it is
         # replaced where it stands alone, not inside a word (which would both mangle the
         # log and show which words hold it).
-        short = [re.escape(s) for s in self.secrets if len(s) < SHORT_SECRET]
+        short = [re.escape(s) for s in ordered if len(s) < SHORT_SECRET]
         self._short = (
             re.compile(rf"(?<![A-Za-z0-9_\-])(?:{'|'.join(short)})(?![A-Za-z0-9_\-])")
             if short
             else None
         )
-        self.secrets = [s for s in self.secrets if len(s) >= SHORT_SECRET]
 
     def __call__(
         self, logger: Any, method: str, event: MutableMapping[str, Any]

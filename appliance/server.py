@@ -75,6 +75,22 @@ def http1_settings(config: ApplianceConfig) -> HTTP1Settings:
     return HTTP1Settings(header_read_timeout=math.ceil(config.server.header_timeout_s * 1000))
 
 
+def granian_options(config: ApplianceConfig) -> dict[str, Any]:
+    """What both Granian servers (one process or several) are given alike: the factory
+    mode, address, ASGI over HTTP/1.1 only, the header timeout and logging."""
+    return {
+        "factory": True,
+        "address": config.server.host,
+        "port": config.server.port,
+        "interface": Interfaces.ASGI,
+        "http": HTTPModes.http1,
+        "http1_settings": http1_settings(config),
+        "log_level": LogLevels(config.logging.level),
+        "log_dictconfig": granian_log_config(config.logging),
+        "log_access": False,
+    }
+
+
 def serve(config: ApplianceConfig, build: Callable[[], Any], pid_file: Path | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the exit status.
 
@@ -99,17 +115,9 @@ def serve_processes(config: ApplianceConfig, pid_file: Path) -> None:
         server = ApplianceServer(
             FACTORY,
             runtime_folder=folder,
-            factory=True,
-            address=config.server.host,
-            port=config.server.port,
-            interface=Interfaces.ASGI,
-            http=HTTPModes.http1,
-            http1_settings=http1_settings(config),
+            **granian_options(config),
             loop=Loops.auto,  # uvloop (a dependency) where it runs; asyncio elsewhere
             workers=config.server.processes,
-            log_level=LogLevels(config.logging.level),
-            log_dictconfig=granian_log_config(config.logging),
-            log_access=False,
             respawn_failed_workers=True,
             # In-flight requests get drain_timeout_s after SIGTERM (then the app ends or
             # answers them), the app's shutdown the grace; then the process goes.
@@ -131,15 +139,7 @@ def serve_in_process(config: ApplianceConfig, build: Callable[[], Any], pid_file
     runtime.claim_pid_file(pid_file)
     server = Server(
         build,
-        factory=True,
-        address=config.server.host,
-        port=config.server.port,
-        interface=Interfaces.ASGI,
-        http=HTTPModes.http1,
-        http1_settings=http1_settings(config),
-        log_level=LogLevels(config.logging.level),
-        log_dictconfig=granian_log_config(config.logging),
-        log_access=False,
+        **granian_options(config),
         # Granian's multi-process default. Requests in flight are capped at the backlog
         # (its "backpressure"), and the embedded server's own default of 128 would hold
         # the 129th open stream until another ends.

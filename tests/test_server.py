@@ -19,20 +19,8 @@ import yaml
 from appliance.server import default_pid_file
 from tests.conftest import cluster_config, scripted
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.processes import descendants
 from tests.support.server import RunningServer, free_port
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
 
 
 def serve_argv(config: Path, port: int) -> list[str]:
@@ -54,7 +42,7 @@ def test_one_process_serves_reloads_on_sighup_and_stops_on_sigterm(
     pid = server.process.pid
     pid_file = default_pid_file(server.port)
     assert pid_file.read_text() == str(pid), "reload signals the PID the file names"
-    assert children(pid) == [], "processes: 1 serves from the process itself"
+    assert descendants(pid) == [pid], "processes: 1 serves from the process itself"
     assert chat(server, "a").json()["choices"][0]["message"]["content"] == "one"
 
     server.config_path.write_text(yaml.safe_dump(cluster_config(scripted("b", ["two"]))))

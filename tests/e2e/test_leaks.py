@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import cluster_config
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.processes import descendants
 from tests.support.server import RunningServer, free_port
 
 
@@ -92,26 +93,6 @@ def test_client_leaving_before_the_first_byte_frees_its_slot(
     assert wait_until(lambda: in_flight(server, "up") == 0), "a slot stayed taken"
     # The upstream requests were closed too, long before their answers were due.
     assert wait_until(lambda: len(upstream.disconnects) >= gone_before + 3, timeout=2.5)
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it (Granian's workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        out.append(current)
-        todo.extend(children.get(current, []))
-    return out
 
 
 def open_fds(pid: int) -> int:

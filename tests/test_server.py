@@ -94,10 +94,15 @@ def test_a_pid_file_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None
             stderr=subprocess.DEVNULL,
         )
         try:
+            # Serving (its signal handlers in place), not only past writing its PID file:
+            # a SIGTERM in between ends a starting process by the default action.
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                if pid_file.read_text() == str(again.pid):
-                    break
+                try:
+                    if httpx.get(f"{server.base_url}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
                 time.sleep(0.05)
             assert pid_file.read_text() == str(again.pid)
         finally:

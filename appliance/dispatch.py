@@ -83,6 +83,11 @@ class Dispatcher:
         """Requests waiting for a slot."""
         return len(self._waiters)
 
+    def waiting(self) -> list[asyncio.Future[Worker | None]]:
+        """What the requests waiting now are waiting on: each settles when its request
+        gets a slot, times out, fails or is cancelled."""
+        return [waiter.future for waiter in self._waiters if not waiter.future.done()]
+
     def in_flight(self, worker: Worker) -> int:
         """Requests ``worker`` is serving now."""
         return self._in_flight[worker]

@@ -194,6 +194,18 @@ class ModelLifecycle:
                 )
             await asyncio.sleep(_POLL_S)
 
+    async def serve_waiting(self) -> int:
+        """Let the requests waiting for this model now get their slots (before an unload
+        for the memory budget: a model is not swapped out under requests that came
+        before the one that wants its memory). Later arrivals do not extend the wait.
+
+        Returns how many requests were waiting.
+        """
+        waiting = self.dispatcher.waiting()
+        if waiting:
+            await asyncio.wait(waiting, timeout=self.dispatcher.queue_timeout_s)
+        return len(waiting)
+
     async def unload(self, reason: str) -> None:
         """Stop the workers once their requests finished; callers share one unload."""
         if self.state is State.UNLOADED:
@@ -227,7 +239,7 @@ class ModelLifecycle:
     def _begin_load(self, why: str, *, evict: bool = True) -> None:
         self.state = State.LOADING
         self.error = None
-        self._load_started = time.monotonic()
+        self._load_started = time.monotonic()  # again once there is room
         self._loading = _detached(self._load(why, evict))
 
     async def _load(self, why: str, evict: bool) -> None:
@@ -236,6 +248,7 @@ class ModelLifecycle:
             log.info("model_preload_skipped", model=self.name, need_mb=round(self.need_mb()))
             return
         self.admitted = True
+        self._load_started = time.monotonic()  # the load itself, not the wait for room
         log.info("model_loading", model=self.name, why=why, need_mb=round(self.need_mb()))
         for worker in self.workers:
             worker.load()

@@ -129,7 +129,8 @@ class Metrics:
         )
         self.model_load_seconds = Histogram(
             "appliance_model_load_seconds",
-            "Time a local model took to load, from the first request to a worker up.",
+            "Time a local model took to load, from the start of its load (once the memory "
+            "budget has room) to a worker up.",
             ["model"],
             buckets=_LOAD,
             registry=own,

@@ -7,8 +7,11 @@ cluster's models and budget), so a model carried over keeps its place and its me
   running workers, or the need of those still starting) plus the new model's need must
   fit ``local.memory_budget_mb`` (this process's share of it). If not, the least
   recently used idle models are unloaded first; if none is idle, the least recently
-  used loaded one is drained (its requests finish) and unloaded. One load makes room at
-  a time. A model that cannot fit even alone was refused by config validation.
+  used loaded one is drained and unloaded: the requests already waiting for it are
+  served first, then those in flight finish (requests arriving later wait for its next
+  load). So alternating requests swap models once per batch, not once per request. One
+  load makes room at a time. A model that cannot fit even alone was refused by config
+  validation.
 - **Idle.** A model with ``idle_unload_s`` that served nothing for that long is unloaded.
 - **Observers** (the metrics) hear of every load, failed load and unload.
 """
@@ -98,6 +101,7 @@ class Residency:
                 if victim is None:  # the others are loading or unloading: wait for them
                     await asyncio.sleep(_WAIT_S)
                     continue
+                served = 0 if victim.idle else await victim.serve_waiting()
                 log.info(
                     "model_evicted",
                     model=victim.name,
@@ -105,6 +109,7 @@ class Residency:
                     need_mb=round(need),
                     used_mb=round(used),
                     budget_mb=self.budget_mb,
+                    served_waiting=served,
                 )
                 await victim.unload("memory_budget")
 

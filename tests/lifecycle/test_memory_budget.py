@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from datetime import datetime
 
 import httpx
 import openai
@@ -73,3 +75,40 @@ def test_alternating_requests_swap_the_models_within_the_budget(server: RunningS
     # Measured once it ran: the next load of a model counts its real peak, not the guess.
     need = models["first"]["lifecycle"]["need_mb"]
     assert 100 < need < 217
+
+
+def test_concurrent_alternating_requests_swap_once_per_batch(server: RunningServer) -> None:
+    """first, second, first, second at once (after the test above left `second` loaded):
+    the loaded `first` serves both of its requests before it is swapped out for `second`,
+    which then serves both of its own: two loads, not one per request."""
+
+    def loads(model: str) -> float:
+        return server.metric("appliance_model_loads_total", model=model, result="ok")
+
+    before = {model: loads(model) for model in ("first", "second")}
+    api = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="none", max_retries=0)
+    answers: dict[int, str] = {}
+
+    def ask(index: int, model: str) -> None:
+        reply = api.chat.completions.create(model=model, messages=ASK, max_tokens=24, temperature=0)
+        answers[index] = reply.choices[0].message.content or ""
+
+    threads = []
+    for index, model in enumerate(("first", "second", "first", "second")):
+        threads.append(threading.Thread(target=ask, args=(index, model)))
+        threads[-1].start()
+        time.sleep(0.1)  # in this order, all while `first` loads
+    for thread in threads:
+        thread.join(120)
+    assert sorted(answers) == [0, 1, 2, 3]
+    assert all("sky" in answer.lower() for answer in answers.values())
+    assert {model: loads(model) - before[model] for model in before} == {"first": 1, "second": 1}
+    evicted = server.events("model_evicted", model="first", for_model="second")
+    assert evicted[-1]["served_waiting"] == 1  # the second `first` request, queued behind one
+    # A load's time is the load's, not the wait for room: `second`, asked for while `first`
+    # loaded, waited for that load and both `first` requests before its own began.
+    loading = server.events("model_loading", model="second")[-1]
+    loaded = server.events("model_loaded", model="second")[-1]
+    took = datetime.fromisoformat(loaded["ts"]) - datetime.fromisoformat(loading["ts"])
+    assert abs(loaded["load_s"] - took.total_seconds()) < 0.2
+    assert loading["ts"] > evicted[-1]["ts"]

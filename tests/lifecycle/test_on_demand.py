@@ -13,9 +13,7 @@ from typing import Any
 
 import httpx
 import openai
-import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import cluster_config, scripted
 from tests.lifecycle.models import ASK, alive, corrupt_gguf, minilm, smollm2
@@ -62,25 +60,11 @@ def pids(server: RunningServer, model: str) -> list[int]:
 
 
 def metric(server: RunningServer, name: str, **labels: str) -> float:
-    headers = {"Authorization": f"Bearer {ADMIN}"}
-    text = httpx.get(f"{server.base_url}/metrics", headers=headers, timeout=10).text
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+    return server.metric(name, ADMIN, **labels)
 
 
 def events(server: RunningServer, name: str, **fields: Any) -> list[dict[str, Any]]:
-    """The server's JSON log events called ``name`` with these fields."""
-    found = []
-    for line in server.log().splitlines():
-        if line.startswith("{") and f'"{name}"' in line:
-            event = orjson.loads(line)
-            if event.get("event") == name and all(event.get(k) == v for k, v in fields.items()):
-                found.append(event)
-    return found
+    return server.events(name, **fields)
 
 
 def wait_for(check: Callable[[], bool], timeout: float) -> bool:

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def free_port() -> int:
@@ -67,6 +69,28 @@ class RunningServer:
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def events(self, name: str, **fields: object) -> list[dict[str, object]]:
+        """Its JSON log events called ``name`` with these fields."""
+        found = []
+        for line in self.log().splitlines():
+            if line.startswith("{") and f'"{name}"' in line:
+                event = orjson.loads(line)
+                if event.get("event") == name and all(event.get(k) == v for k, v in fields.items()):
+                    found.append(event)
+        return found
+
+    def metric(self, name: str, admin_key: str | None = None, **labels: str) -> float:
+        """The sum of the samples of ``name`` on ``/metrics`` with these labels."""
+        headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+        text = httpx.get(f"{self.base_url}/metrics", headers=headers, timeout=10).text
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                wanted = all(sample.labels.get(k) == v for k, v in labels.items())
+                if sample.name == name and wanted:
+                    total += sample.value
+        return total
 
     def stop(self) -> None:
         if self.process.poll() is None:

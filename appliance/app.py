@@ -7,7 +7,7 @@ from typing import Any
 
 import falcon.asgi
 
-from appliance import protocol
+from appliance import heap, protocol
 from appliance.api import errors
 from appliance.api.access import AccessLayer
 from appliance.api.admin import LoadResource, UnloadResource
@@ -43,6 +43,7 @@ def create_app(
     cluster: Cluster | None = None,
     reloader: Callable[[ClusterRef], Reloader] | None = None,
     source: str | None = None,
+    tune_heap: bool = False,
 ) -> AccessLayer:
     """Build the appliance for ``config``.
 
@@ -51,6 +52,8 @@ def create_app(
         cluster: A prebuilt cluster (tests inject one); built from ``config`` if absent.
         reloader: Builds the hot reloader for the app's cluster reference; none: no reload.
         source: Where the config came from, for the status page.
+        tune_heap: Set the garbage collector for serving once started (a serving
+            process; see :mod:`appliance.heap`).
 
     Returns:
         The ASGI application. Workers (and the reloader) start with the ASGI lifespan.
@@ -67,7 +70,7 @@ def create_app(
             lambda outcome: metrics.reloads.labels("ok" if outcome.ok else "failed").inc()
         )
     middleware: list[Any] = [
-        Lifespan(ref, hot, live, metrics, limiter, ledger),
+        Lifespan(ref, hot, live, metrics, limiter, ledger, tune_heap=tune_heap),
         Authentication(ref, limiter, metrics),
         Overhead(metrics),
         Metering(),
@@ -162,6 +165,7 @@ def app_from_settings(settings: Settings, config: ApplianceConfig) -> AccessLaye
             lambda: load_from_environment()[1],
             watch=settings.config,
             apply_logging=apply_logging,
+            settle=heap.settle,
         )
 
-    return create_app(config, reloader=reloader, source=str(settings.config))
+    return create_app(config, reloader=reloader, source=str(settings.config), tune_heap=True)

@@ -66,6 +66,8 @@ class Reloader:
         watch: The config file, watched while the serving config's
             ``server.watch_config`` is on; ``None``: never watched.
         apply_logging: Called with the new config after a swap (reconfigures logging).
+        settle: Called once a reload is done and what it retired is closed (the serving
+            process's :func:`appliance.heap.settle`).
         debounce_ms: Quiet time after a file event before reloading.
     """
 
@@ -76,8 +78,10 @@ class Reloader:
         *,
         watch: Path | None = None,
         apply_logging: Callable[[ApplianceConfig], None] | None = None,
+        settle: Callable[[str], None] | None = None,
         debounce_ms: int = 200,
     ) -> None:
+        self.settle = settle
         self.ref = ref
         self.load = load
         self.watch = watch
@@ -164,6 +168,8 @@ class Reloader:
         self.last_reload = time.time()
         if plan.retired:
             self._spawn(self._drain(current, plan.retired, config.server.drain_timeout_s))
+        else:
+            self._settle_soon()
         self._follow_watch_setting()
         outcome = plan.outcome(reason)
         log.info(
@@ -211,6 +217,12 @@ class Reloader:
         finally:
             await asyncio.gather(*(g.close() for g in groups), return_exceptions=True)
             log.info("workers_retired", models=[g.name for g in groups])
+            self._settle_soon()
+
+    def _settle_soon(self) -> None:
+        """Settle the heap once the caller's frame (which holds the old cluster) is gone."""
+        if self.settle is not None:
+            asyncio.get_running_loop().call_soon(self.settle, "reload")
 
     def _follow_watch_setting(self) -> None:
         """Start or stop the watcher as the serving config's ``server.watch_config`` says."""

@@ -10,7 +10,7 @@ from typing import Any
 import falcon.asgi
 import structlog
 
-from appliance import runtime
+from appliance import heap, runtime
 from appliance.api.access import ROUTE, STARTED, note, on_finish
 from appliance.api.sse import LiveStreams
 from appliance.cluster import ClusterRef
@@ -34,6 +34,9 @@ class Lifespan:
     (the server is shutting down) requests get ``server.drain_timeout_s`` to finish;
     streams still open then end with an SSE error, and requests not yet answered are
     answered 503.
+
+    With ``tune_heap`` (a serving process, not a test's app) the garbage collector is set
+    for serving once the app has started (:mod:`appliance.heap`).
     """
 
     def __init__(
@@ -44,8 +47,11 @@ class Lifespan:
         metrics: Metrics,
         limiter: Limiter,
         ledger: Ledger | None = None,
+        *,
+        tune_heap: bool = False,
     ) -> None:
         self.ref = ref
+        self.tune_heap = tune_heap
         self.reloader = reloader
         self.live = live
         self.metrics = metrics
@@ -66,6 +72,9 @@ class Lifespan:
             asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, self.begin_drain)
         # Signals can be handled now: let the main process find this process.
         self._registration = runtime.register()
+        if self.tune_heap:
+            heap.tune()
+            heap.settle("started")
 
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         registration: runtime.Registration | None = getattr(self, "_registration", None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import httpx
 import yaml
 from structlog.testing import capture_logs
 
+from appliance import heap
 from appliance.app import create_app
 from appliance.cluster import Cluster, ClusterRef
 from appliance.config import ApplianceConfig, load_config
@@ -133,3 +136,41 @@ def test_config_equality_is_what_decides_carry_over() -> None:
     b = ApplianceConfig.model_validate(copy.deepcopy(BASE))
     assert a.models[0] == b.models[0]
     assert a.models[0] != a.models[1]
+
+
+async def test_a_retired_cluster_is_freed_even_after_the_heap_was_frozen(tmp_path: Path) -> None:
+    """A serving process freezes its heap at start (appliance.heap); frozen objects are
+    never collected, so a reload must unfreeze before it collects what it retired."""
+    path = tmp_path / "c.yaml"
+    write(path, BASE)
+    config = load_config(path, environ={})
+    cluster = Cluster.from_config(config)
+    await cluster.start()
+    ref = ClusterRef(cluster)
+    reloader = Reloader(ref, lambda: load_config(path, environ={}), settle=heap.settle)
+    retired = weakref.ref(ref.current.registry.groups["drop"])
+    del cluster
+    try:
+        heap.settle("started")
+        changed = copy.deepcopy(BASE)
+        del changed["models"][2]
+        write(path, changed)
+        assert (await reloader.reload("test")).removed == ["drop"]
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if retired() is None:
+                break
+        assert retired() is None, "the retired model's group is still alive"
+    finally:
+        gc.unfreeze()
+        await reloader.stop()
+        await ref.current.close()
+
+
+def test_tune_collects_less_often_than_the_default() -> None:
+    before = gc.get_threshold()
+    try:
+        heap.tune()
+        assert gc.get_threshold()[0] > before[0]
+    finally:
+        gc.set_threshold(*before)

@@ -2,10 +2,11 @@
 
 It starts a fast fake upstream, the appliance in front of it (one Granian process, the
 production defaults: JSON access log on), and drives both from this process with an
-aiohttp load generator; every figure is measured direct and through the appliance in the
-same run and printed side by side. CPU is the appliance's process tree (/proc), so the
-load generator and the upstream sharing the machine do not count against it. Medians of
-``--repeat`` runs. It is a benchmark: it prints figures and fails on nothing.
+aiohttp load generator; every figure is measured direct, through the floor (``floor.py``:
+the same server stack relaying bytes and nothing else) and through the appliance in the
+same run, interleaved, and printed side by side. CPU is the measured server's process
+tree (/proc), so the load generator and the upstream sharing the machine do not count
+against it. Medians of ``--repeat`` runs. It is a benchmark: it prints figures and fails on nothing.
 """
 
 from __future__ import annotations
@@ -282,6 +283,14 @@ async def open_loop(base: str, rate: float, seconds: float) -> tuple[list[float]
     return latencies, dropped
 
 
+def start_floor(upstream: str, python: str) -> tuple[Proc, str]:
+    """bench/floor.py: the same stack relaying bytes and doing nothing else."""
+    port = free_port()
+    proc = Proc([python, str(HERE / "floor.py"), str(port), upstream])
+    wait_http(f"http://127.0.0.1:{port}/readyz")
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
 def start_litellm(litellm: str, upstream: str, folder: Path) -> tuple[Proc, str, float]:
     """LiteLLM's proxy in front of the same upstream: one worker, one key, its defaults."""
     port = free_port()
@@ -340,7 +349,7 @@ def main() -> None:
     upstream = Proc([sys.executable, str(HERE / "upstream.py"), str(up_port)])
     up_base = f"http://127.0.0.1:{up_port}/v1"
     wait_http(f"{up_base}/models")
-    runs: dict[str, list[dict[str, float]]] = {"direct": [], "appliance": []}
+    runs: dict[str, list[dict[str, float]]] = {"direct": [], "floor": [], "appliance": []}
     loops: dict[str, dict[float, tuple[list[float], int]]] = {"direct": {}, "appliance": {}}
     extra: dict[str, dict[str, float]] = {"appliance": {}}
     try:
@@ -349,9 +358,14 @@ def main() -> None:
             try:
                 time.sleep(0.5)
                 extra["appliance"]["idle_rss"] = rss_mib(appliance.pid)
-                for _ in range(args.repeat):
-                    runs["direct"].append(measure(up_base, None, args))
-                    runs["appliance"].append(measure(base, appliance, args))
+                floor, floor_base = start_floor(up_base, args.python)
+                try:
+                    for _ in range(args.repeat):  # interleaved: the machine's drift hits all
+                        runs["direct"].append(measure(up_base, None, args))
+                        runs["floor"].append(measure(floor_base, floor, args))
+                        runs["appliance"].append(measure(base, appliance, args))
+                finally:
+                    floor.stop()
                 for rate in RATES:
                     loops["direct"][rate] = asyncio.run(open_loop(up_base, rate, args.open_seconds))
                     loops["appliance"][rate] = asyncio.run(open_loop(base, rate, args.open_seconds))
@@ -416,16 +430,22 @@ def report(
                 cells.append(f"{value:>10.0f}" if key.startswith("rps") else f"{value:>10.3f}")
         print(f"| {label:<40} |" + "".join(f" {c} |" for c in cells))
     for key, label in (("idle_rss", "idle RSS (MiB)"), ("startup", "start-up to first 200 (s)")):
-        cells = [f"{extra.get(s, {}).get(key, float('nan')):>10.2f}" for s in systems]
-        cells[0] = f"{'-':>10}"
+        cells = [
+            f"{extra[s][key]:>10.2f}" if key in extra.get(s, {}) else f"{'-':>10}" for s in systems
+        ]
         print(f"| {label:<40} |" + "".join(f" {c} |" for c in cells))
     peak = extra["appliance"]["peak_rss"]
     print(f"| {f'RSS with {args.open_streams} open streams (MiB)':<40} | appliance {peak:.1f}")
+    own = med("appliance", "cpu_ms_per_req") - med("floor", "cpu_ms_per_req")
+    print(
+        f"\nThe appliance's own CPU per plain request, above the floor (bench/floor.py, "
+        f"Falcon + Granian + aiohttp relaying bytes): {own:.3f} ms."
+    )
     if "litellm" in runs:
         ratio = med("litellm", "cpu_ms_per_req") / med("appliance", "cpu_ms_per_req")
         print(f"\nLiteLLM uses {ratio:.1f}x the appliance's CPU per plain request.")
     print("\nopen loop: offered req/s -> p50 / p99 latency (ms), dropped")
-    for system in systems:
+    for system in (s for s in systems if loops.get(s)):
         cells = []
         for rate in RATES:
             if rate not in loops[system]:

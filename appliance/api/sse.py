@@ -1,7 +1,12 @@
 """Relaying a worker's stream as server-sent events.
 
-While the next chunk is slow to come, this yields ``None`` every ``ping_s`` (Falcon sends
-``: ping``, which OpenAI clients ignore, and which keeps proxies from timing out). A
+One task per stream reads the worker's payloads into a small bounded queue (a slow client
+holds the worker back, as before: nothing piles up); the events go out as they come, and
+payloads that are already there when the client's side is ready go out together as one
+write (an upstream that sends a burst costs one hand-off to the server, not one per
+token). While the next chunk is slow to come, this yields ``None`` every ``ping_s``
+(Falcon sends ``: ping``, which OpenAI clients ignore, and which keeps proxies from
+timing out). A
 client that leaves is reported by the access layer through :meth:`Relay.client_gone`,
 which stops reading from the worker at once. Errors never escape: once streaming has
 begun they become an ``{"error": ...}`` event followed by ``[DONE]``, which the openai
@@ -20,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 import structlog
@@ -46,6 +51,9 @@ class Event:
 
 
 DONE = Event(b"data: [DONE]\n\n")
+
+_QUEUE = 32  # payloads read ahead of the client at most
+_END = object()  # the reader's last item after the stream's last payload
 
 
 def data(payload: bytes) -> Event:
@@ -132,7 +140,8 @@ class Relay:
         "_ended",
         "_error",
         "_failure",
-        "_pending",
+        "_queue",
+        "_reader",
         "framing",
         "live",
         "on_close",
@@ -159,7 +168,8 @@ class Relay:
         self.stats = stats
         self.on_close = on_close
         self.framing: Framing = framing or OpenAIFraming()
-        self._pending: asyncio.Future[bytes] | None = None
+        self._queue: asyncio.Queue[object] = asyncio.Queue(_QUEUE)
+        self._reader: asyncio.Task[None] | None = None
         self._ended = False
         self._closed = False
         self._error: APIError | None = None
@@ -168,8 +178,10 @@ class Relay:
     def end(self, error: APIError | None = None) -> None:
         """Stop relaying: with ``error`` the client gets it as an event; without, nothing."""
         self._ended, self._error = True, error
-        if self._pending is not None:
-            self._pending.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+        if not self._queue.full():
+            self._queue.put_nowait(_END)  # wakes the relay if it waits
 
     def client_gone(self) -> None:
         """The client left: stop reading from the worker now."""
@@ -182,9 +194,9 @@ class Relay:
         self._closed = True
         self.live.relays.discard(self)
         try:
-            if self._pending is not None:
-                self._pending.cancel()
-                await asyncio.gather(self._pending, return_exceptions=True)
+            if self._reader is not None:
+                self._reader.cancel()
+                await asyncio.gather(self._reader, return_exceptions=True)
             await self.stream.aclose()
         finally:
             if self.on_close is not None:
@@ -194,32 +206,25 @@ class Relay:
         """The stream's payloads as SSE events, then the end; the stream is always closed."""
         if self._closed:
             return
-        chunks = self.stream.__aiter__()
         self.live.relays.add(self)
+        self._reader = asyncio.ensure_future(self._read())
         failure: APIError | None = None
         try:
-            while not self._ended:
-                pending = self._pending = asyncio.ensure_future(chunks.__anext__())
-                while not (await asyncio.wait((pending,), timeout=self.ping_s))[0]:
-                    yield None
-                self._pending = None
-                if pending.cancelled():
-                    break
+            done = False
+            while not done and not self._ended:
                 try:
-                    payload = pending.result()
-                except StopAsyncIteration:
-                    if self.tally is not None:
-                        self.tally.finished()
-                    break
-                if self.stats is not None:
-                    self.stats.chunk(time.perf_counter())
-                if self.tally is not None:
-                    shown = self.tally.chunk(payload)
-                    if shown is None:
-                        continue
-                    payload = shown
-                for event in self.framing.chunk(payload):
-                    yield event
+                    async with asyncio.timeout(self.ping_s):
+                        items = [await self._queue.get()]
+                except TimeoutError:
+                    yield None
+                    continue
+                while not self._queue.empty():
+                    items.append(self._queue.get_nowait())
+                frames, done, error = self._frames(items)
+                if frames:
+                    yield Event(frames)
+                if error is not None:
+                    raise error
             if self._error is not None:
                 raise self._error
             if self._ended:
@@ -232,5 +237,38 @@ class Relay:
             failure = self._failure = APIError("The stream failed unexpectedly.")
         finally:
             await self.aclose()
-        for event in self.framing.close(failure):
-            yield event
+        yield Event(b"".join(event.frame for event in self.framing.close(failure)))
+
+    def _frames(self, items: list[object]) -> tuple[bytes, bool, Exception | None]:
+        """The events for payloads read so far, whether the stream's end is among them, and
+        the error the worker's stream raised, if it did (after the payloads before it)."""
+        frames: list[bytes] = []
+        now = time.perf_counter()
+        for item in items:
+            if self._ended:
+                break
+            if item is _END:
+                if self.tally is not None:
+                    self.tally.finished()
+                return b"".join(frames), True, None
+            if isinstance(item, Exception):
+                return b"".join(frames), True, item
+            payload = cast(bytes, item)
+            if self.stats is not None:
+                self.stats.chunk(now)
+            if self.tally is not None:
+                shown = self.tally.chunk(payload)
+                if shown is None:
+                    continue
+                payload = shown
+            frames.extend(event.frame for event in self.framing.chunk(payload))
+        return b"".join(frames), False, None
+
+    async def _read(self) -> None:
+        """Read the worker's payloads into the queue, then the end (or the error)."""
+        try:
+            async for payload in self.stream:
+                await self._queue.put(payload)
+            await self._queue.put(_END)
+        except Exception as exc:  # the relay raises it, in order, after what came before
+            await self._queue.put(exc)

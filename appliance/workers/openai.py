@@ -210,22 +210,29 @@ class _UpstreamStream:
         return self._events()
 
     async def _events(self) -> AsyncIterator[bytes]:
+        # Whatever has arrived is split into lines at once: one await per read, not per line.
         data: list[bytes] = []
+        rest = b""
         while True:
-            line = await _guard(self._lines.readline())
-            if not line:
+            chunk = await _guard(self._lines.readany())
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop() if chunk else b""
+            if len(rest) > _READ_BUFFER:
+                raise UpstreamConnectionError("The upstream sent an oversized chunk")
+            for raw in lines:
+                line = raw.rstrip(b"\r")
+                if line.startswith(b"data:"):
+                    payload = line[5:].lstrip(b" ")
+                    if payload == b"[DONE]":
+                        return
+                    data.append(payload)
+                elif not line and data:
+                    yield data[0] if len(data) == 1 else b"\n".join(data)
+                    data = []
+            if not chunk:  # the end of the body, maybe without a last blank line
                 if data:
                     yield b"\n".join(data)
                 return
-            line = line.rstrip(b"\r\n")
-            if line.startswith(b"data:"):
-                payload = line[5:].lstrip(b" ")
-                if payload == b"[DONE]":
-                    return
-                data.append(payload)
-            elif not line and data:
-                yield data[0] if len(data) == 1 else b"\n".join(data)
-                data = []
 
     async def aclose(self) -> None:
         self._response.close()

@@ -21,6 +21,10 @@ after ``+`` (``ok+indented+nousage``):
 - ``usage-every-chunk``: running usage on every chunk (vLLM's continuous usage stats).
 - ``html``: a plain reply is ``200 text/html`` (a proxy's page, a misrouted URL).
 - ``sets-cookie``: replies carry ``Set-Cookie`` (a load balancer's stickiness cookie).
+- ``crlf``: SSE lines end in CRLF (as some servers on Windows, or behind proxies, write).
+- ``dribble``: each SSE event is written in pieces of 5 bytes, each flushed on its own,
+  so lines (and ``[DONE]``) arrive split across reads.
+- ``endless-line``: a stream whose first line never ends (1.5 MB and counting).
 - ``toolcall``: a chat reply that calls ``get_weather({"city": "Paris"})``; streamed in
   OpenAI's delta shape (id and name first, then the arguments in two pieces).
 
@@ -266,11 +270,25 @@ class FakeUpstream:
                 chunk["usage"] = _usage(prompt, done) if every else None
             return chunk
 
+        async def send(event: bytes) -> None:
+            if "crlf" in traits:
+                event = event.replace(b"\n", b"\r\n")
+            if "dribble" not in traits:
+                await response.write(event)
+                return
+            for start in range(0, len(event), 5):
+                await response.write(event[start : start + 5])
+                await asyncio.sleep(0.0005)  # each piece its own TCP segment
+
+        if "endless-line" in traits:
+            await response.write(b"data: " + b"x" * 1_500_000)
+            await self._wait(request, 30)
+            return response
         try:
             for i in range(chunks):
                 await self._wait(request, delay)
                 chunk = usage_field(_chunk(model, f"c{i} "), i + 1)
-                await response.write(_sse(chunk, traits))
+                await send(_sse(chunk, traits))
                 if model == "break-mid-stream" and i == 1:
                     await asyncio.sleep(0.2)  # let the chunks be read, then fail
                     request.transport.close()  # type: ignore[union-attr]
@@ -278,11 +296,11 @@ class FakeUpstream:
             last = usage_field(_chunk(model, None, "stop"), chunks)
             if with_usage and "usage-on-finish" in traits:
                 last["usage"] = _usage(prompt, chunks)
-            await response.write(_sse(last, traits))
+            await send(_sse(last, traits))
             if with_usage and not every and "usage-on-finish" not in traits:
                 final = {**_chunk(model, None), "choices": [], "usage": _usage(prompt, chunks)}
-                await response.write(_sse(final, traits))
-            await response.write(b"data: [DONE]\n\n")
+                await send(_sse(final, traits))
+            await send(b"data: [DONE]\n\n")
         except _ClientGone:
             raise
         except ConnectionResetError:

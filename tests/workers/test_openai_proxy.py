@@ -49,6 +49,8 @@ def server(upstream: FakeUpstream, start_server: Callable[..., RunningServer]) -
             proxied("up-429", upstream, "fail-429"),
             proxied("up-hang", upstream, "hang", options={"first_byte_timeout_s": 0.5}),
             proxied("up-break", upstream, "break-mid-stream"),
+            proxied("up-dribble", upstream, "ok+dribble+crlf+indented"),
+            proxied("up-endless", upstream, "ok+endless-line"),
             # Not probed: a probe would eject it before the tests that expect its 502.
             proxied(
                 "up-dead", upstream, "ok", options={"base_url": dead}, health={"interval_s": 0}
@@ -163,6 +165,32 @@ def test_stream_is_relayed_chunk_by_chunk(server: RunningServer) -> None:
     assert text == "c0 c1 c2 c3 "
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert min(gaps) > 0.1, f"chunks were buffered: gaps {gaps}"
+
+
+def test_a_stream_split_anywhere_with_crlf_lines_is_relayed_whole(server: RunningServer) -> None:
+    """Every event written 5 bytes at a time, CRLF line ends, multi-line JSON payloads."""
+    stream = api(server).chat.completions.create(
+        model="up-dribble",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"x_chunks": 5},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "c0 c1 c2 c3 c4 "
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
+
+
+def test_a_line_longer_than_the_read_buffer_ends_the_stream_with_an_error(
+    server: RunningServer,
+) -> None:
+    started = time.monotonic()
+    response = raw(server, "up-endless", stream=True)
+    payloads = sse_payloads(response.text)
+    assert time.monotonic() - started < 5  # not the upstream's 30 s
+    assert payloads[-1] == "[DONE]"
+    assert "oversized chunk" in payloads[-2]["error"]["message"]
 
 
 def test_streamed_chunks_validate_against_openai_schema(server: RunningServer) -> None:

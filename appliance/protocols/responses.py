@@ -17,13 +17,21 @@ as on ``/chat/completions``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import Field, StrictBool
 
 from appliance.errors import InvalidRequestError
-from appliance.protocol import MAX_TOKENS, ChatCompletionRequest, OpenObject, validate
+from appliance.protocol import (
+    MAX_TOKENS,
+    ChatCompletionRequest,
+    OpenObject,
+    ReasoningEffort,
+    validate,
+)
 from appliance.protocols.responses_items import input_messages, tool_choice, tools
+
+EFFORTS: tuple[str, ...] = get_args(ReasoningEffort)
 
 MAX_TOOLS = 128  # as OpenAI's chat API
 
@@ -228,7 +236,10 @@ def _reasoning(reasoning: dict[str, Any] | None) -> Any:
                 param=f"reasoning.{key}",
                 code="unsupported_parameter",
             )
-    return reasoning.get("effort")
+    effort = reasoning.get("effort")
+    if effort is not None and effort not in EFFORTS:
+        raise _bad("reasoning.effort", f"must be one of {', '.join(EFFORTS)}")
+    return effort
 
 
 def _stream_options(options: dict[str, Any] | None) -> None:

@@ -7,7 +7,9 @@
   The backend decides whether it can read images, files and audio.
 - A ``function_call`` item becomes a tool call of an assistant message (consecutive ones,
   and one following an assistant message, join that message), and a
-  ``function_call_output`` a ``tool`` message.
+  ``function_call_output`` a ``tool`` message; one whose ``call_id`` answers no earlier
+  ``function_call`` is a 400, as on OpenAI (the appliance keeps no state, so the call
+  must be in the same input).
 - Any other item type (reasoning, hosted tool calls, item references) is a 400 naming it.
 """
 
@@ -27,12 +29,14 @@ def input_messages(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
     messages: list[dict[str, Any]] = []
+    calls: set[str] = set()
     for i, item in enumerate(value):
         where = f"input[{i}]"
         kind = item.get("type", "message")
         if kind == "message":
             messages.append(_message(item, where))
         elif kind == "function_call":
+            calls.add(_string(item, "call_id", where))
             call = {
                 "id": _string(item, "call_id", where),
                 "type": "function",
@@ -47,10 +51,19 @@ def input_messages(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
+            call_id = _string(item, "call_id", where)
+            if call_id not in calls:
+                raise InvalidRequestError(
+                    f"No tool call found for function call output with call_id "
+                    f"{call_id[:64]!r} ({where}): send the function_call item it answers "
+                    "earlier in the same input.",
+                    param=f"{where}.call_id",
+                    code="invalid_value",
+                )
             messages.append(
                 {
                     "role": "tool",
-                    "tool_call_id": _string(item, "call_id", where),
+                    "tool_call_id": call_id,
                     "content": _tool_output(item.get("output"), f"{where}.output"),
                 }
             )

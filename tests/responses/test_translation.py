@@ -227,6 +227,11 @@ def test_text_format_json_schema_is_a_response_format() -> None:
         ({"text": {"format": {"type": "json_schema", "schema": {}}}}, "text.format.name"),
         ({"text": {"format": {"type": "grammar"}}}, "text.format.type"),
         ({"reasoning": {"summary": "auto"}}, "reasoning.summary"),
+        ({"reasoning": {"effort": "extreme"}}, "reasoning.effort"),
+        (
+            {"input": [{"type": "function_call_output", "call_id": "call_9", "output": "x"}]},
+            "input[0].call_id",
+        ),
         ({"stream_options": {"include_usage": True}}, "stream_options.include_usage"),
         ({"tool_choice": "required"}, "tool_choice"),  # held to chat's own checks
     ],

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
@@ -239,6 +240,7 @@ class Reloader:
     async def _watch(self, path: Path, stop: asyncio.Event) -> None:
         import watchfiles
 
+        names = _watched_names(path)
         # Watch the folder: editors replace the file by renaming a temporary one over it.
         # Not its subfolders: a config in a big folder (/tmp, a home) would have the watcher
         # walk and watch the whole tree, on the event loop, before the first request.
@@ -248,7 +250,7 @@ class Reloader:
             debounce=self.debounce_ms,
             step=50,
             stop_event=stop,
-            watch_filter=lambda _change, name: Path(name).name == path.name,
+            watch_filter=lambda _change, name: Path(name).name in names,
         ):
             if stop.is_set():
                 return
@@ -340,6 +342,21 @@ def _read_at_start(started: ApplianceConfig, config: ApplianceConfig) -> list[st
 def _startup_budget(groups: list[ModelGroup]) -> float:
     """How long fresh workers may take to load (local models say; others are instant)."""
     return max((getattr(g.config, "startup_timeout_s", 10.0) for g in groups), default=10.0)
+
+
+def _watched_names(path: Path) -> set[str]:
+    """The names in the config's folder whose change may change the config: its own, and
+    the first step of its symlink if that stays in the folder. A Kubernetes ConfigMap
+    mounts ``cluster.yaml -> ..data/cluster.yaml`` and updates by renaming a new symlink
+    over ``..data``: the file's own entry never changes."""
+    names = {path.name}
+    try:
+        target = Path(os.readlink(path))
+    except OSError:  # not a symlink (or gone): its own name is enough
+        return names
+    if not target.is_absolute() and target.parts and target.parts[0] not in (".", ".."):
+        names.add(target.parts[0])
+    return names
 
 
 def _digest(path: Path) -> bytes | None:

@@ -174,3 +174,36 @@ def test_tune_collects_less_often_than_the_default() -> None:
         assert gc.get_threshold()[0] > before[0]
     finally:
         gc.set_threshold(*before)
+
+
+def _kubelet_update(folder: Path, stamp: str, config: dict[str, Any]) -> None:
+    """How Kubernetes updates a mounted ConfigMap: a new timestamped folder, a symlink to
+    it made aside, renamed over ``..data``; the file itself is a symlink through ``..data``
+    and never changes."""
+    fresh = folder / f"..{stamp}"
+    fresh.mkdir()
+    write(fresh / "cluster.yaml", config)
+    (folder / "..data_tmp").symlink_to(fresh.name)
+    (folder / "..data_tmp").rename(folder / "..data")
+
+
+async def test_a_configmap_update_by_symlink_swap_is_picked_up(tmp_path: Path) -> None:
+    _kubelet_update(tmp_path, "2026_11_27_10_00_00.1", BASE)
+    path = tmp_path / "cluster.yaml"
+    path.symlink_to("..data/cluster.yaml")
+    ref = ClusterRef(Cluster.from_config(load_config(path, environ={})))
+    await ref.current.start()
+    reloader = Reloader(ref, lambda: load_config(path, environ={}), watch=path, debounce_ms=50)
+    await reloader.start()
+    await asyncio.sleep(0.2)
+    changed = copy.deepcopy(BASE)
+    changed["routes"] = [{"alias": "from-configmap", "targets": ["keep"]}]
+    _kubelet_update(tmp_path, "2026_11_27_10_05_00.2", changed)
+    for _ in range(100):
+        if "from-configmap" in ref.current.registry.routes:
+            break
+        await asyncio.sleep(0.05)
+    assert "from-configmap" in ref.current.registry.routes
+    assert reloader.reloads == 1
+    await reloader.stop()
+    await ref.current.close()

@@ -22,7 +22,6 @@ nothing: every call tries it again.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from typing import Any, Literal
@@ -198,13 +197,12 @@ class RedisLimiter:
         self.client: aioredis.Redis | RedisCluster = (
             RedisCluster.from_url(url, **options) if cluster else aioredis.from_url(url, **options)
         )
-        # Scripts are loaded by one caller before first use, and again by one caller when a
-        # node answers NOSCRIPT (restarted): a burst in which every call loads them at once
-        # on every node is what redis-py's cluster client does not survive (seen: 11 of 40
-        # bursts of 8 first calls failed on a connection used while it reconnected).
+        # Scripts run by their SHA; a node that does not know one yet (first use, a restart)
+        # answers NOSCRIPT and the call is sent again with the script itself, to the same
+        # node, which keeps it. Nothing is loaded on every node at once: a burst of such
+        # loads is what redis-py's cluster client did not survive (11 of 40 bursts of 8
+        # first calls failed), and one node down would fail every key's load.
         self._shas = {script: hashlib.sha1(script.encode()).hexdigest() for script in SCRIPTS}
-        self._loads = 0  # how many times the scripts were loaded
-        self._loading = asyncio.Lock()
         self._last_warning = 0.0
         self.failures = 0
 
@@ -279,22 +277,10 @@ class RedisLimiter:
         await self.client.aclose()
 
     async def _run(self, script: str, keys: list[str], args: list[int]) -> Any:
-        if self._loads == 0:
-            await self._load(0)
-        loads, sha = self._loads, self._shas[script]
         try:
-            return await self.client.evalsha(sha, len(keys), *keys, *args)
+            return await self.client.evalsha(self._shas[script], len(keys), *keys, *args)
         except NoScriptError:
-            await self._load(loads)
-            return await self.client.evalsha(sha, len(keys), *keys, *args)
-
-    async def _load(self, seen: int) -> None:
-        """Load the scripts on every node, unless another caller did since ``seen``."""
-        async with self._loading:
-            if self._loads == seen:
-                for script in SCRIPTS:
-                    await self.client.script_load(script)
-                self._loads += 1
+            return await self.client.eval(script, len(keys), *keys, *args)
 
     def _unavailable(self, exc: BaseException, rpm: int | None, tpm: int | None) -> Quota:
         self._note_failure(exc)

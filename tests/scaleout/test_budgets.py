@@ -70,7 +70,8 @@ def test_two_replicas_enforce_one_budget(
 class RedisCluster:
     """Three ``redis-server --cluster-enabled yes`` nodes joined by ``redis-cli --cluster``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, full_coverage: bool = True) -> None:
+        self.full_coverage = full_coverage
         if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
             message = "redis-server and redis-cli are not installed (make test installs them)"
             if os.environ.get("CI"):
@@ -107,6 +108,8 @@ class RedisCluster:
                 "yes",
                 "--cluster-config-file",
                 "nodes.conf",
+                "--cluster-require-full-coverage",
+                "yes" if self.full_coverage else "no",
                 "--save",
                 "",
                 "--appendonly",
@@ -218,3 +221,39 @@ async def _outcome(admission: object) -> str:
     except RateLimitError as exc:
         return exc.code or ""
     return "ok"
+
+
+def test_one_cluster_node_down_fails_only_its_own_keys() -> None:
+    """A primary down (before its replica takes over, or for good in a cluster that serves
+    partial coverage): keys on the other nodes are still counted, after a restart of
+    theirs made them forget the scripts too."""
+    cluster = RedisCluster(full_coverage=False)
+    try:
+        down_port = cluster.ports[2]
+        names = [f"team-{i}" for i in range(12)]
+        owner = {n: cluster.slot_owner(f"{{{hash_tag(n)}}}") for n in names}
+        healthy = [n for n in names if owner[n] != down_port]
+        lost = [n for n in names if owner[n] == down_port]
+        assert healthy and lost
+
+        async def run() -> None:
+            limiter = RedisLimiter(cluster.url, window_s=60, cluster=True, prefix="d", timeout_s=1)
+            try:
+                await limiter.admit("warm", None, None)  # learns the slot map
+                cluster.flush_scripts()
+                cluster.processes[2].terminate()
+                cluster.processes[2].wait(10)
+                for name in healthy:
+                    await limiter.admit(name, 2, None)
+                    await limiter.admit(name, 2, None)
+                    with pytest.raises(RateLimitError):
+                        await limiter.admit(name, 2, None)
+                assert limiter.failures == 0
+                await limiter.admit(lost[0], 2, None)  # fails open: the default policy
+                assert limiter.failures == 1
+            finally:
+                await limiter.close()
+
+        asyncio.run(run())
+    finally:
+        cluster.close()

@@ -68,6 +68,27 @@ class Redactor:
         return value
 
 
+class BoundOnce:
+    """A logger for a hot path (the access line), bound once per logging configuration.
+
+    ``structlog.get_logger`` returns a lazy proxy that builds a new logger on every call
+    (loggers are not cached, so that a reload can reconfigure them); this one is rebuilt
+    only when the configuration changed (a reload, or a test capturing logs).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._proxy = structlog.get_logger(name)
+        self._seen: tuple[Any, Any, Any] | None = None
+        self._logger: Any = None
+
+    def get(self) -> Any:
+        config = structlog.get_config()
+        seen = (config["processors"], config["wrapper_class"], config["logger_factory"])
+        if self._seen is None or any(a is not b for a, b in zip(seen, self._seen, strict=True)):
+            self._logger, self._seen = self._proxy.bind(), seen
+        return self._logger
+
+
 def processors(redactor: Redactor) -> list[Any]:
     """The shared part of the chain, before rendering."""
     return [

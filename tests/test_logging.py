@@ -6,7 +6,9 @@ import json
 import logging
 import sys
 
-from appliance.logging import REDACTED, Redactor, stdlib_formatter
+from structlog.testing import capture_logs
+
+from appliance.logging import REDACTED, BoundOnce, Redactor, stdlib_formatter
 
 
 def run(redactor: Redactor, **event: object) -> dict[str, object]:
@@ -81,3 +83,15 @@ def test_a_short_secret_is_replaced_where_it_stands_alone_not_inside_words() -> 
         "header": f"Bearer {REDACTED}",
         "k": REDACTED,
     }
+
+
+def test_a_logger_bound_once_follows_every_reconfiguration() -> None:
+    bound = BoundOnce("appliance.test")
+    with capture_logs() as first:
+        logger = bound.get()
+        assert bound.get() is logger  # nothing changed: the same logger, not a new one
+        logger.info("one")
+    with capture_logs() as second:  # a new configuration: a new logger
+        bound.get().info("two")
+    assert [e["event"] for e in first] == ["one"]
+    assert [e["event"] for e in second] == ["two"]

@@ -33,6 +33,7 @@ from appliance.api.sse import LiveStreams
 from appliance.clip import clip, clip_value
 from appliance.cluster import ClusterRef
 from appliance.errors import APIError, HeadersTooLargeError, URITooLongError
+from appliance.logging import BoundOnce
 from appliance.metrics import Metrics, Recent
 
 Scope = MutableMapping[str, Any]
@@ -53,7 +54,7 @@ _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 MAX_TARGET_BYTES = 8192  # path and query; OpenAI's routes need a few dozen
 MAX_HEADER_BYTES = 32768  # names and values together; a large JWT is about 8 KiB
 
-log = structlog.get_logger("appliance.access")
+log = BoundOnce("appliance.access")
 
 
 def note(scope: Scope, **fields: Any) -> None:
@@ -132,7 +133,7 @@ class AccessLayer:
             fields = scope.get(LOG_FIELDS, {})
             self._count(scope, status, elapsed, fields.get("model"))
             if self.ref.current.config.logging.access_log:
-                log.info(
+                log.get().info(
                     "request",
                     method=clip(scope["method"]),
                     path=clip(scope["path"]),

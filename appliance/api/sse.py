@@ -6,11 +6,10 @@ payloads that are already there when the client's side is ready go out together 
 write (an upstream that sends a burst costs one hand-off to the server, not one per
 token). While the next chunk is slow to come, this yields ``None`` every ``ping_s``
 (Falcon sends ``: ping``, which OpenAI clients ignore, and which keeps proxies from
-timing out). A
-client that leaves is reported by the access layer through :meth:`Relay.client_gone`,
-which stops reading from the worker at once. Errors never escape: once streaming has
-begun they become an ``{"error": ...}`` event followed by ``[DONE]``, which the openai
-SDK raises.
+timing out). A client that leaves is reported by the access layer through
+:meth:`Relay.client_gone`, which stops reading from the worker at once. Errors never
+escape: once streaming has begun they become an ``{"error": ...}`` event followed by
+``[DONE]``, which the openai SDK raises.
 
 The relay owns the worker's stream from the moment it exists: :meth:`Relay.aclose`
 closes it (freeing the worker's slot and charging the request) whether or not the event

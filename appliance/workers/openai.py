@@ -211,13 +211,23 @@ class _UpstreamStream:
 
     async def _events(self) -> AsyncIterator[bytes]:
         # Whatever has arrived is split into lines at once: one await per read, not per line.
+        # A line still open is held in pieces (joined once it ends: a long line that comes
+        # in many small reads costs its length, not its length squared).
         data: list[bytes] = []
-        rest = b""
+        held: list[bytes] = []
+        size = 0
         while True:
             chunk = await _guard(self._lines.readany())
-            lines = (rest + chunk).split(b"\n")
+            if chunk and b"\n" not in chunk:
+                held.append(chunk)
+                size += len(chunk)
+                if size > _READ_BUFFER:
+                    raise UpstreamConnectionError("The upstream sent an oversized chunk")
+                continue
+            lines = (b"".join(held) + chunk if held else chunk).split(b"\n")
             rest = lines.pop() if chunk else b""
-            if len(rest) > _READ_BUFFER:
+            held, size = ([rest], len(rest)) if rest else ([], 0)
+            if size > _READ_BUFFER:
                 raise UpstreamConnectionError("The upstream sent an oversized chunk")
             for raw in lines:
                 line = raw.rstrip(b"\r")

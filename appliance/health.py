@@ -1,10 +1,14 @@
 """Worker health: active probes that never cost a model call, and passive ejection.
 
 The monitor owns one piece of state per worker: whether it is **ejected**. A worker whose
-probe fails, or that fails ``failures`` requests in a row (connect errors, upstream 5xx,
-timeouts; not 429s), is ejected. A successful probe readmits it at once. With probes off
-(``interval_s: 0``) it is readmitted on its own after a cool-down that doubles with each
-ejection in a row (up to ``max_cooldown_s``), and one success resets the back-off.
+probe fails (refused, an error status) is ejected, as is one that fails ``failures``
+requests or probes in a row by timing out or failing (connect errors, upstream 5xx,
+timeouts; not 429s): one slow probe on a loaded machine does not take a worker that
+serves out of rotation (nor the last one), several in a row do, and a request that
+succeeds starts the count again. A successful probe readmits a worker at once. With
+probes off (``interval_s: 0``) it is readmitted on its own after a cool-down that
+doubles with each ejection in a row (up to ``max_cooldown_s``), and one success resets
+the back-off.
 
 A worker is available when it is up (the worker's own state) and not ejected.
 Readmission only lifts the ejection: it never makes a worker that is down available, and
@@ -135,9 +139,15 @@ class HealthMonitor:
         try:
             async with asyncio.timeout(self.config.timeout_s):
                 await worker.probe()
-        except (APIError, TimeoutError) as exc:
+        except APIError as exc:
             if not state.ejected:
                 self._eject(worker, state, f"probe failed: {exc!r}")
+            return
+        except TimeoutError:
+            state.failures += 1
+            if not state.ejected and state.failures >= self.config.failures:
+                why = f"probe timed out ({state.failures} failures in a row)"
+                self._eject(worker, state, why)
             return
         if state.ejected:
             self._readmit(worker, "probe succeeded")

@@ -98,3 +98,16 @@ async def test_a_closed_worker_is_down_for_good() -> None:
     assert states(group) == ["down"]
     worker.restart()
     assert states(group) == ["down"]
+
+
+async def test_one_slow_probe_does_not_eject_a_worker_but_several_in_a_row_do() -> None:
+    group, [worker] = await group_of(1, interval_s=0.05, timeout_s=0.05, failures=3)
+    worker.probe_delay_s = 0.2
+    await wait_until(lambda: worker.probes >= 1)
+    await asyncio.sleep(0.08)  # the first probe has timed out
+    assert states(group) == ["healthy"]
+    group.report(worker, ok=True)  # a request that succeeds starts the count again
+    await wait_until(lambda: states(group) == ["ejected"], within=3)
+    worker.probe_delay_s = 0.0
+    await wait_until(lambda: states(group) == ["healthy"])
+    await group.close()

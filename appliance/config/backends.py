@@ -38,9 +38,15 @@ class HealthConfig(Strict):
     interval_s: float = Field(
         5.0, ge=0, description="Seconds between probes of each worker; 0 turns probes off."
     )
-    timeout_s: float = Field(2.0, gt=0, description="A probe slower than this has failed.")
+    timeout_s: float = Field(
+        2.0, gt=0, description="A probe slower than this counts as one failure (see failures)."
+    )
     failures: int = Field(
-        3, ge=1, le=1000, description="Consecutive failed requests that eject a worker."
+        3,
+        ge=1,
+        le=1000,
+        description="Consecutive failed requests or timed-out probes that eject a worker "
+        "(a probe refused or answered with an error ejects it at once).",
     )
     cooldown_s: float = Field(
         2.0, gt=0, description="First ejection's length without probes; doubles each time."

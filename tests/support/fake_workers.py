@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from appliance.config import ScriptedModel
@@ -17,6 +18,7 @@ class FakeWorker(Worker):
         super().__init__(worker_id, config)
         self.running = True
         self.probe_fails = False
+        self.probe_delay_s = 0.0  # a slow answer (an overloaded machine, a hung server)
         self.probes = 0
 
     def crash(self) -> None:
@@ -34,6 +36,8 @@ class FakeWorker(Worker):
 
     async def probe(self) -> None:
         self.probes += 1
+        if self.probe_delay_s:
+            await asyncio.sleep(self.probe_delay_s)
         if self.probe_fails:
             raise ServiceUnavailableError(f"{self.worker_id} fails its probe")
         await super().probe()

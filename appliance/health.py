@@ -2,10 +2,10 @@
 
 The monitor owns one piece of state per worker: whether it is **ejected**. A worker whose
 probe fails (refused, an error status) is ejected, as is one that fails ``failures``
-requests or probes in a row by timing out or failing (connect errors, upstream 5xx,
-timeouts; not 429s): one slow probe on a loaded machine does not take a worker that
-serves out of rotation (nor the last one), several in a row do, and a request that
-succeeds starts the count again. A successful probe readmits a worker at once. With
+requests in a row (connect errors, upstream 5xx,
+timeouts; not 429s), or whose probe times out ``failures`` times in a row: one slow
+probe on a loaded machine does not take a worker that serves out of rotation (nor the
+last one), several in a row do. A successful probe readmits a worker at once. With
 probes off (``interval_s: 0``) it is readmitted on its own after a cool-down that
 doubles with each ejection in a row (up to ``max_cooldown_s``), and one success resets
 the back-off.
@@ -31,10 +31,11 @@ log = structlog.get_logger("appliance.health")
 
 
 class _State:
-    __slots__ = ("cooldown", "ejected", "failures", "timer")
+    __slots__ = ("cooldown", "ejected", "failures", "slow_probes", "timer")
 
     def __init__(self, cooldown: float) -> None:
         self.failures = 0
+        self.slow_probes = 0  # probes timed out in a row
         self.cooldown = cooldown
         self.ejected = False
         self.timer: asyncio.TimerHandle | None = None
@@ -144,10 +145,11 @@ class HealthMonitor:
                 self._eject(worker, state, f"probe failed: {exc!r}")
             return
         except TimeoutError:
-            state.failures += 1
-            if not state.ejected and state.failures >= self.config.failures:
-                why = f"probe timed out ({state.failures} failures in a row)"
+            state.slow_probes += 1
+            if not state.ejected and state.slow_probes >= self.config.failures:
+                why = f"{state.slow_probes} probes in a row timed out"
                 self._eject(worker, state, why)
             return
+        state.slow_probes = 0
         if state.ejected:
             self._readmit(worker, "probe succeeded")

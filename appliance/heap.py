@@ -6,8 +6,8 @@ every 700 net allocations (several per request) and every full collection walks 
 start-up heap again. So:
 
 - :func:`tune` raises the first generation's threshold (collections run 14x less often;
-  the objects of a request are mostly freed by reference counting before then) and makes
-  the older generations' turns come a little sooner, as the young ones come less often.
+  the objects of a request are mostly freed by reference counting before then); the older
+  generations are collected every 20 younger collections (Python's default: 10).
 - :func:`settle` moves what exists once the app has started (and again after a reload
   retired a cluster) out of the collector's sight: :func:`gc.freeze`. Objects frozen are
   never collected, so before it everything is unfrozen and collected first: a cluster

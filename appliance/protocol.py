@@ -78,8 +78,6 @@ class ChatMessage(OpenObject):
     tool_call_id: str | None = None
 
 
-# OpenAI's values; whether a model takes one is its backend's to say.
-ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
 
 
@@ -106,7 +104,8 @@ class ChatCompletionRequest(SamplingRequest):
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: StrictBool | None = None
     response_format: ResponseFormat | None = None
-    reasoning_effort: ReasoningEffort | None = None
+    # OpenAI's values, or another a backend takes (Groq's "default"): the backend decides.
+    reasoning_effort: str | None = None
 
     @model_validator(mode="after")
     def _agent_fields(self) -> ChatCompletionRequest:

@@ -236,7 +236,9 @@ class Relay:
             failure = self._failure = APIError("The stream failed unexpectedly.")
         finally:
             await self.aclose()
-        yield Event(b"".join(event.frame for event in self.framing.close(failure)))
+        end = b"".join(event.frame for event in self.framing.close(failure))
+        if end:
+            yield Event(end)
 
     def _frames(self, items: list[object]) -> tuple[bytes, bool, Exception | None]:
         """The events for payloads read so far, whether the stream's end is among them, and

@@ -34,7 +34,8 @@ T = TypeVar("T")
 log = structlog.get_logger("appliance.upstream")
 
 _MAX_ERROR_BODY = 64 * 1024
-_READ_BUFFER = 1024 * 1024  # an SSE line (one chunk) may be this long
+_READ_BUFFER = 1024 * 1024  # aiohttp's read buffer
+_MAX_LINE = 2 * _READ_BUFFER  # an SSE line (one chunk) may be this long
 
 
 @dataclass(frozen=True)
@@ -221,13 +222,13 @@ class _UpstreamStream:
             if chunk and b"\n" not in chunk:
                 held.append(chunk)
                 size += len(chunk)
-                if size > _READ_BUFFER:
+                if size > _MAX_LINE:
                     raise UpstreamConnectionError("The upstream sent an oversized chunk")
                 continue
             lines = (b"".join(held) + chunk if held else chunk).split(b"\n")
             rest = lines.pop() if chunk else b""
             held, size = ([rest], len(rest)) if rest else ([], 0)
-            if size > _READ_BUFFER:
+            if size > _MAX_LINE:
                 raise UpstreamConnectionError("The upstream sent an oversized chunk")
             for raw in lines:
                 line = raw.rstrip(b"\r")

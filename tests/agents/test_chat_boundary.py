@@ -63,8 +63,7 @@ AGENT_TURN: dict[str, Any] = {
         ),
         ({"tools": [TOOL], "tool_choice": {"type": "function"}}, "tool_choice.function", MISSING),
         ({"parallel_tool_calls": "no"}, "parallel_tool_calls", TYPE),
-        ({"reasoning_effort": "extreme"}, "reasoning_effort", VALUE),
-        ({"reasoning_effort": 3}, "reasoning_effort", VALUE),
+        ({"reasoning_effort": 3}, "reasoning_effort", TYPE),
         ({"response_format": {"type": "json_schema"}}, "response_format.json_schema", MISSING),
         (
             {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},

@@ -227,7 +227,7 @@ def test_text_format_json_schema_is_a_response_format() -> None:
         ({"text": {"format": {"type": "json_schema", "schema": {}}}}, "text.format.name"),
         ({"text": {"format": {"type": "grammar"}}}, "text.format.type"),
         ({"reasoning": {"summary": "auto"}}, "reasoning.summary"),
-        ({"reasoning": {"effort": "extreme"}}, "reasoning.effort"),
+        ({"reasoning": {"effort": 3}}, "reasoning.effort"),
         (
             {"input": [{"type": "function_call_output", "call_id": "call_9", "output": "x"}]},
             "input[0].call_id",

@@ -24,7 +24,7 @@ after ``+`` (``ok+indented+nousage``):
 - ``crlf``: SSE lines end in CRLF (as some servers on Windows, or behind proxies, write).
 - ``dribble``: each SSE event is written in pieces of 5 bytes, each flushed on its own,
   so lines (and ``[DONE]``) arrive split across reads.
-- ``endless-line``: a stream whose first line never ends (1.5 MB and counting).
+- ``endless-line``: a stream whose first line never ends (3 MB and counting).
 - ``toolcall``: a chat reply that calls ``get_weather({"city": "Paris"})``; streamed in
   OpenAI's delta shape (id and name first, then the arguments in two pieces).
 
@@ -281,7 +281,7 @@ class FakeUpstream:
                 await asyncio.sleep(0.0005)  # each piece its own TCP segment
 
         if "endless-line" in traits:
-            await response.write(b"data: " + b"x" * 1_500_000)
+            await response.write(b"data: " + b"x" * 3_000_000)
             await self._wait(request, 30)
             return response
         try:

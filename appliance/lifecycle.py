@@ -239,7 +239,6 @@ class ModelLifecycle:
     def _begin_load(self, why: str, *, evict: bool = True) -> None:
         self.state = State.LOADING
         self.error = None
-        self._load_started = time.monotonic()  # again once there is room
         self._loading = _detached(self._load(why, evict))
 
     async def _load(self, why: str, evict: bool) -> None:

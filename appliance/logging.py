@@ -84,7 +84,7 @@ class BoundOnce:
     def get(self) -> Any:
         config = structlog.get_config()
         seen = (config["processors"], config["wrapper_class"], config["logger_factory"])
-        if self._seen is None or any(a is not b for a, b in zip(seen, self._seen, strict=True)):
+        if seen != self._seen:
             self._logger, self._seen = self._proxy.bind(), seen
         return self._logger
 

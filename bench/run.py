@@ -42,16 +42,18 @@ def free_port() -> int:
 
 
 def tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants."""
+    """``pid`` and every process below it (Granian's workers, local model workers); the
+    tests use it too."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
     out, todo = [], [pid]
     while todo:
         current = todo.pop()

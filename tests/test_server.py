@@ -17,9 +17,9 @@ import httpx
 import yaml
 
 from appliance.server import default_pid_file
+from bench.run import tree as descendants
 from tests.conftest import cluster_config, scripted
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.processes import descendants
 from tests.support.server import RunningServer, free_port
 
 

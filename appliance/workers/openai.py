@@ -219,15 +219,14 @@ class _UpstreamStream:
         size = 0
         while True:
             chunk = await _guard(self._lines.readany())
+            lines: list[bytes] = []
             if chunk and b"\n" not in chunk:
                 held.append(chunk)
                 size += len(chunk)
-                if size > _MAX_LINE:
-                    raise UpstreamConnectionError("The upstream sent an oversized chunk")
-                continue
-            lines = (b"".join(held) + chunk if held else chunk).split(b"\n")
-            rest = lines.pop() if chunk else b""
-            held, size = ([rest], len(rest)) if rest else ([], 0)
+            else:
+                lines = (b"".join(held) + chunk if held else chunk).split(b"\n")
+                rest = lines.pop() if chunk else b""
+                held, size = ([rest], len(rest)) if rest else ([], 0)
             if size > _MAX_LINE:
                 raise UpstreamConnectionError("The upstream sent an oversized chunk")
             for raw in lines:

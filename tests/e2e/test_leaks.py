@@ -16,9 +16,9 @@ import httpx
 import orjson
 import pytest
 
+from bench.run import tree as descendants
 from tests.conftest import cluster_config
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.processes import descendants
 from tests.support.server import RunningServer, free_port
 
 

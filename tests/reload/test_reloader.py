@@ -31,12 +31,21 @@ def write(path: Path, config: dict[str, Any]) -> None:
     path.write_text(yaml.safe_dump(config))
 
 
-async def started(path: Path) -> tuple[ClusterRef, Reloader]:
+async def started(path: Path, **options: Any) -> tuple[ClusterRef, Reloader]:
     config = load_config(path, environ={})
     cluster = Cluster.from_config(config)
     await cluster.start()
     ref = ClusterRef(cluster)
-    return ref, Reloader(ref, lambda: load_config(path, environ={}))
+    return ref, Reloader(ref, lambda: load_config(path, environ={}), **options)
+
+
+async def route_appears(ref: ClusterRef, alias: str) -> bool:
+    """Whether the serving cluster has the route ``alias`` within 5 s."""
+    for _ in range(100):
+        if alias in ref.current.registry.routes:
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 async def test_unchanged_model_keeps_its_workers(tmp_path: Path) -> None:
@@ -108,11 +117,7 @@ async def test_retired_workers_close_only_after_requests_finish(tmp_path: Path) 
 async def test_file_change_is_picked_up_by_the_watcher(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     write(path, BASE)
-    config = load_config(path, environ={})
-    cluster = Cluster.from_config(config)
-    await cluster.start()
-    ref = ClusterRef(cluster)
-    reloader = Reloader(ref, lambda: load_config(path, environ={}), watch=path, debounce_ms=50)
+    ref, reloader = await started(path, watch=path, debounce_ms=50)
     await reloader.start()
     await asyncio.sleep(0.2)
     changed = copy.deepcopy(BASE)
@@ -121,11 +126,7 @@ async def test_file_change_is_picked_up_by_the_watcher(tmp_path: Path) -> None:
     tmp = tmp_path / ".c.yaml.swp"
     write(tmp, changed)
     tmp.rename(path)
-    for _ in range(100):
-        if "new-alias" in ref.current.registry.routes:
-            break
-        await asyncio.sleep(0.05)
-    assert "new-alias" in ref.current.registry.routes
+    assert await route_appears(ref, "new-alias")
     assert reloader.reloads == 1
     await reloader.stop()
     await ref.current.close()
@@ -143,13 +144,8 @@ async def test_a_retired_cluster_is_freed_even_after_the_heap_was_frozen(tmp_pat
     never collected, so a reload must unfreeze before it collects what it retired."""
     path = tmp_path / "c.yaml"
     write(path, BASE)
-    config = load_config(path, environ={})
-    cluster = Cluster.from_config(config)
-    await cluster.start()
-    ref = ClusterRef(cluster)
-    reloader = Reloader(ref, lambda: load_config(path, environ={}), settle=heap.settle)
+    ref, reloader = await started(path, settle=heap.settle)
     retired = weakref.ref(ref.current.registry.groups["drop"])
-    del cluster
     try:
         heap.settle("started")
         changed = copy.deepcopy(BASE)
@@ -191,19 +187,13 @@ async def test_a_configmap_update_by_symlink_swap_is_picked_up(tmp_path: Path) -
     _kubelet_update(tmp_path, "2026_11_27_10_00_00.1", BASE)
     path = tmp_path / "cluster.yaml"
     path.symlink_to("..data/cluster.yaml")
-    ref = ClusterRef(Cluster.from_config(load_config(path, environ={})))
-    await ref.current.start()
-    reloader = Reloader(ref, lambda: load_config(path, environ={}), watch=path, debounce_ms=50)
+    ref, reloader = await started(path, watch=path, debounce_ms=50)
     await reloader.start()
     await asyncio.sleep(0.2)
     changed = copy.deepcopy(BASE)
     changed["routes"] = [{"alias": "from-configmap", "targets": ["keep"]}]
     _kubelet_update(tmp_path, "2026_11_27_10_05_00.2", changed)
-    for _ in range(100):
-        if "from-configmap" in ref.current.registry.routes:
-            break
-        await asyncio.sleep(0.05)
-    assert "from-configmap" in ref.current.registry.routes
+    assert await route_appears(ref, "from-configmap")
     assert reloader.reloads == 1
     await reloader.stop()
     await ref.current.close()

@@ -24,6 +24,7 @@ single Falcon error handler needs to render the OpenAI envelope
             ├── UpstreamStatusError      4xx relayed, 5xx -> 502
             ├── UpstreamConnectionError  502  connect refused, reset, bad reply
             ├── UpstreamTimeoutError     504  no answer in time
+            ├── UpstreamStreamError      502  the upstream reported an error inside its stream
             └── ModelCrashedError        502  a local model process crashed on this request
 
 Workers translate their backend's exceptions into this tree at their boundary; nothing
@@ -330,3 +331,24 @@ class ModelCrashedError(UpstreamError):
     @property
     def worker_fault(self) -> bool:
         return True
+
+
+class UpstreamStreamError(UpstreamError):
+    """The upstream reported an error inside a stream it had begun (502).
+
+    The client sees the upstream's own message, type, code and param (as an error event:
+    the stream's status was sent long before); the appliance logs and records it as a
+    failed stream. Not a sign that the worker is unwell (the upstream answered).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        if upstream_type is not None:
+            self.type = upstream_type
+        super().__init__(message, param=param, code=code)

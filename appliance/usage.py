@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from appliance.errors import UpstreamError
+
 CHARS_PER_TOKEN = 4
 
 
@@ -278,7 +280,7 @@ class StreamTally:
         """Read one chunk; returns what the client sees (None: nothing)."""
         obj = parse(payload)
         if not isinstance(obj, dict):
-            return payload  # not JSON: relayed as it came, the client decides
+            raise not_json()
         self.chars += generated_text_length(obj)
         if "usage" not in obj:
             return payload
@@ -297,6 +299,12 @@ class StreamTally:
         if self.usage is not None:
             return self.usage
         return estimate(request, self.chars)._replace(complete=self.complete)
+
+
+def not_json() -> UpstreamError:
+    """The error for a stream chunk that is not a JSON object (corrupt, or not meant as
+    one): the stream ends with it rather than hand the client what no SDK can parse."""
+    return UpstreamError("The upstream sent a stream chunk that is not valid JSON.")
 
 
 def of_reply(body: bytes, request: dict[str, Any]) -> Usage:

@@ -124,29 +124,11 @@ class TranslatedFraming:
         self.events = events
         self.tally = tally
         self.chat = chat
-        self._failed = False
 
     def chunk(self, payload: bytes) -> list[Event]:
-        if self._failed:
-            return []
-        obj = usage.parse(payload)
-        error = obj.get("error") if isinstance(obj, dict) else None
-        if error is not None:
-            # The backend's own error event (a local worker or upstream failing mid-stream).
-            self._failed = True
-            error = error if isinstance(error, dict) else {"message": str(error)}
-            return self._frame(
-                self.events.fail(
-                    _str(error.get("code")),
-                    _str(error.get("message")) or "The model failed mid-stream.",
-                    param_name(_str(error.get("param"))),
-                )
-            )
-        return self._frame(self.events.chunk(obj))
+        return self._frame(self.events.chunk(usage.parse(payload)))
 
     def close(self, error: APIError | None) -> list[Event]:
-        if self._failed:
-            return []
         if error is None:
             return self._frame(self.events.end(self.tally.result(self.chat)))
         return self._frame(self.events.fail(error.code, error.message, param_name(error.param)))
@@ -192,15 +174,12 @@ class NativeTally(StreamTally):
 
     def chunk(self, payload: bytes) -> bytes | None:
         obj = usage.parse(payload)
-        if isinstance(obj, dict):
-            delta = obj.get("delta")
-            if isinstance(delta, str):
-                self.chars += len(delta)
-            found = usage.usage_of(obj.get("response"))
-            if found is not None:
-                self.usage = found
+        if not isinstance(obj, dict):
+            raise usage.not_json()
+        delta = obj.get("delta")
+        if isinstance(delta, str):
+            self.chars += len(delta)
+        found = usage.usage_of(obj.get("response"))
+        if found is not None:
+            self.usage = found
         return payload
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None

@@ -258,7 +258,10 @@ class Relay:
             if self.stats is not None:
                 self.stats.chunk(now)
             if self.tally is not None:
-                shown = self.tally.chunk(payload)
+                try:
+                    shown = self.tally.chunk(payload)
+                except APIError as exc:  # a chunk that is not JSON: after what came before
+                    return b"".join(frames), True, exc
                 if shown is None:
                     continue
                 payload = shown

@@ -184,8 +184,6 @@ class StreamTranslator:
             events.append(self._start(obj))
         if not isinstance(obj, dict):
             return events
-        if isinstance(obj.get("error"), dict):
-            raise _StreamError(obj["error"])
         choices = obj.get("choices")
         for choice in choices if isinstance(choices, list) else []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
@@ -299,11 +297,3 @@ class StreamTranslator:
             return []
         self._open = None
         return [("content_block_stop", {"type": "content_block_stop", "index": self._index})]
-
-
-class _StreamError(UpstreamError):
-    """The backend reported an error inside its stream."""
-
-    def __init__(self, error: dict[str, Any]) -> None:
-        message = error.get("message")
-        super().__init__(message if isinstance(message, str) else "The backend's stream failed.")

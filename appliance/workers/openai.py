@@ -28,6 +28,7 @@ from appliance.errors import (
 )
 from appliance.protocol import Endpoint
 from appliance.workers.base import ReplyStream, Worker
+from appliance.workers.upstream_sse import payloads
 
 T = TypeVar("T")
 
@@ -35,7 +36,6 @@ log = structlog.get_logger("appliance.upstream")
 
 _MAX_ERROR_BODY = 64 * 1024
 _READ_BUFFER = 1024 * 1024  # aiohttp's read buffer
-_MAX_LINE = 2 * _READ_BUFFER  # an SSE line (one chunk) may be this long
 
 
 @dataclass(frozen=True)
@@ -201,48 +201,17 @@ class OpenAIWorker(Worker):
 
 
 class _UpstreamStream:
-    """The SSE payloads of one upstream response, ending at ``[DONE]``."""
+    """The payloads of one upstream response (see :mod:`.upstream_sse`)."""
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
-        self._lines = response.content
+        self._body = response.content
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._events()
+        return payloads(self._read)
 
-    async def _events(self) -> AsyncIterator[bytes]:
-        # Whatever has arrived is split into lines at once: one await per read, not per line.
-        # A line still open is held in pieces (joined once it ends: a long line that comes
-        # in many small reads costs its length, not its length squared).
-        data: list[bytes] = []
-        held: list[bytes] = []
-        size = 0
-        while True:
-            chunk = await _guard(self._lines.readany())
-            lines: list[bytes] = []
-            if chunk and b"\n" not in chunk:
-                held.append(chunk)
-                size += len(chunk)
-            else:
-                lines = (b"".join(held) + chunk if held else chunk).split(b"\n")
-                rest = lines.pop() if chunk else b""
-                held, size = ([rest], len(rest)) if rest else ([], 0)
-            if size > _MAX_LINE:
-                raise UpstreamConnectionError("The upstream sent an oversized chunk")
-            for raw in lines:
-                line = raw.rstrip(b"\r")
-                if line.startswith(b"data:"):
-                    payload = line[5:].lstrip(b" ")
-                    if payload == b"[DONE]":
-                        return
-                    data.append(payload)
-                elif not line and data:
-                    yield data[0] if len(data) == 1 else b"\n".join(data)
-                    data = []
-            if not chunk:  # the end of the body, maybe without a last blank line
-                if data:
-                    yield b"\n".join(data)
-                return
+    async def _read(self) -> bytes:
+        return await _guard(self._body.readany())
 
     async def aclose(self) -> None:
         self._response.close()

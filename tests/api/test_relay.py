@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from appliance.api.sse import LiveStreams, Relay, data
-from appliance.errors import APIError, UpstreamConnectionError
+from appliance.errors import APIError, UpstreamConnectionError, UpstreamError
+from appliance.usage import StreamTally
 
 
 class FakeStream:
@@ -69,6 +70,18 @@ async def test_a_stream_that_fails_is_settled_with_its_error() -> None:
     assert sent.startswith(b'data: {"a":1}\n\ndata: {"error":')  # what came, then the error
     assert b"upstream_unreachable" in sent and sent.endswith(b"data: [DONE]\n\n")
     assert settled.failures == [broken], "the ledger row gets the error's status, not 200"
+
+
+async def test_a_corrupt_chunk_ends_the_stream_after_the_chunks_read_with_it() -> None:
+    """Read in one batch with good chunks before it, it must not take them down with it."""
+    stream, settled = FakeStream([b'{"a":1}', b'{"a":2}', b'{"a":', b'{"a":3}']), Settled()
+    relay = Relay(stream, 5.0, LiveStreams(), StreamTally(client_asked=True), on_close=settled)
+    frames = [event.serialize() async for event in relay.events() if event is not None]
+    sent = b"".join(frames)
+    assert sent.startswith(b'data: {"a":1}\n\ndata: {"a":2}\n\ndata: {"error":')
+    assert b"not valid JSON" in sent and b'{"a":3}' not in sent
+    assert sent.endswith(b"data: [DONE]\n\n")
+    assert [type(f) for f in settled.failures] == [UpstreamError]
 
 
 def test_a_payload_of_several_lines_stays_one_event() -> None:

@@ -8,6 +8,9 @@ configured upstream name), so one server plays every upstream a test needs:
 - ``fail-500``, ``fail-400``, ``fail-401``, ``fail-429``: that status with an error envelope.
 - ``hang``: never answers (until the client gives up).
 - ``break-mid-stream``: streams two chunks, then drops the connection.
+- ``truncated``: streams its chunks, then ends the body cleanly: no finish, no ``[DONE]``.
+- ``error-mid-stream``: two chunks, then an error event and ``[DONE]``.
+- ``corrupt-chunk``: after the first chunk, one that is cut off mid-JSON, then the rest.
 
 Real servers differ in how they write JSON and usage, so a model name may add traits
 after ``+`` (``ok+indented+nousage``):
@@ -25,6 +28,10 @@ after ``+`` (``ok+indented+nousage``):
 - ``dribble``: each SSE event is written in pieces of 5 bytes, each flushed on its own,
   so lines (and ``[DONE]``) arrive split across reads.
 - ``endless-line``: a stream whose first line never ends (3 MB and counting).
+- ``cr``: SSE lines end in a bare CR (legal SSE, rarely written).
+- ``nodone``: a stream ends after its finish (and usage) without ``data: [DONE]``.
+- ``junk``: ``data: keep-alive`` and empty ``data:`` events between the chunks.
+- ``tgi``, ``vllm``: an ``error-mid-stream`` error written as TGI or vLLM write it.
 - ``toolcall``: a chat reply that calls ``get_weather({"city": "Paris"})``; streamed in
   OpenAI's delta shape (id and name first, then the arguments in two pieces).
 
@@ -273,6 +280,8 @@ class FakeUpstream:
         async def send(event: bytes) -> None:
             if "crlf" in traits:
                 event = event.replace(b"\n", b"\r\n")
+            if "cr" in traits:
+                event = event.replace(b"\n", b"\r")
             if "dribble" not in traits:
                 await response.write(event)
                 return
@@ -287,12 +296,21 @@ class FakeUpstream:
         try:
             for i in range(chunks):
                 await self._wait(request, delay)
+                if "junk" in traits:
+                    await send(b"data: keep-alive\n\ndata:\n\n")
                 chunk = usage_field(_chunk(model, f"c{i} "), i + 1)
                 await send(_sse(chunk, traits))
                 if model == "break-mid-stream" and i == 1:
                     await asyncio.sleep(0.2)  # let the chunks be read, then fail
                     request.transport.close()  # type: ignore[union-attr]
                     return response
+                if model == "error-mid-stream" and i == 1:
+                    await send(_sse(_stream_error(traits), traits) + b"data: [DONE]\n\n")
+                    return response
+                if model == "corrupt-chunk" and i == 0:
+                    await send(b'data: {"choices": [{"index": 0, "delta": {"cont\n\n')
+            if model == "truncated":
+                return response  # a clean end of the body: no finish, no usage, no [DONE]
             last = usage_field(_chunk(model, None, "stop"), chunks)
             if with_usage and "usage-on-finish" in traits:
                 last["usage"] = _usage(prompt, chunks)
@@ -300,7 +318,8 @@ class FakeUpstream:
             if with_usage and not every and "usage-on-finish" not in traits:
                 final = {**_chunk(model, None), "choices": [], "usage": _usage(prompt, chunks)}
                 await send(_sse(final, traits))
-            await send(b"data: [DONE]\n\n")
+            if "nodone" not in traits:
+                await send(b"data: [DONE]\n\n")
         except _ClientGone:
             raise
         except ConnectionResetError:
@@ -343,6 +362,28 @@ def _dumps(obj: Any, traits: frozenset[str]) -> bytes:
     if "spaced" in traits:
         return json.dumps(obj).encode()
     return orjson.dumps(obj)
+
+
+def _stream_error(traits: frozenset[str]) -> dict[str, Any]:
+    """An error event inside a stream, as the server the traits name writes it."""
+    if "tgi" in traits:
+        return {"error": "Request failed during generation: out of memory", "error_type": "oom"}
+    if "vllm" in traits:
+        return {
+            "object": "error",
+            "message": "KV cache is full",
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        }
+    return {
+        "error": {
+            "message": "The model is overloaded",
+            "type": "server_error",
+            "param": None,
+            "code": "overloaded",
+        }
+    }
 
 
 def _json_response(obj: Any, traits: frozenset[str]) -> web.Response:

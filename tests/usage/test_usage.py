@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from appliance.errors import UpstreamError
 from appliance.usage import StreamTally, Usage, estimate, of_reply, usage_of
 
 REPLY = {
@@ -143,9 +144,12 @@ def test_stream_without_usage_is_estimated_from_what_was_relayed() -> None:
     assert tally.result(REQUEST) == Usage(3, 10, 13, estimated=True)
 
 
-def test_non_json_payload_is_relayed_untouched() -> None:
+@pytest.mark.parametrize("payload", [b'{"choices": [{"delta"', b"[1, 2]", b"not json"])
+def test_a_chunk_that_is_not_a_json_object_ends_the_stream(payload: bytes) -> None:
+    """Relayed, it would make the client's SDK fail to parse it (not an API error)."""
     tally = StreamTally(client_asked=False)
-    assert tally.chunk(b"not json") == b"not json"
+    with pytest.raises(UpstreamError, match="not valid JSON"):
+        tally.chunk(payload)
 
 
 def test_a_malformed_usage_chunk_is_hidden_too() -> None:

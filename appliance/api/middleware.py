@@ -74,7 +74,7 @@ class Lifespan:
         self._registration = runtime.register()
         if self.tune_heap:
             heap.tune()
-            heap.settle("started")
+            heap.freeze()
 
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         registration: runtime.Registration | None = getattr(self, "_registration", None)

@@ -147,7 +147,7 @@ async def test_a_retired_cluster_is_freed_even_after_the_heap_was_frozen(tmp_pat
     ref, reloader = await started(path, settle=heap.settle)
     retired = weakref.ref(ref.current.registry.groups["drop"])
     try:
-        heap.settle("started")
+        heap.freeze()  # as a serving process does once started
         changed = copy.deepcopy(BASE)
         del changed["models"][2]
         write(path, changed)

@@ -143,6 +143,8 @@ class NativeFraming:
 
     def __init__(self) -> None:
         self._next = 0  # the sequence number an error event of ours would take
+        self._failed = False  # the upstream's own failure event went out
+        self._response: dict[str, Any] | None = None  # as the last event showed it
 
     def chunk(self, payload: bytes) -> list[Event]:
         obj = usage.parse(payload)
@@ -150,21 +152,36 @@ class NativeFraming:
         seq = obj.get("sequence_number") if isinstance(obj, dict) else None
         if isinstance(seq, int):
             self._next = seq + 1
+        if isinstance(obj, dict) and isinstance(obj.get("response"), dict):
+            self._response = obj["response"]
         if not isinstance(kind, str) or not kind.isprintable():
             return [data(payload)]
+        if kind in ("error", "response.failed"):
+            self._failed = True
         return [Event(b"event: " + kind.encode() + b"\n" + data(payload).frame)]
 
     def close(self, error: APIError | None) -> list[Event]:
-        if error is None:
-            return []
-        failure = {
-            "type": "error",
-            "code": error.code,
-            "message": error.message,
-            "param": error.param,
-            "sequence_number": self._next,
-        }
-        return [Event(frame([failure]))]
+        if error is None or self._failed:
+            return []  # the client has the upstream's own account of the failure
+        events: list[dict[str, Any]] = [
+            {
+                "type": "error",
+                "code": error.code,
+                "message": error.message,
+                "param": error.param,
+                "sequence_number": self._next,
+            }
+        ]
+        if self._response is not None:  # ended as a Responses stream ends: response.failed
+            failed = {
+                **self._response,
+                "status": "failed",
+                "error": {"code": "server_error", "message": error.message},
+            }
+            events.append(
+                {"type": "response.failed", "response": failed, "sequence_number": self._next + 1}
+            )
+        return [Event(frame(events))]
 
 
 class NativeTally(StreamTally):

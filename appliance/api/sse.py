@@ -29,6 +29,7 @@ from typing import Any, Protocol, cast
 import orjson
 import structlog
 
+from appliance.clip import clip
 from appliance.errors import APIError
 from appliance.metrics import StreamStats
 from appliance.usage import StreamTally
@@ -229,7 +230,13 @@ class Relay:
             if self._ended:
                 return
         except APIError as exc:
-            log.warning("stream_failed", error=type(exc).__name__, status=exc.status)
+            log.warning(
+                "stream_failed",
+                error=type(exc).__name__,
+                status=exc.status,
+                code=exc.code,
+                message=clip(exc.message),
+            )
             failure = self._failure = exc
         except Exception:
             log.exception("stream_crashed")

@@ -131,7 +131,8 @@ class OpenAIWorker(Worker):
             raise UpstreamConnectionError(
                 f"The upstream answered a stream request with {content_type or 'no type'}"
             )
-        return _UpstreamStream(response)
+        n = body.get("n")
+        return _UpstreamStream(response, n if isinstance(n, int) and n > 1 else 1)
 
     async def _post_asking_usage(
         self, endpoint: Endpoint, body: dict[str, Any], options: dict[str, Any]
@@ -203,12 +204,13 @@ class OpenAIWorker(Worker):
 class _UpstreamStream:
     """The payloads of one upstream response (see :mod:`.upstream_sse`)."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, choices: int) -> None:
         self._response = response
         self._body = response.content
+        self._choices = choices
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return payloads(self._read)
+        return payloads(self._read, self._choices)
 
     async def _read(self) -> bytes:
         return await _guard(self._body.readany())

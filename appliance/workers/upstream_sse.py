@@ -10,14 +10,20 @@ Responses, Messages) sees the same stream:
 
 - An empty payload (``data:`` alone) is no event (as the SSE standard says); one that is
   not a JSON object (``data: keep-alive``) is skipped and logged once per stream.
-- An error the upstream reports inside its stream (OpenAI's ``{"error": {...}}``, TGI's
-  ``{"error": "...", "error_type": ...}``, vLLM's ``{"object": "error", ...}``) raises
-  :class:`UpstreamStreamError` with its message, type and code.
+- An error the upstream reports inside its stream raises :class:`UpstreamStreamError`
+  with its message, type and code: OpenAI's ``{"error": {...}}`` (with or without
+  ``choices``, as OpenRouter sends it), TGI's ``{"error": "...", "error_type": ...}``,
+  vLLM's ``{"object": "error", ...}``, llama.cpp's ``error:`` line, and a bare JSON error
+  line outside any field. A Responses stream's own ``error`` or ``response.failed`` event
+  is relayed as it is, and the stream then fails at its end (logged and recorded).
 - The stream ends at ``[DONE]``. A body that ends without it counts as finished only if
-  one of its last two payloads finishes the reply (a choice's ``finish_reason``, the usage
-  chunk, a Responses ``response.completed``-like event): a server that omits ``[DONE]``
-  is served; a stream cut short without a word raises :class:`UpstreamConnectionError`
-  instead of passing for a whole reply.
+  the reply did finish: its last payload is a Responses ``response.completed``-like event
+  or carries a ``finish_reason`` (with ``n`` choices: every choice finished), or it is the
+  usage chunk right after such a payload. A server that omits ``[DONE]`` is served; a
+  stream cut short without a word raises :class:`UpstreamConnectionError` instead of
+  passing for a whole reply.
+- An event over :data:`MAX_EVENT` bytes (on one line or many) ends the stream with an
+  error: an upstream cannot make the appliance hold an event of any size.
 """
 
 from __future__ import annotations
@@ -32,52 +38,39 @@ from appliance.errors import UpstreamConnectionError, UpstreamStreamError
 
 log = structlog.get_logger("appliance.upstream")
 
-MAX_LINE = 2 * 1024 * 1024  # one SSE line (one chunk) may be this long
+MAX_EVENT = 2 * 1024 * 1024  # one SSE event (one chunk) may be this long, over all its lines
 
-# The last event of a Responses stream, however it ended.
-_RESPONSE_ENDS = frozenset(
-    {"response.completed", "response.incomplete", "response.failed", "error"}
-)
+# The last event of a Responses stream, however it ended; and those that say it failed.
+_RESPONSE_ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_RESPONSE_FAILURES = frozenset({"error", "response.failed"})
 
 
-async def payloads(read: Callable[[], Awaitable[bytes]]) -> AsyncIterator[bytes]:
+async def payloads(read: Callable[[], Awaitable[bytes]], choices: int = 1) -> AsyncIterator[bytes]:
     """The JSON payloads of the SSE body that ``read`` returns piece by piece (``b""`` at
-    its end), until ``[DONE]``; raises as the module says."""
+    its end), until ``[DONE]``; raises as the module says. ``choices``: how many a chat
+    or completion reply has (``n``)."""
+    lines = _Lines()
+    ending = _Ending(choices)
     data: list[bytes] = []  # the data lines of the event being read
-    held: list[bytes] = []  # a line not yet ended, in pieces (joined once, when it ends)
-    size = 0
-    cr = b""  # a CR that ended the last read: the first half of a CRLF, maybe
-    last: list[bytes] = [b"", b""]  # the last two payloads
+    size = 0  # their length
     skipped = False
     while True:
         chunk = await read()
-        end = not chunk
-        if cr or b"\r" in chunk:
-            chunk, cr = cr + chunk, b""
-            if not end and chunk.endswith(b"\r"):
-                chunk, cr = chunk[:-1], b"\r"
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        lines: list[bytes] = []
-        if not end and b"\n" not in chunk:
-            held.append(chunk)
-            size += len(chunk)
-        else:
-            lines = (b"".join(held) + chunk if held else chunk).split(b"\n")
-            rest = b"" if end else lines.pop()
-            held, size = ([rest], len(rest)) if rest else ([], 0)
-        if size > MAX_LINE:
-            raise UpstreamConnectionError("The upstream sent an oversized chunk")
-        if end:
-            lines.append(b"")  # the body's end ends its last event too
-        for line in lines:
+        for line in lines.feed(chunk):
             if line.startswith(b"data:"):
                 payload = line[6:] if line[5:6] == b" " else line[5:]  # one space, no more
                 if len(payload) < 16 and payload.strip() == b"[DONE]":
+                    ending.check(done=True)
                     return
                 data.append(payload)
-            elif not line and data:
+                size += len(payload)
+                if size > MAX_EVENT:  # one event, however many lines it takes
+                    raise UpstreamConnectionError("The upstream sent an oversized chunk")
+            elif not line:
+                if not data:
+                    continue
                 payload = data[0] if len(data) == 1 else b"\n".join(data)
-                data = []
+                data, size = [], 0
                 if not payload.strip():
                     continue
                 if payload.lstrip()[:1] != b"{":
@@ -87,34 +80,135 @@ async def payloads(read: Callable[[], Awaitable[bytes]]) -> AsyncIterator[bytes]
                         log.warning("upstream_sent_non_json", start=start, size=len(payload))
                     continue
                 if b'"error"' in payload:
-                    _raise_if_error(payload)
-                last[0], last[1] = last[1], payload
+                    ending.failure = _error_in(payload) or ending.failure
+                ending.seen(payload)
                 yield payload
-        if end:
-            if not any(_finishes(payload) for payload in last):
-                raise UpstreamConnectionError(
-                    "The upstream ended the stream before the reply was finished"
-                )
+            elif line.startswith((b"error:", b"{")):
+                _raise_error_line(line)
+        if not chunk:
+            ending.check(done=False)
             return
 
 
-def _raise_if_error(payload: bytes) -> None:
-    """Raise the error ``payload`` reports, if it is an error event (not a chunk that
-    merely mentions one)."""
+class _Lines:
+    """Splits reads into lines at LF, CRLF or CR, however the reads cut them."""
+
+    def __init__(self) -> None:
+        self.held: list[bytes] = []  # a line not yet ended, in pieces (joined once)
+        self.size = 0
+        self.after_cr = False  # the last read ended in CR: an LF first in the next is its pair
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines that ``chunk`` ends (all that is left, at the end: ``b""``); the
+        body's end ends the last line and its event too."""
+        end = not chunk
+        if self.after_cr:
+            self.after_cr = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        if b"\r" in chunk:
+            self.after_cr = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines: list[bytes] = []
+        if not end and b"\n" not in chunk:
+            self.held.append(chunk)
+            self.size += len(chunk)
+        else:
+            lines = (b"".join(self.held) + chunk if self.held else chunk).split(b"\n")
+            rest = b"" if end else lines.pop()
+            self.held, self.size = ([rest], len(rest)) if rest else ([], 0)
+        if self.size > MAX_EVENT:
+            raise UpstreamConnectionError("The upstream sent an oversized chunk")
+        if end:
+            lines.append(b"")
+        return lines
+
+
+class _Ending:
+    """Whether the stream ended as a whole reply, from its last payloads."""
+
+    def __init__(self, choices: int) -> None:
+        self.choices = choices
+        self.last = b""
+        self.before = b""
+        self.finished: set[Any] = set()  # choice indexes that finished (with n > 1)
+        self.failure: UpstreamStreamError | None = None  # a Responses failure, relayed
+
+    def seen(self, payload: bytes) -> None:
+        self.before, self.last = self.last, payload
+        if self.choices > 1:  # parsed only then: n > 1 is rare, and this is the hot path
+            obj = _parse(payload)
+            for choice in _choices(obj):
+                if choice.get("finish_reason") is not None:
+                    self.finished.add(choice.get("index"))
+
+    def check(self, *, done: bool) -> None:
+        """Raise unless the stream ended as a whole reply (``done``: at ``[DONE]``)."""
+        if self.failure is not None:
+            raise self.failure
+        if done or self._whole():
+            return
+        raise UpstreamConnectionError("The upstream ended the stream before the reply was finished")
+
+    def _whole(self) -> bool:
+        """The last payload ends the reply, or is the usage chunk right after the end."""
+        last = _parse(self.last) if self.last else None
+        if not isinstance(last, dict):
+            return False
+        if last.get("type") in _RESPONSE_ENDS:
+            return True
+        if self.choices > 1:
+            return len(self.finished) >= self.choices
+        if _finishes(last):
+            return True
+        usage_chunk = last.get("choices") == [] and bool(last.get("usage"))
+        return usage_chunk and _finishes(_parse(self.before) if self.before else None)
+
+
+def _finishes(obj: Any) -> bool:
+    """Whether a chat or completion chunk finishes its choice."""
+    return any(c.get("finish_reason") is not None for c in _choices(obj))
+
+
+def _error_in(payload: bytes) -> UpstreamStreamError | None:
+    """For a payload that names ``"error"``: raise the error it reports (a chat stream's);
+    return a Responses stream's failure (relayed first, raised at the end); else None (a
+    chunk with ``"error": null``)."""
     obj = _parse(payload)
-    if not isinstance(obj, dict) or "choices" in obj:
-        return
+    if not isinstance(obj, dict):
+        return None
     error = obj.get("error")
-    if isinstance(error, dict):
+    if isinstance(error, dict) and error:
         found = error
-    elif isinstance(error, str):  # TGI: {"error": "...", "error_type": "..."}
+    elif isinstance(error, str) and error:  # TGI: {"error": "...", "error_type": "..."}
         found = {"message": error, "type": obj.get("error_type")}
     elif obj.get("object") == "error":  # vLLM's older servers: the error's fields at the top
         found = obj
+    elif obj.get("type") in _RESPONSE_FAILURES:
+        response = obj.get("response")
+        nested = response.get("error") if isinstance(response, dict) else None
+        return _stream_error(nested if isinstance(nested, dict) else obj)
     else:
+        return None
+    raise _stream_error(found)
+
+
+def _raise_error_line(line: bytes) -> None:
+    """An error written outside ``data:``: llama.cpp's ``error: {...}`` line, or a bare
+    JSON error object on a line of its own; other such lines are ignored, as SSE says."""
+    obj = _parse(line[6:] if line.startswith(b"error:") else line)
+    if not isinstance(obj, dict):
         return
+    error = obj.get("error", obj if line.startswith(b"error:") else None)
+    if isinstance(error, dict) and error:
+        raise _stream_error(error)
+    if isinstance(error, str) and error:
+        raise _stream_error({"message": error})
+
+
+def _stream_error(found: dict[str, Any]) -> UpstreamStreamError:
     message = found.get("message")
-    raise UpstreamStreamError(
+    return UpstreamStreamError(
         message if isinstance(message, str) and message else "The upstream's stream failed.",
         upstream_type=_text(found.get("type")),
         param=_text(found.get("param")),
@@ -122,21 +216,9 @@ def _raise_if_error(payload: bytes) -> None:
     )
 
 
-def _finishes(payload: bytes) -> bool:
-    """Whether ``payload`` is one an upstream sends only at the end of a reply."""
-    if not payload:
-        return False
-    obj = _parse(payload)
-    if not isinstance(obj, dict):
-        return False
-    if obj.get("type") in _RESPONSE_ENDS:
-        return True
-    choices = obj.get("choices")
-    if not isinstance(choices, list):
-        return False
-    if not choices:
-        return bool(obj.get("usage"))  # the usage chunk, after the last choice's finish
-    return any(isinstance(c, dict) and c.get("finish_reason") is not None for c in choices)
+def _choices(obj: Any) -> list[dict[str, Any]]:
+    choices = obj.get("choices") if isinstance(obj, dict) else None
+    return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
 
 
 def _parse(payload: bytes) -> Any:
@@ -147,4 +229,9 @@ def _parse(payload: bytes) -> Any:
 
 
 def _text(value: Any) -> str | None:
+    """A string field as it is; a number (vLLM's ``"code": 400``) as its digits."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
     return value if isinstance(value, str) and value else None

@@ -85,6 +85,8 @@ def server(
             upstream("up-fails", chat_only, "fail-400"),
             upstream("native", native, "ok", responses="passthrough"),
             upstream("native-fails", native, "fail-400", responses="passthrough"),
+            upstream("native-breaks", native, "error-mid-stream", responses="passthrough"),
+            upstream("native-cut", native, "truncated", responses="passthrough"),
             dead,
             auth={
                 "api_keys": [
@@ -434,6 +436,31 @@ def test_passthrough_relays_the_upstreams_own_error(api: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         api.responses.create(model="native-fails", input="Hi")
     assert caught.value.message.endswith("fake says 400")
+
+
+def test_passthrough_failure_events_are_relayed_once_and_recorded(server: RunningServer) -> None:
+    raw = post(server, {"model": "native-breaks", "input": "Hi", "stream": True})
+    events = sse_events(raw.text)
+    kinds = [data["type"] for _, data in events]
+    assert kinds[-2:] == ["error", "response.failed"] and kinds.count("error") == 1
+    assert events[-2][1]["message"] == "native failure"  # the upstream's own words
+    for _, data in events:
+        assert_valid("ResponseStreamEvent", data)
+    failed = server.events("stream_failed", message="native failure")
+    assert failed and failed[-1]["error"] == "UpstreamStreamError"
+
+
+def test_a_passthrough_stream_cut_short_ends_failed(server: RunningServer) -> None:
+    raw = post(server, {"model": "native-cut", "input": "Hi", "stream": True})
+    events = sse_events(raw.text)
+    kinds = [data["type"] for _, data in events]
+    assert kinds[-2:] == ["error", "response.failed"], kinds
+    assert "before the reply was finished" in events[-2][1]["message"]
+    assert events[-1][1]["response"]["id"] == "resp_fake"  # the stream's own response
+    seqs = [data["sequence_number"] for _, data in events]
+    assert seqs == list(range(len(seqs)))
+    for _, data in events:
+        assert_valid("ResponseStreamEvent", data)
 
 
 def tokens(server: RunningServer, model: str, kind: str) -> float:

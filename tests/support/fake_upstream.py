@@ -253,6 +253,23 @@ class FakeUpstream:
             },
             {"type": "response.completed", "response": reply},
         ]
+        if model == "error-mid-stream":  # the upstream's own failure events
+            failed = {
+                **reply,
+                "status": "failed",
+                "error": {"code": "server_error", "message": "native failure"},
+            }
+            events[3:] = [
+                {
+                    "type": "error",
+                    "code": "server_error",
+                    "message": "native failure",
+                    "param": None,
+                },
+                {"type": "response.failed", "response": failed},
+            ]
+        elif model == "truncated":
+            del events[3:]  # the body ends after the first delta, without a word
         for seq, event in enumerate(events):
             payload = orjson.dumps({**event, "sequence_number": seq})
             await response.write(
@@ -447,7 +464,7 @@ def _native_response(model: str, text: str) -> dict[str, Any]:
         "top_p": None,
         "usage": {
             "input_tokens": 7,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": 3,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": 10,

@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from appliance.errors import UpstreamConnectionError, UpstreamStreamError
-from appliance.workers.upstream_sse import MAX_LINE, payloads
+from appliance.workers.upstream_sse import MAX_EVENT, payloads
 
 CHUNK = b'{"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}'
 FINISH = b'{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'
@@ -91,8 +91,16 @@ def test_a_last_event_without_its_blank_line_still_counts() -> None:
         events(CHUNK, CHUNK),
         b"",
         events(b'{"type":"response.output_text.delta","delta":"a"}'),
+        events(USAGE, CHUNK),
+        events(FINISH, USAGE, CHUNK),
     ],
-    ids=["chat-cut-short", "empty-body", "responses-cut-short"],
+    ids=[
+        "chat-cut-short",
+        "empty-body",
+        "responses-cut-short",
+        "usage-first",
+        "a-chunk-after-the-end",
+    ],
 )
 def test_a_stream_cut_short_without_a_word_is_an_error(body: bytes) -> None:
     with pytest.raises(UpstreamConnectionError, match="before the reply was finished"):
@@ -122,7 +130,7 @@ def test_empty_and_non_json_payloads_are_skipped_and_logged_once() -> None:
             {"object": "error", "message": "KV cache full", "type": "BadRequestError", "code": 400},
             "KV cache full",
             "BadRequestError",
-            None,
+            "400",
         ),
     ],
     ids=["openai", "tgi", "vllm"],
@@ -161,6 +169,108 @@ def test_a_chunk_that_only_mentions_an_error_is_a_chunk() -> None:
 
 def test_a_line_over_the_limit_is_an_error_before_it_ends() -> None:
     piece = b"x" * 65536
-    pieces = [b"data: "] + [piece] * (MAX_LINE // len(piece) + 2)
+    pieces = [b"data: "] + [piece] * (MAX_EVENT // len(piece) + 2)
     with pytest.raises(UpstreamConnectionError, match="oversized"):
         read(pieces)
+
+
+def test_an_error_in_a_chunk_with_choices_raises_too() -> None:
+    """OpenRouter's mid-stream error: the error beside a choice finished with "error"."""
+    failed = orjson.dumps(
+        {
+            "error": {"code": "server_error", "message": "Provider disconnected"},
+            "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+        }
+    )
+    with pytest.raises(UpstreamStreamError, match="Provider disconnected"):
+        read([events(CHUNK, failed) + b"data: [DONE]\n\n"])
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'error: {"code": 500, "message": "slot unavailable", "type": "server_error"}',
+        b'{"error": {"message": "slot unavailable", "type": "server_error"}}',
+    ],
+    ids=["llama.cpp-error-field", "bare-json-line"],
+)
+def test_an_error_written_outside_data_lines_raises(line: bytes) -> None:
+    with pytest.raises(UpstreamStreamError, match="slot unavailable") as caught:
+        read([events(CHUNK) + line + b"\n\n"])
+    assert caught.value.type == "server_error"
+
+
+def _choice(index: int, finish: str | None) -> bytes:
+    delta = {} if finish else {"content": f"c{index}"}
+    return orjson.dumps({"choices": [{"index": index, "delta": delta, "finish_reason": finish}]})
+
+
+def read_choices(body: bytes, choices: int) -> list[bytes]:
+    async def collect() -> list[bytes]:
+        queue = [body]
+
+        async def next_piece() -> bytes:
+            return queue.pop(0) if queue else b""
+
+        return [payload async for payload in payloads(next_piece, choices)]
+
+    return asyncio.run(collect())
+
+
+def test_with_several_choices_every_one_must_finish_when_done_never_comes() -> None:
+    whole = events(_choice(0, None), _choice(1, None), _choice(0, "stop"), _choice(1, "length"))
+    assert len(read_choices(whole, 2)) == 4
+    cut = events(_choice(0, None), _choice(1, None), _choice(0, "stop"), _choice(1, None))
+    with pytest.raises(UpstreamConnectionError, match="before the reply was finished"):
+        read_choices(cut, 2)
+
+
+@pytest.mark.parametrize("failure", ["error", "response.failed"])
+def test_a_responses_failure_event_is_relayed_then_the_stream_fails(failure: str) -> None:
+    created = b'{"type":"response.created","response":{"id":"r","error":null}}'
+    if failure == "error":
+        event = b'{"type":"error","code":"server_error","message":"boom","sequence_number":1}'
+    else:
+        event = orjson.dumps(
+            {
+                "type": "response.failed",
+                "response": {"id": "r", "error": {"code": "x", "message": "boom"}},
+            }
+        )
+    seen: list[bytes] = []
+
+    async def collect() -> None:
+        queue = [events(created, event)]
+
+        async def next_piece() -> bytes:
+            return queue.pop(0) if queue else b""
+
+        async for payload in payloads(next_piece):
+            seen.append(payload)
+
+    with pytest.raises(UpstreamStreamError, match="boom"):
+        asyncio.run(collect())
+    assert seen == [created, event]  # the client gets the upstream's own account first
+
+
+def test_an_event_ending_in_a_bare_cr_is_yielded_before_the_next_read() -> None:
+    """A server that ends lines with CR alone: its event must not wait for more bytes."""
+    reads: list[bytes] = [b"data: " + CHUNK + b"\r\r", b"data: " + FINISH + b"\r\r"]
+    served: list[int] = []
+
+    async def collect() -> list[tuple[int, bytes]]:
+        async def next_piece() -> bytes:
+            served.append(1)
+            return reads.pop(0) if reads else b""
+
+        return [(len(served), payload) async for payload in payloads(next_piece)]
+
+    assert asyncio.run(collect()) == [(1, CHUNK), (2, FINISH)]
+
+
+def test_an_event_over_the_limit_is_an_error_however_many_lines_it_takes() -> None:
+    line = b"data: " + b"p" * 1000 + b"\n"
+    with pytest.raises(UpstreamConnectionError, match="oversized"):
+        read([b"data: {\n" + line * (MAX_EVENT // 1000 + 10) + b"data: }\n\n"])
+    with pytest.raises(UpstreamConnectionError, match="oversized"):
+        read([b"data: {" + b"p" * (MAX_EVENT + 10) + b"}\n\n"])  # one line, one read

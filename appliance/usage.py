@@ -288,6 +288,9 @@ class StreamTally:
         if found is not None:
             self.usage = found  # servers that report usage on every chunk: the last counts
         if self.client_asked:
+            if "choices" not in obj:  # as OpenAI writes it: SDKs iterate over choices
+                obj["choices"] = []
+                return orjson.dumps(obj)
             return payload
         del obj["usage"]
         if not obj.get("choices"):

@@ -18,10 +18,10 @@ Responses, Messages) sees the same stream:
   is relayed as it is, and the stream then fails at its end (logged and recorded).
 - The stream ends at ``[DONE]``. A body that ends without it counts as finished only if
   the reply did finish: its last payload is a Responses ``response.completed``-like event
-  or carries a ``finish_reason`` (with ``n`` choices: every choice finished), or it is the
-  usage chunk right after such a payload. A server that omits ``[DONE]`` is served; a
-  stream cut short without a word raises :class:`UpstreamConnectionError` instead of
-  passing for a whole reply.
+  or carries a ``finish_reason`` (with ``n`` asked for: every choice that came finished),
+  or it is the usage chunk right after such a payload. A server that omits ``[DONE]`` is
+  served; a stream cut short without a word raises :class:`UpstreamConnectionError`
+  instead of passing for a whole reply.
 - An event over :data:`MAX_EVENT` bytes (on one line or many) ends the stream with an
   error: an upstream cannot make the appliance hold an event of any size.
 """
@@ -131,7 +131,8 @@ class _Ending:
         self.choices = choices
         self.last = b""
         self.before = b""
-        self.finished: set[Any] = set()  # choice indexes that finished (with n > 1)
+        self.indexes: set[Any] = set()  # choice indexes seen (with n > 1)
+        self.finished: set[Any] = set()  # and those that finished
         self.failure: UpstreamStreamError | None = None  # a Responses failure, relayed
 
     def seen(self, payload: bytes) -> None:
@@ -139,6 +140,7 @@ class _Ending:
         if self.choices > 1:  # parsed only then: n > 1 is rare, and this is the hot path
             obj = _parse(payload)
             for choice in _choices(obj):
+                self.indexes.add(choice.get("index"))
                 if choice.get("finish_reason") is not None:
                     self.finished.add(choice.get("index"))
 
@@ -157,11 +159,11 @@ class _Ending:
             return False
         if last.get("type") in _RESPONSE_ENDS:
             return True
-        if self.choices > 1:
-            return len(self.finished) >= self.choices
+        if self.choices > 1:  # every choice that came (an upstream may ignore ``n``)
+            return bool(self.indexes) and self.finished >= self.indexes
         if _finishes(last):
             return True
-        usage_chunk = last.get("choices") == [] and bool(last.get("usage"))
+        usage_chunk = not last.get("choices") and bool(last.get("usage"))
         return usage_chunk and _finishes(_parse(self.before) if self.before else None)
 
 

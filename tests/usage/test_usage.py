@@ -152,6 +152,15 @@ def test_a_chunk_that_is_not_a_json_object_ends_the_stream(payload: bytes) -> No
         tally.chunk(payload)
 
 
+def test_a_usage_chunk_without_choices_gets_them_as_openai_writes_it() -> None:
+    """The openai SDK's ``chunk.choices`` must be a list the client can iterate."""
+    tally = StreamTally(client_asked=True)
+    bare = {"id": "c", "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}
+    shown = tally.chunk(orjson.dumps(bare))
+    assert shown is not None and orjson.loads(shown) == {**bare, "choices": []}
+    assert tally.result({}) == Usage(1, 2, 3)
+
+
 def test_a_malformed_usage_chunk_is_hidden_too() -> None:
     tally = StreamTally(client_asked=False)
     odd = {"id": "c", "choices": [], "usage": {"total_tokens": "15"}}

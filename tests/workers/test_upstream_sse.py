@@ -225,6 +225,16 @@ def test_with_several_choices_every_one_must_finish_when_done_never_comes() -> N
         read_choices(cut, 2)
 
 
+def test_an_upstream_that_ignores_n_is_served_its_one_choice() -> None:
+    one = events(_choice(0, None), _choice(0, "stop"), USAGE)
+    assert len(read_choices(one, 2)) == 3
+
+
+def test_a_usage_chunk_without_choices_after_the_finish_ends_the_reply() -> None:
+    bare = b'{"id":"c","usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'
+    assert read([events(CHUNK, FINISH, bare)]) == [CHUNK, FINISH, bare]
+
+
 @pytest.mark.parametrize("failure", ["error", "response.failed"])
 def test_a_responses_failure_event_is_relayed_then_the_stream_fails(failure: str) -> None:
     created = b'{"type":"response.created","response":{"id":"r","error":null}}'

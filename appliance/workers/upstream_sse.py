@@ -52,40 +52,45 @@ async def payloads(read: Callable[[], Awaitable[bytes]], choices: int = 1) -> As
     lines = _Lines()
     ending = _Ending(choices)
     data: list[bytes] = []  # the data lines of the event being read
-    size = 0  # their length
+    size = 0  # their length, with the newlines that will join them
     skipped = False
     while True:
         chunk = await read()
+        end = not chunk
         for line in lines.feed(chunk):
+            done = False
             if line.startswith(b"data:"):
                 payload = line[6:] if line[5:6] == b" " else line[5:]  # one space, no more
-                if len(payload) < 16 and payload.strip() == b"[DONE]":
-                    ending.check(done=True)
-                    return
-                data.append(payload)
-                size += len(payload)
-                if size > MAX_EVENT:  # one event, however many lines it takes
-                    raise UpstreamConnectionError("The upstream sent an oversized chunk")
-            elif not line:
-                if not data:
+                done = len(payload) < 16 and payload.strip() == b"[DONE]"
+                if not done:
+                    data.append(payload)
+                    size += len(payload) + 1
+                    if size > MAX_EVENT:  # one event, however many lines it takes
+                        raise UpstreamConnectionError("The upstream sent an oversized chunk")
                     continue
+            elif line:
+                if line.startswith((b"error:", b"{")):
+                    _raise_error_line(line)
+                continue
+            if data:  # the event's end (or [DONE] right after its lines, without a blank)
                 payload = data[0] if len(data) == 1 else b"\n".join(data)
                 data, size = [], 0
                 if not payload.strip():
-                    continue
-                if payload.lstrip()[:1] != b"{":
+                    pass  # an empty event is no event
+                elif payload.lstrip()[:1] != b"{":
                     if not skipped:
                         skipped = True
                         start = payload[:64].decode(errors="replace")
                         log.warning("upstream_sent_non_json", start=start, size=len(payload))
-                    continue
-                if b'"error"' in payload:
-                    ending.failure = _error_in(payload) or ending.failure
-                ending.seen(payload)
-                yield payload
-            elif line.startswith((b"error:", b"{")):
-                _raise_error_line(line)
-        if not chunk:
+                elif not (end and _parse(payload) is None):  # a last line cut off: not sent
+                    if b'"error"' in payload or b"response.failed" in payload:
+                        ending.failure = _error_in(payload) or ending.failure
+                    ending.seen(payload)
+                    yield payload
+            if done:
+                ending.check(done=True)
+                return
+        if end:
             ending.check(done=False)
             return
 
@@ -131,8 +136,8 @@ class _Ending:
         self.choices = choices
         self.last = b""
         self.before = b""
-        self.indexes: set[Any] = set()  # choice indexes seen (with n > 1)
-        self.finished: set[Any] = set()  # and those that finished
+        self.indexes: set[int] = set()  # choice indexes seen (with n > 1)
+        self.finished: set[int] = set()  # and those that finished
         self.failure: UpstreamStreamError | None = None  # a Responses failure, relayed
 
     def seen(self, payload: bytes) -> None:
@@ -140,9 +145,12 @@ class _Ending:
         if self.choices > 1:  # parsed only then: n > 1 is rare, and this is the hot path
             obj = _parse(payload)
             for choice in _choices(obj):
-                self.indexes.add(choice.get("index"))
+                index = choice.get("index", 0)
+                if not isinstance(index, int):
+                    continue
+                self.indexes.add(index)
                 if choice.get("finish_reason") is not None:
-                    self.finished.add(choice.get("index"))
+                    self.finished.add(index)
 
     def check(self, *, done: bool) -> None:
         """Raise unless the stream ended as a whole reply (``done``: at ``[DONE]``)."""
@@ -173,23 +181,23 @@ def _finishes(obj: Any) -> bool:
 
 
 def _error_in(payload: bytes) -> UpstreamStreamError | None:
-    """For a payload that names ``"error"``: raise the error it reports (a chat stream's);
+    """For a payload that may report an error: raise the error it reports (a chat stream's);
     return a Responses stream's failure (relayed first, raised at the end); else None (a
     chunk with ``"error": null``)."""
     obj = _parse(payload)
     if not isinstance(obj, dict):
         return None
     error = obj.get("error")
+    if obj.get("type") in _RESPONSE_FAILURES:  # the error nested, or its fields at the top
+        response = obj.get("response")
+        nested = response.get("error") if isinstance(response, dict) else error
+        return _stream_error(nested if isinstance(nested, dict) and nested else obj)
     if isinstance(error, dict) and error:
         found = error
     elif isinstance(error, str) and error:  # TGI: {"error": "...", "error_type": "..."}
         found = {"message": error, "type": obj.get("error_type")}
     elif obj.get("object") == "error":  # vLLM's older servers: the error's fields at the top
         found = obj
-    elif obj.get("type") in _RESPONSE_FAILURES:
-        response = obj.get("response")
-        nested = response.get("error") if isinstance(response, dict) else None
-        return _stream_error(nested if isinstance(nested, dict) else obj)
     else:
         return None
     raise _stream_error(found)

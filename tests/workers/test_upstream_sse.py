@@ -284,3 +284,54 @@ def test_an_event_over_the_limit_is_an_error_however_many_lines_it_takes() -> No
         read([b"data: {\n" + line * (MAX_EVENT // 1000 + 10) + b"data: }\n\n"])
     with pytest.raises(UpstreamConnectionError, match="oversized"):
         read([b"data: {" + b"p" * (MAX_EVENT + 10) + b"}\n\n"])  # one line, one read
+
+
+def test_data_lines_without_an_event_end_count_towards_the_limit() -> None:
+    """Empty ``data:`` lines that never end an event must not pile up without bound."""
+    with pytest.raises(UpstreamConnectionError, match="oversized"):
+        read([b"data:\n" * (MAX_EVENT + 10)])  # each counts its newline
+    with pytest.raises(UpstreamConnectionError, match="oversized"):
+        read([b"data:x\n" * (MAX_EVENT // 2 + 10) + b"\n"])  # joined, it would be 2x
+
+
+def test_done_right_after_an_events_lines_sends_that_event_first() -> None:
+    assert read([b"data: " + CHUNK + b"\ndata: " + FINISH + b"\n\n" + b"data: [DONE]\n\n"]) == [
+        CHUNK + b"\n" + FINISH
+    ]
+    assert read([events(CHUNK) + b"data: " + FINISH + b"\ndata: [DONE]\n\n"]) == [CHUNK, FINISH]
+
+
+def test_an_odd_choice_index_is_no_crash() -> None:
+    odd = b'{"choices":[{"index":[0],"delta":{},"finish_reason":"stop"}]}'
+    with pytest.raises(UpstreamConnectionError, match="before the reply was finished"):
+        read_choices(events(odd), 2)
+
+
+def test_openais_responses_error_event_with_the_error_nested_is_relayed_then_raised() -> None:
+    error = {"type": "rate_limit", "code": "rate_limit_exceeded", "message": "slow down"}
+    nested = orjson.dumps({"type": "error", "sequence_number": 2, "error": error})
+    seen: list[bytes] = []
+
+    async def collect() -> None:
+        queue = [events(b'{"type":"response.created","response":{"id":"r"}}', nested)]
+
+        async def next_piece() -> bytes:
+            return queue.pop(0) if queue else b""
+
+        async for payload in payloads(next_piece):
+            seen.append(payload)
+
+    with pytest.raises(UpstreamStreamError, match="slow down") as caught:
+        asyncio.run(collect())
+    assert seen[-1] == nested and caught.value.code == "rate_limit_exceeded"
+
+
+def test_a_response_failed_without_an_error_field_still_fails() -> None:
+    failed = b'{"type":"response.failed","response":{"id":"r","status":"failed"}}'
+    with pytest.raises(UpstreamStreamError):
+        read([events(failed)])
+
+
+def test_a_last_line_cut_off_mid_json_is_not_sent_and_the_stream_fails_as_cut() -> None:
+    with pytest.raises(UpstreamConnectionError, match="before the reply was finished"):
+        read([events(CHUNK) + b'data: {"choices":[{"index":0,"del'])

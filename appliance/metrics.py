@@ -60,6 +60,13 @@ class Metrics:
             buckets=_LATENCY,
             registry=own,
         )
+        self.stream_failures = Counter(
+            "appliance_stream_failures_total",
+            "Streams that ended with an error after they began (answered 200 before the "
+            "error, so appliance_requests_total counts them as 200), by model and error.",
+            ["model", "error"],
+            registry=own,
+        )
         self.overhead = Histogram(
             "appliance_overhead_seconds",
             "Time spent in the appliance itself, excluding workers and queueing.",
@@ -195,7 +202,7 @@ class Recent:
 
 
 class StreamStats:
-    """Time to first token of one stream."""
+    """Time to first token of one stream, and whether it failed."""
 
     __slots__ = ("_first", "_metrics", "_model", "_started")
 
@@ -210,3 +217,7 @@ class StreamStats:
         if not self._first:
             self._first = True
             self._metrics.ttft.labels(self._model).observe(now - self._started)
+
+    def failed(self, error: str) -> None:
+        """The stream ended with ``error`` (an error class's name: a bounded set)."""
+        self._metrics.stream_failures.labels(self._model, error).inc()

@@ -243,6 +243,8 @@ class Relay:
             failure = self._failure = APIError("The stream failed unexpectedly.")
         finally:
             await self.aclose()
+        if failure is not None and self.stats is not None:
+            self.stats.failed(type(failure).__name__)
         end = b"".join(event.frame for event in self.framing.close(failure))
         if end:
             yield Event(end)

@@ -111,6 +111,8 @@ def test_chat_streams_that_fail_raise_an_api_error(server: RunningServer, model:
     assert text.startswith("c0 ")  # what came before the failure was relayed
     failed = server.events("stream_failed")
     assert failed and failed[-1]["error"] == KINDS[model]
+    counted = server.metric("appliance_stream_failures_total", model=model, error=KINDS[model])
+    assert counted >= 1  # an operator can alert on it: the request itself counted as 200
 
 
 @pytest.mark.parametrize("model", ["up-error", "up-error-vllm"])

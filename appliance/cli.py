@@ -42,6 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2
+    if config.state.usage_path is not None:
+        from appliance.ledger import path_problem
+
+        unusable = path_problem(config.state.usage_path)
+        if unusable is not None:
+            print(f"appliance: invalid configuration {settings.config}", file=sys.stderr)
+            print(f"  - state.usage_path: {unusable}", file=sys.stderr)
+            return 2
     if args.command == "check":
         print(describe(settings.config, config))
         return 0
@@ -157,6 +165,8 @@ def describe(path: Path, config: ApplianceConfig) -> str:
         lines += [f"{r.alias:<28} {' -> '.join(r.targets)}" for r in config.routes]
     keys = config.auth.api_keys
     lines += ["", f"api keys: {', '.join(k.name for k in keys) if keys else 'none (open)'}"]
+    if config.state.usage_path is not None:
+        lines.append(f"usage ledger: {config.state.usage_path}")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -90,6 +91,31 @@ def spend_of(rows: Iterable[Row]) -> dict[DayKey, float]:
             day_key = (row.key, day_of(row.ts))
             out[day_key] = out.get(day_key, 0.0) + row.cost
     return out
+
+
+def path_problem(path: Path) -> str | None:
+    """Why the ledger cannot be kept at ``path`` (None: it can); creates nothing, so that
+    ``appliance check`` and ``serve`` say so before anything starts."""
+    if path.exists():
+        if not path.is_file():
+            return f"{path} is not a file"
+        if not os.access(path, os.R_OK | os.W_OK):
+            return f"{path} cannot be written"
+        try:
+            uri = path.resolve().as_uri() + "?mode=ro"
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            return f"{path} is not a usage ledger (SQLite: {exc})"
+        return None
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"cannot create {path}: {folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot create {path}: {folder} cannot be written"
+    return None
 
 
 class LedgerFile:

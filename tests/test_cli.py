@@ -43,6 +43,30 @@ def test_check_reports_problems_and_fails(
     assert "models[0].colour (line 5): unknown key 'colour'" in err
 
 
+def test_check_refuses_a_usage_ledger_that_cannot_be_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Said before anything starts, not as a traceback from the server's start-up."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    not_sqlite = tmp_path / "notes.db"
+    not_sqlite.write_text("these are my notes, not a database " * 100)
+    for usage_path, words in [
+        (blocker / "usage.db", "is not a folder"),
+        (tmp_path, "is not a file"),
+        (not_sqlite, "is not a usage ledger"),
+    ]:
+        path = tmp_path / "c.yaml"
+        path.write_text(CONFIG + f"state: {{usage_path: '{usage_path}'}}\n")
+        assert main(["check", "-c", str(path)]) == 2
+        assert words in capsys.readouterr().err
+    fine = tmp_path / "new" / "usage.db"
+    path.write_text(CONFIG + f"state: {{usage_path: '{fine}'}}\n")
+    assert main(["check", "-c", str(path)]) == 0
+    assert f"usage ledger: {fine}" in capsys.readouterr().out
+    assert not fine.parent.exists()  # checking creates nothing
+
+
 def test_flag_beats_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

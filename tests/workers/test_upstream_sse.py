@@ -17,15 +17,19 @@ FINISH = b'{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'
 USAGE = b'{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'
 
 
-def read(pieces: Iterable[bytes]) -> list[bytes]:
-    """What :func:`payloads` makes of a body that arrives as ``pieces``."""
+def read(pieces: Iterable[bytes], choices: int = 1, seen: list[bytes] | None = None) -> list[bytes]:
+    """What :func:`payloads` makes of a body that arrives as ``pieces``; each payload is
+    also put in ``seen`` as it comes (what came before an error raised)."""
     queue = [piece for piece in pieces if piece]
+    got = [] if seen is None else seen
 
     async def next_piece() -> bytes:
         return queue.pop(0) if queue else b""
 
     async def collect() -> list[bytes]:
-        return [payload async for payload in payloads(next_piece)]
+        async for payload in payloads(next_piece, choices):
+            got.append(payload)
+        return got
 
     return asyncio.run(collect())
 
@@ -138,20 +142,9 @@ def test_empty_and_non_json_payloads_are_skipped_and_logged_once() -> None:
 def test_an_error_inside_the_stream_raises_with_the_upstreams_words(
     error: dict[str, object], message: str | None, kind: str, code: str | None
 ) -> None:
-    body = events(CHUNK, orjson.dumps(error), CHUNK, FINISH)
     seen: list[bytes] = []
-
-    async def collect() -> None:
-        queue = [body]
-
-        async def next_piece() -> bytes:
-            return queue.pop(0) if queue else b""
-
-        async for payload in payloads(next_piece):
-            seen.append(payload)
-
     with pytest.raises(UpstreamStreamError) as caught:
-        asyncio.run(collect())
+        read([events(CHUNK, orjson.dumps(error), CHUNK, FINISH)], seen=seen)
     assert seen == [CHUNK]  # what came before the error, and nothing after it
     assert caught.value.message == (message or error["error"])
     assert caught.value.type == kind
@@ -205,29 +198,17 @@ def _choice(index: int, finish: str | None) -> bytes:
     return orjson.dumps({"choices": [{"index": index, "delta": delta, "finish_reason": finish}]})
 
 
-def read_choices(body: bytes, choices: int) -> list[bytes]:
-    async def collect() -> list[bytes]:
-        queue = [body]
-
-        async def next_piece() -> bytes:
-            return queue.pop(0) if queue else b""
-
-        return [payload async for payload in payloads(next_piece, choices)]
-
-    return asyncio.run(collect())
-
-
 def test_with_several_choices_every_one_must_finish_when_done_never_comes() -> None:
     whole = events(_choice(0, None), _choice(1, None), _choice(0, "stop"), _choice(1, "length"))
-    assert len(read_choices(whole, 2)) == 4
+    assert len(read([whole], choices=2)) == 4
     cut = events(_choice(0, None), _choice(1, None), _choice(0, "stop"), _choice(1, None))
     with pytest.raises(UpstreamConnectionError, match="before the reply was finished"):
-        read_choices(cut, 2)
+        read([cut], choices=2)
 
 
 def test_an_upstream_that_ignores_n_is_served_its_one_choice() -> None:
     one = events(_choice(0, None), _choice(0, "stop"), USAGE)
-    assert len(read_choices(one, 2)) == 3
+    assert len(read([one], choices=2)) == 3
 
 
 def test_a_usage_chunk_without_choices_after_the_finish_ends_the_reply() -> None:
@@ -248,18 +229,8 @@ def test_a_responses_failure_event_is_relayed_then_the_stream_fails(failure: str
             }
         )
     seen: list[bytes] = []
-
-    async def collect() -> None:
-        queue = [events(created, event)]
-
-        async def next_piece() -> bytes:
-            return queue.pop(0) if queue else b""
-
-        async for payload in payloads(next_piece):
-            seen.append(payload)
-
     with pytest.raises(UpstreamStreamError, match="boom"):
-        asyncio.run(collect())
+        read([events(created, event)], seen=seen)
     assert seen == [created, event]  # the client gets the upstream's own account first
 
 
@@ -304,25 +275,16 @@ def test_done_right_after_an_events_lines_sends_that_event_first() -> None:
 def test_an_odd_choice_index_is_no_crash() -> None:
     odd = b'{"choices":[{"index":[0],"delta":{},"finish_reason":"stop"}]}'
     with pytest.raises(UpstreamConnectionError, match="before the reply was finished"):
-        read_choices(events(odd), 2)
+        read([events(odd)], choices=2)
 
 
 def test_openais_responses_error_event_with_the_error_nested_is_relayed_then_raised() -> None:
     error = {"type": "rate_limit", "code": "rate_limit_exceeded", "message": "slow down"}
     nested = orjson.dumps({"type": "error", "sequence_number": 2, "error": error})
     seen: list[bytes] = []
-
-    async def collect() -> None:
-        queue = [events(b'{"type":"response.created","response":{"id":"r"}}', nested)]
-
-        async def next_piece() -> bytes:
-            return queue.pop(0) if queue else b""
-
-        async for payload in payloads(next_piece):
-            seen.append(payload)
-
+    created = b'{"type":"response.created","response":{"id":"r"}}'
     with pytest.raises(UpstreamStreamError, match="slow down") as caught:
-        asyncio.run(collect())
+        read([events(created, nested)], seen=seen)
     assert seen[-1] == nested and caught.value.code == "rate_limit_exceeded"
 
 

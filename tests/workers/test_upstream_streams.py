@@ -84,15 +84,20 @@ def test_chat_streams_arrive_whole(server: RunningServer, model: str) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
 
 
-@pytest.mark.parametrize("model", WHOLE)
-def test_raw_chat_streams_carry_only_valid_chunks(server: RunningServer, model: str) -> None:
+def raw_stream(server: RunningServer, model: str) -> list[Any]:
+    """The payloads of a chat stream, as the bytes came."""
     response = httpx.post(
         f"{server.base_url}/v1/chat/completions",
         json={"model": model, "messages": MESSAGES, "stream": True},
         headers={"Authorization": f"Bearer {KEY}"},
         timeout=10,
     )
-    payloads = sse_payloads(response.text)
+    return sse_payloads(response.text)
+
+
+@pytest.mark.parametrize("model", WHOLE)
+def test_raw_chat_streams_carry_only_valid_chunks(server: RunningServer, model: str) -> None:
+    payloads = raw_stream(server, model)
     assert payloads[-1] == "[DONE]"
     for chunk in payloads[:-1]:
         assert_valid("CreateChatCompletionStreamResponse", chunk)
@@ -119,13 +124,7 @@ def test_chat_streams_that_fail_raise_an_api_error(server: RunningServer, model:
 def test_the_upstreams_error_type_and_code_reach_the_client(
     server: RunningServer, model: str
 ) -> None:
-    response = httpx.post(
-        f"{server.base_url}/v1/chat/completions",
-        json={"model": model, "messages": MESSAGES, "stream": True},
-        headers={"Authorization": f"Bearer {KEY}"},
-        timeout=10,
-    )
-    payloads = sse_payloads(response.text)
+    payloads = raw_stream(server, model)
     assert payloads[-1] == "[DONE]"
     error = payloads[-2]["error"]
     assert_valid("ErrorResponse", payloads[-2])

@@ -96,6 +96,13 @@ def spend_of(rows: Iterable[Row]) -> dict[DayKey, float]:
 def path_problem(path: Path) -> str | None:
     """Why the ledger cannot be kept at ``path`` (None: it can); creates nothing, so that
     ``appliance check`` and ``serve`` say so before anything starts."""
+    try:
+        return _path_problem(path)
+    except OSError as exc:  # a folder on the way that may not be searched, and such
+        return f"cannot use {path}: {exc.strerror or exc}"
+
+
+def _path_problem(path: Path) -> str | None:
     if path.exists():
         if not path.is_file():
             return f"{path} is not a file"

@@ -33,7 +33,7 @@ from appliance.metrics import StreamStats
 from appliance.protocol import Endpoint, now
 from appliance.protocols.responses import ResponsesRequest, param_name, to_chat
 from appliance.protocols.responses_reply import from_chat, ident
-from appliance.protocols.responses_stream import EventStream, frame
+from appliance.protocols.responses_stream import EventStream, frame, response_error
 from appliance.usage import StreamTally
 
 
@@ -176,7 +176,7 @@ class NativeFraming:
             failed = {
                 **self._response,
                 "status": "failed",
-                "error": {"code": "server_error", "message": error.message},
+                "error": response_error(error.code, error.message),
             }
             events.append(
                 {"type": "response.failed", "response": failed, "sequence_number": self._next + 1}

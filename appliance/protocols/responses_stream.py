@@ -38,6 +38,40 @@ from appliance.usage import Usage
 Event = dict[str, Any]
 
 
+# The codes a Response's ``error`` may carry (OpenAI's ResponseErrorCode); others are
+# given as ``server_error`` there (the ``error`` event before it keeps the code as it came).
+RESPONSE_ERROR_CODES = frozenset(
+    {
+        "server_error",
+        "rate_limit_exceeded",
+        "invalid_prompt",
+        "data_residency_mismatch",
+        "bio_policy",
+        "vector_store_timeout",
+        "invalid_image",
+        "invalid_image_format",
+        "invalid_base64_image",
+        "invalid_image_url",
+        "image_too_large",
+        "image_too_small",
+        "image_parse_error",
+        "image_content_policy_violation",
+        "invalid_image_mode",
+        "image_file_too_large",
+        "unsupported_image_media_type",
+        "empty_image_file",
+        "failed_to_download_image",
+        "image_file_not_found",
+    }
+)
+
+
+def response_error(code: str | None, message: str) -> dict[str, str]:
+    """A failed Response's ``error``: the code if OpenAI's schema has it, else
+    ``server_error``."""
+    return {"code": code if code in RESPONSE_ERROR_CODES else "server_error", "message": message}
+
+
 def frame(events: list[Event]) -> bytes:
     """Events as SSE bytes: ``event: <type>`` and ``data: <json>`` each."""
     return b"".join(
@@ -107,7 +141,7 @@ class EventStream:
         """The events that end a stream that failed: ``error``, then ``response.failed``."""
         events = self._start({})
         events.append(self._event("error", code=code, message=message, param=param))
-        failed = self._response("failed", error={"code": "server_error", "message": message})
+        failed = self._response("failed", error=response_error(code, message))
         return [*events, self._event("response.failed", response=failed)]
 
     # ---- items ----------------------------------------------------------------------

@@ -11,9 +11,9 @@ from appliance.errors import APIError, InvalidRequestError
 from appliance.protocol import validate
 from appliance.protocols.responses import ResponsesRequest, param_name, to_chat
 from appliance.protocols.responses_reply import from_chat
-from appliance.protocols.responses_stream import EventStream, frame
+from appliance.protocols.responses_stream import RESPONSE_ERROR_CODES, EventStream, frame
 from appliance.usage import Usage
-from tests.support.schemas import assert_valid
+from tests.support.schemas import assert_valid, schema
 
 WEATHER = {
     "type": "function",
@@ -405,6 +405,22 @@ def test_a_failed_stream_ends_with_error_and_response_failed() -> None:
     for event in events:
         assert_valid("ResponseStreamEvent", event)
     assert events[-1]["response"]["status"] == "failed"
+    assert events[-1]["response"]["error"]["code"] == "server_error"  # not in OpenAI's list
+
+
+def test_a_failure_keeps_a_code_that_a_response_may_carry() -> None:
+    request = validate(ResponsesRequest, {"model": "m", "input": "hi"})
+    events = EventStream(request, "resp_1", 1).fail("rate_limit_exceeded", "Slow down.", None)
+    assert events[-1]["response"]["error"] == {
+        "code": "rate_limit_exceeded",
+        "message": "Slow down.",
+    }
+    for event in events:
+        assert_valid("ResponseStreamEvent", event)
+
+
+def test_the_codes_a_response_may_carry_are_openais() -> None:
+    assert set(schema("ResponseErrorCode")["enum"]) == RESPONSE_ERROR_CODES
 
 
 def test_events_are_framed_with_their_type() -> None:

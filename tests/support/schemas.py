@@ -34,6 +34,11 @@ def _document() -> dict[str, Any]:
     return _nullable(json.loads(_FILE.read_text()))
 
 
+def schema(name: str) -> Any:
+    """OpenAI's schema ``name`` as its document has it."""
+    return _document()["components"]["schemas"][name]
+
+
 @cache
 def _validator(name: str) -> Draft202012Validator:
     document = _document()

@@ -58,6 +58,15 @@ def app_client() -> Callable[..., Any]:
     return open_client
 
 
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    """One real OpenAI-compatible server for a test module (its ``server`` fixture points
+    models at it; tests read what it received)."""
+    fake = FakeUpstream().start()
+    yield fake
+    fake.stop()
+
+
 @pytest.fixture
 def fake_upstream() -> Iterator[FakeUpstream]:
     """A real OpenAI-compatible server on a loopback port."""

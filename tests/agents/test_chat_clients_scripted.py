@@ -10,7 +10,7 @@ come back exactly as it wrote them, plain and streamed.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -43,13 +43,6 @@ class Pet(BaseModel):
 
 WEATHER_CALL = {"name": "GetWeather", "arguments": {"city": "Paris"}}
 ASK: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture(scope="module")

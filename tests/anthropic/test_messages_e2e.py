@@ -3,7 +3,7 @@ upstream (the fake), keys, limits and errors."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anthropic
@@ -21,13 +21,6 @@ from tests.support.server import RunningServer
 
 KEY, NARROW, SLOW = "sk-anthropic-test", "sk-narrow", "sk-one-a-minute"
 ASK: list[Any] = [{"role": "user", "content": "Hi there"}]
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ then 14 or 16 tokens used: all under 20) and refused on the fourth request.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -26,13 +26,6 @@ MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
 def key_name(layout: str, mode: str) -> str:
     return f"{layout}-{mode}"
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream().start()
-    yield fake
-    fake.stop()
 
 
 def upstream_model(name: str, served: str, base_url: str) -> dict[str, Any]:

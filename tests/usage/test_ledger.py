@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,6 @@ from tests.support.server import RunningServer
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 PRICE = {"input_per_mtok": 1_000_000, "output_per_mtok": 1_000_000}
 ADMIN = "admin-secret"
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream().start()
-    yield fake
-    fake.stop()
 
 
 def config(upstream: FakeUpstream, usage_path: Path, **state: Any) -> dict[str, Any]:

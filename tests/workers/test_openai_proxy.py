@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -18,13 +18,6 @@ from tests.support.server import RunningServer, free_port
 
 UPSTREAM_KEY = "upstream-secret-key-123"
 CLIENT_KEY = "client-key-456"
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream().start()
-    yield fake
-    fake.stop()
 
 
 def proxied(name: str, upstream: FakeUpstream, served: str, **fields: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ parse error inside the SDK.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anthropic
@@ -50,13 +50,6 @@ ERRORS = {
     "up-error-vllm": "KV cache is full",
     "up-corrupt": "not valid JSON",
 }
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,12 @@
 
 The monitor owns one piece of state per worker: whether it is **ejected**. A worker whose
 probe fails (refused, an error status) is ejected, as is one that fails ``failures``
-requests in a row (connect errors, upstream 5xx,
-timeouts; not 429s), or whose probe times out ``failures`` times in a row: one slow
-probe on a loaded machine does not take a worker that serves out of rotation (nor the
-last one), several in a row do. A successful probe readmits a worker at once. With
-probes off (``interval_s: 0``) it is readmitted on its own after a cool-down that
-doubles with each ejection in a row (up to ``max_cooldown_s``), and one success resets
-the back-off.
+requests in a row (connect errors, upstream 5xx, timeouts; not 429s), or whose probe
+times out ``failures`` times in a row: one slow probe on a loaded machine does not take
+a worker that serves out of rotation (nor the last one), several in a row do. A
+successful probe readmits a worker at once. With probes off (``interval_s: 0``) it is
+readmitted on its own after a cool-down that doubles with each ejection in a row (up to
+``max_cooldown_s``), and one success resets the back-off.
 
 A worker is available when it is up (the worker's own state) and not ejected.
 Readmission only lifts the ejection: it never makes a worker that is down available, and

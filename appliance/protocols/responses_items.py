@@ -36,9 +36,10 @@ def input_messages(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
         if kind == "message":
             messages.append(_message(item, where))
         elif kind == "function_call":
-            calls.add(_string(item, "call_id", where))
+            call_id = _string(item, "call_id", where)
+            calls.add(call_id)
             call = {
-                "id": _string(item, "call_id", where),
+                "id": call_id,
                 "type": "function",
                 "function": {
                     "name": _string(item, "name", where),

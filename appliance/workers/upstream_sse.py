@@ -187,33 +187,41 @@ def _error_in(payload: bytes) -> UpstreamStreamError | None:
     obj = _parse(payload)
     if not isinstance(obj, dict):
         return None
-    error = obj.get("error")
     if obj.get("type") in _RESPONSE_FAILURES:  # the error nested, or its fields at the top
         response = obj.get("response")
-        nested = response.get("error") if isinstance(response, dict) else error
+        nested = response.get("error") if isinstance(response, dict) else obj.get("error")
         return _stream_error(nested if isinstance(nested, dict) and nested else obj)
-    if isinstance(error, dict) and error:
-        found = error
-    elif isinstance(error, str) and error:  # TGI: {"error": "...", "error_type": "..."}
-        found = {"message": error, "type": obj.get("error_type")}
-    elif obj.get("object") == "error":  # vLLM's older servers: the error's fields at the top
-        found = obj
-    else:
-        return None
-    raise _stream_error(found)
+    found = _reported(obj)
+    if found is not None:
+        raise _stream_error(found)
+    return None
 
 
 def _raise_error_line(line: bytes) -> None:
-    """An error written outside ``data:``: llama.cpp's ``error: {...}`` line, or a bare
-    JSON error object on a line of its own; other such lines are ignored, as SSE says."""
-    obj = _parse(line[6:] if line.startswith(b"error:") else line)
+    """An error written outside ``data:``: llama.cpp's ``error: {...}`` line (the error's
+    own fields), or a JSON error on a line of its own, read as a payload is; other such
+    lines are ignored, as SSE says."""
+    named = line.startswith(b"error:")
+    obj = _parse(line[6:] if named else line)
     if not isinstance(obj, dict):
         return
-    error = obj.get("error", obj if line.startswith(b"error:") else None)
+    found = _reported(obj)
+    if found is None and named and obj:
+        found = obj
+    if found is not None:
+        raise _stream_error(found)
+
+
+def _reported(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The error's fields if ``obj`` reports one, in any layout upstreams write."""
+    error = obj.get("error")
     if isinstance(error, dict) and error:
-        raise _stream_error(error)
-    if isinstance(error, str) and error:
-        raise _stream_error({"message": error})
+        return error
+    if isinstance(error, str) and error:  # TGI: {"error": "...", "error_type": "..."}
+        return {"message": error, "type": obj.get("error_type")}
+    if obj.get("object") == "error":  # vLLM's older servers: the error's fields at the top
+        return obj
+    return None
 
 
 def _stream_error(found: dict[str, Any]) -> UpstreamStreamError:

@@ -14,11 +14,15 @@ from pathlib import Path
 from appliance import __version__
 from appliance.config import ApplianceConfig, load_from_environment
 from appliance.errors import ConfigError
+from appliance.local import CONFIG_CHECKS
 
 _METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 
 # Flags that override the environment (and so the YAML); named as Settings' fields.
 _FLAGS = ("config", "host", "port", "processes", "log_level", "log_format")
+FACTORY = (
+    "appliance.http.app:app_from_environment"  # what each process of a multi-process server calls
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,19 +35,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worker":
         return _worker(args)
     if args.command == "usage":
-        from appliance import usage_cli
+        from appliance.accounting import usage_cli
 
         return usage_cli.run(args)
     flags = {flag: getattr(args, flag, None) for flag in _FLAGS}
     try:
-        settings, config = load_from_environment(**flags)
+        settings, config = load_from_environment(CONFIG_CHECKS, **flags)
     except ConfigError as exc:
         print(f"appliance: invalid configuration {exc.source}", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2
     if config.state.usage_path is not None:
-        from appliance.ledger import path_problem
+        from appliance.accounting.ledger import path_problem
 
         unusable = path_problem(config.state.usage_path)
         if unusable is not None:
@@ -53,9 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(describe(settings.config, config))
         return 0
-    from appliance.logging import configure_logging
-    from appliance.runtime import PidFileError
-    from appliance.server import default_pid_file, serve
+    from appliance.runtime.logging import configure_logging
+    from appliance.runtime.processes import PidFileError
+    from appliance.runtime.server import default_pid_file, serve
 
     pid_file = args.pid_file or default_pid_file(config.server.port)
     if args.command == "reload":
@@ -70,12 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.logging, config.secrets())
 
     def build() -> object:  # the app, when serving from this process
-        from appliance.app import app_from_settings
+        from appliance.http.app import app_from_settings
 
         return app_from_settings(settings, config)
 
     try:
-        return serve(config, build, pid_file)
+        return serve(config, build, FACTORY, pid_file)
     except PidFileError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 1
@@ -88,9 +92,9 @@ def _worker(args: argparse.Namespace) -> int:
     """Serve one model: from --spec (the supervisor's way) or from a config's model."""
     from pydantic import TypeAdapter, ValidationError
 
+    from appliance.child.server import run
     from appliance.config import LoggingConfig, ModelConfig
-    from appliance.logging import configure_logging
-    from appliance.worker_server import run
+    from appliance.runtime.logging import configure_logging
 
     try:
         if args.spec:
@@ -173,7 +177,7 @@ def describe(path: Path, config: ApplianceConfig) -> str:
 def _local_workers(config: ApplianceConfig) -> list[str]:
     """What local models cost: their worker processes, per Granian process, and threads."""
     from appliance.config.backends import LlamaCppModel, OnnxModel
-    from appliance.workers.local import available_cpus, thread_share
+    from appliance.local.worker import available_cpus, thread_share
 
     local = [m for m in config.models if isinstance(m, LlamaCppModel | OnnxModel)]
     if not local:
@@ -233,7 +237,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--processes", type=int, help="Granian worker processes")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-format", choices=["json", "console"])
-    from appliance import usage_cli
+    from appliance.accounting import usage_cli
 
     usage_cli.add_parser(commands)
     return parser

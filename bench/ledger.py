@@ -29,14 +29,14 @@ from typing import Any
 
 from redis import Redis
 
-from appliance.api.metering import Accountant, Charge
-from appliance.auth import Principal
+from appliance.accounting.auth import Principal
+from appliance.accounting.ledger import Ledger
+from appliance.accounting.limits import LocalLimiter
+from appliance.accounting.redis_limits import BUCKETS, RedisLimiter
 from appliance.config import ApplianceConfig
-from appliance.ledger import Ledger
-from appliance.limits import LocalLimiter
-from appliance.metrics import Metrics
-from appliance.redis_limits import BUCKETS, RedisLimiter
-from appliance.usage import Usage
+from appliance.http.metering import Accountant, Charge
+from appliance.runtime.metrics import Metrics
+from appliance.wire.usage import Usage
 
 CONFIG = ApplianceConfig.model_validate(
     {

@@ -132,8 +132,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--python", default=sys.executable, help="the appliance's interpreter")
     args = parser.parse_args()
-    from appliance.engines.llama import LlamaEngine
-    from appliance.engines.onnx import OnnxEngine
+    from appliance.child.engines.llama import LlamaEngine
+    from appliance.child.engines.onnx import OnnxEngine
 
     rows = []
     for threads in args.threads:

@@ -11,9 +11,9 @@ import httpx
 import orjson
 import pytest
 
-from appliance.app import create_app
-from appliance.cluster import Cluster
 from appliance.config import ApplianceConfig
+from appliance.http.app import create_app
+from appliance.serving.cluster import Cluster
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.server import RunningServer
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from appliance.config.backends import (
     ModelConfig,
-    ModelType,
     OpenAIModel,
     OpenAIOptions,
     ScriptedModel,
     ScriptedOptions,
 )
-from appliance.config.loader import load_config, parse_config
+from appliance.config.loader import Check, load_config, parse_config
+from appliance.config.model import ModelType
 from appliance.config.schema import (
     ApiKeyConfig,
     ApplianceConfig,
@@ -28,6 +29,7 @@ __all__ = [
     "ApiKeyConfig",
     "ApplianceConfig",
     "AuthConfig",
+    "Check",
     "LoggingConfig",
     "ModelConfig",
     "ModelType",
@@ -44,13 +46,18 @@ __all__ = [
 ]
 
 
-def load_from_environment(**flags: object) -> tuple[Settings, ApplianceConfig]:
+def load_from_environment(
+    checks: Sequence[Check] = (), **flags: object
+) -> tuple[Settings, ApplianceConfig]:
     """Load the config named by ``APPLIANCE_CONFIG`` with every ``APPLIANCE_*`` override.
 
     Args:
+        checks: Checks of the valid config beyond its text (see :data:`Check`).
         flags: Command-line values (``port=9000``); they beat the environment.
     """
     given: dict[str, Any] = {k: str(v) for k, v in flags.items() if v is not None}
     settings = Settings(**given)
-    config = load_config(settings.config, environ=os.environ, overrides=settings.overrides())
+    config = load_config(
+        settings.config, environ=os.environ, overrides=settings.overrides(), checks=checks
+    )
     return settings, config

@@ -12,18 +12,27 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from appliance.config.backends import LocatedValueError, ModelConfig
+from appliance.config.backends import ModelConfig
+from appliance.config.model import LocatedValueError
 from appliance.config.schema import ApplianceConfig, LocatedProblems, reference_problems
 from appliance.errors import ConfigError
 
 Loc = tuple[str | int, ...]
+
+Check = Callable[[ApplianceConfig], list[LocatedValueError]]
+"""A check of a valid config that needs more than its text (a model file's size, say).
+
+Config validation reads nothing but the YAML; a caller that serves the config passes the
+checks that look further (:data:`appliance.local.CONFIG_CHECKS`), and their problems are
+reported with their lines, beside the schema's own.
+"""
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -33,6 +42,7 @@ def load_config(
     *,
     environ: Mapping[str, str],
     overrides: Mapping[Loc, tuple[str, Any]] | None = None,
+    checks: Sequence[Check] = (),
 ) -> ApplianceConfig:
     """Read, interpolate, override and validate the config file at ``path``.
 
@@ -41,6 +51,7 @@ def load_config(
         environ: Where ``${VAR}`` values come from.
         overrides: ``{("server", "port"): ("APPLIANCE_PORT", "9000"), ...}``: each value
             replaces the YAML's, and errors in it name its origin.
+        checks: Checks run on the validated config (see :data:`Check`).
 
     Raises:
         ConfigError: the file is missing, unreadable, not YAML, or invalid.
@@ -49,7 +60,7 @@ def load_config(
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read the config file: {exc}"], str(path)) from exc
-    return parse_config(text, source=str(path), environ=environ, overrides=overrides)
+    return parse_config(text, source=str(path), environ=environ, overrides=overrides, checks=checks)
 
 
 def parse_config(
@@ -58,6 +69,7 @@ def parse_config(
     source: str = "<config>",
     environ: Mapping[str, str],
     overrides: Mapping[Loc, tuple[str, Any]] | None = None,
+    checks: Sequence[Check] = (),
 ) -> ApplianceConfig:
     """Validate config text; see :func:`load_config`."""
     builder = _Builder(environ)
@@ -82,6 +94,10 @@ def parse_config(
             # The cross-reference checks run only on a valid file: run them on the data.
             problems += _references(data, builder.lines)
     else:
+        for check in checks:
+            problems += [
+                f"{format_path(p.loc)} ({_where(p.loc, builder.lines)}): {p}" for p in check(config)
+            ]
         if not problems:
             return config
     raise ConfigError(problems, source)

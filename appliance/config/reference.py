@@ -26,7 +26,8 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from appliance.config.backends import ModelBase, ModelConfig
+from appliance.config.backends import ModelConfig
+from appliance.config.model import ModelBase
 from appliance.config.schema import ApplianceConfig
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"

@@ -14,7 +14,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from appliance.config.backends import NAME_PATTERN, LocatedValueError, ModelConfig, Strict
+from appliance.config.backends import ModelConfig
+from appliance.config.model import NAME_PATTERN, LocatedValueError, Strict
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -308,45 +309,9 @@ class ApplianceConfig(Strict):
             [(r.alias, r.targets) for r in self.routes],
             [k.models for k in self.auth.api_keys],
         )
-        problems += self._memory_budget_problems()
         if problems:
             raise LocatedProblems(problems)
         return self
-
-    def _memory_budget_problems(self) -> list[LocatedValueError]:
-        """Each local model must fit the budget alone, and startup models together."""
-        budget = self.local.memory_budget_mb
-        if budget is None:
-            return []
-        from appliance.memory import estimate  # reads model files: only with a budget
-
-        share = budget / self.server.processes
-        per = f"local.memory_budget_mb {budget} / server.processes {self.server.processes}"
-        at_start = 0.0
-        problems: list[LocatedValueError] = []
-        for i, model in enumerate(self.models):
-            need = estimate(model)
-            if need is None:
-                continue  # not a local model, or its file is missing: its load will say so
-            if need.total_mb > share:
-                problems.append(
-                    LocatedValueError(
-                        f"model {model.name!r} needs about {need.describe()}, more than the "
-                        f"memory budget of {share:g} MB ({per})",
-                        ("models", i),
-                    )
-                )
-            if getattr(model, "load", None) == "startup":
-                at_start += need.total_mb
-        if at_start > share:
-            problems.append(
-                LocatedValueError(
-                    f"the `load: startup` models need about {at_start:.0f} MB together, more "
-                    f"than the memory budget of {share:g} MB ({per}); make some `on_demand`",
-                    ("local", "memory_budget_mb"),
-                )
-            )
-        return problems
 
     def secrets(self) -> list[str]:
         """Every secret value in the config, for log redaction."""

@@ -8,7 +8,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from appliance.config import ModelConfig
-from appliance.config.backends import ModelBase
+from appliance.config.model import ModelBase
 
 LOCAL_FILE = {"path": "/models/x.gguf"}
 DECLARATIONS: dict[str, dict[str, Any]] = {

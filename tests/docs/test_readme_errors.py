@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 
 from appliance import errors
-from appliance.protocols.anthropic_reply import error_body
+from appliance.wire.anthropic.reply import error_body
 from tests.docs import readme
 
 PACKAGE = readme.ROOT / "appliance"

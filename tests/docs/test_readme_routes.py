@@ -8,8 +8,8 @@ from typing import Any
 import falcon.inspect
 import pytest
 
-from appliance.app import API_PREFIXES, create_app
 from appliance.config import ApplianceConfig
+from appliance.http.app import API_PREFIXES, create_app
 from tests.docs import readme
 
 CONFIG = {"models": [{"name": "m", "backend": "scripted"}]}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from appliance.backends.base import ReplyStream, Worker
 from appliance.config import ScriptedModel
 from appliance.errors import ServiceUnavailableError
-from appliance.protocol import Endpoint
-from appliance.workers import ReplyStream, Worker
+from appliance.wire.openai.protocol import Endpoint
 
 
 class FakeWorker(Worker):

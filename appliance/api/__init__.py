@@ -1,1 +1,0 @@
-"""The HTTP surface: Falcon resources, middleware and the error renderer."""

@@ -1,0 +1,270 @@
+"""The ``openai`` backend: a proxy to one OpenAI-compatible upstream server.
+
+vLLM, llama.cpp's server, Ollama, TGI and OpenAI itself speak the same protocol. One worker
+talks to one base URL over a pooled keep-alive aiohttp session (aiohttp costs a fraction
+of httpx's CPU per request here; see FINDINGS). The client's JSON object is forwarded with
+only ``model`` replaced (and, for streams the appliance charges, ``include_usage`` asked
+for); replies and stream payloads are relayed as bytes.
+aiohttp's exceptions are translated into :mod:`appliance.errors` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+import orjson
+import structlog
+
+from appliance.backends.base import ReplyStream, Worker
+from appliance.backends.upstream_sse import payloads
+from appliance.config import ModelConfig, OpenAIModel
+from appliance.errors import (
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+from appliance.wire.openai.protocol import Endpoint
+
+T = TypeVar("T")
+
+log = structlog.get_logger("appliance.upstream")
+
+_MAX_ERROR_BODY = 64 * 1024
+_READ_BUFFER = 1024 * 1024  # aiohttp's read buffer
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where and how to reach one OpenAI-compatible server."""
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    connect_timeout_s: float = 5.0
+    first_byte_timeout_s: float = 300.0
+    idle_timeout_s: float = 60.0
+
+    @classmethod
+    def of(cls, config: OpenAIModel, base_url: str) -> Upstream:
+        """The upstream an ``openai`` model declaration describes."""
+        opts = config.options
+        return cls(
+            base_url=base_url,
+            model=config.upstream_model(),
+            api_key=opts.api_key.get_secret_value() if opts.api_key else None,
+            headers=dict(opts.headers),
+            connect_timeout_s=opts.connect_timeout_s,
+            first_byte_timeout_s=opts.first_byte_timeout_s,
+            idle_timeout_s=opts.idle_timeout_s,
+        )
+
+
+class OpenAIWorker(Worker):
+    """A worker that forwards requests to an upstream's ``base_url``."""
+
+    def __init__(self, worker_id: str, config: ModelConfig, upstream: Upstream) -> None:
+        super().__init__(worker_id, config)
+        self.base_url = upstream.base_url
+        self.upstream_model = upstream.model
+        self._headers = {"content-type": "application/json", **upstream.headers}
+        if upstream.api_key is not None:
+            self._headers["authorization"] = f"Bearer {upstream.api_key}"
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=upstream.connect_timeout_s, sock_read=upstream.idle_timeout_s
+        )
+        self._first_byte_s = upstream.first_byte_timeout_s
+        self._session: aiohttp.ClientSession | None = None
+        self._refuses_stream_options = False
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            read_bufsize=_READ_BUFFER,
+            json_serialize=lambda o: orjson.dumps(o).decode(),
+            skip_auto_headers=("User-Agent",),
+            auto_decompress=True,
+            # One pool serves every caller: a cookie set on one reply (a load balancer's
+            # stickiness, a session) must not ride on everyone's next requests.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        await super().start()
+
+    async def close(self) -> None:
+        await super().close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def call(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
+        response = await self._post(endpoint, body)
+        try:
+            raw = await _guard(response.read())
+        finally:
+            response.release()
+        if not _looks_like_object(raw):
+            # A proxy's error page or a misrouted URL answering 200: never relayed as a reply.
+            kind = response.headers.get("content-type") or "no content type"
+            raise UpstreamError(
+                f"The upstream answered 200 with something that is not a JSON object ({kind})"
+            )
+        return raw
+
+    async def open_stream(
+        self, endpoint: Endpoint, body: dict[str, Any], *, usage: bool = False
+    ) -> ReplyStream:
+        options = body.get("stream_options") or {}
+        if usage and not options.get("include_usage") and not self._refuses_stream_options:
+            response = await self._post_asking_usage(endpoint, body, options)
+        else:
+            response = await self._post(endpoint, body)
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith("text/event-stream"):
+            response.close()
+            raise UpstreamConnectionError(
+                f"The upstream answered a stream request with {content_type or 'no type'}"
+            )
+        n = body.get("n")
+        return _UpstreamStream(response, n if isinstance(n, int) and n > 1 else 1)
+
+    async def _post_asking_usage(
+        self, endpoint: Endpoint, body: dict[str, Any], options: dict[str, Any]
+    ) -> aiohttp.ClientResponse:
+        """Open a stream with ``include_usage`` added; without it if the upstream refuses.
+
+        Some servers reject ``stream_options`` (400 or 422 naming it as the param). Then the
+        client's own request is sent as it came, and if that is accepted this upstream is
+        not asked again (``stream_usage: false`` in its description); its streams are
+        charged an estimate.
+        """
+        asking = {**body, "stream_options": {**options, "include_usage": True}}
+        try:
+            return await self._post(endpoint, asking)
+        except UpstreamStatusError as exc:
+            if exc.upstream_status not in (400, 422) or exc.param != "stream_options":
+                raise  # a refusal of something else: the client's own error
+            response = await self._post(endpoint, body)
+            self._refuses_stream_options = True
+            log.warning(
+                "upstream_refuses_stream_options",
+                worker=self.worker_id,
+                status=exc.upstream_status,
+                effect="streams are charged an estimate of their tokens",
+            )
+            return response
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["stream_usage"] = not self._refuses_stream_options
+        return out
+
+    async def probe(self) -> None:
+        """``GET {base_url}/models``: cheap on every OpenAI-compatible server, never billed."""
+        if self._session is None:
+            raise UpstreamConnectionError(f"worker {self.worker_id} is not started")
+        response = await _guard(self._session.get(f"{self.base_url}/models", headers=self._headers))
+        try:
+            if response.status >= 400:
+                raise _status_error(response, await _guard(response.content.read(1024)))
+        finally:
+            response.release()
+
+    async def _post(self, endpoint: Endpoint, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        if self._session is None:
+            raise UpstreamConnectionError(f"worker {self.worker_id} is not started")
+        payload = orjson.dumps({**body, "model": self.upstream_model})
+        url = f"{self.base_url}/{endpoint.value}"
+        try:
+            async with asyncio.timeout(self._first_byte_s):
+                response = await _guard(
+                    self._session.post(
+                        url, data=payload, headers=self._headers, allow_redirects=False
+                    )
+                )
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"The upstream did not begin to answer within {self._first_byte_s:g}s"
+            ) from None
+        if response.status >= 400:
+            try:
+                raw = await _guard(response.content.read(_MAX_ERROR_BODY))
+            finally:
+                response.close()
+            raise _status_error(response, raw)
+        return response
+
+
+class _UpstreamStream:
+    """The payloads of one upstream response (see :mod:`.upstream_sse`)."""
+
+    def __init__(self, response: aiohttp.ClientResponse, choices: int) -> None:
+        self._response = response
+        self._body = response.content
+        self._choices = choices
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return payloads(self._read, self._choices)
+
+    async def _read(self) -> bytes:
+        return await _guard(self._body.readany())
+
+    async def aclose(self) -> None:
+        self._response.close()
+
+
+def _looks_like_object(raw: bytes) -> bool:
+    """Whether ``raw`` is shaped like a JSON object: the whole body is not parsed here
+    (replies can be large); whatever reads it next parses it."""
+    body = raw.strip()
+    return body[:1] == b"{" and body[-1:] == b"}"
+
+
+async def _guard(operation: Awaitable[T]) -> T:
+    """Await ``operation``, mapping aiohttp's failures into the error tree."""
+    try:
+        return await operation
+    except TimeoutError as exc:
+        raise UpstreamTimeoutError("The upstream did not answer in time") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamConnectionError(f"Cannot connect to the upstream: {exc.os_error}") from exc
+    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+        raise UpstreamConnectionError(
+            f"The upstream connection failed: {type(exc).__name__}"
+        ) from exc
+    except ValueError as exc:  # aiohttp: a line longer than the read buffer
+        raise UpstreamConnectionError("The upstream sent an oversized chunk") from exc
+
+
+def _status_error(response: aiohttp.ClientResponse, raw: bytes) -> UpstreamError:
+    message, kind, param, code = f"HTTP {response.status}", None, None, None
+    try:
+        error = orjson.loads(raw).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        error = None
+    if isinstance(error, dict):
+        message = str(error.get("message") or message)
+        kind, param, code = error.get("type"), error.get("param"), error.get("code")
+    elif isinstance(error, str):
+        message = error
+    retry_after = None
+    header = response.headers.get("retry-after")
+    if header:
+        try:
+            retry_after = float(header)
+        except ValueError:
+            retry_after = None
+    return UpstreamStatusError.of(
+        response.status,
+        message,
+        upstream_type=kind if isinstance(kind, str) else None,
+        param=param if isinstance(param, str) else None,
+        code=code if isinstance(code, str) else None,
+        retry_after=retry_after,
+    )

@@ -1,0 +1,293 @@
+"""``appliance worker``: one model served over the OpenAI wire protocol.
+
+The supervisor runs it as a child process on a loopback port; on another machine it
+serves a model to appliances that list it as an ``openai`` upstream. It answers the same
+routes and error envelope as the appliance, so the client side is the same code. The
+engine blocks; it runs in a thread, so probes are answered while it generates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from appliance.child.engines import load_engine
+from appliance.child.engines.base import Engine
+from appliance.config import ModelConfig
+from appliance.errors import APIError, InvalidRequestError
+from appliance.runtime import eventloop
+from appliance.wire.openai import protocol, reply
+
+log = structlog.get_logger("appliance.worker")
+
+_END = object()
+
+
+class WorkerServer:
+    """The aiohttp app around one engine."""
+
+    def __init__(self, config: ModelConfig, engine: Engine) -> None:
+        self.config = config
+        self.engine = engine
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/healthz", self._health)
+        app.router.add_get("/readyz", self._health)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/rerank", self._rerank)
+        return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok", "model": self.config.name})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return _json({"object": "list", "data": [reply.model_card(self.config.name, 0)]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(
+            request, protocol.ChatCompletionRequest, self.engine.chat, self.engine.chat_stream
+        )
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(
+            request,
+            protocol.CompletionRequest,
+            self.engine.completion,
+            self.engine.completion_stream,
+        )
+
+    async def _generate(
+        self,
+        request: web.Request,
+        schema: type[protocol.SamplingRequest],
+        plain: Callable[[dict[str, Any]], dict[str, Any]],
+        streamed: Callable[[dict[str, Any], threading.Event], Iterator[dict[str, Any]]],
+    ) -> web.StreamResponse:
+        # The engine reads the validated values (an int is an int), unknown fields kept.
+        body = protocol.validate(schema, await _body(request)).model_dump(exclude_unset=True)
+        if body.get("stream"):
+            return await _stream(request, lambda stop: streamed(body, stop))
+        return _json(await asyncio.to_thread(plain, body))
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        req: protocol.EmbeddingRequest = protocol.validate(
+            protocol.EmbeddingRequest, await _body(request)
+        )
+        value = req.input
+        if not isinstance(value, str) and not all(isinstance(v, str) for v in value):
+            raise InvalidRequestError(
+                "This model takes text input, not token arrays.",
+                param="input",
+                code="invalid_value",
+            )
+        size = self.engine.dimensions
+        if req.dimensions is not None and size is not None and req.dimensions > size:
+            raise InvalidRequestError(
+                f"Invalid 'dimensions': this model's embeddings have {size} dimensions; "
+                f"ask for at most {size}.",
+                param="dimensions",
+                code="invalid_value",
+            )
+        texts = [value] if isinstance(value, str) else [str(v) for v in value]
+        vectors, tokens = await asyncio.to_thread(self.engine.embed, texts, req.dimensions)
+        if req.encoding_format == "base64":
+            vectors = [_base64(v) for v in vectors]
+        return _json(reply.embedding_list(self.config.name, list(vectors), tokens))
+
+    async def _rerank(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        req = protocol.validate(protocol.RerankRequest, body)
+        scores, tokens = await asyncio.to_thread(self.engine.rerank, req.query, req.documents)
+        return _json(
+            reply.rerank_result(
+                self.config.name,
+                scores,
+                req.documents,
+                req.top_n,
+                bool(req.return_documents),
+                tokens,
+            )
+        )
+
+
+async def _stream(
+    request: web.Request, produce: Callable[[threading.Event], Iterator[dict[str, Any]]]
+) -> web.StreamResponse:
+    """Run a blocking chunk generator in a thread and send its chunks as SSE."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for chunk in produce(stop):
+                loop.call_soon_threadsafe(queue.put_nowait, chunk)
+        except BaseException as exc:  # handed to the event loop, which decides
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+    worker = loop.run_in_executor(None, pump)
+    response: web.StreamResponse | None = None
+    try:
+        while True:
+            item = await _next(request, queue)
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                if response is None:
+                    raise item  # nothing sent yet: a plain error response
+                envelope = _envelope(item)
+                await response.write(b"data: " + orjson.dumps(envelope) + b"\n\n")
+                continue
+            if response is None:
+                response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+                await response.prepare(request)
+            await response.write(b"data: " + orjson.dumps(item) + b"\n\n")
+        if response is None:
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+        await response.write(b"data: [DONE]\n\n")
+        return response
+    finally:
+        stop.set()
+        await asyncio.shield(worker)
+
+
+async def _next(request: web.Request, queue: asyncio.Queue[Any]) -> Any:
+    """The next chunk; notices a client that left while the model thinks."""
+    while True:
+        try:
+            async with asyncio.timeout(0.2):  # no task per chunk, as wait_for makes
+                return await queue.get()
+        except TimeoutError:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("client went away") from None
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        return _json(
+            {
+                "error": {
+                    "message": exc.reason,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+            status=exc.status,
+        )
+    except APIError as exc:
+        return _json(exc.envelope(), status=exc.status)
+    except ConnectionResetError:
+        raise
+    except Exception as exc:
+        log.exception("engine_failed")
+        return _json(_envelope(exc), status=500)
+
+
+def _envelope(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, APIError):
+        return exc.envelope()
+    return APIError(f"The model failed: {type(exc).__name__}").envelope()
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise InvalidRequestError("The body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def _base64(vector: Any) -> str:
+    """OpenAI's base64 embedding: little-endian float32."""
+    if hasattr(vector, "astype"):
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (port 0: any free one; no host: every address)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def run(
+    config: ModelConfig, host: str, port: int, port_file: Path | None, with_parent: bool
+) -> None:
+    """Load the model, listen, report the port, serve until SIGTERM/SIGINT.
+
+    With ``with_parent`` (a supervised child) it also exits when its parent dies, so a
+    killed appliance leaves no orphaned model processes behind.
+    """
+    parent = os.getppid()
+
+    async def main() -> None:
+        engine = await asyncio.to_thread(load_engine, config)
+        runner = web.AppRunner(WorkerServer(config, engine).app(), access_log=None)
+        await runner.setup()
+        sock = _listen(host, port)  # bound here, so its port is ours to read
+        await web.SockSite(runner, sock).start()
+        bound = sock.getsockname()[1]
+        log.info("worker_listening", model=config.name, host=host, port=bound)
+        if port_file is not None:
+            tmp = port_file.with_suffix(".tmp")
+            tmp.write_text(str(bound))
+            tmp.rename(port_file)  # the supervisor never reads a half-written port
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            if with_parent and os.getppid() != parent:
+                log.warning("worker_orphaned", model=config.name)
+                break
+        await runner.cleanup()
+
+    eventloop.run(main())

@@ -1,0 +1,173 @@
+"""The app factory: a validated config in, an ASGI app out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import falcon.asgi
+
+from appliance.accounting.budgets import SpendBook
+from appliance.accounting.ledger import Ledger
+from appliance.accounting.limits import Limiter, LocalLimiter
+from appliance.config import ApplianceConfig, Settings, load_from_environment
+from appliance.http import errors
+from appliance.http.access import AccessLayer
+from appliance.http.metering import Accountant, Metering
+from appliance.http.middleware import Authentication, Lifespan, Overhead
+from appliance.http.routes.admin import LoadResource, UnloadResource
+from appliance.http.routes.embeddings import EmbeddingsResource
+from appliance.http.routes.generation import GenerationResource
+from appliance.http.routes.health import HealthResource, ReadyResource
+from appliance.http.routes.messages import CountTokensResource, MessagesResource
+from appliance.http.routes.models import ModelResource, ModelsResource
+from appliance.http.routes.operators import MetricsResource, StatusPage, StatusResource
+from appliance.http.routes.rerank import RelevanceResource, RerankResource
+from appliance.http.routes.responses import ResponsesResource
+from appliance.http.routes.usage import UsageResource
+from appliance.http.sse import LiveStreams
+from appliance.local import CONFIG_CHECKS
+from appliance.runtime import heap
+from appliance.runtime.logging import configure_logging
+from appliance.runtime.metrics import Metrics, Recent
+from appliance.runtime.signals import ignore_until_handled
+from appliance.serving.cluster import Cluster, ClusterRef
+from appliance.serving.reload import Reloader
+from appliance.wire.openai import protocol
+from appliance.wire.openai.protocol import Endpoint
+
+API_PREFIXES = ("/v1", "/api/v1")
+
+
+def create_app(
+    config: ApplianceConfig,
+    *,
+    cluster: Cluster | None = None,
+    reloader: Callable[[ClusterRef], Reloader] | None = None,
+    source: str | None = None,
+    tune_heap: bool = False,
+) -> AccessLayer:
+    """Build the appliance for ``config``.
+
+    Args:
+        config: A validated configuration.
+        cluster: A prebuilt cluster (tests inject one); built from ``config`` if absent.
+        reloader: Builds the hot reloader for the app's cluster reference; none: no reload.
+        source: Where the config came from, for the status page.
+        tune_heap: Set the garbage collector for serving once started (a serving
+            process; see :mod:`appliance.heap`).
+
+    Returns:
+        The ASGI application. Workers (and the reloader) start with the ASGI lifespan.
+    """
+    ref = ClusterRef(cluster or Cluster.from_config(config))
+    live, metrics, recent = LiveStreams(), Metrics(), Recent()
+    ref.current.residency.observe(metrics)  # local model loads and unloads, across reloads
+    hot = reloader(ref) if reloader else None
+    book = SpendBook()
+    limiter = _limiter(config, metrics, book)
+    ledger = _ledger(config, book)
+    if hot is not None:
+        hot.observers.append(
+            lambda outcome: metrics.reloads.labels("ok" if outcome.ok else "failed").inc()
+        )
+    middleware: list[Any] = [
+        Lifespan(ref, hot, live, metrics, limiter, ledger, tune_heap=tune_heap),
+        Authentication(ref, limiter, metrics),
+        Overhead(metrics),
+        Metering(),
+    ]
+    app = falcon.asgi.App(middleware=middleware)
+    app.req_options.strip_url_path_trailing_slash = True
+    errors.install(app)
+
+    accountant = Accountant(metrics, limiter, ledger)
+    chat = GenerationResource(Endpoint.CHAT, protocol.ChatCompletionRequest, live, accountant)
+    completions = GenerationResource(
+        Endpoint.COMPLETIONS, protocol.CompletionRequest, live, accountant
+    )
+    embeddings, rerank = EmbeddingsResource(accountant), RerankResource(accountant)
+    responses = ResponsesResource(live, accountant)
+    messages = MessagesResource(live, accountant)
+    count_tokens = CountTokensResource(accountant)
+    relevance = RelevanceResource(accountant)
+    for prefix in API_PREFIXES:
+        app.add_route(f"{prefix}/models", ModelsResource())
+        app.add_route(f"{prefix}/models/{{model_id:path}}", ModelResource())
+        app.add_route(f"{prefix}/chat/completions", chat)
+        app.add_route(f"{prefix}/completions", completions)
+        app.add_route(f"{prefix}/embeddings", embeddings)
+        app.add_route(f"{prefix}/rerank", rerank)
+        app.add_route(f"{prefix}/responses", responses)
+        app.add_route(f"{prefix}/messages", messages)
+        app.add_route(f"{prefix}/messages/count_tokens", count_tokens)
+        app.add_route(f"{prefix}/beta/relevance", relevance)  # DB-GPT's relevance API
+    app.add_route("/admin/load", LoadResource())
+    app.add_route("/admin/unload", UnloadResource())
+    app.add_route("/healthz", HealthResource())
+    app.add_route("/readyz", ReadyResource())
+    app.add_route("/metrics", MetricsResource(metrics))
+    app.add_route("/status.json", StatusResource(recent, hot, source, limiter))
+    app.add_route("/admin/usage", UsageResource(ledger))
+    app.add_route("/", StatusPage())
+    return AccessLayer(app, ref, metrics, recent, live)
+
+
+def _limiter(config: ApplianceConfig, metrics: Metrics, book: SpendBook) -> Limiter:
+    """Per-key limits: in Redis when the config shares state, else in this process."""
+    state = config.state
+    if state.redis_url is None:
+        return LocalLimiter(config.auth.window_s, book)
+    from appliance.accounting.redis_limits import RedisLimiter
+
+    return RedisLimiter(
+        state.redis_url.get_secret_value(),
+        window_s=config.auth.window_s,
+        on_error=state.on_error,
+        timeout_s=state.timeout_s,
+        on_failure=metrics.limiter_errors.inc,
+        cluster=state.redis_cluster,
+    )
+
+
+def _ledger(config: ApplianceConfig, book: SpendBook) -> Ledger | None:
+    """The usage ledger, if the config names its file.
+
+    Without Redis, budgets read their totals from it (``book``); with Redis, from Redis.
+    """
+    state = config.state
+    if state.usage_path is None:
+        return None
+    return Ledger(state.usage_path, book if state.redis_url is None else None)
+
+
+def app_from_environment() -> AccessLayer:
+    """Granian's factory in each worker process of a multi-process server: load the config
+    named by ``APPLIANCE_CONFIG`` and build the app (:func:`app_from_settings`)."""
+    ignore_until_handled()
+    settings, config = load_from_environment(CONFIG_CHECKS)
+    return app_from_settings(settings, config)
+
+
+def app_from_settings(settings: Settings, config: ApplianceConfig) -> AccessLayer:
+    """The served app, reloading itself when the file changes or on SIGHUP.
+
+    A reload loads the file again with the same environment overrides; logging follows the
+    new config's ``logging:`` section.
+    """
+    configure_logging(config.logging, config.secrets())
+
+    def apply_logging(new: ApplianceConfig) -> None:
+        configure_logging(new.logging, new.secrets())
+
+    def reloader(ref: ClusterRef) -> Reloader:
+        # Watching and drain time follow the serving config's server section.
+        return Reloader(
+            ref,
+            lambda: load_from_environment(CONFIG_CHECKS)[1],
+            watch=settings.config,
+            apply_logging=apply_logging,
+            settle=heap.settle,
+        )
+
+    return create_app(config, reloader=reloader, source=str(settings.config), tune_heap=True)

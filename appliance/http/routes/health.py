@@ -1,0 +1,48 @@
+"""``GET /healthz`` (the process answers) and ``GET /readyz`` (the replica can serve)."""
+
+from __future__ import annotations
+
+import falcon
+import falcon.asgi
+import orjson
+
+from appliance.serving.cluster import Cluster
+
+
+class HealthResource:
+    """Liveness: answers without touching any model."""
+
+    public = True
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.data = b'{"status":"ok"}'
+        resp.content_type = falcon.MEDIA_JSON
+
+
+class ReadyResource:
+    """Readiness: 200 while every required model has an available worker, else 503.
+
+    A local model that is not loaded counts as ready while it can be loaded: an
+    ``on_demand`` one until a load of it fails, a ``startup`` one unloaded for being idle.
+
+    Models that are not required (by default ``openai`` and ``scripted`` ones) do not
+    decide readiness, so one upstream's outage does not pull the replica from its load
+    balancer. With no required model, the replica is ready once started. The body
+    reports every model: available or not, required or not, and each worker's state.
+    """
+
+    public = True
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        cluster: Cluster = req.context.cluster
+        snapshot = cluster.snapshot()
+        ready = snapshot.ready
+        resp.status = 200 if ready else 503
+        resp.data = orjson.dumps(
+            {
+                "status": "ready" if ready else "not_ready",
+                "unavailable": [m.name for m in snapshot.models if not m.ready],
+                "models": {m.name: m.as_dict() for m in snapshot.models},
+            }
+        )
+        resp.content_type = falcon.MEDIA_JSON

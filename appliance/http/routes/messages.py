@@ -1,0 +1,149 @@
+"""``POST /messages``: Anthropic's Messages API, served through the chat-completions path.
+
+The request is translated into a chat request (:mod:`appliance.protocols.anthropic`) and
+runs through the same gateway as ``/chat/completions``: keys and their model scope, rpm
+and tpm, charging, metrics, the access log, retries and fallback routes apply unchanged.
+The reply, or each chunk of the stream, is translated back
+(:mod:`appliance.protocols.anthropic_reply`). Errors get Anthropic's envelope where all
+errors are rendered (:mod:`appliance.api.errors`), by route.
+
+``POST /messages/count_tokens`` asks the model itself: the same translated request with
+``max_tokens: 1``, whose reply states how many tokens the backend's own tokenizer and
+chat template made of the prompt. It is a model call, admitted and charged like one. A
+backend that reports no usage cannot be counted for: a 400 says so, rather than a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import falcon
+import falcon.asgi
+import orjson
+from falcon.asgi import SSEvent
+
+from appliance.errors import APIError, InvalidRequestError
+from appliance.http.access import STARTED, note, on_disconnect, on_finish
+from appliance.http.body import read_json
+from appliance.http.metering import Accountant
+from appliance.http.opening import start as opened
+from appliance.http.sse import Event, LiveStreams, Relay
+from appliance.runtime.metrics import StreamStats
+from appliance.serving.cluster import Cluster
+from appliance.wire import usage
+from appliance.wire.anthropic import protocol as anthropic
+from appliance.wire.anthropic import reply as anthropic_reply
+from appliance.wire.anthropic import to_chat
+from appliance.wire.openai.protocol import Endpoint
+from appliance.wire.usage import StreamTally
+
+
+class MessagesResource:
+    """Validates a Messages request, runs it as a chat request, answers in Anthropic's shape."""
+
+    metered = True
+
+    def __init__(self, live: LiveStreams, accountant: Accountant) -> None:
+        self.live = live
+        self.accountant = accountant
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        cluster: Cluster = req.context.cluster
+        server = cluster.config.server
+        body = await read_json(req, server.max_body_bytes, server.body_timeout_s)
+        request = anthropic.parse(anthropic.MessagesRequest, body)
+        note(req.scope, model=request.model, stream=bool(request.stream))
+        chat = to_chat.to_chat(request)
+        gateway, principal, timing = cluster.gateway, req.context.principal, req.context.timing
+        charge = self.accountant.charge(principal, request.model, chat)
+        metadata = request.metadata
+        session = req.get_header("x-session-id") or (metadata.user_id if metadata else None)
+        if request.stream:
+            opening = gateway.open_stream(
+                principal, Endpoint.CHAT, chat, timing, session, usage=True
+            )
+            stream = await opened(opening, cluster, principal, request.model)
+            tally = charge.stream(client_asked=True)  # the translator reads the usage chunk
+            translator = anthropic_reply.StreamTranslator(request.model, request.stop_sequences)
+            relay = Relay(
+                stream,
+                server.stream_ping_s,
+                self.live,
+                tally,
+                StreamStats(self.accountant.metrics, request.model, req.scope[STARTED]),
+                charge.settle,
+                framing=AnthropicFraming(translator, tally, chat),
+            )
+            on_finish(req.scope, relay.aclose)  # even if the events below never start
+            on_disconnect(req.scope, relay.client_gone)
+            resp.sse = cast(AsyncIterator[SSEvent | None], relay.events())
+            resp.set_header("cache-control", "no-cache")
+            return
+        reply = await gateway.call(principal, Endpoint.CHAT, chat, timing, session)
+        use = await charge.reply(reply)
+        answer = anthropic_reply.message(
+            usage.parse(reply), use, request.model, request.stop_sequences
+        )
+        resp.data = orjson.dumps(answer)
+        resp.content_type = falcon.MEDIA_JSON
+
+
+class CountTokensResource:
+    """The input tokens of a Messages request, as the model's backend counts them."""
+
+    metered = True
+
+    def __init__(self, accountant: Accountant) -> None:
+        self.accountant = accountant
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        cluster: Cluster = req.context.cluster
+        server = cluster.config.server
+        body = await read_json(req, server.max_body_bytes, server.body_timeout_s)
+        request = anthropic.parse(anthropic.CountTokensRequest, body)
+        note(req.scope, model=request.model)
+        chat = {**to_chat.to_chat(request), "max_tokens": 1}
+        principal = req.context.principal
+        charge = self.accountant.charge(principal, request.model, chat)
+        session = req.get_header("x-session-id")
+        reply = await cluster.gateway.call(
+            principal, Endpoint.CHAT, chat, req.context.timing, session
+        )
+        use = await charge.reply(reply)
+        if use.estimated:
+            raise InvalidRequestError(
+                f"The backend of model `{request.model}` reports no token usage, so its "
+                "tokens cannot be counted.",
+                param="model",
+                code="unsupported_value",
+            )
+        resp.data = orjson.dumps({"input_tokens": use.prompt})
+        resp.content_type = falcon.MEDIA_JSON
+
+
+class AnthropicFraming:
+    """Anthropic's SSE framing of a chat stream: named events, translated chunk by chunk."""
+
+    def __init__(
+        self,
+        translator: anthropic_reply.StreamTranslator,
+        tally: StreamTally,
+        chat: dict[str, Any],
+    ) -> None:
+        self.translator = translator
+        self.tally = tally
+        self.chat = chat
+
+    def chunk(self, payload: bytes) -> list[Event]:
+        return [_frame(event) for event in self.translator.chunk(usage.parse(payload))]
+
+    def close(self, error: APIError | None) -> list[Event]:
+        if error is not None:
+            return [_frame(anthropic_reply.error_event(error))]
+        return [_frame(event) for event in self.translator.finish(self.tally.result(self.chat))]
+
+
+def _frame(event: anthropic_reply.Event) -> Event:
+    name, data = event
+    return Event(b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")

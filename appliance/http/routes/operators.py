@@ -1,0 +1,133 @@
+"""What operators look at: ``/metrics``, ``/status.json`` and the status page at ``/``."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from importlib import resources
+
+import falcon
+import falcon.asgi
+import orjson
+
+from appliance.accounting.limits import Limiter
+from appliance.errors import AuthenticationError
+from appliance.runtime.metrics import CONTENT_TYPE, Metrics, Recent
+from appliance.serving.cluster import Cluster
+from appliance.serving.reload import Reloader
+
+_PAGE = resources.files("appliance.http.routes").joinpath("status.html").read_bytes()
+
+
+def require_admin(req: falcon.asgi.Request) -> None:
+    """Check the admin key, if the config sets one."""
+    cluster: Cluster = req.context.cluster
+    key = cluster.config.server.admin_key
+    if key is None:
+        return
+    header = req.get_header("Authorization") or ""
+    scheme, _, token = header.partition(" ")
+    expected = key.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        raise AuthenticationError("This endpoint needs the admin key: 'Bearer <admin_key>'.")
+
+
+_admin = require_admin
+
+
+class MetricsResource:
+    """Prometheus exposition, summed over every Granian process."""
+
+    public = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        _admin(req)
+        resp.data = self.metrics.exposition()
+        resp.content_type = CONTENT_TYPE
+
+
+class StatusResource:
+    """The cluster as the status page shows it (this process's view)."""
+
+    public = True
+
+    def __init__(
+        self,
+        recent: Recent,
+        reloader: Reloader | None,
+        source: str | None,
+        limiter: Limiter | None = None,
+    ) -> None:
+        self.recent = recent
+        self.reloader = reloader
+        self.source = source
+        self.limiter = limiter
+        self.started = time.time()
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        _admin(req)
+        cluster: Cluster = req.context.cluster
+        registry = cluster.registry
+        snapshot = cluster.snapshot()
+        models = [
+            {
+                "name": m.name,
+                "type": registry.groups[m.name].config.type,
+                "backend": registry.groups[m.name].config.backend,
+                **m.as_dict(),
+            }
+            for m in snapshot.models
+        ]
+        reloader = self.reloader
+        resp.data = orjson.dumps(
+            {
+                "ready": snapshot.ready,
+                "models": models,
+                "aliases": registry.routes,
+                "api_keys": cluster.auth.key_count,
+                "budgets": await self._budgets(cluster),
+                "recent": self.recent.summary(time.time()),
+                "config": {
+                    "file": self.source,
+                    "reloads": reloader.reloads if reloader else 0,
+                    "last_reload": reloader.last_reload if reloader else None,
+                },
+                "pid": os.getpid(),
+                "started": self.started,
+                "now": time.time(),
+            }
+        )
+        resp.content_type = falcon.MEDIA_JSON
+        resp.set_header("cache-control", "no-store")
+
+    async def _budgets(self, cluster: Cluster) -> list[dict[str, object]]:
+        """Spend of each key with a budget in its current period."""
+        budgets = {k.name: k.budget for k in cluster.config.auth.api_keys if k.budget}
+        if self.limiter is None or not budgets:
+            return []
+        spent = await self.limiter.spent(budgets)
+        currency = cluster.config.billing.currency
+        return [
+            {
+                "key": name,
+                "spent": round(spent.get(name, 0.0), 6) if name in spent else None,
+                "amount": budget.amount,
+                "period": budget.period,
+                "currency": currency,
+            }
+            for name, budget in budgets.items()
+        ]
+
+
+class StatusPage:
+    """Plain HTML and a small script that polls ``/status.json``."""
+
+    public = True
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.data = _PAGE
+        resp.content_type = falcon.MEDIA_HTML

@@ -1,0 +1,287 @@
+"""Relaying a worker's stream as server-sent events.
+
+One task per stream reads the worker's payloads into a small bounded queue (a slow client
+holds the worker back, as before: nothing piles up); the events go out as they come, and
+payloads that are already there when the client's side is ready go out together as one
+write (an upstream that sends a burst costs one hand-off to the server, not one per
+token). While the next chunk is slow to come, this yields ``None`` every ``ping_s``
+(Falcon sends ``: ping``, which OpenAI clients ignore, and which keeps proxies from
+timing out). A client that leaves is reported by the access layer through
+:meth:`Relay.client_gone`, which stops reading from the worker at once. Errors never
+escape: once streaming has begun they become an ``{"error": ...}`` event followed by
+``[DONE]``, which the openai SDK raises.
+
+The relay owns the worker's stream from the moment it exists: :meth:`Relay.aclose`
+closes it (freeing the worker's slot and charging the request) whether or not the event
+generator ever ran, since Falcon never starts it for a client that left first.
+
+How payloads become events is the :class:`Framing`'s: OpenAI's by default (each payload a
+``data:`` line, then ``[DONE]``); another API family (Anthropic's Messages) brings its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, Protocol, cast
+
+import orjson
+import structlog
+
+from appliance.backends.base import ReplyStream
+from appliance.clip import clip
+from appliance.errors import APIError
+from appliance.runtime.metrics import StreamStats
+from appliance.wire.usage import StreamTally
+
+log = structlog.get_logger("appliance.stream")
+
+
+class Event:
+    """Pre-framed SSE bytes, which Falcon sends as they are."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
+
+    def serialize(self, handler: Any = None) -> bytes:
+        return self.frame
+
+
+DONE = Event(b"data: [DONE]\n\n")
+
+_QUEUE = 32  # payloads read ahead of the client at most
+_END = object()  # the reader's last item after the stream's last payload
+
+
+def data(payload: bytes) -> Event:
+    """One ``data:`` event; a payload of several lines (pretty-printed JSON) stays one event."""
+    if b"\n" in payload:
+        payload = payload.replace(b"\r\n", b"\n").replace(b"\n", b"\ndata: ")
+    return Event(b"data: " + payload + b"\n\n")
+
+
+class Framing(Protocol):
+    """How a worker's payloads reach the client as SSE events."""
+
+    def chunk(self, payload: bytes) -> list[Event]:
+        """The events for one payload (as shown after the tally)."""
+        ...
+
+    def close(self, error: APIError | None) -> list[Event]:
+        """The events that end the stream: after the last payload, or after ``error``."""
+        ...
+
+
+class OpenAIFraming:
+    """OpenAI's framing: each payload one ``data:`` event; errors as ``{"error": ...}``."""
+
+    def chunk(self, payload: bytes) -> list[Event]:
+        return [data(payload)]
+
+    def close(self, error: APIError | None) -> list[Event]:
+        if error is None:
+            return [DONE]
+        return [data(orjson.dumps(error.envelope())), DONE]
+
+
+class Endable(Protocol):
+    def end(self, error: APIError) -> None: ...
+
+
+class LiveStreams:
+    """The relays in progress, and the requests not yet answered, so that a shutdown past
+    its drain time ends them cleanly.
+
+    It holds the relays, never their generators: a held generator would stay alive (and
+    its upstream request open) after the client left.
+    """
+
+    def __init__(self) -> None:
+        self.relays: set[Relay] = set()
+        self.unanswered: set[Endable] = set()  # requests whose response has not begun
+
+    def __len__(self) -> int:
+        return len(self.relays)
+
+    def end_all(self, error: APIError) -> int:
+        """Make every open stream send ``error`` and ``[DONE]``; returns how many."""
+        relays = list(self.relays)
+        for relay in relays:
+            relay.end(error)
+        return len(relays)
+
+    def answer_all(self, error: APIError) -> int:
+        """Answer every request whose response has not begun with ``error``; how many."""
+        waiting = list(self.unanswered)
+        for request in waiting:
+            request.end(error)
+        return len(waiting)
+
+
+class Relay:
+    """One worker stream on its way to one client.
+
+    Args:
+        stream: The worker's stream; the relay closes it.
+        ping_s: Seconds between SSE pings while the next chunk is slow.
+        live: The registry of open relays (for shutdown).
+        tally: Reads usage from the chunks and hides what the client did not ask for.
+        stats: Time-to-first-token metrics.
+        on_close: Awaited once when the stream is closed (charging the request), with the
+            error that ended it, if one did.
+        framing: How payloads and errors become events; OpenAI's by default.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_ended",
+        "_error",
+        "_failure",
+        "_queue",
+        "_reader",
+        "framing",
+        "live",
+        "on_close",
+        "ping_s",
+        "stats",
+        "stream",
+        "tally",
+    )
+
+    def __init__(
+        self,
+        stream: ReplyStream,
+        ping_s: float,
+        live: LiveStreams,
+        tally: StreamTally | None = None,
+        stats: StreamStats | None = None,
+        on_close: Callable[[APIError | None], Awaitable[None]] | None = None,
+        framing: Framing | None = None,
+    ) -> None:
+        self.stream = stream
+        self.ping_s = ping_s
+        self.live = live
+        self.tally = tally
+        self.stats = stats
+        self.on_close = on_close
+        self.framing: Framing = framing or OpenAIFraming()
+        self._queue: asyncio.Queue[object] = asyncio.Queue(_QUEUE)
+        self._reader: asyncio.Task[None] | None = None
+        self._ended = False
+        self._closed = False
+        self._error: APIError | None = None
+        self._failure: APIError | None = None
+
+    def end(self, error: APIError | None = None) -> None:
+        """Stop relaying: with ``error`` the client gets it as an event; without, nothing."""
+        self._ended, self._error = True, error
+        if self._reader is not None:
+            self._reader.cancel()
+        if not self._queue.full():
+            self._queue.put_nowait(_END)  # wakes the relay if it waits
+
+    def client_gone(self) -> None:
+        """The client left: stop reading from the worker now."""
+        self.end(None)
+
+    async def aclose(self) -> None:
+        """Close the worker's stream and charge the request; only the first call acts."""
+        if self._closed:
+            return
+        self._closed = True
+        self.live.relays.discard(self)
+        try:
+            if self._reader is not None:
+                self._reader.cancel()
+                await asyncio.gather(self._reader, return_exceptions=True)
+            await self.stream.aclose()
+        finally:
+            if self.on_close is not None:
+                await self.on_close(self._failure)
+
+    async def events(self) -> AsyncGenerator[Event | None, None]:
+        """The stream's payloads as SSE events, then the end; the stream is always closed."""
+        if self._closed:
+            return
+        self.live.relays.add(self)
+        self._reader = asyncio.ensure_future(self._read())
+        failure: APIError | None = None
+        try:
+            done = False
+            while not done and not self._ended:
+                try:
+                    async with asyncio.timeout(self.ping_s):
+                        items = [await self._queue.get()]
+                except TimeoutError:
+                    yield None
+                    continue
+                while not self._queue.empty():
+                    items.append(self._queue.get_nowait())
+                frames, done, error = self._frames(items)
+                if frames:
+                    yield Event(frames)
+                if error is not None:
+                    raise error
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                return
+        except APIError as exc:
+            log.warning(
+                "stream_failed",
+                error=type(exc).__name__,
+                status=exc.status,
+                code=exc.code,
+                message=clip(exc.message),
+            )
+            failure = self._failure = exc
+        except Exception:
+            log.exception("stream_crashed")
+            failure = self._failure = APIError("The stream failed unexpectedly.")
+        finally:
+            await self.aclose()
+        if failure is not None and self.stats is not None:
+            self.stats.failed(type(failure).__name__)
+        end = b"".join(event.frame for event in self.framing.close(failure))
+        if end:
+            yield Event(end)
+
+    def _frames(self, items: list[object]) -> tuple[bytes, bool, Exception | None]:
+        """The events for payloads read so far, whether the stream's end is among them, and
+        the error the worker's stream raised, if it did (after the payloads before it)."""
+        frames: list[bytes] = []
+        now = time.perf_counter()
+        for item in items:
+            if self._ended:
+                break
+            if item is _END:
+                if self.tally is not None:
+                    self.tally.finished()
+                return b"".join(frames), True, None
+            if isinstance(item, Exception):
+                return b"".join(frames), True, item
+            payload = cast(bytes, item)
+            if self.stats is not None:
+                self.stats.chunk(now)
+            if self.tally is not None:
+                try:
+                    shown = self.tally.chunk(payload)
+                except APIError as exc:  # a chunk that is not JSON: after what came before
+                    return b"".join(frames), True, exc
+                if shown is None:
+                    continue
+                payload = shown
+            frames.extend(event.frame for event in self.framing.chunk(payload))
+        return b"".join(frames), False, None
+
+    async def _read(self) -> None:
+        """Read the worker's payloads into the queue, then the end (or the error)."""
+        try:
+            async for payload in self.stream:
+                await self._queue.put(payload)
+            await self._queue.put(_END)
+        except Exception as exc:  # the relay raises it, in order, after what came before
+            await self._queue.put(exc)

@@ -1,0 +1,335 @@
+"""Local models: each worker is a supervised child process.
+
+The child (``appliance worker``) loads one model and serves it over the OpenAI wire
+protocol on a loopback port, so this worker is an :class:`OpenAIWorker` pointed at it:
+the same client code, pooling, timeouts and error mapping as any upstream, and
+generation, which is CPU-bound, never blocks this process's event loop. The same command
+runs a model on another machine.
+
+Starting the worker only prepares it; :meth:`LocalWorker.load` starts the child (the
+model's lifecycle, :mod:`appliance.lifecycle`, decides when) and :meth:`LocalWorker.unload`
+stops it. While loaded, the worker waits for its child to report its port (after the
+model loaded), restarts it with exponential back-off when it dies or fails to load, and
+tells its listeners why a load failed (the last line the child wrote to stderr, which
+for a Python child is the exception). It is up while its child is loaded and running.
+
+Every worker process of every Granian process is one child: a default ``n_threads`` is
+the machine's cores shared out among them (:func:`thread_share`), so that several local
+models, or several processes, do not oversubscribe the CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from appliance.backends.base import ReplyStream
+from appliance.backends.openai import OpenAIWorker, Upstream
+from appliance.clip import clip
+from appliance.config import ApplianceConfig
+from appliance.config.backends import LlamaCppModel, OnnxModel
+from appliance.errors import (
+    ModelCrashedError,
+    ServiceUnavailableError,
+    UpstreamConnectionError,
+    UpstreamError,
+)
+from appliance.runtime.self_command import self_command
+from appliance.wire.openai.protocol import Endpoint
+
+log = structlog.get_logger("appliance.local")
+
+_CRASH_WAIT_S = 0.5  # a dying child is reaped within this of its connection dropping
+_CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
+)
+
+_STOP_GRACE_S = 5.0
+_MAX_BACKOFF_S = 30.0
+
+
+def available_cpus() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def thread_share(config: ApplianceConfig, cpus: int | None = None) -> int:
+    """The default ``n_threads`` of a local worker: the cores over all local workers.
+
+    Every Granian process starts its own local workers, so they count once per process.
+    """
+    cpus = available_cpus() if cpus is None else cpus
+    local = sum(m.workers for m in config.models if isinstance(m, LlamaCppModel | OnnxModel))
+    return max(1, cpus // max(1, local * config.server.processes))
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """Why a child did not come up, and when the next try is (``time.monotonic``)."""
+
+    reason: str
+    retry_at: float
+
+
+FailureListener = Callable[["LocalWorker", LoadFailure], None]
+
+
+class LocalWorker(OpenAIWorker):
+    """One child process running one model.
+
+    Args:
+        worker_id: ``<model>/<n>``.
+        config: The model's declaration.
+        threads: The child's ``n_threads`` when the declaration does not set one (see
+            :func:`thread_share`); ``None``: the engine's own default (every core).
+    """
+
+    config: LlamaCppModel | OnnxModel
+
+    def __init__(
+        self, worker_id: str, config: LlamaCppModel | OnnxModel, threads: int | None = None
+    ) -> None:
+        upstream = Upstream(
+            base_url="http://127.0.0.1:0/v1",  # known once the child reports its port
+            model=config.name,
+            first_byte_timeout_s=config.timeout_s,
+            idle_timeout_s=config.timeout_s,
+        )
+        super().__init__(worker_id, config, upstream)
+        self.process: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self.spec = _spec(config, threads)
+        self.failure: LoadFailure | None = None
+        self._serving = False
+        self._ready = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._failure_listeners: list[FailureListener] = []
+        self._stderr: _StderrTail | None = None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether :meth:`load` was called and :meth:`unload` not since (the child may be
+        starting, running, or waiting to be restarted)."""
+        return self._supervisor is not None and not self._supervisor.done()
+
+    def watch_failures(self, listener: FailureListener) -> None:
+        """Call ``listener(worker, failure)`` whenever a child fails to load or dies."""
+        self._failure_listeners.append(listener)
+
+    def load(self) -> None:
+        """Start the child (and restart it as needed) until :meth:`unload` or :meth:`close`."""
+        if self.closed or self.loaded:
+            return
+        self.failure = None
+        self._supervisor = asyncio.ensure_future(self._supervise())
+
+    async def unload(self) -> None:
+        """Stop the child; the worker stays usable and may :meth:`load` again."""
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
+        await self._stop_process()
+        self._went_down()
+        self.failure = None
+
+    async def call(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
+        try:
+            return await super().call(endpoint, body)
+        except UpstreamConnectionError as exc:
+            raise await self._crashed(exc) from exc
+
+    async def open_stream(
+        self, endpoint: Endpoint, body: dict[str, Any], *, usage: bool = False
+    ) -> ReplyStream:
+        try:
+            return await super().open_stream(endpoint, body, usage=usage)
+        except UpstreamConnectionError as exc:
+            raise await self._crashed(exc) from exc
+
+    async def _crashed(self, exc: UpstreamConnectionError) -> UpstreamError:
+        """``exc``, or a :class:`ModelCrashedError` if the child died of a fatal signal.
+
+        A request that crashes llama.cpp (a grammar it cannot build, say) would crash
+        every worker it failed over to; a child killed from outside (SIGKILL, SIGTERM)
+        says nothing about the request, which may go on to another worker.
+        """
+        process = self.process
+        if process is None:
+            return exc
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(process.wait()), _CRASH_WAIT_S)
+        code = process.returncode
+        if code is None or -code not in _CRASH_SIGNALS:
+            return exc
+        log.error("local_worker_crashed_on_request", worker=self.worker_id, signal=-code)
+        return ModelCrashedError(
+            f"The model process crashed while serving this request (signal {-code}); "
+            "it is not retried, as it would likely crash the next worker too."
+        )
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def probe(self) -> None:
+        if self.process is None or self.process.returncode is not None:
+            raise ServiceUnavailableError(f"worker {self.worker_id} has no running process")
+        await super().probe()
+
+    async def close(self) -> None:
+        self._mark_closed()
+        await self.unload()
+        await super().close()
+
+    def pid(self) -> int | None:
+        """The running child's process id."""
+        process = self.process
+        return process.pid if process is not None and process.returncode is None else None
+
+    def describe(self) -> dict[str, object]:
+        out = super().describe()
+        out["pid"] = self.pid()
+        out["restarts"] = self.restarts
+        out["n_threads"] = self.spec.options.n_threads
+        if self.failure is not None:
+            out["last_error"] = self.failure.reason
+        return out
+
+    def _running(self) -> bool:
+        return self._serving
+
+    def _went_down(self) -> None:
+        self._serving = False
+        self._refresh()
+        self._ready.clear()
+
+    def _failed(self, reason: str, backoff: float) -> None:
+        self.failure = LoadFailure(reason, time.monotonic() + backoff)
+        for listener in list(self._failure_listeners):
+            listener(self, self.failure)
+
+    async def _supervise(self) -> None:
+        backoff = 1.0
+        while not self.closed:
+            started = time.monotonic()
+            port, reason = await self._spawn()
+            if port is not None:
+                self.base_url = f"http://127.0.0.1:{port}/v1"
+                self.failure = None
+                self._serving = True
+                self._refresh()
+                self._ready.set()
+                log.info(
+                    "local_worker_ready",
+                    worker=self.worker_id,
+                    pid=self.pid(),
+                    load_s=round(time.monotonic() - started, 2),
+                )
+                assert self.process is not None
+                code = await self.process.wait()
+                self._went_down()
+                if self.closed:
+                    return
+                reason = f"the worker process exited with code {code}"
+                log.error("local_worker_exited", worker=self.worker_id, code=code)
+                if time.monotonic() - started > 60:
+                    backoff = 1.0
+            self.restarts += 1
+            self._failed(reason, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    async def _spawn(self) -> tuple[int | None, str]:
+        """Start the child: its port once the model is loaded, or None and why not."""
+        with tempfile.TemporaryDirectory(prefix="appliance-") as folder:
+            port_file = Path(folder) / "port"
+            process = self.process = await asyncio.create_subprocess_exec(
+                *self_command(
+                    "worker",
+                    "--spec",
+                    self.spec.model_dump_json(),
+                    "--port-file",
+                    str(port_file),
+                    "--exit-with-parent",
+                ),
+                stdin=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            assert process.stderr is not None
+            tail = self._stderr = _StderrTail(process.stderr)  # held: tasks are weakly kept
+            deadline = time.monotonic() + self.config.startup_timeout_s
+            while time.monotonic() < deadline:
+                if process.returncode is not None:
+                    await tail.done()
+                    code = process.returncode
+                    reason = tail.last or f"the worker process exited with code {code}"
+                    log.error(
+                        "local_worker_failed_to_start",
+                        worker=self.worker_id,
+                        code=process.returncode,
+                        reason=reason,
+                    )
+                    return None, reason
+                with contextlib.suppress(OSError, ValueError):
+                    return int(port_file.read_text()), ""
+                await asyncio.sleep(0.05)
+            log.error("local_worker_start_timeout", worker=self.worker_id)
+            await self._stop_process()
+            return None, f"the model did not load within {self.config.startup_timeout_s:g}s"
+
+    async def _stop_process(self) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), _STOP_GRACE_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+class _StderrTail:
+    """Copies a child's stderr to ours, line by line, keeping its last non-empty line."""
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self.last = ""
+        self._task = asyncio.ensure_future(self._copy(stream))
+
+    async def done(self) -> None:
+        """Wait (briefly) until the child's stderr is closed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._task), 1.0)
+
+    async def _copy(self, stream: asyncio.StreamReader) -> None:
+        with contextlib.suppress(ValueError, ConnectionError):  # ValueError: a huge line
+            async for line in stream:
+                sys.stderr.buffer.write(line)
+                sys.stderr.buffer.flush()
+                text = line.decode("utf-8", "replace").strip()
+                if text:
+                    self.last = clip(text, 300)
+
+
+def _spec(config: LlamaCppModel | OnnxModel, threads: int | None) -> LlamaCppModel | OnnxModel:
+    """The declaration the child gets: ``n_threads`` filled in when it was left out."""
+    if threads is None or config.options.n_threads is not None:
+        return config
+    options = config.options.model_copy(update={"n_threads": threads})
+    return config.model_copy(update={"options": options})

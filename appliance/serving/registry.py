@@ -1,0 +1,321 @@
+"""The model registry: public names (models and route aliases) to model groups.
+
+A :class:`ModelGroup` is one declared model: its config and its workers, with one owner
+for each piece of their state. The worker owns whether it is up, the health monitor
+whether it is ejected, the dispatcher its slots, and for a local model its lifecycle
+(:mod:`appliance.lifecycle`) whether its workers are loaded; the group's small API
+(acquire, release, report, snapshot) is what the rest of the appliance uses. The
+registry resolves a name to the ordered groups that may answer it: one for a model, the
+route's targets for an alias.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.backends.base import Worker
+from appliance.clip import clip
+from appliance.config import ApplianceConfig, ModelConfig
+from appliance.config.backends import LlamaCppModel, OnnxModel
+from appliance.errors import ModelNotFoundError
+from appliance.local.lifecycle import ModelLifecycle, State
+from appliance.local.residency import Residency
+from appliance.local.worker import LocalWorker, thread_share
+from appliance.serving.dispatch import Dispatcher
+from appliance.serving.health import HealthMonitor
+from appliance.serving.workers import build_workers
+
+
+@dataclass(frozen=True)
+class WorkerSnapshot:
+    """One worker's state at one moment, from each of its owners."""
+
+    worker_id: str
+    up: bool
+    ejected: bool
+    in_flight: int
+    detail: dict[str, Any]
+
+    @property
+    def available(self) -> bool:
+        """Whether it may take requests: up and not ejected."""
+        return self.up and not self.ejected
+
+    @property
+    def state(self) -> str:
+        """``healthy`` (available), ``ejected`` (up, out of rotation) or ``down``."""
+        if not self.up:
+            return "down"
+        return "ejected" if self.ejected else "healthy"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON for /readyz and /status.json; ``healthy`` means available."""
+        return {
+            **self.detail,
+            "state": self.state,
+            "healthy": self.available,
+            "ejected": self.ejected,
+            "in_flight": self.in_flight,
+        }
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """One model's state at one moment."""
+
+    name: str
+    required: bool
+    queued: int
+    workers: tuple[WorkerSnapshot, ...]
+    lifecycle: dict[str, Any] | None = None
+    loadable: bool = False
+
+    @property
+    def available(self) -> bool:
+        """Whether at least one worker may take requests."""
+        return any(w.available for w in self.workers)
+
+    @property
+    def ready(self) -> bool:
+        """Whether it can serve: available, or a local model that can be loaded."""
+        return self.available or self.loadable
+
+    @property
+    def in_flight(self) -> int:
+        """Requests its workers are serving."""
+        return sum(w.in_flight for w in self.workers)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON for /readyz and /status.json."""
+        out: dict[str, Any] = {
+            "available": self.available,
+            "ready": self.ready,
+            "required": self.required,
+            "queued": self.queued,
+            "in_flight": self.in_flight,
+            "workers": [w.as_dict() for w in self.workers],
+        }
+        if self.lifecycle is not None:
+            out["lifecycle"] = self.lifecycle
+        return out
+
+
+class ModelGroup:
+    """One declared model and its running workers.
+
+    Args:
+        config: The model's declaration.
+        workers: Its (unstarted) workers.
+        residency: The memory budget of local models (a local model gets a lifecycle);
+            none: a budget of its own, unlimited.
+    """
+
+    def __init__(
+        self, config: ModelConfig, workers: list[Worker], residency: Residency | None = None
+    ) -> None:
+        self.config = config
+        self.workers = workers
+        self.health = HealthMonitor(workers, config.health, self._wake)
+        self.dispatcher = Dispatcher(
+            config.name,
+            workers,
+            available=self._available,
+            max_concurrency=config.max_concurrency,
+            queue_size=config.queue_size,
+            queue_timeout_s=config.queue_timeout_s,
+            coming=self._coming,
+        )
+        self.lifecycle: ModelLifecycle | None = None
+        local = [w for w in workers if isinstance(w, LocalWorker)]
+        if isinstance(config, LlamaCppModel | OnnxModel) and len(local) == len(workers):
+            self.lifecycle = ModelLifecycle(
+                config, local, self.dispatcher, residency or Residency()
+            )
+        for worker in workers:
+            worker.watch(self._worker_changed)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ModelConfig,
+        *,
+        threads: int | None = None,
+        residency: Residency | None = None,
+    ) -> ModelGroup:
+        """Build the group and its (unstarted) workers.
+
+        Args:
+            config: The model's declaration.
+            threads: Default ``n_threads`` of local workers (see :func:`thread_share`).
+            residency: The memory budget of local models.
+        """
+        return cls(config, build_workers(config, threads=threads), residency)
+
+    @property
+    def name(self) -> str:
+        """The public model name."""
+        return self.config.name
+
+    @property
+    def required(self) -> bool:
+        """Whether the replica is ready only while this model is available."""
+        return self.config.needed_for_readiness
+
+    def available_workers(self) -> list[Worker]:
+        """The workers that may take requests now."""
+        return self.dispatcher.healthy()
+
+    async def acquire(self, exclude: Collection[Worker] = (), session: str | None = None) -> Worker:
+        """Take a slot on a worker; give it back with :meth:`release` (see :class:`Dispatcher`).
+
+        A local model that is not loaded starts loading, and the request waits for it.
+        """
+        if self.lifecycle is not None:
+            self.lifecycle.demand()
+        return await self.dispatcher.acquire(exclude, session)
+
+    def release(self, worker: Worker) -> None:
+        """Give back a slot taken with :meth:`acquire`."""
+        self.dispatcher.release(worker)
+        if self.lifecycle is not None:
+            self.lifecycle.touch()
+
+    def waits_for_load(self) -> bool:
+        """Whether a request now would wait for the model to load (or to come back)."""
+        lifecycle = self.lifecycle
+        if lifecycle is None:
+            return False
+        return lifecycle.coming or lifecycle.state is State.UNLOADED
+
+    def report(self, worker: Worker, *, ok: bool) -> None:
+        """A request on ``worker`` succeeded, or failed in a way another worker might not."""
+        if ok:
+            self.health.success(worker)
+        else:
+            self.health.failure(worker)
+
+    def in_flight(self) -> int:
+        """Requests the group's workers are serving now."""
+        return sum(self.dispatcher.in_flight(w) for w in self.workers)
+
+    def snapshot(self) -> ModelSnapshot:
+        """The group's state now, for readiness, the status page, gauges and drains."""
+        lifecycle = self.lifecycle
+        return ModelSnapshot(
+            name=self.name,
+            required=self.required,
+            queued=self.dispatcher.queued,
+            lifecycle=lifecycle.describe() if lifecycle is not None else None,
+            loadable=lifecycle is not None and lifecycle.loadable,
+            workers=tuple(
+                WorkerSnapshot(
+                    worker_id=w.worker_id,
+                    up=w.up,
+                    ejected=self.health.ejected(w),
+                    in_flight=self.dispatcher.in_flight(w),
+                    detail=w.describe(),
+                )
+                for w in self.workers
+            ),
+        )
+
+    async def start(self) -> None:
+        """Start every worker, then health checking; a local model loads if it should."""
+        await asyncio.gather(*(w.start() for w in self.workers))
+        self.health.start()
+        if self.lifecycle is not None:
+            self.lifecycle.start()
+
+    async def wait_ready(self) -> None:
+        """Wait until every worker can serve (an on-demand model: at once)."""
+        if self.lifecycle is not None and self.lifecycle.config.load == "on_demand":
+            return
+        await asyncio.gather(*(w.wait_ready() for w in self.workers))
+
+    async def close(self) -> None:
+        """Stop health checking, loading and every worker."""
+        await self.health.stop()
+        if self.lifecycle is not None:
+            await self.lifecycle.close()
+        await asyncio.gather(*(w.close() for w in self.workers), return_exceptions=True)
+
+    def _available(self, worker: Worker) -> bool:
+        """Whether ``worker`` may take requests: up, not ejected, and not unloading."""
+        lifecycle = self.lifecycle
+        return (lifecycle is None or lifecycle.admits) and self.health.available(worker)
+
+    def _coming(self) -> bool:
+        return self.lifecycle is not None and self.lifecycle.coming
+
+    def _worker_changed(self, worker: Worker) -> None:
+        if worker.up:
+            self._wake()
+
+    def _wake(self) -> None:
+        self.dispatcher.wake()
+
+
+class Registry:
+    """Every public name the appliance serves."""
+
+    def __init__(
+        self, groups: Iterable[ModelGroup], routes: dict[str, list[str]], created: int
+    ) -> None:
+        self.groups = {g.name: g for g in groups}
+        self.routes = routes
+        self.created = created
+        self._resolved = {name: [g] for name, g in self.groups.items()}
+        for alias, targets in routes.items():
+            self._resolved[alias] = [self.groups[t] for t in targets]
+
+    @classmethod
+    def from_config(cls, config: ApplianceConfig, residency: Residency | None = None) -> Registry:
+        """Build groups for every declared model."""
+        threads = thread_share(config)
+        groups = [
+            ModelGroup.from_config(m, threads=threads, residency=residency) for m in config.models
+        ]
+        routes = {r.alias: list(r.targets) for r in config.routes}
+        return cls(groups, routes, int(time.time()))
+
+    def lifecycles(self) -> list[ModelLifecycle]:
+        """The lifecycles of its local models."""
+        return [g.lifecycle for g in self.groups.values() if g.lifecycle is not None]
+
+    def waits_for_load(self, name: str, kind: str) -> bool:
+        """Whether a request for ``name`` (a ``kind`` model) would wait for a load now."""
+        groups = self._resolved.get(name)
+        if not groups:
+            return False
+        return groups[0].config.type == kind and groups[0].waits_for_load()
+
+    def served_as(self, name: object) -> str:
+        """``name`` if it is a public name, else ``-`` (for bounded metric labels)."""
+        return name if isinstance(name, str) and name in self._resolved else "-"
+
+    def public_ids(self) -> list[str]:
+        """Model names, then aliases, in config order."""
+        return list(self._resolved)
+
+    def resolve(self, name: str) -> list[ModelGroup]:
+        """The groups that may answer ``name``, in fallback order."""
+        try:
+            return self._resolved[name]
+        except KeyError:
+            raise ModelNotFoundError(
+                f"The model `{clip(name)}` does not exist. "
+                f"Available models: {', '.join(self.public_ids())}.",
+                param="model",
+            ) from None
+
+    async def start(self) -> None:
+        """Start every worker of every model."""
+        await asyncio.gather(*(g.start() for g in self.groups.values()))
+
+    async def close(self) -> None:
+        """Stop every worker."""
+        await asyncio.gather(*(g.close() for g in self.groups.values()))

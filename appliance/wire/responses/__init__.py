@@ -1,0 +1,1 @@
+"""OpenAI's Responses API: wire types and the translation to and from chat completions."""

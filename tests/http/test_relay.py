@@ -1,0 +1,138 @@
+"""The SSE relay closes its worker stream and charges it, however the response ends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from appliance.errors import APIError, UpstreamConnectionError, UpstreamError
+from appliance.http.sse import LiveStreams, Relay, data
+from appliance.wire.usage import StreamTally
+
+
+class FakeStream:
+    """A worker stream of fixed payloads (then ``fail``, if given) that records being
+    closed."""
+
+    def __init__(self, payloads: list[bytes], fail: APIError | None = None) -> None:
+        self.payloads = payloads
+        self.fail = fail
+        self.closed = 0
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        for payload in self.payloads:
+            yield payload
+        if self.fail is not None:
+            raise self.fail
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+class Settled:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.failures: list[APIError | None] = []
+
+    async def __call__(self, failure: APIError | None) -> None:
+        self.calls += 1
+        self.failures.append(failure)
+
+
+async def test_a_relay_whose_events_never_started_still_closes_and_charges() -> None:
+    stream, settled = FakeStream([b"{}"]), Settled()
+    relay = Relay(stream, 5.0, LiveStreams(), on_close=settled)
+    relay.events()  # made, never iterated: the client left before the response began
+    await relay.aclose()
+    assert stream.closed == 1 and settled.calls == 1
+
+
+async def test_closing_twice_closes_and_charges_once() -> None:
+    stream, settled = FakeStream([b'{"a":1}', b'{"a":2}']), Settled()
+    live = LiveStreams()
+    relay = Relay(stream, 5.0, live, on_close=settled)
+    frames = [event.serialize() async for event in relay.events() if event is not None]
+    assert b"".join(frames) == b'data: {"a":1}\n\ndata: {"a":2}\n\ndata: [DONE]\n\n'
+    await relay.aclose()
+    assert stream.closed == 1 and settled.calls == 1
+    assert len(live) == 0
+
+
+async def test_a_stream_that_fails_is_settled_with_its_error() -> None:
+    broken = UpstreamConnectionError("The upstream connection failed")
+    stream, settled = FakeStream([b'{"a":1}'], fail=broken), Settled()
+    relay = Relay(stream, 5.0, LiveStreams(), on_close=settled)
+    frames = [event.serialize() async for event in relay.events() if event is not None]
+    sent = b"".join(frames)
+    assert sent.startswith(b'data: {"a":1}\n\ndata: {"error":')  # what came, then the error
+    assert b"upstream_unreachable" in sent and sent.endswith(b"data: [DONE]\n\n")
+    assert settled.failures == [broken], "the ledger row gets the error's status, not 200"
+
+
+async def test_a_corrupt_chunk_ends_the_stream_after_the_chunks_read_with_it() -> None:
+    """Read in one batch with good chunks before it, it must not take them down with it."""
+    stream, settled = FakeStream([b'{"a":1}', b'{"a":2}', b'{"a":', b'{"a":3}']), Settled()
+    relay = Relay(stream, 5.0, LiveStreams(), StreamTally(client_asked=True), on_close=settled)
+    frames = [event.serialize() async for event in relay.events() if event is not None]
+    sent = b"".join(frames)
+    assert sent.startswith(b'data: {"a":1}\n\ndata: {"a":2}\n\ndata: {"error":')
+    assert b"not valid JSON" in sent and b'{"a":3}' not in sent
+    assert sent.endswith(b"data: [DONE]\n\n")
+    assert [type(f) for f in settled.failures] == [UpstreamError]
+
+
+def test_a_payload_of_several_lines_stays_one_event() -> None:
+    frame = data(b'{\n  "a": 1\n}').serialize()
+    assert frame == b'data: {\ndata:   "a": 1\ndata: }\n\n'
+
+
+class TrickleStream(FakeStream):
+    """Payloads that come ``gap_s`` apart, as tokens from a model."""
+
+    def __init__(self, payloads: list[bytes], gap_s: float) -> None:
+        super().__init__(payloads)
+        self.gap_s = gap_s
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        for payload in self.payloads:
+            await asyncio.sleep(self.gap_s)
+            yield payload
+
+
+async def test_a_burst_goes_out_as_one_write_and_a_trickle_as_it_comes() -> None:
+    burst = [b'{"n":%d}' % i for i in range(16)]
+    relay = Relay(FakeStream(burst), 5.0, LiveStreams())
+    writes = [event.serialize() async for event in relay.events() if event is not None]
+    assert len(writes) <= 2  # the burst (maybe split once by the reader's pace), then [DONE]
+    assert b"".join(writes) == b"".join(b"data: " + p + b"\n\n" for p in burst) + (
+        b"data: [DONE]\n\n"
+    )
+
+    relay = Relay(TrickleStream([b'{"a":1}', b'{"a":2}'], 0.05), 5.0, LiveStreams())
+    events = relay.events()
+    first = await anext(events)
+    assert first is not None and first.serialize() == b'data: {"a":1}\n\n'
+    rest = [event.serialize() async for event in events if event is not None]
+    assert rest == [b'data: {"a":2}\n\n', b"data: [DONE]\n\n"]
+
+
+async def test_a_slow_client_holds_the_worker_back() -> None:
+    """The reader runs ahead of the client by a bounded queue, not by the whole stream."""
+    produced: list[int] = []
+
+    class Counting(FakeStream):
+        async def _iterate(self) -> AsyncIterator[bytes]:
+            for i in range(1000):
+                produced.append(i)
+                yield b"{}"
+
+    relay = Relay(Counting([]), 5.0, LiveStreams())
+    events = relay.events()
+    await anext(events)
+    await asyncio.sleep(0.05)  # the client reads nothing more for a while
+    assert len(produced) < 100
+    await events.aclose()
+    await relay.aclose()

@@ -1,0 +1,223 @@
+"""How ``appliance serve`` runs: one process by default, its PID file, its signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import yaml
+
+from appliance.runtime.server import default_pid_file
+from bench.run import tree as descendants
+from tests.conftest import cluster_config, scripted
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.server import RunningServer, free_port
+
+
+def serve_argv(config: Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "appliance", "serve", "-c", str(config), "--port", str(port)]
+
+
+def chat(server: RunningServer, model: str) -> httpx.Response:
+    return httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        timeout=10,
+    )
+
+
+def test_one_process_serves_reloads_on_sighup_and_stops_on_sigterm(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    server = start_server(cluster_config(scripted("a", ["one"])))
+    pid = server.process.pid
+    pid_file = default_pid_file(server.port)
+    assert pid_file.read_text() == str(pid), "reload signals the PID the file names"
+    assert descendants(pid) == [pid], "processes: 1 serves from the process itself"
+    assert chat(server, "a").json()["choices"][0]["message"]["content"] == "one"
+
+    server.config_path.write_text(yaml.safe_dump(cluster_config(scripted("b", ["two"]))))
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while chat(server, "b").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert chat(server, "b").json()["choices"][0]["message"]["content"] == "two"
+    assert server.process.poll() is None, "SIGHUP reloads; it does not end the process"
+
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(15) == 0
+    assert not pid_file.exists()
+    assert "experimental" not in server.log()
+
+
+def test_a_second_server_with_a_live_pid_file_is_refused(
+    start_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    server = start_server(cluster_config(scripted("a", ["one"])))
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump(cluster_config(scripted("a", ["one"]))))
+    done = subprocess.run(
+        serve_argv(config, server.port),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert f"names process {server.process.pid}, which is running" in done.stderr
+    assert chat(server, "a").status_code == 200, "the first server is left alone"
+    assert default_pid_file(server.port).read_text() == str(server.process.pid)
+
+
+def test_a_pid_file_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump(cluster_config(scripted("a", ["one"]))))
+    server = RunningServer(config, tmp_path)
+    try:
+        # A server that died left its file naming a PID no process has now.
+        pid_file = default_pid_file(server.port)
+        server.stop()
+        pid_file.write_text(str(gone.pid))
+        again = subprocess.Popen(
+            serve_argv(config, server.port),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            # Serving (its signal handlers in place), not only past writing its PID file:
+            # a SIGTERM in between ends a starting process by the default action.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{server.base_url}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.05)
+            assert pid_file.read_text() == str(again.pid)
+        finally:
+            again.terminate()
+            assert again.wait(15) == 0
+    finally:
+        server.stop()
+
+
+def test_one_process_holds_many_streams_open_at_once(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    """300 streams, each 3 chunks 1 s apart: every one has its first chunk before any ends.
+
+    A server that takes only so many requests at a time (Granian's embedded default is
+    128) holds the rest until the first ones end.
+    """
+    slow = scripted("slow", ["a", "b", "c"], options={"delay_ms": 1000})
+    server = start_server(cluster_config(slow))
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    count, first, ended = 300, [], []
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data: {") and i not in first:
+                    first.append(i)
+        ended.append((i, len(first)))
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=count + 10)
+        async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=60) as client:
+            await asyncio.gather(*(one(client, i) for i in range(count)))
+
+    asyncio.run(run())
+    assert len(ended) == count
+    assert ended[0][1] == count, f"only {ended[0][1]} streams had begun when the first ended"
+
+
+def test_sigterm_answers_a_request_still_waiting_at_the_drain_time(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    """A plain request whose upstream never answers: at ``drain_timeout_s`` after SIGTERM it
+    gets a 503 envelope (not a cut connection), and the process exits 0 soon after."""
+    upstream = FakeUpstream().start()
+    try:
+        hang = {
+            "name": "hang",
+            "backend": "openai",
+            "options": {"base_url": upstream.base_url, "model": "hang"},
+        }
+        server = start_server(
+            cluster_config(hang, scripted("a", ["one"]), server={"drain_timeout_s": 1})
+        )
+        pending = in_background(
+            lambda: httpx.post(
+                f"{server.base_url}/v1/chat/completions",
+                json={"model": "hang", "messages": [{"role": "user", "content": "hi"}]},
+                timeout=20,
+            )
+        )
+        deadline = time.monotonic() + 10
+        while not upstream.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert upstream.requests, "the request reached the upstream"
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        reply = pending()
+        assert reply.status_code == 503
+        assert reply.json()["error"]["code"] == "service_unavailable"
+        assert server.process.wait(10) == 0
+        assert time.monotonic() - started < 5
+        assert "requests_ended_at_shutdown" in server.log()
+    finally:
+        upstream.stop()
+
+
+def in_background(call: Callable[[], httpx.Response]) -> Callable[[], httpx.Response]:
+    """Start ``call`` in a thread; the returned function waits for its result."""
+    box: list[httpx.Response] = []
+    thread = threading.Thread(target=lambda: box.append(call()))
+    thread.start()
+
+    def result() -> httpx.Response:
+        thread.join(30)
+        return box[0]
+
+    return result
+
+
+def test_a_shutdown_stuck_past_its_limit_ends_the_process(tmp_path: Path) -> None:
+    """The last resort when something ignores the drain: the watchdog exits with 1."""
+    script = (
+        "import time\n"
+        "from appliance.runtime.server import Watchdog\n"
+        "Watchdog(0.3).start()\n"
+        "time.sleep(30)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=20)
+    assert done.returncode == 1
+    assert time.monotonic() - started < 10
+    assert b"shutdown_timeout" in done.stdout + done.stderr
+
+
+def test_a_failed_start_exits_1_without_a_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "cluster.yaml"
+    bad = cluster_config(
+        scripted("a", ["one"]), state={"usage_path": "/proc/no-such-folder/usage.sqlite"}
+    )
+    config.write_text(yaml.safe_dump(bad))
+    done = subprocess.run(serve_argv(config, free_port()), capture_output=True, timeout=60)
+    assert done.returncode == 1
+    lines = (done.stdout + done.stderr).decode().splitlines()
+    assert lines
+    for line in lines:  # every line a JSON log line: the reason is logged, nothing raw
+        json.loads(line)
+    assert any("lifespan startup failed" in line for line in lines)

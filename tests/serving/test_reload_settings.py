@@ -1,0 +1,131 @@
+"""Server settings on reload: applied when the reloader can, else ``restart_needed``."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from structlog.testing import capture_logs
+
+from appliance.config import load_config
+from appliance.serving.cluster import Cluster, ClusterRef
+from appliance.serving.reload import Reloader
+from tests.conftest import cluster_config, scripted
+
+BASE = cluster_config(scripted("m", ["a"]))
+
+
+def write(path: Path, config: dict[str, Any]) -> None:
+    # As editors save: a temporary file renamed over the original.
+    tmp = path.with_name(".c.yaml.tmp")
+    tmp.write_text(yaml.safe_dump(config))
+    tmp.rename(path)
+
+
+def with_server(config: dict[str, Any], **server: Any) -> dict[str, Any]:
+    out = copy.deepcopy(config)
+    out.setdefault("server", {}).update(server)
+    return out
+
+
+async def serving(path: Path, config: dict[str, Any]) -> tuple[ClusterRef, Reloader]:
+    write(path, config)
+    cluster = Cluster.from_config(load_config(path, environ={}))
+    await cluster.start()
+    ref = ClusterRef(cluster)
+    reloader = Reloader(ref, lambda: load_config(path, environ={}), watch=path, debounce_ms=50)
+    await reloader.start()
+    await asyncio.sleep(0.2)  # the watcher is set up
+    return ref, reloader
+
+
+async def eventually(check: Callable[[], bool], within: float = 5.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def test_reload_drains_with_the_new_drain_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    ref, reloader = await serving(path, with_server(BASE, watch_config=False, drain_timeout_s=60))
+    old = ref.current.registry.groups["m"]
+    stuck = await old.acquire()  # a request that never finishes
+    changed = with_server(BASE, watch_config=False, drain_timeout_s=0.3)
+    changed["models"][0]["options"]["reply"] = ["b"]
+    write(path, changed)
+
+    with capture_logs() as logs:
+        await reloader.reload("test")
+        closed = await eventually(lambda: stuck.closed, within=3)
+
+    assert closed, "the retired worker waited for the old drain_timeout_s"
+    [timeout] = [e for e in logs if e["event"] == "drain_timeout"]
+    assert timeout["timeout_s"] == 0.3 and timeout["workers"] == ["m/0"]
+    await reloader.stop()
+    await ref.current.close()
+
+
+async def test_watch_config_turned_off_by_reload_stops_the_watcher_and_on_starts_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.yaml"
+    ref, reloader = await serving(path, BASE)
+    assert reloader.watching
+
+    write(path, with_server(BASE, watch_config=False))  # picked up by the watcher
+    assert await eventually(lambda: not ref.current.config.server.watch_config)
+    assert not reloader.watching and reloader.reloads == 1
+
+    unwatched = with_server(BASE, watch_config=False)
+    unwatched["routes"] = [{"alias": "ignored", "targets": ["m"]}]
+    write(path, unwatched)
+    await asyncio.sleep(1.0)
+    assert "ignored" not in ref.current.registry.routes, "a stopped watcher reloaded"
+    assert reloader.reloads == 1
+
+    write(path, with_server(BASE, watch_config=True))
+    await reloader.reload("sighup")  # watching is off: only a signal reloads
+    assert reloader.watching and reloader.reloads == 2
+    await asyncio.sleep(0.2)  # the new watcher is set up
+    watched = copy.deepcopy(BASE)
+    watched["routes"] = [{"alias": "seen", "targets": ["m"]}]
+    write(path, watched)
+    assert await eventually(lambda: "seen" in ref.current.registry.routes)
+    assert reloader.reloads == 3
+    await reloader.stop()
+    await ref.current.close()
+
+
+async def test_settings_read_at_start_are_named_in_restart_needed(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    start = with_server(BASE, watch_config=False, port=8000, drain_timeout_s=10)
+    ref, reloader = await serving(path, start)
+    moved = with_server(start, port=8001, drain_timeout_s=20)
+    moved["auth"] = {"window_s": 10}
+    moved["state"] = {"on_error": "closed", "timeout_s": 1}
+    write(path, moved)
+
+    with capture_logs() as logs:
+        assert (await reloader.reload("test")).ok
+    [needed] = [e for e in logs if e["event"] == "restart_needed"]
+    assert sorted(needed["settings"]) == [
+        "auth.window_s",
+        "server.drain_timeout_s",
+        "server.port",
+        "state.on_error",
+        "state.timeout_s",
+    ]
+
+    write(path, with_server(start, drain_timeout_s=5))  # back to the start values
+    with capture_logs() as logs:
+        assert (await reloader.reload("test")).ok
+    assert [e for e in logs if e["event"] == "restart_needed"] == []
+    await reloader.stop()
+    await ref.current.close()

@@ -12,6 +12,7 @@ being watched has had its chance (:func:`settled`), then assert the absence.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -28,7 +29,7 @@ class PollTimeout(AssertionError):
 
 
 def until(
-    probe: Callable[[], T],
+    probe: Callable[[], T | None],
     *,
     timeout: float = DEADLINE_S,
     what: str = "the condition",
@@ -44,7 +45,7 @@ def until(
     while True:
         try:
             value = probe()
-        except Exception as exc:  # noqa: BLE001 - "not yet", reported at the deadline
+        except Exception as exc:  # "not yet", reported at the deadline
             last = exc
         else:
             if value:
@@ -57,9 +58,9 @@ def until(
 
 
 async def until_async(
-    probe: Callable[[], Awaitable[T] | T],
+    probe: Callable[[], Awaitable[T | None] | T | None],
     *,
-    timeout: float = DEADLINE_S,
+    timeout: float = DEADLINE_S,  # noqa: ASYNC109 - the same signature as until()
     what: str = "the condition",
 ) -> T:
     """:func:`until` for a test on the event loop; ``probe`` may be async."""
@@ -71,11 +72,11 @@ async def until_async(
             value = probe()
             if isinstance(value, Awaitable):
                 value = await value
-        except Exception as exc:  # noqa: BLE001 - "not yet", reported at the deadline
+        except Exception as exc:  # "not yet", reported at the deadline
             last = exc
         else:
             if value:
-                return value  # type: ignore[return-value]
+                return value
             last = value
         if time.monotonic() >= deadline:
             raise PollTimeout(f"{what} did not hold within {timeout:g}s; last seen: {last!r}")
@@ -100,3 +101,52 @@ def settled(probe: Callable[[], T], *, quiet_s: float = 0.5, timeout: float = DE
         elif time.monotonic() - since >= quiet_s:
             return value
     raise PollTimeout(f"the value kept changing for {timeout:g}s; last seen: {value!r}")
+
+
+async def settled_async(
+    probe: Callable[[], T],
+    *,
+    quiet_s: float = 0.5,
+    timeout: float = DEADLINE_S,  # noqa: ASYNC109 - the same signature as settled()
+) -> T:
+    """:func:`settled` for a test on the event loop."""
+    deadline = time.monotonic() + timeout
+    value = probe()
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(_STEP_S * 5)
+        now = probe()
+        if now != value:
+            value, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return value
+    raise PollTimeout(f"the value kept changing for {timeout:g}s; last seen: {value!r}")
+
+
+def in_background(work: Callable[[], T], *, timeout: float = DEADLINE_S) -> Callable[[], T]:
+    """Run ``work`` in a thread now; the returned function waits for its result.
+
+    An exception in ``work`` is raised again by the returned function, so a failure in the
+    background is not lost as an ``IndexError``.
+    """
+    box: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(work())
+        except BaseException as exc:  # raised again in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def result() -> T:
+        thread.join(timeout)
+        if thread.is_alive():
+            raise PollTimeout(f"the background call did not finish within {timeout:g}s")
+        if errors:
+            raise errors[0]
+        return box[0]
+
+    return result

@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.poll import PollTimeout, until
 
 
 def free_port() -> int:
@@ -25,7 +28,9 @@ def free_port() -> int:
 class RunningServer:
     """An appliance process started from a config dict; stop it with :meth:`stop`."""
 
-    def __init__(self, config: dict | Path, tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: dict[str, Any] | Path, tmp: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         if isinstance(config, Path):
             self.config_path = config
@@ -53,21 +58,22 @@ class RunningServer:
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready_or_exited() -> bool:
             if self.process.poll() is not None:
-                raise RuntimeError(f"appliance exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"appliance not ready in {timeout}s:\n{self.log()}")
+                return True  # no use waiting: said below
+            return httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200
+
+        try:
+            until(ready_or_exited, timeout=timeout, what="/readyz answering 200")
+        except PollTimeout:
+            self.stop()
+            raise RuntimeError(f"appliance not ready in {timeout}s:\n{self.log()}") from None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"appliance exited early:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def events(self, name: str, **fields: object) -> list[dict[str, object]]:
@@ -80,17 +86,34 @@ class RunningServer:
                     found.append(event)
         return found
 
+    def event_count(self, name: str, **fields: object) -> int:
+        """How many JSON log events called ``name`` with these fields it has written."""
+        return len(self.events(name, **fields))
+
+    def metrics_text(self, admin_key: str | None = None) -> str:
+        """The body of ``/metrics`` (which must answer 200)."""
+        headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+        response = httpx.get(f"{self.base_url}/metrics", headers=headers, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.text
+
     def metric(self, name: str, admin_key: str | None = None, **labels: str) -> float:
         """The sum of the samples of ``name`` on ``/metrics`` with these labels."""
-        headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
-        text = httpx.get(f"{self.base_url}/metrics", headers=headers, timeout=10).text
         total = 0.0
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families(self.metrics_text(admin_key)):
             for sample in family.samples:
                 wanted = all(sample.labels.get(k) == v for k, v in labels.items())
                 if sample.name == name and wanted:
                     total += sample.value
         return total
+
+    def status(self, admin_key: str | None = None) -> dict[str, Any]:
+        """The body of ``/status.json`` (which must answer 200)."""
+        headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+        response = httpx.get(f"{self.base_url}/status.json", headers=headers, timeout=10)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -101,3 +124,11 @@ class RunningServer:
                 self.process.kill()
                 self.process.wait(5)
         self._log.close()
+
+
+def ledger_rows(path: Path, query: str, *params: object) -> list[tuple[Any, ...]]:
+    """The rows of ``query`` on the usage ledger at ``path`` (none while it does not exist)."""
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as conn:
+        return conn.execute(query, params).fetchall()

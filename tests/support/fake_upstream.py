@@ -5,7 +5,8 @@ configured upstream name), so one server plays every upstream a test needs:
 
 - ``ok``: answers normally; streams ``x_chunks`` chunks ``x_chunk_delay_ms`` apart, with
   OpenAI's usage chunk when asked (``stream_options.include_usage``).
-- ``fail-500``, ``fail-400``, ``fail-401``, ``fail-429``: that status with an error envelope.
+- ``fail-500``, ``fail-400``, ``fail-401``, ``fail-429``: that status with an error envelope
+  (any ``fail-<status>`` works: ``fail-502``, ``fail-503``).
 - ``hang``: never answers (until the client gives up).
 - ``break-mid-stream``: streams two chunks, then drops the connection.
 - ``truncated``: streams its chunks, then ends the body cleanly: no finish, no ``[DONE]``.
@@ -32,8 +33,25 @@ after ``+`` (``ok+indented+nousage``):
 - ``nodone``: a stream ends after its finish (and usage) without ``data: [DONE]``.
 - ``junk``: ``data: keep-alive`` and empty ``data:`` events between the chunks.
 - ``tgi``, ``vllm``: an ``error-mid-stream`` error written as TGI or vLLM write it.
+- ``html`` on a ``fail-<status>``: the status with an HTML error page, as nginx writes
+  it in front of a dead backend (``fail-502+html``: ``502 Bad Gateway``, ``text/html``).
+- ``retry-after``: a ``fail-<status>`` (``fail-429+retry-after``) also sends
+  ``Retry-After: 7`` (:data:`RETRY_AFTER_S`), as OpenAI's and vLLM's rate limits do.
+- ``stream-as-json``: a streamed request is answered with the whole reply as one
+  ``application/json`` body, as servers that do not stream (or ignore ``stream``) do.
 - ``toolcall``: a chat reply that calls ``get_weather({"city": "Paris"})``; streamed in
   OpenAI's delta shape (id and name first, then the arguments in two pieces).
+
+Embeddings honour ``encoding_format: base64`` as OpenAI does (little-endian float32,
+base64-encoded: what the openai SDK asks for unless told otherwise); the vectors are
+``[len(text), 1.0]`` either way.
+
+A worker's base URL may carry a first path segment, ``fake.url("name")`` ->
+``http://host:port/name/v1``: the fake serves the same routes under it, and each request
+and probe records it (``Seen.base``, ``probes_of``), so one fake plays several workers of
+one model and a test counts what each saw. A base named ``probe-<status>``
+(``probe-503``) answers the health probe ``GET .../models`` with that status and an error
+envelope, and serves requests as usual: a worker whose probe fails while it would serve.
 
 With ``native_responses=True`` it also serves OpenAI's ``POST /v1/responses`` (a fixed
 ``native reply``, plain or as typed events with ``event:`` lines); without, that route is
@@ -48,7 +66,9 @@ monotonic time it was noticed). Every request is recorded (path, headers, JSON b
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -69,6 +89,7 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    base: str = ""  # the base URL's first path segment ("" for ``/v1``): which worker
 
 
 @dataclass
@@ -80,6 +101,7 @@ class FakeUpstream:
     requests: list[Seen] = field(default_factory=list)
     disconnects: list[float] = field(default_factory=list)
     probes: int = 0
+    probes_of: dict[str, int] = field(default_factory=dict)  # per base ("" for ``/v1``)
     native_responses: bool = False
 
     def __post_init__(self) -> None:
@@ -90,6 +112,18 @@ class FakeUpstream:
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
+
+    def url(self, base: str) -> str:
+        """A base URL under its own first path segment (one worker among several)."""
+        return f"http://{self.host}:{self.port}/{base}/v1"
+
+    def seen(self, base: str | None = None, model: str | None = None) -> list[Seen]:
+        """The requests received (through the worker ``base``, asking for ``model``)."""
+        return [
+            r
+            for r in self.requests
+            if (base is None or r.base == base) and (model is None or r.body.get("model") == model)
+        ]
 
     def start(self) -> FakeUpstream:
         self._thread.start()
@@ -107,11 +141,12 @@ class FakeUpstream:
 
     async def _start(self) -> None:
         app = web.Application()
-        app.router.add_get("/v1/models", self._models)
-        for path in ("chat/completions", "completions", "embeddings", "rerank"):
-            app.router.add_post(f"/v1/{path}", self._generate)
-        if self.native_responses:
-            app.router.add_post("/v1/responses", self._responses)
+        for root in ("/v1", "/{base}/v1"):
+            app.router.add_get(f"{root}/models", self._models)
+            for path in ("chat/completions", "completions", "embeddings", "rerank"):
+                app.router.add_post(f"{root}/{path}", self._generate)
+            if self.native_responses:
+                app.router.add_post(f"{root}/responses", self._responses)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -127,12 +162,19 @@ class FakeUpstream:
 
     async def _models(self, request: web.Request) -> web.Response:
         self.probes += 1
+        base = request.match_info.get("base", "")
+        self.probes_of[base] = self.probes_of.get(base, 0) + 1
+        if base.startswith("probe-"):
+            status = int(base.removeprefix("probe-"))
+            error = {"message": f"fake probe says {status}", "type": "fake_error", "code": None}
+            return web.json_response({"error": {**error, "param": None}}, status=status)
         return web.json_response({"object": "list", "data": [{"id": "ok", "object": "model"}]})
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        kind = request.path.removeprefix("/v1/")
-        self.requests.append(Seen(kind, dict(request.headers), body))
+        base = request.match_info.get("base", "")
+        kind = request.path.removeprefix(f"/{base}" if base else "").removeprefix("/v1/")
+        self.requests.append(Seen(kind, dict(request.headers), body, base))
         model, *listed = body.get("model", "").split("+")
         traits = frozenset(listed)
         if "rejects-stream-options" in traits and "stream_options" in body:
@@ -149,6 +191,12 @@ class FakeUpstream:
             )
         if model.startswith("fail-"):
             status = int(model.removeprefix("fail-"))
+            headers = {"Retry-After": str(RETRY_AFTER_S)} if "retry-after" in traits else None
+            if "html" in traits:
+                page = _nginx_page(status)
+                return web.Response(
+                    text=page, content_type="text/html", status=status, headers=headers
+                )
             return web.json_response(
                 {
                     "error": {
@@ -159,14 +207,16 @@ class FakeUpstream:
                     }
                 },
                 status=status,
+                headers=headers,
             )
         if model == "hang":
             await asyncio.sleep(30)
         await self._wait(request, float(body.get("x_first_delay_ms", 0)) / 1000)
         if kind == "embeddings":
             inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            as_base64 = body.get("encoding_format") == "base64"
             data = [
-                {"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0]}
+                {"object": "embedding", "index": i, "embedding": _vector(t, as_base64)}
                 for i, t in enumerate(inputs)
             ]
             reply = {"object": "list", "data": data, "model": model}
@@ -182,7 +232,7 @@ class FakeUpstream:
             return _json_response(reply, traits)
         if "toolcall" in traits:
             return await self._tool_call(request, body, model, traits)
-        if body.get("stream"):
+        if body.get("stream") and "stream-as-json" not in traits:
             return await self._stream(request, body, model, traits)
         if "html" in traits:
             return web.Response(text="<html>hi</html>", content_type="text/html")
@@ -220,7 +270,8 @@ class FakeUpstream:
     async def _responses(self, request: web.Request) -> web.StreamResponse:
         """OpenAI's own Responses API, for upstreams that serve it natively."""
         body = await request.json()
-        self.requests.append(Seen("responses", dict(request.headers), body))
+        base = request.match_info.get("base", "")
+        self.requests.append(Seen("responses", dict(request.headers), body, base))
         model = body.get("model", "")
         if model.startswith("fail-"):
             status = int(model.removeprefix("fail-"))
@@ -359,6 +410,7 @@ class FakeUpstream:
 
 
 PROMPT_TOKENS = 5  # every chat/completion request "reads" this many tokens
+RETRY_AFTER_S = 7  # what ``retry-after`` sends
 PLAIN_COMPLETION_TOKENS = 2  # and a plain reply "writes" this many
 
 
@@ -379,6 +431,25 @@ def _dumps(obj: Any, traits: frozenset[str]) -> bytes:
     if "spaced" in traits:
         return json.dumps(obj).encode()
     return orjson.dumps(obj)
+
+
+def _vector(text: str, as_base64: bool) -> list[float] | str:
+    """An embedding: ``[len(text), 1.0]``, or its float32 bytes in base64 (OpenAI's way)."""
+    vector = [float(len(text)), 1.0]
+    if not as_base64:
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def _nginx_page(status: int) -> str:
+    """The error page nginx writes when its backend fails."""
+    title = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
+    line = f"{status} {title.get(status, 'Error')}"
+    return (
+        f"<html>\r\n<head><title>{line}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{line}</h1></center>\r\n<hr><center>nginx/1.24.0</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
 
 
 def _stream_error(traits: frozenset[str]) -> dict[str, Any]:

@@ -164,7 +164,7 @@ class FakeUpstream:
         self.probes += 1
         base = request.match_info.get("base", "")
         self.probes_of[base] = self.probes_of.get(base, 0) + 1
-        if base.startswith("probe-"):
+        if base.startswith("probe-") and base.removeprefix("probe-").isdigit():
             status = int(base.removeprefix("probe-"))
             error = {"message": f"fake probe says {status}", "type": "fake_error", "code": None}
             return web.json_response({"error": {**error, "param": None}}, status=status)

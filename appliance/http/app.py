@@ -13,8 +13,18 @@ from appliance.accounting.limits import Limiter, LocalLimiter
 from appliance.config import ApplianceConfig, Settings, load_from_environment
 from appliance.http import errors
 from appliance.http.access import AccessLayer
+from appliance.http.lifespan import (
+    ClusterLifetime,
+    Component,
+    Drain,
+    Hooks,
+    Lifespan,
+    ProcessRegistration,
+    ServingHeap,
+    StateGauges,
+)
 from appliance.http.metering import Accountant, Metering
-from appliance.http.middleware import Authentication, Lifespan, Overhead
+from appliance.http.middleware import API_PREFIXES, ApiPrefix, Authentication, Overhead
 from appliance.http.routes.admin import LoadResource, UnloadResource
 from appliance.http.routes.embeddings import EmbeddingsResource
 from appliance.http.routes.generation import GenerationResource
@@ -36,7 +46,7 @@ from appliance.serving.reload import Reloader
 from appliance.wire.openai import protocol
 from appliance.wire.openai.protocol import Endpoint
 
-API_PREFIXES = ("/v1", "/api/v1")
+__all__ = ["API_PREFIXES", "app_from_environment", "app_from_settings", "create_app"]
 
 
 def create_app(
@@ -71,8 +81,21 @@ def create_app(
         hot.observers.append(
             lambda outcome: metrics.reloads.labels("ok" if outcome.ok else "failed").inc()
         )
+    # Started in this order, stopped in reverse: the ledger outlives the requests, the
+    # cluster the reloader, and the process registers once signals can be handled.
+    components: list[Component] = [
+        Hooks(stop=limiter.close),
+        *([Hooks(ledger.start, ledger.close)] if ledger is not None else []),
+        ClusterLifetime(ref),
+        *([Hooks(hot.start, hot.stop)] if hot is not None else []),
+        StateGauges(ref, metrics),
+        Drain(ref, live),
+        ProcessRegistration(),
+        *([ServingHeap()] if tune_heap else []),
+    ]
     middleware: list[Any] = [
-        Lifespan(ref, hot, live, metrics, limiter, ledger, tune_heap=tune_heap),
+        Lifespan(components),
+        ApiPrefix(),
         Authentication(ref, limiter, metrics),
         Overhead(metrics),
         Metering(),
@@ -91,17 +114,17 @@ def create_app(
     messages = MessagesResource(live, accountant)
     count_tokens = CountTokensResource(accountant)
     relevance = RelevanceResource(accountant)
-    for prefix in API_PREFIXES:
-        app.add_route(f"{prefix}/models", ModelsResource())
-        app.add_route(f"{prefix}/models/{{model_id:path}}", ModelResource())
-        app.add_route(f"{prefix}/chat/completions", chat)
-        app.add_route(f"{prefix}/completions", completions)
-        app.add_route(f"{prefix}/embeddings", embeddings)
-        app.add_route(f"{prefix}/rerank", rerank)
-        app.add_route(f"{prefix}/responses", responses)
-        app.add_route(f"{prefix}/messages", messages)
-        app.add_route(f"{prefix}/messages/count_tokens", count_tokens)
-        app.add_route(f"{prefix}/beta/relevance", relevance)  # DB-GPT's relevance API
+    # Registered once, under /v1: ApiPrefix serves /api/v1 (DB-GPT's clients) from them.
+    app.add_route("/v1/models", ModelsResource())
+    app.add_route("/v1/models/{model_id:path}", ModelResource())
+    app.add_route("/v1/chat/completions", chat)
+    app.add_route("/v1/completions", completions)
+    app.add_route("/v1/embeddings", embeddings)
+    app.add_route("/v1/rerank", rerank)
+    app.add_route("/v1/responses", responses)
+    app.add_route("/v1/messages", messages)
+    app.add_route("/v1/messages/count_tokens", count_tokens)
+    app.add_route("/v1/beta/relevance", relevance)  # DB-GPT's relevance API
     app.add_route("/admin/load", LoadResource())
     app.add_route("/admin/unload", UnloadResource())
     app.add_route("/healthz", HealthResource())

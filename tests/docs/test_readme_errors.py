@@ -73,7 +73,8 @@ def emitted_statuses() -> set[int]:
     stack: list[type[errors.APIError]] = [errors.APIError]
     while stack:
         cls = stack.pop()
-        out.add(cls.status)
+        if isinstance(cls.status, int):  # else a property: the upstream's own 4xx, relayed
+            out.add(cls.status)
         stack.extend(cls.__subclasses__())
     out.discard(errors.APIError.status)  # 500: the last resort, not an answer we plan
     out.add(405)  # Falcon's: a route without that method

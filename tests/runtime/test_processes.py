@@ -22,7 +22,7 @@ from tests.support.server import RunningServer
 CHILD = """
 import signal, sys, time
 from pathlib import Path
-from appliance import runtime
+from appliance.runtime import processes as runtime
 folder = Path(sys.argv[1])
 signal.signal(signal.SIGUSR1, lambda *_: (folder / "got-signal").write_text("yes"))
 registration = runtime.register(str(folder))

@@ -161,8 +161,8 @@ def _parts(modules: dict[str, Module]) -> Iterator[tuple[str, list[Module]]]:
 def render(modules: dict[str, Module]) -> str:
     """The picture of the packages: top to bottom, each with the process it runs in, its
     modules and the parts it imports (read from the code)."""
-    root = sorted(m.name for m in modules.values() if "." not in m.name and m.name in TOP | FLOOR)
-    lines = [f"appliance/  {', '.join(n + '.py' for n in root)}", "│"]
+    root = sorted(m.path.name for m in modules.values() if m.path.parent == PACKAGE)
+    lines = [f"appliance/  {', '.join(root)}", "│"]
     for part, members in _parts(modules):
         size = sum(m.lines for m in members)
         uses = sorted({i.split(".")[0] for m in members for i in m.imports} - {part} - FLOOR)
@@ -174,7 +174,8 @@ def render(modules: dict[str, Module]) -> str:
         names = [m.name.removeprefix(part).lstrip(".") or "__init__" for m in members]
         lines += _wrap("│    ", "  ".join(names))
         lines.append(f"│    -> {' '.join(uses) if uses else '(the floor only)'}")
-    lines.append("└─ errors.py, clip.py: the floor every part stands on")
+    floor = sorted(m.name for m in modules.values() if m.part in FLOOR)
+    lines.append(f"└─ the floor every part stands on: {'  '.join(floor)}")
     return "\n".join(lines)
 
 
@@ -189,7 +190,7 @@ def _wrap(prefix: str, text: str, width: int = 92) -> list[str]:
     return [*out, prefix + line] if line else out
 
 
-_BLOCK = re.compile(r"(<!-- architecture: generated[^\n]*-->\n```text\n)(.*?)(\n```)", re.S)
+_BLOCK = re.compile(r"(<!-- architecture: generated[^\n]*-->\n```text\n)(.*?)\n?(```)", re.S)
 
 
 def readme_picture() -> str | None:
@@ -202,7 +203,7 @@ def write_readme() -> None:
     """Put the current picture into the README."""
     text = README.read_text(encoding="utf-8")
     picture = render(read_modules())
-    README.write_text(_BLOCK.sub(lambda m: m.group(1) + picture + m.group(3), text), "utf-8")
+    README.write_text(_BLOCK.sub(lambda m: m.group(1) + picture + "\n" + m.group(3), text), "utf-8")
 
 
 if __name__ == "__main__":

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import cast
-
 import falcon
 import falcon.asgi
-from falcon.asgi import SSEvent
 
-from appliance.http.access import STARTED, note, on_disconnect, on_finish
+from appliance.http.access import note
 from appliance.http.body import read_request
 from appliance.http.metering import Accountant
 from appliance.http.opening import start as opened
-from appliance.http.sse import LiveStreams, Relay
-from appliance.runtime.metrics import StreamStats
+from appliance.http.sse import LiveStreams
+from appliance.http.streaming import Streamer
 from appliance.serving.cluster import Cluster
 from appliance.wire.openai import protocol
 from appliance.wire.openai.protocol import Endpoint
@@ -34,8 +30,8 @@ class GenerationResource:
     ) -> None:
         self.endpoint = endpoint
         self.schema = schema
-        self.live = live
         self.accountant = accountant
+        self.streamer = Streamer(live, accountant)
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
@@ -51,19 +47,10 @@ class GenerationResource:
             )
             stream = await opened(opening, cluster, principal, request.model)
             options = request.stream_options
-            relay = Relay(
-                stream,
-                cluster.config.server.stream_ping_s,
-                self.live,
-                charge.stream(client_asked=bool(options and options.include_usage)),
-                StreamStats(self.accountant.metrics, request.model, req.scope[STARTED]),
-                charge.settle,
+            tally = charge.stream(client_asked=bool(options and options.include_usage))
+            self.streamer.respond(
+                req, resp, stream, model=request.model, tally=tally, settle=charge.settle
             )
-            on_finish(req.scope, relay.aclose)  # even if the events below never start
-            on_disconnect(req.scope, relay.client_gone)
-            # Falcon only calls serialize() on what the generator yields.
-            resp.sse = cast(AsyncIterator[SSEvent | None], relay.events())
-            resp.set_header("cache-control", "no-cache")
             return
         resp.data = await gateway.call(principal, self.endpoint, body, timing, session)
         resp.content_type = falcon.MEDIA_JSON

@@ -15,21 +15,19 @@ backend that reports no usage cannot be counted for: a 400 says so, rather than 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import falcon
 import falcon.asgi
 import orjson
-from falcon.asgi import SSEvent
 
 from appliance.errors import APIError, InvalidRequestError
-from appliance.http.access import STARTED, note, on_disconnect, on_finish
+from appliance.http.access import note
 from appliance.http.body import read_json
 from appliance.http.metering import Accountant
 from appliance.http.opening import start as opened
-from appliance.http.sse import Event, LiveStreams, Relay
-from appliance.runtime.metrics import StreamStats
+from appliance.http.sse import Event, LiveStreams
+from appliance.http.streaming import Streamer
 from appliance.serving.cluster import Cluster
 from appliance.wire import usage
 from appliance.wire.anthropic import protocol as anthropic
@@ -45,8 +43,8 @@ class MessagesResource:
     metered = True
 
     def __init__(self, live: LiveStreams, accountant: Accountant) -> None:
-        self.live = live
         self.accountant = accountant
+        self.streamer = Streamer(live, accountant)
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
@@ -66,19 +64,15 @@ class MessagesResource:
             stream = await opened(opening, cluster, principal, request.model)
             tally = charge.stream(client_asked=True)  # the translator reads the usage chunk
             translator = anthropic_reply.StreamTranslator(request.model, request.stop_sequences)
-            relay = Relay(
+            self.streamer.respond(
+                req,
+                resp,
                 stream,
-                server.stream_ping_s,
-                self.live,
-                tally,
-                StreamStats(self.accountant.metrics, request.model, req.scope[STARTED]),
-                charge.settle,
+                model=request.model,
+                tally=tally,
+                settle=charge.settle,
                 framing=AnthropicFraming(translator, tally, chat),
             )
-            on_finish(req.scope, relay.aclose)  # even if the events below never start
-            on_disconnect(req.scope, relay.client_gone)
-            resp.sse = cast(AsyncIterator[SSEvent | None], relay.events())
-            resp.set_header("cache-control", "no-cache")
             return
         reply = await gateway.call(principal, Endpoint.CHAT, chat, timing, session)
         use = await charge.reply(reply)

@@ -11,23 +11,22 @@ say ``responses: passthrough`` gets the request as it came, on the upstream's ow
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, cast
+from collections.abc import Iterator
+from typing import Any
 
 import falcon
 import falcon.asgi
 import orjson
-from falcon.asgi import SSEvent
 
 from appliance.accounting.auth import Principal
 from appliance.config import OpenAIModel
 from appliance.errors import APIError
-from appliance.http.access import STARTED, note, on_disconnect, on_finish
+from appliance.http.access import note
 from appliance.http.body import read_request
 from appliance.http.metering import Accountant
 from appliance.http.opening import start as opened
-from appliance.http.sse import Event, LiveStreams, Relay, data
-from appliance.runtime.metrics import StreamStats
+from appliance.http.sse import Event, LiveStreams, data
+from appliance.http.streaming import Streamer
 from appliance.serving.cluster import Cluster
 from appliance.wire import usage
 from appliance.wire.openai.protocol import Endpoint
@@ -44,8 +43,8 @@ class ResponsesResource:
     metered = True
 
     def __init__(self, live: LiveStreams, accountant: Accountant) -> None:
-        self.live = live
         self.accountant = accountant
+        self.streamer = Streamer(live, accountant)
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
@@ -73,19 +72,15 @@ class ResponsesResource:
                 if native
                 else TranslatedFraming(EventStream(request, rid, created), tally, sent)
             )
-            relay = Relay(
+            self.streamer.respond(
+                req,
+                resp,
                 stream,
-                cluster.config.server.stream_ping_s,
-                self.live,
-                tally,
-                StreamStats(self.accountant.metrics, request.model, req.scope[STARTED]),
-                charge.settle,
-                framing,
+                model=request.model,
+                tally=tally,
+                settle=charge.settle,
+                framing=framing,
             )
-            on_finish(req.scope, relay.aclose)  # even if the events below never start
-            on_disconnect(req.scope, relay.client_gone)
-            resp.sse = cast(AsyncIterator[SSEvent | None], relay.events())
-            resp.set_header("cache-control", "no-cache")
             return
         with _named_as_sent(native):
             reply = await gateway.call(principal, endpoint, sent, timing, session)

@@ -1,0 +1,56 @@
+"""Answering a request with a relayed stream: the one set-up every streaming route shares."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
+
+import falcon.asgi
+from falcon.asgi import SSEvent
+
+from appliance.backends.base import ReplyStream
+from appliance.errors import APIError
+from appliance.http.access import STARTED, on_disconnect, on_finish
+from appliance.http.metering import Accountant
+from appliance.http.sse import Framing, LiveStreams, Relay
+from appliance.runtime.metrics import StreamStats
+from appliance.wire.usage import StreamTally
+
+
+class Streamer:
+    """Relays a worker's stream to the client as SSE, framed for the route's API family.
+
+    The relay is closed when the request ends, whatever happens (its worker stream closed
+    and the request charged), and stops reading as soon as the client leaves.
+    """
+
+    def __init__(self, live: LiveStreams, accountant: Accountant) -> None:
+        self.live = live
+        self.accountant = accountant
+
+    def respond(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        stream: ReplyStream,
+        *,
+        model: str,
+        tally: StreamTally,
+        settle: Callable[[APIError | None], Awaitable[None]],
+        framing: Framing | None = None,
+    ) -> None:
+        """Make ``resp`` the SSE relay of ``stream``."""
+        relay = Relay(
+            stream,
+            req.context.cluster.config.server.stream_ping_s,
+            self.live,
+            tally,
+            StreamStats(self.accountant.metrics, model, req.scope[STARTED]),
+            settle,
+            framing,
+        )
+        on_finish(req.scope, relay.aclose)  # even if the events below never start
+        on_disconnect(req.scope, relay.client_gone)
+        # Falcon only calls serialize() on what the generator yields.
+        resp.sse = cast(AsyncIterator[SSEvent | None], relay.events())
+        resp.set_header("cache-control", "no-cache")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from appliance.config import load_config
 from appliance.serving.cluster import Cluster, ClusterRef
 from appliance.serving.reload import Reloader
 from tests.conftest import cluster_config, scripted
+from tests.support.poll import until_async
 
 BASE = cluster_config(scripted("m", ["a"]))
 
@@ -39,17 +39,32 @@ async def serving(path: Path, config: dict[str, Any]) -> tuple[ClusterRef, Reloa
     ref = ClusterRef(cluster)
     reloader = Reloader(ref, lambda: load_config(path, environ={}), watch=path, debounce_ms=50)
     await reloader.start()
-    await asyncio.sleep(0.2)  # the watcher is set up
     return ref, reloader
 
 
-async def eventually(check: Callable[[], bool], within: float = 5.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + within
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
+async def write_until(path: Path, config: dict[str, Any], check: Callable[[], bool]) -> None:
+    """Write ``config`` again at each poll until ``check`` holds: a watcher just started may
+    not see the first write, and a write of what is already loaded reloads nothing."""
+
+    def written() -> bool:
+        if check():
+            return True
+        write(path, config)
+        return False
+
+    await until_async(written, what=f"a watcher picking up {path.name}")
+
+
+async def a_watcher_had_its_chance(folder: Path) -> None:
+    """Once a second watcher of ``folder`` (same debounce) has reloaded a change written
+    now, a watcher of ``c.yaml`` has had its chance at a change written before."""
+    path = folder / "witness.yaml"
+    ref, witness = await serving(path, BASE)
+    seen = copy.deepcopy(BASE)
+    seen["routes"] = [{"alias": "witnessed", "targets": ["m"]}]
+    await write_until(path, seen, lambda: "witnessed" in ref.current.registry.routes)
+    await witness.stop()
+    await ref.current.close()
 
 
 async def test_reload_drains_with_the_new_drain_timeout(tmp_path: Path) -> None:
@@ -63,9 +78,11 @@ async def test_reload_drains_with_the_new_drain_timeout(tmp_path: Path) -> None:
 
     with capture_logs() as logs:
         await reloader.reload("test")
-        closed = await eventually(lambda: stuck.closed, within=3)
+        # The old drain_timeout_s (60 s) is past this deadline; the new one (0.3 s) is not.
+        await until_async(
+            lambda: stuck.closed, timeout=30, what="the retired worker closed by the new timeout"
+        )
 
-    assert closed, "the retired worker waited for the old drain_timeout_s"
     [timeout] = [e for e in logs if e["event"] == "drain_timeout"]
     assert timeout["timeout_s"] == 0.3 and timeout["workers"] == ["m/0"]
     await reloader.stop()
@@ -79,25 +96,24 @@ async def test_watch_config_turned_off_by_reload_stops_the_watcher_and_on_starts
     ref, reloader = await serving(path, BASE)
     assert reloader.watching
 
-    write(path, with_server(BASE, watch_config=False))  # picked up by the watcher
-    assert await eventually(lambda: not ref.current.config.server.watch_config)
+    # Picked up by the watcher.
+    await write_until(path, with_server(BASE, watch_config=False), lambda: reloader.reloads > 0)
+    assert not ref.current.config.server.watch_config
     assert not reloader.watching and reloader.reloads == 1
 
     unwatched = with_server(BASE, watch_config=False)
     unwatched["routes"] = [{"alias": "ignored", "targets": ["m"]}]
     write(path, unwatched)
-    await asyncio.sleep(1.0)
+    await a_watcher_had_its_chance(tmp_path)
     assert "ignored" not in ref.current.registry.routes, "a stopped watcher reloaded"
     assert reloader.reloads == 1
 
     write(path, with_server(BASE, watch_config=True))
     await reloader.reload("sighup")  # watching is off: only a signal reloads
     assert reloader.watching and reloader.reloads == 2
-    await asyncio.sleep(0.2)  # the new watcher is set up
     watched = copy.deepcopy(BASE)
     watched["routes"] = [{"alias": "seen", "targets": ["m"]}]
-    write(path, watched)
-    assert await eventually(lambda: "seen" in ref.current.registry.routes)
+    await write_until(path, watched, lambda: "seen" in ref.current.registry.routes)
     assert reloader.reloads == 3
     await reloader.stop()
     await ref.current.close()

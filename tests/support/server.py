@@ -132,3 +132,38 @@ def ledger_rows(path: Path, query: str, *params: object) -> list[tuple[Any, ...]
         return []
     with sqlite3.connect(path) as conn:
         return conn.execute(query, params).fetchall()
+
+
+class WatchWitness:
+    """A second appliance watching a file of its own in the same folder as another config.
+
+    For a test that must show a watcher did *not* react: change the watched-or-not file,
+    then :meth:`see_a_change`. Once this witness has reloaded a change written after the
+    other file's, a watcher of the other file (same folder, same debounce) has had its
+    chance, and the test may assert that nothing happened.
+    """
+
+    def __init__(self, folder: Path, tmp: Path) -> None:
+        self.path = folder / "witness.yaml"
+        self._version = 0
+        self._write()
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.server = RunningServer(self.path, tmp)
+
+    def _write(self) -> None:
+        reply = [f"witness v{self._version}"]
+        model = {"name": "witness", "backend": "scripted", "options": {"reply": reply}}
+        self.path.write_text(yaml.safe_dump({"models": [model]}))
+
+    def see_a_change(self) -> None:
+        """Change the witness's file now; return once its watcher has reloaded it."""
+        before = self.server.event_count("config_reloaded", reason="file_changed")
+        self._version += 1
+        self._write()
+        until(
+            lambda: self.server.event_count("config_reloaded", reason="file_changed") > before,
+            what="the witness reloading its changed file",
+        )
+
+    def stop(self) -> None:
+        self.server.stop()

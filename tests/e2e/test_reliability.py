@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import cluster_config, scripted, sse_payloads
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.poll import until, until_async
 from tests.support.server import RunningServer
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -73,30 +74,28 @@ def test_killed_upstream_fails_over_leaves_rotation_and_comes_back(
     threads = [threading.Thread(target=load) for _ in range(3)]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
-    port = first.port
-    first.stop()
-    killed = time.monotonic()
-    while healthy(server, "pair")[0] and time.monotonic() - killed < 5:
-        time.sleep(0.02)
-    left_after = time.monotonic() - killed
-    time.sleep(0.5)
-    revived = FakeUpstream(port=port).start()
-    restarted = time.monotonic()
-    while not healthy(server, "pair")[0] and time.monotonic() - restarted < 5:
-        time.sleep(0.02)
-    back_after = time.monotonic() - restarted
-    time.sleep(0.3)
-    stop.set()
-    for thread in threads:
-        thread.join(10)
-    revived.stop()
+    try:
+        until(lambda: sent >= 10 and first.requests, what="load on both upstreams")
+        port = first.port
+        first.stop()
+        # Health probes every 0.5 s, two failures: it leaves well before this deadline,
+        # which only health checks that never eject reach.
+        until(lambda: not healthy(server, "pair")[0], timeout=15, what="the dead upstream out")
+        out_at = sent
+        until(lambda: sent >= out_at + 10, what="load served while one upstream is out")
+        revived = FakeUpstream(port=port).start()
+        try:
+            until(lambda: healthy(server, "pair")[0], timeout=15, what="the revived one back")
+            until(lambda: revived.requests, what="the restarted upstream taking traffic again")
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(10)
+            revived.stop()
+    finally:
+        stop.set()
 
     assert failures == []
-    assert sent > 50
-    assert left_after < 2.0, left_after
-    assert back_after < 0.5 + 0.5, back_after  # one probe interval (and its timeout)
-    assert revived.requests, "the restarted upstream takes traffic again"
 
 
 def test_probes_never_call_a_model_route(
@@ -108,8 +107,7 @@ def test_probes_never_call_a_model_route(
             upstream_model("probed", [fake.base_url], health={"interval_s": 0.1}, workers=3)
         )
     )
-    time.sleep(1.0)
-    assert fake.probes >= 10
+    until(lambda: fake.probes >= 10, what="ten probes")
     assert fake.requests == []
 
 
@@ -129,24 +127,25 @@ def test_hanging_upstream_gives_504_while_other_models_serve(
         )
     )
 
-    async def both() -> tuple[httpx.Response, float, httpx.Response, float]:
+    async def both() -> tuple[httpx.Response, float, httpx.Response, bool]:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
             start = time.monotonic()
             stuck = asyncio.create_task(
                 client.post("/v1/chat/completions", json={"model": "stuck", "messages": MESSAGES})
             )
-            await asyncio.sleep(0.1)
+            await until_async(lambda: fake.requests, what="the stuck request upstream")
             quick = await client.post(
                 "/v1/chat/completions", json={"model": "quick", "messages": MESSAGES}
             )
-            quick_at = time.monotonic() - start
-            return await stuck, time.monotonic() - start, quick, quick_at
+            stuck_still_waiting = not stuck.done()
+            return await stuck, time.monotonic() - start, quick, stuck_still_waiting
 
-    stuck, stuck_at, quick, quick_at = asyncio.run(both())
+    stuck, stuck_at, quick, stuck_still_waiting = asyncio.run(both())
     assert stuck.status_code == 504
     assert stuck.json()["error"]["code"] == "upstream_timeout"
-    assert 0.9 < stuck_at < 3
-    assert quick.status_code == 200 and quick_at < 0.9
+    assert stuck_at > 0.9, "first_byte_timeout_s is 1.0"
+    assert quick.status_code == 200
+    assert stuck_still_waiting, "the quick model answered while the stuck one still waited"
 
 
 def test_idle_stream_times_out_with_an_error_event(
@@ -197,10 +196,7 @@ def in_flight(server: RunningServer) -> int:
 
 
 def wait_for_disconnect(fake: FakeUpstream, before: int, since: float) -> float:
-    deadline = time.monotonic() + 3
-    while len(fake.disconnects) == before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(fake.disconnects) > before, "the upstream never saw its connection close"
+    until(lambda: len(fake.disconnects) > before, what="the upstream seeing its connection close")
     return fake.disconnects[-1] - since
 
 
@@ -214,9 +210,9 @@ def test_client_leaving_while_waiting_closes_the_upstream(
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=0.5)
     left = time.monotonic()
-    assert wait_for_disconnect(fake, before, left) < 1.0
-    time.sleep(0.1)
-    assert in_flight(server) == 0
+    # Closed when the client left, not when the upstream's 5 s first delay ended.
+    assert wait_for_disconnect(fake, before, left) < 4.0
+    until(lambda: in_flight(server) == 0, what="no request in flight")
 
 
 def test_client_leaving_mid_stream_closes_the_upstream(
@@ -238,9 +234,9 @@ def test_client_leaving_mid_stream_closes_the_upstream(
             if line.startswith("data: "):
                 break
     left = time.monotonic()
-    assert wait_for_disconnect(fake, before, left) < 1.0
-    time.sleep(0.1)
-    assert in_flight(server) == 0
+    # Closed when the client left, not when the upstream's 50 chunks (15 s) ended.
+    assert wait_for_disconnect(fake, before, left) < 10.0
+    until(lambda: in_flight(server) == 0, what="no request in flight")
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +249,7 @@ def limited(start_server: Callable[..., RunningServer]) -> RunningServer:
                 "api_keys": [
                     {"name": "rpm", "key": "k-rpm", "rpm": 5},
                     {"name": "tpm", "key": "k-tpm", "tpm": 10},
+                    {"name": "tpm-stream", "key": "k-tpm-stream", "tpm": 10},
                 ],
             },
         )
@@ -278,7 +275,7 @@ def test_rpm_limit_is_exact_then_recovers(limited: RunningServer) -> None:
     wait = float(refused.headers["retry-after-ms"]) / 1000
     assert 0 < wait <= 2.0
     assert int(refused.headers["retry-after"]) >= 1
-    time.sleep(wait + 0.05)
+    time.sleep(wait + 0.05)  # deliberate: what is tested is the window passing
     assert post(limited, "k-rpm").status_code == 200
 
 
@@ -289,15 +286,15 @@ def test_tpm_limit_counts_usage_then_recovers(limited: RunningServer) -> None:
     refused = post(limited, "k-tpm")
     assert refused.status_code == 429
     assert "tokens" in refused.json()["error"]["message"]
+    # Deliberate: what is tested is the window passing.
     time.sleep(float(refused.headers["retry-after-ms"]) / 1000 + 0.05)
     assert post(limited, "k-tpm").status_code == 200
 
 
 def test_tpm_counts_streams_without_showing_the_usage_chunk(limited: RunningServer) -> None:
-    time.sleep(2.1)  # a fresh window
-    response = post(limited, "k-tpm", stream=True)
+    response = post(limited, "k-tpm-stream", stream=True)
     payloads = sse_payloads(response.text)
     assert all(p == "[DONE]" or p["choices"] for p in payloads), "usage chunk leaked"
     assert all(p == "[DONE]" or "usage" not in p for p in payloads)
-    codes = [post(limited, "k-tpm").status_code for _ in range(3)]
+    codes = [post(limited, "k-tpm-stream").status_code for _ in range(3)]
     assert codes == [200, 200, 429]  # 4 (stream) + 4 + 4 = 12 > 10

@@ -26,13 +26,13 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol, cast
 
-import orjson
 import structlog
 
 from appliance.backends.base import ReplyStream
 from appliance.clip import clip
 from appliance.errors import APIError
 from appliance.runtime.metrics import StreamStats
+from appliance.wire.sse import Framing, OpenAIFraming
 from appliance.wire.usage import StreamTally
 
 log = structlog.get_logger("appliance.stream")
@@ -50,41 +50,8 @@ class Event:
         return self.frame
 
 
-DONE = Event(b"data: [DONE]\n\n")
-
 _QUEUE = 32  # payloads read ahead of the client at most
 _END = object()  # the reader's last item after the stream's last payload
-
-
-def data(payload: bytes) -> Event:
-    """One ``data:`` event; a payload of several lines (pretty-printed JSON) stays one event."""
-    if b"\n" in payload:
-        payload = payload.replace(b"\r\n", b"\n").replace(b"\n", b"\ndata: ")
-    return Event(b"data: " + payload + b"\n\n")
-
-
-class Framing(Protocol):
-    """How a worker's payloads reach the client as SSE events."""
-
-    def chunk(self, payload: bytes) -> list[Event]:
-        """The events for one payload (as shown after the tally)."""
-        ...
-
-    def close(self, error: APIError | None) -> list[Event]:
-        """The events that end the stream: after the last payload, or after ``error``."""
-        ...
-
-
-class OpenAIFraming:
-    """OpenAI's framing: each payload one ``data:`` event; errors as ``{"error": ...}``."""
-
-    def chunk(self, payload: bytes) -> list[Event]:
-        return [data(payload)]
-
-    def close(self, error: APIError | None) -> list[Event]:
-        if error is None:
-            return [DONE]
-        return [data(orjson.dumps(error.envelope())), DONE]
 
 
 class Endable(Protocol):
@@ -245,7 +212,7 @@ class Relay:
             await self.aclose()
         if failure is not None and self.stats is not None:
             self.stats.failed(type(failure).__name__)
-        end = b"".join(event.frame for event in self.framing.close(failure))
+        end = b"".join(self.framing.close(failure))
         if end:
             yield Event(end)
 
@@ -274,7 +241,7 @@ class Relay:
                 if shown is None:
                     continue
                 payload = shown
-            frames.extend(event.frame for event in self.framing.chunk(payload))
+            frames.extend(self.framing.chunk(payload))
         return b"".join(frames), False, None
 
     async def _read(self) -> None:

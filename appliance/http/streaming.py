@@ -12,8 +12,9 @@ from appliance.backends.base import ReplyStream
 from appliance.errors import APIError
 from appliance.http.access import STARTED, on_disconnect, on_finish
 from appliance.http.metering import Accountant
-from appliance.http.sse import Framing, LiveStreams, Relay
+from appliance.http.sse import LiveStreams, Relay
 from appliance.runtime.metrics import StreamStats
+from appliance.wire.sse import Framing
 from appliance.wire.usage import StreamTally
 
 

@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from appliance.errors import APIError, UpstreamConnectionError, UpstreamError
-from appliance.http.sse import LiveStreams, Relay, data
+from appliance.http.sse import LiveStreams, Relay
+from appliance.wire.sse import data
 from appliance.wire.usage import StreamTally
 
 
@@ -85,7 +86,7 @@ async def test_a_corrupt_chunk_ends_the_stream_after_the_chunks_read_with_it() -
 
 
 def test_a_payload_of_several_lines_stays_one_event() -> None:
-    frame = data(b'{\n  "a": 1\n}').serialize()
+    frame = data(b'{\n  "a": 1\n}')
     assert frame == b'data: {\ndata:   "a": 1\ndata: }\n\n'
 
 

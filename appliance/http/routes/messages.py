@@ -15,26 +15,24 @@ backend that reports no usage cannot be counted for: a 400 says so, rather than 
 
 from __future__ import annotations
 
-from typing import Any
-
 import falcon
 import falcon.asgi
 import orjson
 
-from appliance.errors import APIError, InvalidRequestError
+from appliance.errors import InvalidRequestError
 from appliance.http.access import note
 from appliance.http.body import read_json
 from appliance.http.metering import Accountant
 from appliance.http.opening import start as opened
-from appliance.http.sse import Event, LiveStreams
+from appliance.http.sse import LiveStreams
 from appliance.http.streaming import Streamer
 from appliance.serving.cluster import Cluster
 from appliance.wire import usage
 from appliance.wire.anthropic import protocol as anthropic
 from appliance.wire.anthropic import reply as anthropic_reply
 from appliance.wire.anthropic import to_chat
+from appliance.wire.anthropic.framing import AnthropicFraming
 from appliance.wire.openai.protocol import Endpoint
-from appliance.wire.usage import StreamTally
 
 
 class MessagesResource:
@@ -114,30 +112,3 @@ class CountTokensResource:
             )
         resp.data = orjson.dumps({"input_tokens": use.prompt})
         resp.content_type = falcon.MEDIA_JSON
-
-
-class AnthropicFraming:
-    """Anthropic's SSE framing of a chat stream: named events, translated chunk by chunk."""
-
-    def __init__(
-        self,
-        translator: anthropic_reply.StreamTranslator,
-        tally: StreamTally,
-        chat: dict[str, Any],
-    ) -> None:
-        self.translator = translator
-        self.tally = tally
-        self.chat = chat
-
-    def chunk(self, payload: bytes) -> list[Event]:
-        return [_frame(event) for event in self.translator.chunk(usage.parse(payload))]
-
-    def close(self, error: APIError | None) -> list[Event]:
-        if error is not None:
-            return [_frame(anthropic_reply.error_event(error))]
-        return [_frame(event) for event in self.translator.finish(self.tally.result(self.chat))]
-
-
-def _frame(event: anthropic_reply.Event) -> Event:
-    name, data = event
-    return Event(b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
 import falcon
 import falcon.asgi
@@ -25,16 +24,16 @@ from appliance.http.access import note
 from appliance.http.body import read_request
 from appliance.http.metering import Accountant
 from appliance.http.opening import start as opened
-from appliance.http.sse import Event, LiveStreams, data
+from appliance.http.sse import LiveStreams
 from appliance.http.streaming import Streamer
 from appliance.serving.cluster import Cluster
 from appliance.wire import usage
 from appliance.wire.openai.protocol import Endpoint
 from appliance.wire.openai.reply import now
+from appliance.wire.responses.framing import NativeFraming, NativeTally, TranslatedFraming
 from appliance.wire.responses.protocol import ResponsesRequest, param_name, to_chat
 from appliance.wire.responses.reply import from_chat, ident
-from appliance.wire.responses.stream import EventStream, frame, response_error
-from appliance.wire.usage import StreamTally
+from appliance.wire.responses.stream import EventStream
 
 
 class ResponsesResource:
@@ -111,88 +110,3 @@ def passthrough(cluster: Cluster, principal: Principal, name: str) -> bool:
         isinstance(group.config, OpenAIModel) and group.config.options.responses == "passthrough"
         for group in cluster.registry.resolve(name)
     )
-
-
-class TranslatedFraming:
-    """A chat stream's chunks as Responses events (see ``protocols.responses_stream``)."""
-
-    def __init__(self, events: EventStream, tally: StreamTally, chat: dict[str, Any]) -> None:
-        self.events = events
-        self.tally = tally
-        self.chat = chat
-
-    def chunk(self, payload: bytes) -> list[Event]:
-        return self._frame(self.events.chunk(usage.parse(payload)))
-
-    def close(self, error: APIError | None) -> list[Event]:
-        if error is None:
-            return self._frame(self.events.end(self.tally.result(self.chat)))
-        return self._frame(self.events.fail(error.code, error.message, param_name(error.param)))
-
-    @staticmethod
-    def _frame(events: list[dict[str, Any]]) -> list[Event]:
-        return [Event(frame(events))] if events else []
-
-
-class NativeFraming:
-    """An upstream's own Responses events, relayed with their ``event:`` lines."""
-
-    def __init__(self) -> None:
-        self._next = 0  # the sequence number an error event of ours would take
-        self._failed = False  # the upstream's own failure event went out
-        self._response: dict[str, Any] | None = None  # as the last event showed it
-
-    def chunk(self, payload: bytes) -> list[Event]:
-        obj = usage.parse(payload)
-        kind = obj.get("type") if isinstance(obj, dict) else None
-        seq = obj.get("sequence_number") if isinstance(obj, dict) else None
-        if isinstance(seq, int):
-            self._next = seq + 1
-        if isinstance(obj, dict) and isinstance(obj.get("response"), dict):
-            self._response = obj["response"]
-        if not isinstance(kind, str) or not kind.isprintable():
-            return [data(payload)]
-        if kind in ("error", "response.failed"):
-            self._failed = True
-        return [Event(b"event: " + kind.encode() + b"\n" + data(payload).frame)]
-
-    def close(self, error: APIError | None) -> list[Event]:
-        if error is None or self._failed:
-            return []  # the client has the upstream's own account of the failure
-        events: list[dict[str, Any]] = [
-            {
-                "type": "error",
-                "code": error.code,
-                "message": error.message,
-                "param": error.param,
-                "sequence_number": self._next,
-            }
-        ]
-        if self._response is not None:  # ended as a Responses stream ends: response.failed
-            failed = {
-                **self._response,
-                "status": "failed",
-                "error": response_error(error.code, error.message),
-            }
-            events.append(
-                {"type": "response.failed", "response": failed, "sequence_number": self._next + 1}
-            )
-        return [Event(frame(events))]
-
-
-class NativeTally(StreamTally):
-    """Usage of an upstream's Responses stream: from its final response, else estimated."""
-
-    __slots__ = ()
-
-    def chunk(self, payload: bytes) -> bytes | None:
-        obj = usage.parse(payload)
-        if not isinstance(obj, dict):
-            raise usage.not_json()
-        delta = obj.get("delta")
-        if isinstance(delta, str):
-            self.chars += len(delta)
-        found = usage.usage_of(obj.get("response"))
-        if found is not None:
-            self.usage = found
-        return payload

@@ -7,7 +7,7 @@ what the key already spent. Periods begin at 00:00 UTC.
 :class:`SpendBook` holds the totals this process checks when there is no Redis: what the
 ledger file says (every process writing to it, refreshed after each flush) plus what this
 process charged and has not written yet. With ``state.redis_url`` the same day totals
-live in Redis instead (see :mod:`appliance.redis_limits`).
+live in Redis instead (see :mod:`appliance.accounting.redis_limits`).
 """
 
 from __future__ import annotations

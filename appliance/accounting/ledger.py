@@ -8,7 +8,7 @@ lifespan shutdown, after the requests in flight have finished) writes what is le
 loses at most the rows of its last half second or so.
 
 The same transaction adds each row's cost to a table of spend per key and UTC day, which
-is what budgets read (see :class:`appliance.budgets.SpendBook`): several processes
+is what budgets read (see :class:`appliance.accounting.budgets.SpendBook`): several processes
 writing to one file see each other's spend after their next flush. The file is in WAL
 mode, so readers (``GET /admin/usage``, ``appliance usage``) never block writers.
 """

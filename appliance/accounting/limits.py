@@ -10,7 +10,7 @@ cluster, so a reload does not reset them; they are kept per key *name*.
 implements the same :class:`Limiter` protocol.
 
 A key with a ``budget`` is admitted while what it spent in the budget's period (see
-:mod:`appliance.budgets`) is below the amount; a request admitted before the budget ran
+:mod:`appliance.accounting.budgets`) is below the amount; a request admitted before the budget ran
 out finishes, and is charged.
 """
 

@@ -6,7 +6,8 @@ worker only as :mod:`appliance.errors` exceptions.
 
 A worker owns one piece of state: whether it is **up** (started, its process running, not
 closed). It tells its listeners when that changes. Whether it is ejected belongs to the
-health monitor, and its slots to the dispatcher (see :class:`appliance.registry.ModelGroup`).
+health monitor, and its slots to the dispatcher (see
+:class:`appliance.serving.registry.ModelGroup`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Chat and completions stream the configured ``reply`` chunk by chunk (one chunk counts as
 one token), or echo the last user message word by word. ``max_tokens`` and ``stop`` are
 honoured. A chat request may be answered with scripted tool calls or JSON instead
-(:mod:`appliance.workers.scripted_chat`), plain or streamed in OpenAI's shapes.
+(:mod:`appliance.backends.scripted_chat`), plain or streamed in OpenAI's shapes.
 Embeddings are hashed bags of words, normalised, so texts that share words are close;
 rerank scores are the cosine between query and document embeddings.
 """

@@ -65,7 +65,7 @@ def create_app(
         reloader: Builds the hot reloader for the app's cluster reference; none: no reload.
         source: Where the config came from, for the status page.
         tune_heap: Set the garbage collector for serving once started (a serving
-            process; see :mod:`appliance.heap`).
+            process; see :mod:`appliance.runtime.heap`).
 
     Returns:
         The ASGI application. Workers (and the reloader) start with the ASGI lifespan.

@@ -3,7 +3,7 @@
 Each model request gets one :class:`Charge`. A plain reply is charged when it arrives; a
 stream when it ends, however it ends (finished, failed, or left by its client), with
 what was generated up to then. Usage comes from the backend's reply; where there is
-none, it is estimated from the text (see :mod:`appliance.usage`) and the log says so
+none, it is estimated from the text (see :mod:`appliance.wire.usage`) and the log says so
 once per model. A request that reached a model and failed is charged nothing, and
 still gets its row in the ledger (with its status) through :class:`Metering`.
 
@@ -13,7 +13,7 @@ answered) the charge takes from the request that :class:`Metering` marked as thi
 model request, so any metered route gets all of it without passing it along.
 
 The cost is the usage at the prices of the model that answered (an alias's target), as
-the config the request started under states them (:mod:`appliance.pricing`). It goes to
+the config the request started under states them (:mod:`appliance.accounting.pricing`). It goes to
 ``appliance_cost_total{key,model}``, to the key's spend (budgets) and to the ledger.
 """
 

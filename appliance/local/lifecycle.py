@@ -11,7 +11,7 @@ lifecycle decides when the workers run::
 
 - A request for a model that is not loaded starts one load (however many requests ask)
   and waits in the model's queue, within ``queue_timeout_s``; the load first makes room
-  in the memory budget (:class:`appliance.residency.Residency`).
+  in the memory budget (:class:`appliance.local.residency.Residency`).
 - A load that fails answers the waiting requests with 503 and the reason; the workers
   retry with back-off as after a crash, and until one comes up new requests get the
   same 503 at once (with ``Retry-After`` until the next try).

@@ -34,7 +34,7 @@ _MAX_SWEEP_S = 1.0
 
 
 class LifecycleObserver(Protocol):
-    """Hears of loads and unloads (:class:`appliance.metrics.Metrics` is one)."""
+    """Hears of loads and unloads (:class:`appliance.runtime.metrics.Metrics` is one)."""
 
     def model_loaded(self, model: str, seconds: float, *, ok: bool) -> None: ...
 

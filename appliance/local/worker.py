@@ -7,7 +7,7 @@ generation, which is CPU-bound, never blocks this process's event loop. The same
 runs a model on another machine.
 
 Starting the worker only prepares it; :meth:`LocalWorker.load` starts the child (the
-model's lifecycle, :mod:`appliance.lifecycle`, decides when) and :meth:`LocalWorker.unload`
+model's lifecycle, :mod:`appliance.local.lifecycle`, decides when) and :meth:`LocalWorker.unload`
 stops it. While loaded, the worker waits for its child to report its port (after the
 model loaded), restarts it with exponential back-off when it dies or fails to load, and
 tells its listeners why a load failed (the last line the child wrote to stderr, which

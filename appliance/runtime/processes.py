@@ -3,7 +3,7 @@
 ``serve`` makes a runtime folder and names it in :data:`RUNTIME_ENV` for the Granian
 worker processes it spawns. Each worker process, once its app has started, registers
 itself there: a file named by its PID that it holds locked while it lives. The main
-process signals every PID whose file is still locked (see :mod:`appliance.signals`). A
+process signals every PID whose file is still locked (see :mod:`appliance.runtime.signals`). A
 file whose lock it can take belongs to a process that is gone (a crash leaves its file
 behind, but never its lock): it is removed, and its PID, which the system may have
 given to an unrelated process since, is never signalled.

@@ -47,8 +47,9 @@ class ApplianceServer(MPServer):
     Granian's own SIGHUP respawns every worker process, which would reload every local
     model. Instead the signal is passed to each worker process, whose reloader swaps in
     the new config and carries unchanged models over. On SIGTERM/SIGINT the workers are
-    told to start their drain clock (see :mod:`appliance.signals`). The worker processes
-    are found in the runtime folder where each registers itself (:mod:`appliance.runtime`).
+    told to start their drain clock (see :mod:`appliance.runtime.signals`). The worker
+    processes are found in the runtime folder where each registers itself
+    (:mod:`appliance.runtime.processes`).
     """
 
     def __init__(self, *args: Any, runtime_folder: Path, **kwargs: Any) -> None:
@@ -70,7 +71,7 @@ def http1_settings(config: ApplianceConfig) -> HTTP1Settings:
     time, which covers a new connection that sends nothing and a kept-alive one left idle.
     Header size limits are left at Granian's generous default (about 400 KiB): the app
     answers lower limits itself, as an envelope that is logged and counted
-    (:mod:`appliance.api.access`).
+    (:mod:`appliance.http.access`).
     """
     return HTTP1Settings(header_read_timeout=math.ceil(config.server.header_timeout_s * 1000))
 

@@ -75,7 +75,7 @@ class Cluster:
         self.residency.adopt(self.registry.lifecycles(), self.memory_budget_mb())
 
     def snapshot(self) -> ClusterSnapshot:
-        """Every model's state now (see :meth:`appliance.registry.ModelGroup.snapshot`)."""
+        """Every model's state now (see :meth:`appliance.serving.registry.ModelGroup.snapshot`)."""
         return ClusterSnapshot(tuple(g.snapshot() for g in self.registry.groups.values()))
 
     async def start(self) -> None:

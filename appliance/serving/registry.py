@@ -3,7 +3,7 @@
 A :class:`ModelGroup` is one declared model: its config and its workers, with one owner
 for each piece of their state. The worker owns whether it is up, the health monitor
 whether it is ejected, the dispatcher its slots, and for a local model its lifecycle
-(:mod:`appliance.lifecycle`) whether its workers are loaded; the group's small API
+(:mod:`appliance.local.lifecycle`) whether its workers are loaded; the group's small API
 (acquire, release, report, snapshot) is what the rest of the appliance uses. The
 registry resolves a name to the ordered groups that may answer it: one for a model, the
 route's targets for an alias.

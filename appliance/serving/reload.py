@@ -53,7 +53,7 @@ class Reloader:
             ``server.watch_config`` is on; ``None``: never watched.
         apply_logging: Called with the new config after a swap (reconfigures logging).
         settle: Called once a reload is done and what it retired is closed (the serving
-            process's :func:`appliance.heap.settle`).
+            process's :func:`appliance.runtime.heap.settle`).
         debounce_ms: Quiet time after a file event before reloading.
     """
 

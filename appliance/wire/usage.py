@@ -2,7 +2,7 @@
 
 Upstreams write JSON in every layout (compact, Python's ``"usage": {``, OpenAI's
 pretty-printed replies), so usage is read by parsing the JSON, never by matching bytes.
-Streams are always asked for usage (see :meth:`appliance.workers.Worker.open_stream`);
+Streams are always asked for usage (see :meth:`appliance.serving.workers.Worker.open_stream`);
 :class:`StreamTally` reads it from whichever chunk carries it and, when the client did not
 ask for it, takes it out again so the client's stream is what it asked for.
 

@@ -1,6 +1,6 @@
 """GGUF models on llama.cpp (llama-cpp-python): chat, completions, embeddings.
 
-Requests are translated by :mod:`appliance.engines.llama_request`: what llama-cpp-python
+Requests are translated by :mod:`appliance.child.engines.llama_request`: what llama-cpp-python
 can do is passed on, the rest is refused with a 400 naming the field. Before generating,
 the prompt is formatted and tokenized exactly as llama-cpp-python will (a dry run of its
 chat handler with the model's own template), so a prompt or ``max_tokens`` beyond the
@@ -8,7 +8,7 @@ context is OpenAI's 400 ``context_length_exceeded``, never a failure of the mode
 
 Replies are OpenAI-shaped already; this fixes what llama-cpp-python leaves out: the
 public model name, ``refusal`` and usage on streams, and reads tool calls out of the
-text (:mod:`appliance.engines.llama_tools`): forced ones by a grammar of its own, since
+text (:mod:`appliance.child.engines.llama_tools`): forced ones by a grammar of its own, since
 llama-cpp-python's forces only a named function, and ``auto`` ones not at all.
 """
 

@@ -40,7 +40,7 @@ class ChatCall:
         n: Choices to generate.
         max_tokens: The caller's completion limit, if any.
         forced: A call must be made: the schema of the calls allowed, for a grammar
-            (see :mod:`appliance.engines.llama_tools`).
+            (see :mod:`appliance.child.engines.llama_tools`).
         tools: The model may call these functions, or answer in text (``auto``).
     """
 

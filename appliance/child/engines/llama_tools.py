@@ -15,7 +15,7 @@ The model writes text; this turns it into ``tool_calls``, plain or as stream del
 
 Each reader takes the text piece by piece (:meth:`feed`) and says at the end what was
 left (:meth:`end`); both return deltas in OpenAI's stream shape
-(:mod:`appliance.chat_deltas`). :func:`message` folds them into a plain reply's message.
+(:mod:`appliance.wire.openai.deltas`). :func:`message` folds them into a plain reply's message.
 """
 
 from __future__ import annotations

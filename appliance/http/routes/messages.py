@@ -1,11 +1,11 @@
 """``POST /messages``: Anthropic's Messages API, served through the chat-completions path.
 
-The request is translated into a chat request (:mod:`appliance.protocols.anthropic`) and
+The request is translated into a chat request (:mod:`appliance.wire.anthropic.protocol`) and
 runs through the same gateway as ``/chat/completions``: keys and their model scope, rpm
 and tpm, charging, metrics, the access log, retries and fallback routes apply unchanged.
 The reply, or each chunk of the stream, is translated back
-(:mod:`appliance.protocols.anthropic_reply`). Errors get Anthropic's envelope where all
-errors are rendered (:mod:`appliance.api.errors`), by route.
+(:mod:`appliance.wire.anthropic.reply`). Errors get Anthropic's envelope where all
+errors are rendered (:mod:`appliance.http.errors`), by route.
 
 ``POST /messages/count_tokens`` asks the model itself: the same translated request with
 ``max_tokens: 1``, whose reply states how many tokens the backend's own tokenizer and

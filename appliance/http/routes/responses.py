@@ -1,6 +1,6 @@
 """``POST /responses``: OpenAI's Responses API, served through the chat-completions path.
 
-The request is translated into a chat request (:mod:`appliance.protocols.responses`) and
+The request is translated into a chat request (:mod:`appliance.wire.responses.protocol`) and
 run through the same gateway as ``/chat/completions``: keys, model scope, rpm/tpm,
 charging, metrics, retries and fallback routes apply unchanged. The chat reply, or its
 stream, is translated back. A model (or every target of a route) whose ``openai`` options

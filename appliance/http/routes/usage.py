@@ -1,6 +1,6 @@
 """``GET /admin/usage``: the usage ledger's totals by day, key and model (admin key).
 
-Query parameters ``key``, ``model``, ``from``, ``to`` (see :mod:`appliance.usage_report`)
+Query parameters ``key``, ``model``, ``from``, ``to`` (see :mod:`appliance.accounting.report`)
 and ``format`` (``json``, the default, or ``csv``; ``Accept: text/csv`` asks for CSV too).
 The totals are this replica's ledger file (every Granian process of it writes there).
 """

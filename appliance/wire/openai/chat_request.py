@@ -88,7 +88,7 @@ class ResponseFormat(_Open):
 def check_messages(messages: list[Any]) -> None:
     """What a message of each role must hold (raises a 400 naming the place).
 
-    ``messages`` are validated :class:`appliance.protocol.ChatMessage` objects.
+    ``messages`` are validated :class:`appliance.wire.openai.protocol.ChatMessage` objects.
     """
     for i, message in enumerate(messages):
         where = f"messages[{i}]"

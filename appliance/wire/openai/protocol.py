@@ -3,11 +3,11 @@
 Requests are validated with pydantic models that accept unknown fields, so whatever
 OpenAI adds next passes through to upstreams untouched; a chat request's tools, tool
 choice, response format and messages are checked as OpenAI checks them
-(:mod:`appliance.chat_request`).
+(:mod:`appliance.wire.openai.chat_request`).
 Every size a caller chooses is bounded here (list lengths, ``n``, ``top_n``,
 ``dimensions``, ``max_tokens``). The request's own JSON object is what travels on, with
-its top-level scalars replaced by their validated values (see ``api.body``). Replies are
-built as plain dicts by the helpers at the bottom.
+its top-level scalars replaced by their validated values (see :mod:`appliance.http.body`).
+Replies are built as plain dicts by :mod:`.reply`.
 
 Nothing here imports Falcon or the workers.
 """

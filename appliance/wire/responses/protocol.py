@@ -5,8 +5,8 @@ request: ``instructions`` becomes the first system message, ``input`` (a string,
 messages with text/image/file/audio parts, ``function_call`` and ``function_call_output``)
 the messages, ``max_output_tokens`` ``max_tokens``, function ``tools`` and ``tool_choice``
 their chat shapes, ``text.format`` ``response_format``.
-:mod:`appliance.protocols.responses_reply` turns the chat reply back into a Response
-object, and :mod:`appliance.protocols.responses_stream` a chat stream into its events.
+:mod:`appliance.wire.responses.reply` turns the chat reply back into a Response
+object, and :mod:`appliance.wire.responses.stream` a chat stream into its events.
 
 The appliance is stateless: it stores no responses, so ``store`` must be false or absent
 and ``previous_response_id`` and ``conversation`` are refused; the caller sends the whole

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from appliance.cli import main
+from tests.support.poll import until
+from tests.support.server import free_port
 
 CONFIG = """\
 auth:
@@ -94,3 +97,47 @@ def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "m0" in result.stdout
+
+
+def test_serve_flags_beat_the_environment_which_beats_the_file(tmp_path: Path) -> None:
+    """README, Commands: flags beat ``APPLIANCE_*`` variables, which beat the file. The
+    file says port A and console logs; the environment says port B, JSON logs, another
+    config and host; the flags say port C, console logs, this config and 127.0.0.2."""
+    file_port, env_port, flag_port = free_port(), free_port(), free_port()
+    path = tmp_path / "c.yaml"
+    path.write_text(CONFIG + f"server: {{port: {file_port}}}\nlogging: {{format: console}}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env.update(
+        APPLIANCE_CONFIG=str(tmp_path / "does-not-exist.yaml"),
+        APPLIANCE_HOST="127.0.0.3",
+        APPLIANCE_PORT=str(env_port),
+        APPLIANCE_LOG_FORMAT="json",
+    )
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "appliance", "serve", "-c", str(path)),
+                *("--host", "127.0.0.2", "--port", str(flag_port), "--log-format", "console"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+
+            def ready() -> bool:
+                assert process.poll() is None, log.read_text()
+                url = f"http://127.0.0.2:{flag_port}/readyz"
+                return httpx.get(url, timeout=1).status_code == 200
+
+            until(ready, what="the server on the flags' host and port")
+            for host, port in [("127.0.0.3", env_port), ("127.0.0.1", file_port)]:
+                with pytest.raises(httpx.ConnectError):
+                    httpx.get(f"http://{host}:{port}/readyz", timeout=1)
+        finally:
+            process.terminate()
+            process.wait(30)
+    lines = log.read_text().splitlines()
+    assert any("cluster_started" in line for line in lines), lines
+    assert not any(line.startswith("{") for line in lines), "console, as the flag says"

@@ -20,9 +20,8 @@ _METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 
 # Flags that override the environment (and so the YAML); named as Settings' fields.
 _FLAGS = ("config", "host", "port", "processes", "log_level", "log_format")
-FACTORY = (
-    "appliance.http.app:app_from_environment"  # what each process of a multi-process server calls
-)
+# What each process of a multi-process server calls to build its app.
+FACTORY = "appliance.http.app:app_from_environment"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import sqlite3
 import time
@@ -49,7 +50,8 @@ CREATE TABLE IF NOT EXISTS requests (
     status INTEGER NOT NULL,
     latency_ms REAL NOT NULL,
     estimated INTEGER NOT NULL,
-    request_id TEXT
+    request_id TEXT,
+    currency TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE TABLE IF NOT EXISTS spend (
@@ -60,7 +62,13 @@ CREATE TABLE IF NOT EXISTS spend (
 ) WITHOUT ROWID;
 """
 
-_INSERT = "INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_COLUMNS = (
+    "ts, key, model, route, input_tokens, output_tokens, cost, status, latency_ms, "
+    "estimated, request_id, currency"
+)
+_INSERT = f"INSERT INTO requests ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ADDED_COLUMNS = {"currency": "TEXT"}  # columns newer than some files: added when opened
+_MAX_INT = 2**63 - 1  # SQLite's largest INTEGER
 _ADD_SPEND = (
     "INSERT INTO spend (day, key, cost) VALUES (?, ?, ?) "
     "ON CONFLICT (day, key) DO UPDATE SET cost = cost + excluded.cost"
@@ -77,10 +85,33 @@ class Row(NamedTuple):
     input_tokens: int
     output_tokens: int
     cost: float
-    status: int  # HTTP status; 499: the client left a stream early
+    status: int  # the request's outcome (see RequestScope.finish); 499: the client left
     latency_ms: float  # to the end of the reply (for a stream, its last chunk)
     estimated: bool  # tokens estimated from text: the backend sent no usage
     request_id: str | None
+    currency: str = ""  # of ``cost``: the config's billing.currency when it was charged
+
+    def checked(self) -> Row:
+        """This row with every figure one SQLite can store: an integer past its range is
+        clamped, a cost or latency that is not a finite non-negative number is 0. Usage is
+        checked where it is read (:mod:`appliance.wire.usage`); this is the last bound."""
+        fixed = self._replace(
+            input_tokens=_clamp(self.input_tokens),
+            output_tokens=_clamp(self.output_tokens),
+            cost=_finite(self.cost),
+            latency_ms=_finite(self.latency_ms),
+        )
+        if fixed != self:
+            log.warning("ledger_row_clamped", request_id=self.request_id, row=str(self))
+        return fixed
+
+
+def _clamp(value: int) -> int:
+    return min(max(int(value), 0), _MAX_INT)
+
+
+def _finite(value: float) -> float:
+    return float(value) if math.isfinite(value) and value >= 0 else 0.0
 
 
 def spend_of(rows: Iterable[Row]) -> dict[DayKey, float]:
@@ -134,6 +165,10 @@ class LedgerFile:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(_SCHEMA)
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(requests)")}
+        for name, kind in _ADDED_COLUMNS.items():
+            if name not in have:
+                self.conn.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
 
     def write(self, rows: list[Row]) -> None:
         """Append ``rows`` and their spend, in one transaction."""
@@ -182,6 +217,7 @@ class Ledger:
 
     def append(self, row: Row) -> None:
         """Queue one row (written within ``flush_s``)."""
+        row = row.checked()
         if self._closed:
             _write_now(self.path, [row])  # a straggler after shutdown: never lose it
             return
@@ -200,12 +236,33 @@ class Ledger:
         if rows and self._file is not None:
             try:
                 await self._run(self._file.write, rows)
-            except sqlite3.Error as exc:
+            except sqlite3.OperationalError as exc:  # the file: busy, full, gone
                 self._rows[:0] = rows[-MAX_BUFFERED:]  # kept, in order, for the next try
                 log.error("ledger_write_failed", error=str(exc), buffered=len(self._rows))
                 return
+            except Exception as exc:
+                log.error("ledger_batch_refused", error=repr(exc), rows=len(rows))
+                rows = await self._one_by_one(rows)
             self.written += len(rows)
         await self._refresh(spend_of(rows))
+
+    async def _one_by_one(self, rows: list[Row]) -> list[Row]:
+        """Write ``rows`` one at a time; those the file refuses are logged and left out,
+        so one bad row never costs the others their place. The rows written."""
+        assert self._file is not None
+        written = []
+        for i, row in enumerate(rows):
+            try:
+                await self._run(self._file.write, [row])
+            except sqlite3.OperationalError as exc:  # the file, not the row: try again later
+                self._rows[:0] = rows[i:][-MAX_BUFFERED:]
+                log.error("ledger_write_failed", error=str(exc), buffered=len(self._rows))
+                break
+            except Exception as exc:
+                log.error("ledger_row_refused", error=repr(exc), row=str(row))
+            else:
+                written.append(row)
+        return written
 
     async def close(self) -> None:
         """Write everything buffered and close the file."""
@@ -224,7 +281,10 @@ class Ledger:
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), self.flush_s)
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("ledger_flush_failed", buffered=len(self._rows))
 
     async def _refresh(self, batch: dict[DayKey, float]) -> None:
         if self.book is None or self._file is None:

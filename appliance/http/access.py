@@ -1,19 +1,21 @@
-"""The outermost ASGI layer: request id, request-head limits, access log, closing streams.
+"""The outermost ASGI layer: where every request's scope begins and ends.
 
-It wraps the Falcon app rather than being Falcon middleware because only here is the end
-of a streamed response visible: the access line then has the real status and duration,
-and anything a resource registered for cleanup (an SSE relay whose client left) is
-closed explicitly instead of whenever the garbage collector gets to it.
+It wraps the Falcon app rather than being Falcon middleware because only here is every
+end of a request visible: a streamed response's last byte, a client that left before
+the first, a request cancelled by the drain. Each request gets its
+:class:`~appliance.http.scope.RequestScope` here (its id, the cluster it is pinned to),
+and however it ends, the cleanups a resource registered (an SSE relay) run, each on its
+own, and then the scope is finished exactly once, feeding the sinks: the charge and the
+ledger, the metrics, the access line (:mod:`.sinks`).
 
 It also answers requests whose head is too large: a request target over
 :data:`MAX_TARGET_BYTES` (414) or headers over :data:`MAX_HEADER_BYTES` (431). Granian
 would refuse such requests itself only at much larger sizes (a 64 KiB target, about
 400 KiB of headers, 100 headers), with an empty body, no log line and no metric; below
-those sizes they reach this layer, which answers them as OpenAI envelopes that are logged
-and counted like any other request. What Granian refuses never reaches Python.
-
-Whatever the caller wrote (path, model name) is clipped in the log line
-(:func:`appliance.clip.clip`), so a caller cannot inflate the logs.
+those sizes they reach this layer, which answers them in the envelope of the route's API
+family, logged and counted like any other request. What Granian refuses never reaches
+Python. Granian names HTTP/1.0 ``"1"`` in the scope, which Falcon refuses: it is told
+``"1.0"`` (nginx's ``proxy_pass`` speaks HTTP/1.0 by default).
 """
 
 from __future__ import annotations
@@ -22,44 +24,29 @@ import asyncio
 import itertools
 import re
 import secrets
-import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
 import structlog
 
-from appliance.clip import clip, clip_value
 from appliance.errors import APIError, HeadersTooLargeError, URITooLongError
+from appliance.http.errors import envelope_for
+from appliance.http.exchange import Exchange, Receive, Scope, Send
+from appliance.http.scope import SCOPE, RequestScope, Sink
 from appliance.http.sse import LiveStreams
-from appliance.runtime.logging import BoundOnce
-from appliance.runtime.metrics import Metrics, Recent
 from appliance.serving.cluster import ClusterRef
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[..., Awaitable[None]]
 
-REQUEST_ID = "appliance.request_id"
-LOG_FIELDS = "appliance.log"
 CLEANUP = "appliance.cleanup"
-STARTED = "appliance.started"
-DISCONNECT = "appliance.disconnect"
-ROUTE = "appliance.route"  # the matched route's template, set once routing is done
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 MAX_TARGET_BYTES = 8192  # path and query; OpenAI's routes need a few dozen
 MAX_HEADER_BYTES = 32768  # names and values together; a large JWT is about 8 KiB
 
-log = BoundOnce("appliance.access")
-
-
-def note(scope: Scope, **fields: Any) -> None:
-    """Add fields to this request's access line."""
-    scope.setdefault(LOG_FIELDS, {}).update(fields)
+log = structlog.get_logger("appliance.access")
 
 
 def on_finish(scope: Scope, closer: Callable[[], Awaitable[Any]]) -> None:
@@ -67,30 +54,23 @@ def on_finish(scope: Scope, closer: Callable[[], Awaitable[Any]]) -> None:
     scope.setdefault(CLEANUP, []).append(closer)
 
 
-def on_disconnect(scope: Scope, callback: Callable[[], None]) -> None:
-    """Call ``callback`` if the client leaves while the response is being sent."""
-    scope.setdefault(DISCONNECT, []).append(callback)
-
-
 class AccessLayer:
-    """Wraps an ASGI app with request ids, access logging, cleanup and disconnects.
+    """Wraps an ASGI app with request scopes, head limits, cleanups and disconnects.
 
-    A client that goes away is noticed at once: once the body has been read, one task per
-    request waits for ``http.disconnect`` (Falcon's own SSE watcher is fed from it, so
-    there is only ever one reader of ``receive``). Before the response has started, the
-    request is cancelled, which closes the upstream request and frees the worker slot.
-    After it has started (a stream), the callbacks registered with :func:`on_disconnect`
-    run, and the relay stops reading from the worker.
+    Args:
+        app: The Falcon app.
+        ref: The serving cluster's reference (each request is pinned to the current one).
+        live: Requests not yet answered and open streams, for the drain.
+        sinks: Where each finished request's account goes, in order.
     """
 
     def __init__(
-        self, app: ASGIApp, ref: ClusterRef, metrics: Metrics, recent: Recent, live: LiveStreams
+        self, app: ASGIApp, ref: ClusterRef, live: LiveStreams, sinks: Sequence[Sink]
     ) -> None:
         self.app = app
         self.ref = ref
-        self.metrics = metrics
-        self.recent = recent
         self.live = live
+        self.sinks = list(sinks)
         # Unique ids without a system call per request: a random prefix per process.
         self._prefix = f"req_{secrets.token_hex(6)}"
         self._counter = itertools.count()
@@ -102,16 +82,21 @@ class AccessLayer:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope.get("http_version") == "1":
+            scope["http_version"] = "1.0"
         request_id = _incoming_id(scope) or self._next_id()
-        scope[REQUEST_ID] = request_id.decode()
-        exchange = _Exchange(scope, receive, send, request_id)
-        started = scope[STARTED] = time.perf_counter()
-        tokens = structlog.contextvars.bind_contextvars(request_id=scope[REQUEST_ID])
+        cluster = self.ref.current
+        account = scope[SCOPE] = RequestScope(
+            request_id.decode(), scope["method"], scope["path"], cluster, self.sinks
+        )
+        cluster.enter()
+        exchange = Exchange(scope, receive, send, request_id, account)
+        tokens = structlog.contextvars.bind_contextvars(request_id=account.request_id)
         self.live.unanswered.add(exchange)
         try:
             refused = _head_too_large(scope)
             if refused is not None:
-                await _answer(exchange.send, refused)
+                await _answer(exchange.send, refused, scope["path"])
             else:
                 await self.app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
@@ -122,38 +107,18 @@ class AccessLayer:
             if exchange.task is not None:
                 exchange.task.uncancel()
             if exchange.ended is not None and not exchange.gone and not exchange.status:
-                await _answer(exchange.send, exchange.ended)
+                await _answer(exchange.send, exchange.ended, scope["path"])
         finally:
             self.live.unanswered.discard(exchange)
             await exchange.finish()
             for closer in scope.get(CLEANUP, ()):
-                await closer()
-            status = exchange.status or (CLIENT_CLOSED if exchange.gone else 500)
-            elapsed = time.perf_counter() - started
-            fields = scope.get(LOG_FIELDS, {})
-            self._count(scope, status, elapsed, fields.get("model"))
-            if self.ref.current.config.logging.access_log:
-                log.get().info(
-                    "request",
-                    method=clip(scope["method"]),
-                    path=clip(scope["path"]),
-                    status=status,
-                    duration_ms=round(elapsed * 1000, 2),
-                    **({"client_gone": True} if exchange.gone else {}),
-                    **{name: clip_value(value) for name, value in fields.items()},
-                )
+                try:
+                    await closer()
+                except Exception:
+                    log.exception("cleanup_failed", closer=repr(closer))
+            await account.finish(exchange.status, completed=exchange.completed)
+            await cluster.leave()
             structlog.contextvars.reset_contextvars(**tokens)
-
-    def _count(self, scope: Scope, status: int, elapsed: float, model: Any) -> None:
-        # Labels stay bounded: unknown routes and models are not label values.
-        route = scope.get(ROUTE) or "unmatched"  # a route's template, never a caller's path
-        model = self.ref.current.registry.served_as(model)
-        self.metrics.requests.labels(route, model, str(status)).inc()
-        self.metrics.latency.labels(route, model).observe(elapsed)
-        self.recent.add(time.time(), elapsed, status >= 500)
-
-
-CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection"
 
 
 def _head_too_large(scope: Scope) -> APIError | None:
@@ -173,9 +138,10 @@ def _head_too_large(scope: Scope) -> APIError | None:
     return None
 
 
-async def _answer(send: Send, error: APIError) -> None:
-    """Answer with ``error``'s envelope, outside the app (no route was matched)."""
-    body = orjson.dumps(error.envelope())
+async def _answer(send: Send, error: APIError, path: str) -> None:
+    """Answer with ``error`` in ``path``'s envelope, outside the app (no route matched)."""
+    body = orjson.dumps(envelope_for(error, path))
+    headers = [(name.encode(), value.encode()) for name, value in error.headers().items()]
     await send(
         {
             "type": "http.response.start",
@@ -184,113 +150,11 @@ async def _answer(send: Send, error: APIError) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *headers,
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-# A request still running this long after its body arrived starts watching for the
-# client to leave; quicker ones (most) never pay for a watcher task.
-WATCH_AFTER_S = 0.05
-
-
-class _Exchange:
-    """One request's view of receive/send, watching for the client to leave."""
-
-    __slots__ = (
-        "_body_done",
-        "_left",
-        "_receive",
-        "_send",
-        "_timer",
-        "_watcher",
-        "ended",
-        "gone",
-        "request_id",
-        "scope",
-        "status",
-        "task",
-    )
-
-    def __init__(self, scope: Scope, receive: Receive, send: Send, request_id: bytes) -> None:
-        self.scope = scope
-        self._receive = receive
-        self._send = send
-        self.request_id = request_id
-        self.status = 0
-        self.gone = False
-        self.ended: APIError | None = None
-        self.task = asyncio.current_task()
-        self._watcher: asyncio.Future[Message] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._left: int | None = None
-        self._body_done = False
-
-    async def receive(self) -> Message:
-        if self._body_done:
-            # The body is read: whoever asks next (Falcon's SSE watcher) waits for ours.
-            return await asyncio.shield(self._watch_now())
-        message = await self._receive()
-        if message["type"] == "http.request":
-            # The body is complete at more_body=False or, since a reader that knows the
-            # length stops asking once it has it, at Content-Length bytes.
-            if self._left is None:
-                self._left = _content_length(self.scope)
-            self._left -= len(message.get("body", b""))
-            if not message.get("more_body", False) or self._left <= 0:
-                self._body_done = True
-                self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._watch_now)
-        elif message["type"] == "http.disconnect":
-            self.gone = True
-        return message
-
-    async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-            message["headers"] = [*message.get("headers", ()), (b"x-request-id", self.request_id)]
-        await self._send(message)
-
-    def end(self, error: APIError) -> None:
-        """Answer ``error`` instead, unless the response has begun (a stream ends itself)."""
-        if self.status or self.gone or self.task is None or self.ended is not None:
-            return
-        self.ended = error
-        self.task.cancel()
-
-    def _watch_now(self) -> asyncio.Future[Message]:
-        if self._watcher is None:
-            self._watcher = asyncio.ensure_future(self._watch())
-        return self._watcher
-
-    async def _watch(self) -> Message:
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                break
-        self.gone = True
-        if not self.status and self.task is not None:
-            self.task.cancel()
-        for callback in self.scope.get(DISCONNECT, ()):
-            callback()
-        return message
-
-    async def finish(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._watcher is not None and not self._watcher.done():
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
-
-
-def _content_length(scope: Scope) -> int:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                break
-    return 1 << 62  # unknown (chunked): wait for more_body=False
 
 
 def _incoming_id(scope: Scope) -> bytes | None:

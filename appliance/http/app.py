@@ -23,7 +23,7 @@ from appliance.http.lifespan import (
     ServingHeap,
     StateGauges,
 )
-from appliance.http.metering import Accountant, Metering
+from appliance.http.metering import Charging
 from appliance.http.middleware import API_PREFIXES, ApiPrefix, Authentication, Overhead
 from appliance.http.routes.admin import LoadResource, UnloadResource
 from appliance.http.routes.embeddings import EmbeddingsResource
@@ -35,6 +35,8 @@ from appliance.http.routes.operators import MetricsResource, StatusPage, StatusR
 from appliance.http.routes.rerank import RelevanceResource, RerankResource
 from appliance.http.routes.responses import ResponsesResource
 from appliance.http.routes.usage import UsageResource
+from appliance.http.scope import Request, Sink
+from appliance.http.sinks import AccessLog, Counting
 from appliance.http.sse import LiveStreams
 from appliance.local import CONFIG_CHECKS
 from appliance.runtime import heap
@@ -96,24 +98,22 @@ def create_app(
     middleware: list[Any] = [
         Lifespan(components),
         ApiPrefix(),
-        Authentication(ref, limiter, metrics),
+        Authentication(limiter, metrics),
         Overhead(metrics),
-        Metering(),
     ]
-    app = falcon.asgi.App(middleware=middleware)
+    app = falcon.asgi.App(middleware=middleware, request_type=Request)
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
 
-    accountant = Accountant(metrics, limiter, ledger)
-    chat = GenerationResource(Endpoint.CHAT, protocol.ChatCompletionRequest, live, accountant)
+    chat = GenerationResource(Endpoint.CHAT, protocol.ChatCompletionRequest, live, metrics)
     completions = GenerationResource(
-        Endpoint.COMPLETIONS, protocol.CompletionRequest, live, accountant
+        Endpoint.COMPLETIONS, protocol.CompletionRequest, live, metrics
     )
-    embeddings, rerank = EmbeddingsResource(accountant), RerankResource(accountant)
-    responses = ResponsesResource(live, accountant)
-    messages = MessagesResource(live, accountant)
-    count_tokens = CountTokensResource(accountant)
-    relevance = RelevanceResource(accountant)
+    embeddings, rerank = EmbeddingsResource(), RerankResource()
+    responses = ResponsesResource(live, metrics)
+    messages = MessagesResource(live, metrics)
+    count_tokens = CountTokensResource()
+    relevance = RelevanceResource()
     # Registered once, under /v1: ApiPrefix serves /api/v1 (DB-GPT's clients) from them.
     app.add_route("/v1/models", ModelsResource())
     app.add_route("/v1/models/{model_id:path}", ModelResource())
@@ -133,7 +133,13 @@ def create_app(
     app.add_route("/status.json", StatusResource(recent, hot, source, limiter))
     app.add_route("/admin/usage", UsageResource(ledger))
     app.add_route("/", StatusPage())
-    return AccessLayer(app, ref, metrics, recent, live)
+    # What every finished request feeds, in this order (see appliance.http.scope).
+    sinks: list[Sink] = [
+        Charging(metrics, limiter, ledger),
+        Counting(metrics, recent),
+        AccessLog(ref),
+    ]
+    return AccessLayer(app, ref, live, sinks)
 
 
 def _limiter(config: ApplianceConfig, metrics: Metrics, book: SpendBook) -> Limiter:

@@ -27,7 +27,6 @@ from appliance.errors import (
     RequestTimeoutError,
     UnsupportedMediaTypeError,
 )
-from appliance.http.access import note
 from appliance.serving.gateway import Timing
 from appliance.wire.openai import protocol
 
@@ -142,5 +141,5 @@ async def read_request(req: falcon.asgi.Request, schema: type[T]) -> tuple[dict[
             value = getattr(request, name)
             if value is None or isinstance(value, _SCALARS):
                 body[name] = value
-    note(req.scope, model=request.model)
+    req.context.note(model=request.model)
     return body, request

@@ -49,15 +49,19 @@ def render(resp: falcon.asgi.Response, error: APIError, path: str = "") -> None:
     """Write ``error`` into ``resp``, in the envelope of ``path``'s route family."""
     resp.status = error.status
     resp.content_type = falcon.MEDIA_JSON
-    message = clip(error.message, MAX_MESSAGE_CHARS)
-    if is_anthropic(path):
-        envelope = error_body(error.status, message)
-    else:
-        envelope = error.envelope()
-        envelope["error"]["message"] = message
-    resp.data = orjson.dumps(envelope)
+    resp.data = orjson.dumps(envelope_for(error, path))
     for name, value in error.headers().items():
         resp.set_header(name, value)
+
+
+def envelope_for(error: APIError, path: str) -> dict[str, Any]:
+    """``error``'s body in the envelope of ``path``'s route family, its message bounded."""
+    message = clip(error.message, MAX_MESSAGE_CHARS)
+    if is_anthropic(path):
+        return error_body(error.status, message)
+    envelope = error.envelope()
+    envelope["error"]["message"] = message
+    return envelope
 
 
 def is_anthropic(path: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -20,13 +21,14 @@ from appliance.errors import ServiceUnavailableError
 from appliance.http.sse import LiveStreams
 from appliance.runtime import heap
 from appliance.runtime import processes as runtime
-from appliance.runtime.metrics import Metrics
+from appliance.runtime.metrics import Metrics, forget_dead_processes
 from appliance.runtime.signals import DRAIN_SIGNAL
 from appliance.serving.cluster import ClusterRef
 
 log = structlog.get_logger("appliance.lifespan")
 
 _GAUGE_PERIOD_S = 1.0
+_FORGET_EVERY = 5  # gauge periods between looks for the gauges of dead processes
 
 
 class Component(Protocol):
@@ -98,7 +100,8 @@ class ClusterLifetime:
 
 
 class StateGauges:
-    """Refreshes the state gauges (in flight, queued, worker health) once a second."""
+    """Refreshes the state gauges (in flight, queued, worker health) once a second, and
+    drops those that dead processes left (a multi-process server replaces a failed one)."""
 
     def __init__(self, ref: ClusterRef, metrics: Metrics) -> None:
         self.ref = ref
@@ -115,8 +118,12 @@ class StateGauges:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        while True:
+        for tick in itertools.count():
             self.refresh()
+            if tick % _FORGET_EVERY == 0:
+                gone = forget_dead_processes()
+                if gone:
+                    log.info("metrics_of_dead_processes_dropped", pids=gone)
             await asyncio.sleep(_GAUGE_PERIOD_S)
 
     def refresh(self) -> None:

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import time
+import hmac
 from typing import Any
 
 import falcon.asgi
-import structlog
+from pydantic import SecretStr
 
 from appliance.accounting.limits import Limiter, Quota
-from appliance.errors import RateLimitError
-from appliance.http.access import ROUTE, STARTED, note, on_finish
+from appliance.errors import AuthenticationError, PermissionDeniedError, RateLimitError
+from appliance.http.scope import Access, RequestScope
 from appliance.runtime.metrics import Metrics
-from appliance.serving.cluster import ClusterRef
-from appliance.serving.gateway import Timing
-
-log = structlog.get_logger("appliance.lifespan")
-
-_GAUGE_PERIOD_S = 1.0
-
 
 API_PREFIXES = ("/v1", "/api/v1")
 """Where the API is served: OpenAI's prefix, and DB-GPT's for its clients."""
@@ -42,19 +35,19 @@ class ApiPrefix:
 
 
 class Authentication:
-    """Pins the request to the current cluster, identifies the caller, applies key limits.
+    """Checks each request against its resource's access level, in one place.
 
-    The key comes as ``Authorization: Bearer <key>`` (OpenAI's clients) or, where that
-    header is absent, as ``x-api-key: <key>`` (Anthropic's). Resources with
-    ``public = True`` (health probes) need no key; those with
-    ``metered = True`` (model calls) are admitted against the key's ``rpm``, ``tpm`` and
-    ``budget`` (their tokens and cost are charged by the resource, see
-    :mod:`appliance.http.metering`; a request admitted before the budget ran out finishes) and get
-    a :class:`Timing` for the overhead header.
+    Each resource declares ``access`` (:class:`~appliance.http.scope.Access`; the API's
+    resources are ``client`` by default). A client key comes as ``Authorization: Bearer
+    <key>`` (OpenAI's clients) or ``x-api-key: <key>`` (Anthropic's); when both are sent
+    they must be the same key. The admin key (``server.admin_key``) comes as ``Bearer``.
+    Resources with ``metered = True`` (model calls) are admitted against the key's
+    ``rpm``, ``tpm`` and ``budget`` (their tokens and cost are charged when the request
+    ends, see :mod:`appliance.http.metering`; a request admitted before the budget ran out
+    finishes).
     """
 
-    def __init__(self, ref: ClusterRef, limiter: Limiter, metrics: Metrics) -> None:
-        self.ref = ref
+    def __init__(self, limiter: Limiter, metrics: Metrics) -> None:
         self.limiter = limiter
         self.metrics = metrics
 
@@ -65,35 +58,58 @@ class Authentication:
         resource: object,
         params: dict[str, Any],
     ) -> None:
-        req.scope[ROUTE] = req.uri_template  # bounded metric labels (see access)
-        cluster = req.context.cluster = self.ref.current
-        cluster.enter()
-        on_finish(req.scope, cluster.leave)
-        if resource is None or getattr(resource, "public", False):
-            return
+        scope: RequestScope = req.context  # type: ignore[assignment]
+        scope.route = req.uri_template  # bounded metric labels (see sinks)
+        if resource is None:
+            return  # no route: Falcon answers 404
+        access = scope.access = getattr(resource, "access", Access.CLIENT)
+        admin_key = scope.cluster.config.server.admin_key
         authorization = req.get_header("Authorization")
-        api_key = req.get_header("x-api-key")
-        if authorization is None and api_key:
-            authorization = f"Bearer {api_key}"
-        principal = cluster.auth.authenticate(authorization)
-        req.context.principal = principal
-        if cluster.auth.enabled:
-            note(req.scope, key_name=principal.name)
-        if not getattr(resource, "metered", False):
+        scope.admin = admin_key is not None and _is_key(authorization, admin_key)
+        if access is Access.PUBLIC:
             return
-        req.context.timing = Timing()
-        if principal.limited:
-            try:
-                req.context.quota = await self.limiter.admit(
-                    principal.name,
-                    principal.rpm,
-                    principal.tpm,
-                    principal.budget,
-                    cluster.config.billing.currency,
+        if access is Access.ADMIN and admin_key is None:
+            raise PermissionDeniedError(
+                "Admin endpoints are off: set server.admin_key to use them.", code="admin_disabled"
+            )
+        if access in (Access.ADMIN, Access.OPERATOR):
+            if admin_key is not None and not scope.admin:
+                raise AuthenticationError(
+                    "This endpoint needs the admin key: 'Bearer <admin_key>'."
                 )
-            except RateLimitError:
-                self.metrics.rate_limited.labels(principal.name).inc()
-                raise
+            return
+        await self._client(req, scope, authorization, getattr(resource, "metered", False))
+
+    async def _client(
+        self,
+        req: falcon.asgi.Request,
+        scope: RequestScope,
+        authorization: str | None,
+        metered: bool,
+    ) -> None:
+        auth = scope.cluster.auth
+        api_key = req.get_header("x-api-key")
+        if api_key:
+            if authorization is None:
+                authorization = f"Bearer {api_key}"
+            elif auth.enabled and (
+                auth.authenticate(f"Bearer {api_key}").name != auth.authenticate(authorization).name
+            ):
+                raise AuthenticationError("x-api-key and Authorization name different keys.")
+        principal = scope.principal = auth.authenticate(authorization)
+        if not metered or not principal.limited:
+            return
+        try:
+            req.context.quota = await self.limiter.admit(
+                principal.name,
+                principal.rpm,
+                principal.tpm,
+                principal.budget,
+                scope.cluster.config.billing.currency,
+            )
+        except RateLimitError:
+            self.metrics.rate_limited.labels(principal.name).inc()
+            raise
 
     async def process_response(
         self,
@@ -102,9 +118,16 @@ class Authentication:
         resource: object,
         req_succeeded: bool,
     ) -> None:
-        quota: Quota | None = getattr(req.context, "quota", None)
+        quota: Quota | None = req.context.quota
         if quota is not None:
             resp.set_headers(quota.headers())
+
+
+def _is_key(authorization: str | None, key: SecretStr) -> bool:
+    """Whether ``authorization`` is ``Bearer <key>`` (compared in constant time)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    expected = key.get_secret_value().encode()
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected)
 
 
 class Overhead:
@@ -121,11 +144,11 @@ class Overhead:
         resource: object,
         req_succeeded: bool,
     ) -> None:
-        timing: Timing | None = getattr(req.context, "timing", None)
-        started = req.scope.get(STARTED)
-        if timing is None or started is None:
+        scope: RequestScope = req.context  # type: ignore[assignment]
+        if not getattr(resource, "metered", False):
             return
-        overhead = time.perf_counter() - started - timing.worker_s - timing.queued_s
+        timing = scope.timing
+        overhead = scope.elapsed_s - timing.worker_s - timing.queued_s
         overhead -= timing.client_s
         overhead = max(overhead, 0.0)
         resp.set_header("x-appliance-overhead-ms", f"{overhead * 1000:.3f}")

@@ -10,10 +10,11 @@ from falcon.asgi import SSEvent
 
 from appliance.backends.base import ReplyStream
 from appliance.errors import APIError
-from appliance.http.access import STARTED, on_disconnect, on_finish
-from appliance.http.metering import Accountant
+from appliance.http.access import on_finish
+from appliance.http.exchange import on_disconnect
+from appliance.http.scope import RequestScope
 from appliance.http.sse import LiveStreams, Relay
-from appliance.runtime.metrics import StreamStats
+from appliance.runtime.metrics import Metrics, StreamStats
 from appliance.wire.sse import Framing
 from appliance.wire.usage import StreamTally
 
@@ -22,12 +23,13 @@ class Streamer:
     """Relays a worker's stream to the client as SSE, framed for the route's API family.
 
     The relay is closed when the request ends, whatever happens (its worker stream closed
-    and the request charged), and stops reading as soon as the client leaves.
+    and the request's scope finished: charged, counted, logged), and stops reading as soon
+    as the client leaves.
     """
 
-    def __init__(self, live: LiveStreams, accountant: Accountant) -> None:
+    def __init__(self, live: LiveStreams, metrics: Metrics) -> None:
         self.live = live
-        self.accountant = accountant
+        self.metrics = metrics
 
     def respond(
         self,
@@ -41,13 +43,19 @@ class Streamer:
         framing: Framing | None = None,
     ) -> None:
         """Make ``resp`` the SSE relay of ``stream``."""
+        scope: RequestScope = req.context  # type: ignore[assignment]
+
+        async def closed(failure: APIError | None) -> None:
+            await settle(failure)
+            await scope.finish(200, completed=not scope.client_gone)
+
         relay = Relay(
             stream,
-            req.context.cluster.config.server.stream_ping_s,
+            scope.cluster.config.server.stream_ping_s,
             self.live,
             tally,
-            StreamStats(self.accountant.metrics, model, req.scope[STARTED]),
-            settle,
+            StreamStats(self.metrics, model, scope.started),
+            closed,
             framing,
         )
         on_finish(req.scope, relay.aclose)  # even if the events below never start

@@ -11,6 +11,8 @@ refreshed from the cluster once a second by each process.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,6 +22,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
 
 from appliance.wire.usage import Usage
 
@@ -153,9 +156,10 @@ class Metrics:
         """A local model's workers were stopped."""
         self.model_unloads.labels(model, reason).inc()
 
-    def exposition(self) -> bytes:
-        """The Prometheus text format of every metric (all processes)."""
-        return generate_latest(self.registry)
+    def exposition(self, *, keys: bool = True) -> bytes:
+        """The Prometheus text format of every metric (all processes); without ``keys``,
+        the series labelled with an API key's name are left out."""
+        return generate_latest(self.registry if keys else _WithoutKeys(self.registry))
 
     def count_usage(self, model: str, usage: Usage) -> None:
         """Add a request's usage to the token counters."""
@@ -221,3 +225,45 @@ class StreamStats:
     def failed(self, error: str) -> None:
         """The stream ended with ``error`` (an error class's name: a bounded set)."""
         self._metrics.stream_failures.labels(self._model, error).inc()
+
+
+def forget_dead_processes() -> list[int]:
+    """Drop the live gauges that processes now gone left in a multi-process server's
+    metrics folder (a replaced Granian process's in-flight count and worker health would
+    otherwise stay in every scrape); the PIDs dropped."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    if not folder:
+        return []
+    dead = set()
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        _, _, number = path.stem.rpartition("_")
+        if number.isdigit() and not _alive(int(number)):
+            dead.add(int(number))
+    for pid in sorted(dead):
+        multiprocess.mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
+    return sorted(dead)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _WithoutKeys:
+    """A registry's metrics less the samples that name an API key (label ``key``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            if any("key" in sample.labels for sample in family.samples):
+                family.samples = [s for s in family.samples if "key" not in s.labels]
+                if not family.samples:
+                    continue
+            yield family

@@ -13,14 +13,19 @@ the text that was relayed: about four characters a token, as OpenAI's own rule o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import orjson
+import structlog
 
 from appliance.errors import UpstreamError
 
 CHARS_PER_TOKEN = 4
+MAX_COUNT = 10**12  # tokens in one request, far past any model: a larger figure is broken
+
+log = structlog.get_logger("appliance.usage")
 
 
 class Usage(NamedTuple):
@@ -65,9 +70,15 @@ def usage_of(obj: Any) -> Usage | None:
     raw = obj.get("usage")
     if not isinstance(raw, dict):
         return None
-    prompt = _count(raw.get("prompt_tokens", raw.get("input_tokens")))
-    completion = _count(raw.get("completion_tokens", raw.get("output_tokens")))
-    total = _count(raw.get("total_tokens"))
+    figures = (
+        raw.get("prompt_tokens", raw.get("input_tokens")),
+        raw.get("completion_tokens", raw.get("output_tokens")),
+        raw.get("total_tokens"),
+    )
+    if any(_absurd(value) for value in figures):
+        log.warning("usage_figures_refused", usage=str(raw)[:200], max=MAX_COUNT)
+        return None  # figures no model made: as if the backend had stated none
+    prompt, completion, total = (_count(value) for value in figures)
     if prompt is None and completion is None and total is None:
         return None
     if prompt is None and completion is None:
@@ -80,6 +91,13 @@ def _count(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return max(int(value), 0)
+
+
+def _absurd(value: Any) -> bool:
+    """A count past :data:`MAX_COUNT`, or not finite."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return not math.isfinite(value) or value > MAX_COUNT
 
 
 def parse(body: bytes) -> Any:

@@ -14,9 +14,9 @@ import falcon.asgi
 import orjson
 
 from appliance.clip import clip
-from appliance.errors import InvalidRequestError, PermissionDeniedError
+from appliance.errors import InvalidRequestError
 from appliance.http.body import read_json
-from appliance.http.routes.operators import require_admin
+from appliance.http.scope import Access
 from appliance.local.lifecycle import ModelLifecycle
 from appliance.serving.cluster import Cluster
 
@@ -24,15 +24,10 @@ from appliance.serving.cluster import Cluster
 class _AdminModelAction:
     """Shared parsing and checks; subclasses say what to do to the model."""
 
-    public = True  # no client key: the admin key guards it
+    access = Access.ADMIN
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
-        if cluster.config.server.admin_key is None:
-            raise PermissionDeniedError(
-                "Admin endpoints are off: set server.admin_key to use them.", code="admin_disabled"
-            )
-        require_admin(req)
         server = cluster.config.server
         body = await read_json(req, server.max_body_bytes, server.body_timeout_s)
         lifecycle = _lifecycle(cluster, body.get("model"))

@@ -6,7 +6,6 @@ import falcon
 import falcon.asgi
 
 from appliance.http.body import read_request
-from appliance.http.metering import Accountant
 from appliance.serving.cluster import Cluster
 from appliance.wire.openai import protocol
 
@@ -16,14 +15,11 @@ class EmbeddingsResource:
 
     metered = True
 
-    def __init__(self, accountant: Accountant) -> None:
-        self.accountant = accountant
-
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
         body, request = await read_request(req, protocol.EmbeddingRequest)
         principal = req.context.principal
-        charge = self.accountant.charge(principal, request.model, body)
+        charge = req.context.open_charge(request.model, body)
         resp.data = await cluster.gateway.embeddings(principal, body, req.context.timing)
         resp.content_type = falcon.MEDIA_JSON
-        await charge.reply(resp.data)
+        charge.reply(resp.data)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import falcon
 import falcon.asgi
 
-from appliance.http.access import note
 from appliance.http.body import read_request
-from appliance.http.metering import Accountant
 from appliance.http.opening import start as opened
 from appliance.http.sse import LiveStreams
 from appliance.http.streaming import Streamer
+from appliance.runtime.metrics import Metrics
 from appliance.serving.cluster import Cluster
 from appliance.wire.openai import protocol
 from appliance.wire.openai.protocol import Endpoint
@@ -26,19 +25,18 @@ class GenerationResource:
         endpoint: Endpoint,
         schema: type[protocol.SamplingRequest],
         live: LiveStreams,
-        accountant: Accountant,
+        metrics: Metrics,
     ) -> None:
         self.endpoint = endpoint
         self.schema = schema
-        self.accountant = accountant
-        self.streamer = Streamer(live, accountant)
+        self.streamer = Streamer(live, metrics)
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
         body, request = await read_request(req, self.schema)
-        note(req.scope, stream=bool(request.stream))
+        req.context.note(stream=bool(request.stream))
         gateway, principal, timing = cluster.gateway, req.context.principal, req.context.timing
-        charge = self.accountant.charge(principal, request.model, body)
+        charge = req.context.open_charge(request.model, body)
         session = req.get_header("x-session-id") or request.user
         if request.stream:
             # Usage is always asked for (to charge it), and hidden again if not wanted.
@@ -54,4 +52,4 @@ class GenerationResource:
             return
         resp.data = await gateway.call(principal, self.endpoint, body, timing, session)
         resp.content_type = falcon.MEDIA_JSON
-        await charge.reply(resp.data)
+        charge.reply(resp.data)

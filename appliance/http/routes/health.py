@@ -6,13 +6,14 @@ import falcon
 import falcon.asgi
 import orjson
 
+from appliance.http.scope import Access
 from appliance.serving.cluster import Cluster
 
 
 class HealthResource:
     """Liveness: answers without touching any model."""
 
-    public = True
+    access = Access.PUBLIC
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         resp.data = b'{"status":"ok"}'
@@ -27,22 +28,23 @@ class ReadyResource:
 
     Models that are not required (by default ``openai`` and ``scripted`` ones) do not
     decide readiness, so one upstream's outage does not pull the replica from its load
-    balancer. With no required model, the replica is ready once started. The body
-    reports every model: available or not, required or not, and each worker's state.
+    balancer. With no required model, the replica is ready once started. The body says
+    which models are unavailable; with the admin key it also reports every model
+    (available or not, required or not) and each worker's state.
     """
 
-    public = True
+    access = Access.PUBLIC
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
         snapshot = cluster.snapshot()
         ready = snapshot.ready
         resp.status = 200 if ready else 503
-        resp.data = orjson.dumps(
-            {
-                "status": "ready" if ready else "not_ready",
-                "unavailable": [m.name for m in snapshot.models if not m.ready],
-                "models": {m.name: m.as_dict() for m in snapshot.models},
-            }
-        )
+        body: dict[str, object] = {
+            "status": "ready" if ready else "not_ready",
+            "unavailable": [m.name for m in snapshot.models if not m.ready],
+        }
+        if req.context.admin:  # worker PIDs, memory, load errors: for the operator only
+            body["models"] = {m.name: m.as_dict() for m in snapshot.models}
+        resp.data = orjson.dumps(body)
         resp.content_type = falcon.MEDIA_JSON

@@ -20,12 +20,11 @@ import falcon.asgi
 import orjson
 
 from appliance.errors import InvalidRequestError
-from appliance.http.access import note
 from appliance.http.body import read_json
-from appliance.http.metering import Accountant
 from appliance.http.opening import start as opened
 from appliance.http.sse import LiveStreams
 from appliance.http.streaming import Streamer
+from appliance.runtime.metrics import Metrics
 from appliance.serving.cluster import Cluster
 from appliance.wire import usage
 from appliance.wire.anthropic import protocol as anthropic
@@ -40,19 +39,18 @@ class MessagesResource:
 
     metered = True
 
-    def __init__(self, live: LiveStreams, accountant: Accountant) -> None:
-        self.accountant = accountant
-        self.streamer = Streamer(live, accountant)
+    def __init__(self, live: LiveStreams, metrics: Metrics) -> None:
+        self.streamer = Streamer(live, metrics)
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
         server = cluster.config.server
         body = await read_json(req, server.max_body_bytes, server.body_timeout_s)
         request = anthropic.parse(anthropic.MessagesRequest, body)
-        note(req.scope, model=request.model, stream=bool(request.stream))
+        req.context.note(model=request.model, stream=bool(request.stream))
         chat = to_chat.to_chat(request)
         gateway, principal, timing = cluster.gateway, req.context.principal, req.context.timing
-        charge = self.accountant.charge(principal, request.model, chat)
+        charge = req.context.open_charge(request.model, chat)
         metadata = request.metadata
         session = req.get_header("x-session-id") or (metadata.user_id if metadata else None)
         if request.stream:
@@ -73,7 +71,7 @@ class MessagesResource:
             )
             return
         reply = await gateway.call(principal, Endpoint.CHAT, chat, timing, session)
-        use = await charge.reply(reply)
+        use = charge.reply(reply)
         answer = anthropic_reply.message(
             usage.parse(reply), use, request.model, request.stop_sequences
         )
@@ -86,23 +84,20 @@ class CountTokensResource:
 
     metered = True
 
-    def __init__(self, accountant: Accountant) -> None:
-        self.accountant = accountant
-
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
         server = cluster.config.server
         body = await read_json(req, server.max_body_bytes, server.body_timeout_s)
         request = anthropic.parse(anthropic.CountTokensRequest, body)
-        note(req.scope, model=request.model)
+        req.context.note(model=request.model)
         chat = {**to_chat.to_chat(request), "max_tokens": 1}
         principal = req.context.principal
-        charge = self.accountant.charge(principal, request.model, chat)
+        charge = req.context.open_charge(request.model, chat)
         session = req.get_header("x-session-id")
         reply = await cluster.gateway.call(
             principal, Endpoint.CHAT, chat, req.context.timing, session
         )
-        use = await charge.reply(reply)
+        use = charge.reply(reply)
         if use.estimated:
             raise InvalidRequestError(
                 f"The backend of model `{request.model}` reports no token usage, so its "

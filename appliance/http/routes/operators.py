@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import os
 import time
 from importlib import resources
@@ -12,7 +11,7 @@ import falcon.asgi
 import orjson
 
 from appliance.accounting.limits import Limiter
-from appliance.errors import AuthenticationError
+from appliance.http.scope import Access
 from appliance.runtime.metrics import CONTENT_TYPE, Metrics, Recent
 from appliance.serving.cluster import Cluster
 from appliance.serving.reload import Reloader
@@ -20,40 +19,24 @@ from appliance.serving.reload import Reloader
 _PAGE = resources.files("appliance.http.routes").joinpath("status.html").read_bytes()
 
 
-def require_admin(req: falcon.asgi.Request) -> None:
-    """Check the admin key, if the config sets one."""
-    cluster: Cluster = req.context.cluster
-    key = cluster.config.server.admin_key
-    if key is None:
-        return
-    header = req.get_header("Authorization") or ""
-    scheme, _, token = header.partition(" ")
-    expected = key.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-        raise AuthenticationError("This endpoint needs the admin key: 'Bearer <admin_key>'.")
-
-
-_admin = require_admin
-
-
 class MetricsResource:
     """Prometheus exposition, summed over every Granian process."""
 
-    public = True
+    access = Access.OPERATOR
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        _admin(req)
-        resp.data = self.metrics.exposition()
+        # Series that name a key (spend, limits) only with the admin key (see Access).
+        resp.data = self.metrics.exposition(keys=req.context.admin)
         resp.content_type = CONTENT_TYPE
 
 
 class StatusResource:
     """The cluster as the status page shows it (this process's view)."""
 
-    public = True
+    access = Access.OPERATOR
 
     def __init__(
         self,
@@ -69,7 +52,6 @@ class StatusResource:
         self.started = time.time()
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        _admin(req)
         cluster: Cluster = req.context.cluster
         registry = cluster.registry
         snapshot = cluster.snapshot()
@@ -89,7 +71,7 @@ class StatusResource:
                 "models": models,
                 "aliases": registry.routes,
                 "api_keys": cluster.auth.key_count,
-                "budgets": await self._budgets(cluster),
+                "budgets": await self._budgets(cluster) if req.context.admin else [],
                 "recent": self.recent.summary(time.time()),
                 "config": {
                     "file": self.source,
@@ -126,7 +108,7 @@ class StatusResource:
 class StatusPage:
     """Plain HTML and a small script that polls ``/status.json``."""
 
-    public = True
+    access = Access.PUBLIC
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         resp.data = _PAGE

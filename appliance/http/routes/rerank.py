@@ -8,7 +8,6 @@ import orjson
 
 from appliance.errors import UpstreamConnectionError
 from appliance.http.body import read_request
-from appliance.http.metering import Accountant
 from appliance.serving.cluster import Cluster
 from appliance.wire import usage as usage_module
 from appliance.wire.openai import protocol
@@ -20,17 +19,14 @@ class RerankResource:
 
     metered = True
 
-    def __init__(self, accountant: Accountant) -> None:
-        self.accountant = accountant
-
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
         body, request = await read_request(req, protocol.RerankRequest)
         principal = req.context.principal
-        charge = self.accountant.charge(principal, request.model, body)
+        charge = req.context.open_charge(request.model, body)
         resp.data = await cluster.gateway.call(principal, Endpoint.RERANK, body, req.context.timing)
         resp.content_type = falcon.MEDIA_JSON
-        await charge.reply(resp.data)
+        charge.reply(resp.data)
 
 
 class RelevanceResource:
@@ -38,17 +34,14 @@ class RelevanceResource:
 
     metered = True
 
-    def __init__(self, accountant: Accountant) -> None:
-        self.accountant = accountant
-
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
         _, request = await read_request(req, protocol.RerankRequest)
         rerank = {"model": request.model, "query": request.query, "documents": request.documents}
         principal = req.context.principal
-        charge = self.accountant.charge(principal, request.model, rerank)
+        charge = req.context.open_charge(request.model, rerank)
         raw = await cluster.gateway.call(principal, Endpoint.RERANK, rerank, req.context.timing)
-        usage = await charge.reply(raw)
+        usage = charge.reply(raw)
         reply = usage_module.parse(raw)
         results = reply.get("results") if isinstance(reply, dict) else None
         rid = reply.get("id") if isinstance(reply, dict) else None

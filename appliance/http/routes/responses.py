@@ -20,12 +20,11 @@ import orjson
 from appliance.accounting.auth import Principal
 from appliance.config import OpenAIModel
 from appliance.errors import APIError
-from appliance.http.access import note
 from appliance.http.body import read_request
-from appliance.http.metering import Accountant
 from appliance.http.opening import start as opened
 from appliance.http.sse import LiveStreams
 from appliance.http.streaming import Streamer
+from appliance.runtime.metrics import Metrics
 from appliance.serving.cluster import Cluster
 from appliance.wire import usage
 from appliance.wire.openai.protocol import Endpoint
@@ -41,20 +40,19 @@ class ResponsesResource:
 
     metered = True
 
-    def __init__(self, live: LiveStreams, accountant: Accountant) -> None:
-        self.accountant = accountant
-        self.streamer = Streamer(live, accountant)
+    def __init__(self, live: LiveStreams, metrics: Metrics) -> None:
+        self.streamer = Streamer(live, metrics)
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
         body, request = await read_request(req, ResponsesRequest)
-        note(req.scope, stream=bool(request.stream))
+        req.context.note(stream=bool(request.stream))
         gateway, principal, timing = cluster.gateway, req.context.principal, req.context.timing
         session = req.get_header("x-session-id") or request.user
         native = passthrough(cluster, principal, request.model)
         endpoint = Endpoint.RESPONSES if native else Endpoint.CHAT
         sent = body if native else to_chat(request, body)
-        charge = self.accountant.charge(principal, request.model, sent)
+        charge = req.context.open_charge(request.model, sent)
         rid, created = ident("resp"), now()
         if request.stream:
             # Chat streams are always asked for usage; the Responses API has its own.
@@ -83,7 +81,7 @@ class ResponsesResource:
             return
         with _named_as_sent(native):
             reply = await gateway.call(principal, endpoint, sent, timing, session)
-        used = await charge.reply(reply)
+        used = charge.reply(reply)
         if not native:
             reply = orjson.dumps(
                 from_chat(request, usage.parse(reply), used, rid=rid, created=created)

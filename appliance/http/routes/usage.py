@@ -17,20 +17,19 @@ import orjson
 from appliance.accounting.ledger import Ledger
 from appliance.accounting.report import BadFilter, Filters, as_csv, as_json, report
 from appliance.errors import InvalidRequestError, NotFoundError
-from appliance.http.routes.operators import require_admin
+from appliance.http.scope import Access
 from appliance.serving.cluster import Cluster
 
 
 class UsageResource:
     """Totals from the ledger file, JSON or CSV."""
 
-    public = True  # the admin key is checked here, not a client key
+    access = Access.ADMIN
 
     def __init__(self, ledger: Ledger | None) -> None:
         self.ledger = ledger
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        require_admin(req)
         cluster: Cluster = req.context.cluster
         if self.ledger is None:
             raise NotFoundError(

@@ -1,0 +1,161 @@
+"""One request's view of ASGI receive and send, watching for its client to leave.
+
+Once the body has been read, a request that is still running after :data:`WATCH_AFTER_S`
+starts one task that waits for ``http.disconnect`` (Falcon's own SSE watcher is fed from
+it, so there is only ever one reader of ``receive``). When the client leaves:
+
+- before the response began, a request that has not reached a model yet (waiting for a
+  slot, a model's load) is cancelled, which frees its place; one a model is working on
+  runs to its end and is charged what the model produced, its response dropped;
+- after the response began (a stream), the callbacks registered with
+  :func:`on_disconnect` run, and the relay stops reading from the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from appliance.errors import APIError
+from appliance.http.scope import RequestScope
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+DISCONNECT = "appliance.disconnect"
+
+
+def on_disconnect(scope: Scope, callback: Callable[[], None]) -> None:
+    """Call ``callback`` if the client leaves while the response is being sent."""
+    scope.setdefault(DISCONNECT, []).append(callback)
+
+
+# A request still running this long after its body arrived starts watching for the
+# client to leave; quicker ones (most) never pay for a watcher task.
+WATCH_AFTER_S = 0.05
+
+
+class Exchange:
+    """One request's view of receive/send (see the module docstring).
+
+    Attributes:
+        status: The status sent (0: no response began).
+        completed: Whether the whole response was sent.
+        gone: Whether the client left.
+        ended: The error the drain answers instead, once it ran out of time.
+    """
+
+    __slots__ = (
+        "_body_done",
+        "_left",
+        "_receive",
+        "_send",
+        "_timer",
+        "_watcher",
+        "account",
+        "completed",
+        "ended",
+        "gone",
+        "request_id",
+        "scope",
+        "status",
+        "task",
+    )
+
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: bytes,
+        account: RequestScope,
+    ) -> None:
+        self.scope = scope
+        self.account = account
+        self._receive = receive
+        self._send = send
+        self.request_id = request_id
+        self.status = 0
+        self.completed = False
+        self.gone = False
+        self.ended: APIError | None = None
+        self.task = asyncio.current_task()
+        self._watcher: asyncio.Future[Message] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._left: int | None = None
+        self._body_done = False
+
+    async def receive(self) -> Message:
+        if self._body_done:
+            # The body is read: whoever asks next (Falcon's SSE watcher) waits for ours.
+            return await asyncio.shield(self._watch_now())
+        message = await self._receive()
+        if message["type"] == "http.request":
+            # The body is complete at more_body=False or, since a reader that knows the
+            # length stops asking once it has it, at Content-Length bytes.
+            if self._left is None:
+                self._left = _content_length(self.scope)
+            self._left -= len(message.get("body", b""))
+            if not message.get("more_body", False) or self._left <= 0:
+                self._body_done = True
+                self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._watch_now)
+        elif message["type"] == "http.disconnect":
+            self.gone = self.account.client_gone = True
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message["headers"] = [*message.get("headers", ()), (b"x-request-id", self.request_id)]
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.completed = not self.gone
+            # Accounted before the client has it all: a client that reads the metrics or
+            # spends again right after its reply sees this request counted.
+            await self.account.finish(self.status, completed=self.completed)
+        if self.gone:
+            return  # nobody to send to: a reply finished after its client left
+        await self._send(message)
+
+    def end(self, error: APIError) -> None:
+        """Answer ``error`` instead, unless the response has begun (a stream ends itself)."""
+        if self.status or self.gone or self.task is None or self.ended is not None:
+            return
+        self.ended = error
+        self.task.cancel()
+
+    def _watch_now(self) -> asyncio.Future[Message]:
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch())
+        return self._watcher
+
+    async def _watch(self) -> Message:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                break
+        self.gone = self.account.client_gone = True
+        if not self.status and self.task is not None and not self.account.reached_model:
+            self.task.cancel()  # nothing done for it yet: stop waiting for a slot or a load
+        for callback in self.scope.get(DISCONNECT, ()):
+            callback()
+        return message
+
+    async def finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None and not self._watcher.done():
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+
+
+def _content_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                break
+    return 1 << 62  # unknown (chunked): wait for more_body=False

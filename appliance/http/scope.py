@@ -1,0 +1,189 @@
+"""One request's account, from the ASGI edge to its end: the request scope.
+
+Every HTTP request gets one :class:`RequestScope` at the edge (:mod:`.access`), before
+Falcon sees it, and Falcon's ``req.context`` *is* that scope (:class:`Request`). It holds
+what the request is pinned to and what happened to it: the cluster it runs on, the
+caller (:attr:`principal`), the access level its resource declares, where its time went
+(:attr:`timing`), the model call's :class:`~.metering.Charge`, and how it ended.
+
+When the request is over, however it ended (answered, failed at the model, cancelled by
+its client, cut by a drain, or refused before any model), the edge calls
+:meth:`RequestScope.finish` exactly once. It settles the outcome (:attr:`status`: one
+status for the ledger, the metrics and the access line) and feeds the scope to the
+sinks assembled in the app factory (:mod:`.sinks`), each a plain callable; one that
+fails is logged and never keeps the others from running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import falcon.asgi
+import structlog
+
+from appliance.errors import APIError
+from appliance.serving.gateway import Timing
+
+if TYPE_CHECKING:
+    from appliance.accounting.auth import Principal
+    from appliance.accounting.limits import Quota
+    from appliance.http.metering import Charge
+    from appliance.serving.cluster import Cluster
+
+log = structlog.get_logger("appliance.scope")
+
+SCOPE = "appliance.scope"  # the ASGI scope's key for the request's RequestScope
+CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection"
+
+Sink = Callable[["RequestScope"], Awaitable[None] | None]
+
+
+class Access(StrEnum):
+    """Who may call a resource; each resource declares one (``access = Access.X``).
+
+    - ``public``: anyone (liveness and readiness probes, the status page's HTML).
+    - ``client``: a client key when the config has any (the API).
+    - ``operator``: with ``server.admin_key`` set, the admin key; without one, anyone,
+      but nothing that names a key or its spend is shown (``/metrics``, ``/status.json``).
+    - ``admin``: the admin key; with none set, refused (403 ``admin_disabled``).
+    """
+
+    PUBLIC = "public"
+    CLIENT = "client"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+class RequestScope:
+    """One request's account; see the module docstring.
+
+    Attributes:
+        request_id: Its id (the caller's ``x-request-id`` if valid, else ours).
+        cluster: The cluster it runs on, pinned when it arrived (a reload does not move it).
+        principal: The caller, once authenticated (None before, or on public routes).
+        access: The access level of the resource that served it.
+        admin: Whether it carried the admin key.
+        timing: Where its time went; ``timing.model`` says whether it reached a model.
+        charge: The model call's charge, if its resource opened one.
+        route: The matched route's template (a bounded metric label).
+        fields: Extra fields for its access line.
+        client_gone: Whether the client left before the response was complete.
+        status: How it ended, set by :meth:`finish` (see there).
+    """
+
+    __slots__ = (
+        "_finished",
+        "access",
+        "admin",
+        "charge",
+        "client_gone",
+        "cluster",
+        "fields",
+        "method",
+        "path",
+        "principal",
+        "quota",
+        "request_id",
+        "route",
+        "sinks",
+        "started",
+        "status",
+        "timing",
+        "ts",
+    )
+
+    def __init__(
+        self,
+        request_id: str,
+        method: str,
+        path: str,
+        cluster: Cluster,
+        sinks: Sequence[Sink] = (),
+    ) -> None:
+        self.request_id = request_id
+        self.sinks = sinks
+        self.method = method
+        self.path = path
+        self.cluster = cluster
+        self.started = time.perf_counter()
+        self.ts = time.time()
+        self.principal: Principal | None = None
+        self.access = Access.PUBLIC
+        self.admin = False
+        self.timing = Timing()
+        self.charge: Charge | None = None
+        self.quota: Quota | None = None  # the key's limits after admission (headers)
+        self.route: str | None = None
+        self.fields: dict[str, Any] = {}
+        self.client_gone = False
+        self.status = 0
+        self._finished = False
+
+    def note(self, **fields: Any) -> None:
+        """Add fields to this request's access line."""
+        self.fields.update(fields)
+
+    def open_charge(self, model: str, request: dict[str, Any]) -> Charge:
+        """The charge of this request's model call (as the client named the model)."""
+        from appliance.http.metering import Charge
+
+        self.charge = Charge(model, request)
+        return self.charge
+
+    @property
+    def reached_model(self) -> bool:
+        """Whether a model's worker took the request (then it has a ledger row)."""
+        return self.timing.model is not None
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    async def finish(self, http_status: int, *, completed: bool) -> None:
+        """Settle how the request ended and feed every sink; only the first call acts.
+
+        Args:
+            http_status: The status sent (0: no response began).
+            completed: Whether the response was (or is about to be) sent whole.
+
+        The first to know the outcome calls it: the edge just before a response's last
+        bytes, a stream's relay when it closes, and, for every other end (cancelled, cut
+        by the drain, failed before any response), the edge once the request is over.
+        The status is the client's view of the outcome: 499 if the client left before the
+        response was complete; the error's status if a stream failed after its 200;
+        otherwise what was sent (500 if nothing was).
+        """
+        if self._finished:
+            return
+        self._finished = True
+        failure: APIError | None = self.charge.failure if self.charge is not None else None
+        if self.client_gone and not completed:
+            self.status = CLIENT_CLOSED
+        elif failure is not None and http_status < 400:
+            self.status = failure.status
+        else:
+            self.status = http_status or 500
+        for sink in self.sinks:
+            try:
+                result = sink(self)
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("sink_failed", sink=getattr(sink, "__name__", repr(sink)))
+
+
+class Request(falcon.asgi.Request):
+    """Falcon's request, whose ``context`` is the request's :class:`RequestScope`."""
+
+    def __init__(self, scope: dict[str, Any], receive: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(scope, receive, *args, **kwargs)
+        self.context = scope[SCOPE]
+
+
+def scope_of(req: falcon.asgi.Request) -> RequestScope:
+    """The request's scope."""
+    found: RequestScope = req.scope[SCOPE]
+    return found

@@ -1,0 +1,74 @@
+"""What a finished request feeds, besides its charge: the metrics and the access line.
+
+Each sink is a plain callable of a :class:`~appliance.http.scope.RequestScope`; the app
+factory lists them (:func:`appliance.http.app.create_app`), and every one sees the same
+outcome, so the ledger, ``appliance_requests_total`` and the access line always give a
+request the same status.
+"""
+
+from __future__ import annotations
+
+import time
+
+from appliance.clip import clip, clip_value
+from appliance.http.scope import RequestScope
+from appliance.runtime.logging import BoundOnce
+from appliance.runtime.metrics import Metrics, Recent
+from appliance.serving.cluster import ClusterRef
+
+
+class Counting:
+    """``appliance_requests_total``, the latency histogram and the status page's figures.
+
+    Labels stay bounded: a route is its template, never a caller's path, and a model is
+    one the cluster serves, never an arbitrary name a caller sent.
+    """
+
+    __name__ = "counting"
+
+    def __init__(self, metrics: Metrics, recent: Recent) -> None:
+        self.metrics = metrics
+        self.recent = recent
+
+    def __call__(self, scope: RequestScope) -> None:
+        route = scope.route or "unmatched"
+        model = scope.cluster.registry.served_as(scope.fields.get("model"))
+        elapsed = scope.elapsed_s
+        self.metrics.requests.labels(route, model, str(scope.status)).inc()
+        self.metrics.latency.labels(route, model).observe(elapsed)
+        self.recent.add(time.time(), elapsed, scope.status >= 500)
+
+
+class AccessLog:
+    """One ``request`` line per request, when the serving config's logging asks for it.
+
+    Whatever the caller wrote (path, model name) is clipped (:func:`appliance.clip.clip`),
+    so a caller cannot inflate the logs.
+    """
+
+    __name__ = "access_log"
+
+    def __init__(self, ref: ClusterRef) -> None:
+        self.ref = ref
+        self.log = BoundOnce("appliance.access")
+
+    def __call__(self, scope: RequestScope) -> None:
+        if not self.ref.current.config.logging.access_log:
+            return
+        served = scope.timing.model
+        self.log.get().info(
+            "request",
+            method=clip(scope.method),
+            path=clip(scope.path),
+            status=scope.status,
+            duration_ms=round(scope.elapsed_s * 1000, 2),
+            **({"client_gone": True} if scope.client_gone else {}),
+            **({"key_name": scope.principal.name} if _named(scope) and scope.principal else {}),
+            **({"served_by": served} if served is not None else {}),
+            **{name: clip_value(value) for name, value in scope.fields.items()},
+        )
+
+
+def _named(scope: RequestScope) -> bool:
+    """Whether the access line names the caller's key (only when keys are in use)."""
+    return scope.principal is not None and scope.cluster.auth.enabled

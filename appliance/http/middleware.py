@@ -71,11 +71,9 @@ class Authentication:
         on_finish(req.scope, cluster.leave)
         if resource is None or getattr(resource, "public", False):
             return
-        authorization = req.get_header("Authorization")
-        api_key = req.get_header("x-api-key")
-        if authorization is None and api_key:
-            authorization = f"Bearer {api_key}"
-        principal = cluster.auth.authenticate(authorization)
+        principal = cluster.auth.caller(
+            req.get_header("Authorization"), req.get_header("x-api-key")
+        )
         req.context.principal = principal
         if cluster.auth.enabled:
             note(req.scope, key_name=principal.name)

@@ -163,3 +163,15 @@ def test_a_refusal_naming_another_field_is_not_taken_for_one(
     assert response.json()["error"]["param"] == "messages"
     assert len(upstream.seen(model="fail-400")) - before == 1
     assert worker_state(server, "bad")["stream_usage"] is True
+
+
+def test_a_failed_probe_logs_the_upstreams_address(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    model = upstream_model("probed", "ok", f"http://127.0.0.1:{DEAD_PORT}/v1")
+    model["health"] = {"interval_s": 0.2}
+    server = start_server(cluster_config(model))
+    events = until(lambda: server.events("worker_ejected"), what="the dead worker ejected")
+    why = str(events[0]["why"])
+    assert "probe failed" in why
+    assert str(DEAD_PORT) in why

@@ -15,11 +15,10 @@ import httpx
 import orjson
 import pytest
 
-from bench.run import tree as descendants
 from tests.conftest import cluster_config
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.poll import until
-from tests.support.server import RunningServer, free_port
+from tests.support.server import RunningServer, descendants, free_port
 
 
 @pytest.fixture(scope="module")

@@ -134,6 +134,26 @@ class RunningServer:
         self._log.close()
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (Granian's workers, local model workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children.get(current, []))
+    return out
+
+
 def ledger_rows(path: Path, query: str, *params: object) -> list[tuple[Any, ...]]:
     """The rows of ``query`` on the usage ledger at ``path`` (none while it does not exist)."""
     if not path.exists():

@@ -120,6 +120,7 @@ async def test_reload_under_load_drops_nothing_and_never_mixes(
     assert rotated.status_code == 200 and old_rotated.status_code == 401
     assert [m["id"] for m in rotated.json()["data"]] == ["main"]  # 24 is even: no extra
     assert server.event_count("config_reloaded") >= rewrites
+    # Raw text on purpose: a key value must appear in no line at all.
     assert "rot-" not in server.log().replace('"rot"', ""), "key values must not be logged"
 
 

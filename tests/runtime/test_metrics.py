@@ -113,4 +113,4 @@ def test_admin_key_protects_metrics_and_status(server: RunningServer) -> None:
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "invalid_api_key"
     assert httpx.get(f"{server.base_url}/").status_code == 200  # the page asks for the key
-    assert ADMIN not in server.log()
+    assert ADMIN not in server.log()  # raw text on purpose: in no line at all

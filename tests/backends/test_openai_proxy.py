@@ -157,8 +157,11 @@ def test_stream_is_relayed_chunk_by_chunk(server: RunningServer) -> None:
             arrivals.append(time.monotonic())
             text += chunk.choices[0].delta.content
     assert text == "c0 c1 c2 c3 "
+    # The upstream spaces its chunks 200 ms apart: relayed as they come, the first reaches
+    # the client about 0.6 s before the last; buffered, all at once. (The spread, not each
+    # gap: a busy machine may hold one chunk back and hand it over with the next.)
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert min(gaps) > 0.1, f"chunks were buffered: gaps {gaps}"
+    assert arrivals[-1] - arrivals[0] > 0.3, f"chunks were buffered: gaps {gaps}"
 
 
 def test_a_stream_split_anywhere_with_crlf_lines_is_relayed_whole(server: RunningServer) -> None:
@@ -182,7 +185,7 @@ def test_a_line_longer_than_the_read_buffer_ends_the_stream_with_an_error(
     started = time.monotonic()
     response = raw(server, "up-endless", stream=True)
     payloads = sse_payloads(response.text)
-    assert time.monotonic() - started < 5  # not the upstream's 30 s
+    assert time.monotonic() - started < 20  # not the upstream's 30 s
     assert payloads[-1] == "[DONE]"
     assert "oversized chunk" in payloads[-2]["error"]["message"]
 

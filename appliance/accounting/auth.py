@@ -73,6 +73,30 @@ class Authenticator:
         """How many keys are configured."""
         return len(self._keys)
 
+    def caller(self, authorization: str | None, api_key: str | None) -> Principal:
+        """The caller behind ``Authorization`` and/or ``x-api-key`` (Anthropic's clients).
+
+        Either header alone names the key. When both are sent, both must be valid and
+        name the same key: a wrong ``x-api-key`` is never hidden by a valid bearer token.
+
+        Raises:
+            AuthenticationError: as :meth:`authenticate`, or the two headers disagree.
+        """
+        if authorization is None:
+            return self.authenticate(f"Bearer {api_key}" if api_key else None)
+        principal = self.authenticate(authorization)
+        if api_key is not None and self._keys:
+            try:
+                other: Principal | None = self.authenticate(f"Bearer {api_key}")
+            except AuthenticationError:
+                other = None
+            if other is not principal:
+                raise AuthenticationError(
+                    "The x-api-key and Authorization headers must name the same valid API "
+                    "key; send one of them."
+                )
+        return principal
+
     def authenticate(self, authorization: str | None) -> Principal:
         """The caller behind an ``Authorization`` header.
 

@@ -28,7 +28,12 @@ from appliance.errors import QuotaExceededError, RateLimitError
 
 @dataclass(frozen=True, slots=True)
 class Quota:
-    """What a key has left, for the ``x-ratelimit-*`` headers."""
+    """What a key has left, for the ``x-ratelimit-*`` headers.
+
+    As OpenAI's: ``limit`` the most the window admits, ``remaining`` what is left of it,
+    ``reset`` the time until the limit is back to its initial state (all of it free),
+    each of requests and of tokens counted in its own window.
+    """
 
     limit_requests: int | None
     remaining_requests: int | None
@@ -139,14 +144,21 @@ class LocalLimiter:
         tokens.trim(since)
         if rpm is not None and requests.total >= rpm:
             wait = requests.wait_until_below(rpm, self.window_s, now)
-            raise limited("requests", rpm, wait, self.window_s)
+            quota = self._quota(rpm, tpm, requests, tokens, now)
+            raise limited("requests", rpm, wait, self.window_s, quota)
         if tpm is not None and tokens.total >= tpm:
             wait = tokens.wait_until_below(tpm, self.window_s, now)
-            raise limited("tokens", tpm, wait, self.window_s)
+            quota = self._quota(rpm, tpm, requests, tokens, now)
+            raise limited("tokens", tpm, wait, self.window_s, quota)
         requests.add(now, 1)
+        return self._quota(rpm, tpm, requests, tokens, now)
+
+    def _quota(
+        self, rpm: int | None, tpm: int | None, requests: _Window, tokens: _Window, now: float
+    ) -> Quota:
         return Quota(
             limit_requests=rpm,
-            remaining_requests=None if rpm is None else rpm - requests.total,
+            remaining_requests=None if rpm is None else max(rpm - requests.total, 0),
             reset_requests_s=_reset(requests, self.window_s, now),
             limit_tokens=tpm,
             remaining_tokens=None if tpm is None else max(tpm - tokens.total, 0),
@@ -174,14 +186,22 @@ class LocalLimiter:
         return None
 
 
-def limited(what: str, limit: int, wait: float, window_s: float) -> RateLimitError:
-    """The 429 for a key over its ``limit`` of ``what`` per window of ``window_s``."""
+def limited(
+    what: str, limit: int, wait: float, window_s: float, quota: Quota | None = None
+) -> RateLimitError:
+    """The 429 for a key over its ``limit`` of ``what`` per window of ``window_s``.
+
+    Its headers are the key's whole ``quota`` (both the requests and the tokens trios of
+    the limits it has), as on an admitted request.
+    """
     per = "requests" if what == "requests" else "tokens"
+    headers = quota.headers() if quota is not None else {}
+    headers.update({f"x-ratelimit-limit-{per}": str(limit), f"x-ratelimit-remaining-{per}": "0"})
     return RateLimitError(
         f"Rate limit reached: {limit} {per} {per_window(window_s)} for this API key. "
         f"Retry in {duration(wait)}.",
         retry_after=wait,
-        headers={f"x-ratelimit-limit-{per}": str(limit), f"x-ratelimit-remaining-{per}": "0"},
+        headers=headers,
     )
 
 
@@ -208,7 +228,9 @@ def per_window(window_s: float) -> str:
 
 
 def _reset(window: _Window, length: float, now: float) -> float:
-    return max(window.entries[0][0] + length - now, 0.0) if window.entries else 0.0
+    """OpenAI's ``x-ratelimit-reset-*``: the time until the limit is back to its initial
+    state, i.e. until the newest amount in the window has left it."""
+    return max(window.entries[-1][0] + length - now, 0.0) if window.entries else 0.0
 
 
 def duration(seconds: float) -> str:

@@ -117,26 +117,27 @@ if budget >= 0 then
   if spent >= budget then return {0, 3, 0, 0, 0, spent} end
 end
 local count = 0
-if rpm >= 0 then
-  count = trim(KEYS[1], cut)
-  if count >= rpm then
-    return {0, 1, wait(KEYS[1], count, rpm, width, win, now), count, 0, spent}
-  end
-end
+if rpm >= 0 then count = trim(KEYS[1], cut) end
 local used = 0
-if tpm >= 0 then
-  used = trim(KEYS[2], cut)
-  if used >= tpm then
-    return {0, 2, wait(KEYS[2], used, tpm, width, win, now), count, used, spent}
-  end
+if tpm >= 0 then used = trim(KEYS[2], cut) end
+local function reset(key)
+  local last = tonumber(redis.call('HGET', key, 'l'))
+  if not last then return 0 end
+  return (last + 1) * width + win - now
 end
-local reset = 0
+if rpm >= 0 and count >= rpm then
+  local w = wait(KEYS[1], count, rpm, width, win, now)
+  return {0, 1, w, count, used, spent, reset(KEYS[1]), reset(KEYS[2])}
+end
+if tpm >= 0 and used >= tpm then
+  local w = wait(KEYS[2], used, tpm, width, win, now)
+  return {0, 2, w, count, used, spent, reset(KEYS[1]), reset(KEYS[2])}
+end
 if rpm >= 0 then
   add(KEYS[1], bucket, 1, win + width)
   count = count + 1
-  reset = (tonumber(redis.call('HGET', KEYS[1], 'f')) + 1) * width + win - now
 end
-return {1, 0, reset, count, used, spent}
+return {1, 0, 0, count, used, spent, reset(KEYS[1]), reset(KEYS[2])}
 """
 )
 
@@ -233,22 +234,24 @@ class RedisLimiter:
             reply = await self._run(_ADMIT, [requests, tokens, *days], args)
         except CLIENT_FAULTS as exc:
             return self._unavailable(exc, rpm, tpm)
-        allowed, which, reset_ms, count, used, spent = (int(v) for v in reply)
-        reset = max(float(reset_ms), 0.0) / 1000
-        if not allowed:
-            if which == 3 and budget is not None:
-                raise exceeded(budget, spent / NANO, currency, wall)
-            if which == 1:
-                raise limited("requests", rpm or 0, reset, self.window_ms / 1000)
-            raise limited("tokens", tpm or 0, reset, self.window_ms / 1000)
-        return Quota(
+        allowed, which, wait_ms, count, used, spent, *resets = (int(v) for v in reply)
+        if not allowed and which == 3 and budget is not None:
+            raise exceeded(budget, spent / NANO, currency, wall)
+        reset_requests, reset_tokens = (max(float(ms), 0.0) / 1000 for ms in resets)
+        quota = Quota(
             limit_requests=rpm,
             remaining_requests=None if rpm is None else max(rpm - count, 0),
-            reset_requests_s=reset,
+            reset_requests_s=reset_requests,
             limit_tokens=tpm,
             remaining_tokens=None if tpm is None else max(tpm - used, 0),
-            reset_tokens_s=reset,
+            reset_tokens_s=reset_tokens,
         )
+        if not allowed:
+            wait, window = max(float(wait_ms), 0.0) / 1000, self.window_ms / 1000
+            if which == 1:
+                raise limited("requests", rpm or 0, wait, window, quota)
+            raise limited("tokens", tpm or 0, wait, window, quota)
+        return quota
 
     async def spend(self, key: str, tokens: int, cost: float = 0.0, day: str = "") -> None:
         nanos = round(cost * NANO) if cost > 0 else 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import math
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,9 +63,13 @@ def moment(param: str, text: str, *, end_of_day: bool) -> float:
     an ISO 8601 time, or Unix seconds."""
     text = text.strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):  # nan, inf, 1e400: no moment
+            raise BadFilter(param, f"'{param}' must be a finite number of Unix seconds.")
+        return seconds
     try:
         if len(text) == 10:
             day = dt.date.fromisoformat(text) + dt.timedelta(days=1 if end_of_day else 0)

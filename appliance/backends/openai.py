@@ -11,6 +11,9 @@ aiohttp's exceptions are translated into :mod:`appliance.errors` here and nowher
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -139,17 +142,17 @@ class OpenAIWorker(Worker):
     ) -> aiohttp.ClientResponse:
         """Open a stream with ``include_usage`` added; without it if the upstream refuses.
 
-        Some servers reject ``stream_options`` (400 or 422 naming it as the param). Then the
-        client's own request is sent as it came, and if that is accepted this upstream is
-        not asked again (``stream_usage: false`` in its description); its streams are
-        charged an estimate.
+        Some servers reject ``stream_options``: a 400 or 422 whose body names the field
+        (OpenAI-style servers as the error's ``param``; vLLM and TGI only in the message
+        text). Then the client's own request is sent as it came, and if that is accepted
+        this upstream is not asked again (``stream_usage: false`` in its description); its
+        streams are charged an estimate.
         """
         asking = {**body, "stream_options": {**options, "include_usage": True}}
         try:
-            return await self._post(endpoint, asking)
-        except UpstreamStatusError as exc:
-            if exc.upstream_status not in (400, 422) or exc.param != "stream_options":
-                raise  # a refusal of something else: the client's own error
+            return await self._post(endpoint, asking, refused_field=STREAM_OPTIONS)
+        except _FieldRefused as refused:
+            exc = refused.error
             response = await self._post(endpoint, body)
             self._refuses_stream_options = True
             log.warning(
@@ -176,7 +179,11 @@ class OpenAIWorker(Worker):
         finally:
             response.release()
 
-    async def _post(self, endpoint: Endpoint, body: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _post(
+        self, endpoint: Endpoint, body: dict[str, Any], *, refused_field: bytes = b""
+    ) -> aiohttp.ClientResponse:
+        """Send ``body``; an error status raises its :class:`UpstreamError`, or
+        :class:`_FieldRefused` when it is a 400/422 whose body names ``refused_field``."""
         if self._session is None:
             raise UpstreamConnectionError(f"worker {self.worker_id} is not started")
         payload = orjson.dumps({**body, "model": self.upstream_model})
@@ -192,13 +199,36 @@ class OpenAIWorker(Worker):
             raise UpstreamTimeoutError(
                 f"The upstream did not begin to answer within {self._first_byte_s:g}s"
             ) from None
+        except UpstreamConnectionError as exc:
+            log.warning(
+                "upstream_unreachable",
+                worker=self.worker_id,
+                url=url,
+                error=exc.message,
+                detail=str(exc.__cause__ or exc),
+            )
+            raise
         if response.status >= 400:
             try:
                 raw = await _guard(response.content.read(_MAX_ERROR_BODY))
             finally:
                 response.close()
-            raise _status_error(response, raw)
+            error = _status_error(response, raw)
+            if refused_field and response.status in (400, 422) and refused_field in raw:
+                raise _FieldRefused(error)
+            raise error
         return response
+
+
+STREAM_OPTIONS = b"stream_options"
+
+
+class _FieldRefused(Exception):
+    """The upstream refused a field the appliance added (its error body names it)."""
+
+    def __init__(self, error: UpstreamStatusError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class _UpstreamStream:
@@ -233,7 +263,11 @@ async def _guard(operation: Awaitable[T]) -> T:
     except TimeoutError as exc:
         raise UpstreamTimeoutError("The upstream did not answer in time") from exc
     except aiohttp.ClientConnectorError as exc:
-        raise UpstreamConnectionError(f"Cannot connect to the upstream: {exc.os_error}") from exc
+        # The client is told why, never where (the upstream's host and port are the
+        # operator's): the address stays in the log (see ``OpenAIWorker._post``).
+        raise UpstreamConnectionError(
+            f"Cannot connect to the upstream: {_reason(exc.os_error)}"
+        ) from exc
     except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
         raise UpstreamConnectionError(
             f"The upstream connection failed: {type(exc).__name__}"
@@ -242,12 +276,32 @@ async def _guard(operation: Awaitable[T]) -> T:
         raise UpstreamConnectionError("The upstream sent an oversized chunk") from exc
 
 
-def _status_error(response: aiohttp.ClientResponse, raw: bytes) -> UpstreamError:
+def _reason(error: OSError) -> str:
+    """What went wrong with a connection, without the address it was going to."""
+    if isinstance(error, socket.gaierror):
+        return "its host name could not be resolved"
+    if isinstance(error, ssl.SSLError):
+        return "the TLS handshake failed"
+    if error.errno:
+        text = os.strerror(error.errno)
+        if not text.startswith("Unknown error"):
+            return text.lower()
+    return {
+        ConnectionRefusedError: "connection refused",
+        ConnectionResetError: "connection reset",
+        TimeoutError: "connection timed out",
+    }.get(type(error), "connection failed")
+
+
+def _status_error(response: aiohttp.ClientResponse, raw: bytes) -> UpstreamStatusError:
     message, kind, param, code = f"HTTP {response.status}", None, None, None
     try:
-        error = orjson.loads(raw).get("error")
+        parsed = orjson.loads(raw)
+        error = parsed.get("error")
     except (orjson.JSONDecodeError, AttributeError):
-        error = None
+        parsed, error = None, None
+    if error is None and isinstance(parsed, dict) and parsed.get("object") == "error":
+        error = {"message": parsed.get("message")}  # vLLM's envelope: the error at the top
     if isinstance(error, dict):
         message = str(error.get("message") or message)
         kind, param, code = error.get("type"), error.get("param"), error.get("code")

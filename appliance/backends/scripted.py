@@ -104,6 +104,10 @@ class ScriptedWorker(Worker):
     ) -> ReplyStream:
         if endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS):
             raise InvalidRequestError(f"{endpoint.value} cannot stream", param="stream")
+        if endpoint is Endpoint.CHAT:
+            # What it cannot do is a 400 before the stream begins, as OpenAI answers it.
+            scripted_chat.calls(self.options, body)
+            scripted_chat.json_reply(self.options, body)
         asked = bool((body.get("stream_options") or {}).get("include_usage"))
         return self._stream(endpoint, body, usage or asked)
 

@@ -13,7 +13,8 @@
 - Otherwise the text (``reply``, or the last user message echoed).
 
 What the backend cannot do is a 400 naming the field: a forced tool that is not a
-function, another ``response_format`` type, the legacy ``functions``.
+function (a custom tool, or ``required`` with only custom tools offered), another
+``response_format`` type, the legacy ``functions``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def calls(options: ScriptedOptions, body: dict[str, Any]) -> list[tuple[str, str
     }
     names = list(parameters)
     choice = body.get("tool_choice") or "auto"
+    _refuse_forced_custom(body.get("tools") or [], names, choice)
     if not names or choice == "none":
         return []
     scripted = _scripted(options)
@@ -70,6 +72,25 @@ def calls(options: ScriptedOptions, body: dict[str, Any]) -> list[tuple[str, str
     if body.get("parallel_tool_calls") is False:
         made = made[:1]
     return [(c.name, _text(c.arguments)) for c in made]
+
+
+def _refuse_forced_custom(offered: list[Any], names: list[str], choice: Any) -> None:
+    """A call forced where only a custom tool could answer: OpenAI's model would call it
+    (a custom tool call, free text in); the scripted backend calls functions only."""
+    if isinstance(choice, dict) and choice.get("type") == "custom":
+        raise InvalidRequestError(
+            "The scripted backend cannot call custom tools; force a function tool instead.",
+            param="tool_choice",
+            code="unsupported_value",
+        )
+    custom = any(isinstance(t, dict) and t.get("type") == "custom" for t in offered)
+    if choice == "required" and custom and not names:
+        raise InvalidRequestError(
+            "Invalid 'tools': 'tool_choice' is 'required' and only custom tools are offered; "
+            "the scripted backend calls function tools only. Offer a function tool.",
+            param="tools",
+            code="unsupported_value",
+        )
 
 
 def json_reply(options: ScriptedOptions, body: dict[str, Any]) -> str | None:

@@ -93,7 +93,9 @@ class WorkerServer:
         value = req.input
         if not isinstance(value, str) and not all(isinstance(v, str) for v in value):
             raise InvalidRequestError(
-                "This model takes text input, not token arrays.",
+                "Invalid 'input': this model takes text, not token arrays (lists of "
+                "integers). Send the strings themselves; LangChain's OpenAIEmbeddings "
+                "sends token arrays unless given check_embedding_ctx_length=False.",
                 param="input",
                 code="invalid_value",
             )

@@ -87,16 +87,8 @@ class Authentication:
         authorization: str | None,
         metered: bool,
     ) -> None:
-        auth = scope.cluster.auth
-        api_key = req.get_header("x-api-key")
-        if api_key:
-            if authorization is None:
-                authorization = f"Bearer {api_key}"
-            elif auth.enabled and (
-                auth.authenticate(f"Bearer {api_key}").name != auth.authenticate(authorization).name
-            ):
-                raise AuthenticationError("x-api-key and Authorization name different keys.")
-        principal = scope.principal = auth.authenticate(authorization)
+        caller = scope.cluster.auth.caller(authorization, req.get_header("x-api-key"))
+        principal = scope.principal = caller
         if not metered or not principal.limited:
             return
         try:

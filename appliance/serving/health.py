@@ -141,7 +141,8 @@ class HealthMonitor:
                 await worker.probe()
         except APIError as exc:
             if not state.ejected:
-                self._eject(worker, state, f"probe failed: {exc!r}")
+                cause = f" ({exc.__cause__})" if exc.__cause__ else ""  # the address, say
+                self._eject(worker, state, f"probe failed: {exc!r}{cause}")
             return
         except TimeoutError:
             state.slow_probes += 1

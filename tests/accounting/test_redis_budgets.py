@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from appliance.accounting.redis_limits import RedisLimiter, hash_tag
 from appliance.config.schema import BudgetConfig
 from appliance.errors import QuotaExceededError, RateLimitError
 from tests.conftest import cluster_config, scripted
+from tests.support.poll import until
 from tests.support.redis_server import RedisServer
 from tests.support.server import RunningServer
 
@@ -123,13 +123,13 @@ class RedisCluster:
 
     @staticmethod
     def _wait(command: list[str], expected: str) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            done = subprocess.run(["redis-cli", *command], capture_output=True, text=True)
-            if expected in done.stdout:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"redis cluster: no {expected!r} from {command}")
+        until(
+            lambda: (
+                expected
+                in subprocess.run(["redis-cli", *command], capture_output=True, text=True).stdout
+            ),
+            what=f"redis cluster: {expected!r} from {command}",
+        )
 
     @property
     def url(self) -> str:

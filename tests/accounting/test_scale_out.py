@@ -7,7 +7,6 @@ import collections
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import yaml
 
 from tests.conftest import cluster_config, scripted
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.poll import until
 from tests.support.redis_server import RedisServer
 from tests.support.server import RunningServer, free_port
 
@@ -80,7 +80,7 @@ def test_redis_outage_fails_open_then_limits_return(
     try:
         during = asyncio.run(drive(replicas, "k-outage", 12))
         assert {r.status_code for r in during} == {200}, "fail-open keeps serving"
-        assert any('"event":"limiter_unavailable"' in s.log() for s in replicas)
+        assert any(s.events("limiter_unavailable") for s in replicas)
     finally:
         redis.start()
     after = asyncio.run(drive(replicas, "k-outage", 12))
@@ -144,12 +144,13 @@ def test_affinity_keeps_a_session_on_one_worker_and_moves_it_when_down(
 
     revived = FakeUpstream(host=home, port=port).start()
     three_hosts[three_hosts.index(victim)] = revived
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        ready = httpx.get(f"{server.base_url}/readyz").json()
-        if all(w["healthy"] for w in ready["models"]["sticky"]["workers"]):
-            break
-        time.sleep(0.05)
+    until(
+        lambda: all(
+            w["healthy"]
+            for w in httpx.get(f"{server.base_url}/readyz").json()["models"]["sticky"]["workers"]
+        ),
+        what="every sticky worker healthy again",
+    )
     back = send(20)
     assert back == {home: 20}
 
@@ -189,13 +190,11 @@ def test_remote_worker_on_another_address_serves_through_the_appliance(
             stderr=subprocess.DEVNULL,
         )
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.4:{port}/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            until(
+                lambda: httpx.get(f"http://127.0.0.4:{port}/readyz").status_code == 200,
+                timeout=60,
+                what="the remote worker ready",
+            )
             server = start_server(
                 cluster_config(
                     {

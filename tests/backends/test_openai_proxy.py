@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import cluster_config, scripted, sse_payloads
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.poll import until
 from tests.support.schemas import assert_valid
 from tests.support.server import RunningServer, free_port
 
@@ -156,8 +157,11 @@ def test_stream_is_relayed_chunk_by_chunk(server: RunningServer) -> None:
             arrivals.append(time.monotonic())
             text += chunk.choices[0].delta.content
     assert text == "c0 c1 c2 c3 "
+    # The upstream spaces its chunks 200 ms apart: relayed as they come, the first reaches
+    # the client about 0.6 s before the last; buffered, all at once. (The spread, not each
+    # gap: a busy machine may hold one chunk back and hand it over with the next.)
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert min(gaps) > 0.1, f"chunks were buffered: gaps {gaps}"
+    assert arrivals[-1] - arrivals[0] > 0.3, f"chunks were buffered: gaps {gaps}"
 
 
 def test_a_stream_split_anywhere_with_crlf_lines_is_relayed_whole(server: RunningServer) -> None:
@@ -181,7 +185,7 @@ def test_a_line_longer_than_the_read_buffer_ends_the_stream_with_an_error(
     started = time.monotonic()
     response = raw(server, "up-endless", stream=True)
     payloads = sse_payloads(response.text)
-    assert time.monotonic() - started < 5  # not the upstream's 30 s
+    assert time.monotonic() - started < 20  # not the upstream's 30 s
     assert payloads[-1] == "[DONE]"
     assert "oversized chunk" in payloads[-2]["error"]["message"]
 
@@ -279,7 +283,7 @@ def test_rerank_is_proxied(server: RunningServer) -> None:
 def test_upstream_key_never_reaches_the_log(server: RunningServer) -> None:
     raw(server, "up-401")
     raw(server, "up")
-    log = server.log()
-    assert '"path":"/v1/chat/completions"' in log
+    until(lambda: server.events("request", path="/v1/chat/completions"), what="access lines")
+    log = server.log()  # raw text on purpose: a key must appear in no line at all
     assert UPSTREAM_KEY not in log
     assert CLIENT_KEY not in log

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from pydantic import ValidationError
 from appliance.child.engines.base import resolve, shorten
 from appliance.config.backends import LlamaCppModel, ModelFile
 from appliance.local.worker import LocalWorker
+from tests.support.poll import until_async
 
 
 def test_model_file_in_a_package_resolves() -> None:
@@ -50,11 +50,7 @@ async def test_worker_that_cannot_load_stays_unhealthy_and_is_retried(tmp_path: 
     await worker.start()
     worker.load()
     try:
-        for _ in range(100):
-            if worker.restarts >= 1:
-                break
-            await asyncio.sleep(0.05)
-        assert worker.restarts >= 1
+        await until_async(lambda: worker.restarts >= 1, what="a restart after the failed load")
         assert not worker.up
     finally:
         await worker.close()

@@ -7,16 +7,14 @@ the work (tokens, cost, the ledger, the access line's ``served_by``) the model t
 
 from __future__ import annotations
 
-import json
-import re
-import time
 from collections.abc import Callable
 
 import httpx
 import pytest
 
 from tests.conftest import cluster_config, scripted
-from tests.support.server import RunningServer, free_port
+from tests.support.poll import until
+from tests.support.server import RunningServer, free_port, metric_in
 
 # The first target refuses connections, so the second one answers.
 CONFIG = cluster_config(
@@ -36,47 +34,29 @@ def server(start_server: Callable[..., RunningServer]) -> RunningServer:
     return start_server(CONFIG)
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_an_alias_request_is_counted_as_asked_and_its_work_as_done(server: RunningServer) -> None:
     body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
     reply = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=30)
     assert reply.status_code == 200, reply.text
     assert reply.json()["model"] == "live"  # the model that answered
 
-    metrics = httpx.get(f"{server.base_url}/metrics").text
+    metrics = server.metrics_text()
     requests = "appliance_requests_total"
-    assert metric(metrics, requests, model="chat", status="200") == 1
-    assert metric(metrics, requests, model="live") == 0
+    assert metric_in(metrics, requests, model="chat", status="200") == 1
+    assert metric_in(metrics, requests, model="live") == 0
     usage = reply.json()["usage"]
     tokens = "appliance_tokens_total"
-    assert metric(metrics, tokens, model="live", kind="completion") == usage["completion_tokens"]
-    assert metric(metrics, tokens, model="chat") == 0
+    completion = metric_in(metrics, tokens, model="live", kind="completion")
+    assert completion == usage["completion_tokens"]
+    assert metric_in(metrics, tokens, model="chat") == 0
 
-    lines = [json.loads(x) for x in access_lines(server, r'"served_by": ?"live"')]
-    [access] = [x for x in lines if x.get("event") == "request" and x.get("model") == "chat"]
+    # The access line is written after the response went out: it may take a moment.
+    [access] = until(lambda: server.events("request", model="chat"), what="the access line")
     assert access["served_by"] == "live"
-
-
-def access_lines(server: RunningServer, pattern: str, timeout: float = 5.0) -> list[str]:
-    """The log lines matching ``pattern``: the access line is written after the response
-    went out, so it may take a moment to appear."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [x for x in server.log().splitlines() if re.search(pattern, x)]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
 
 
 def test_a_request_that_reached_no_model_has_no_served_by(server: RunningServer) -> None:
     body = {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}
     assert httpx.post(f"{server.base_url}/v1/chat/completions", json=body).status_code == 404
-    [line] = access_lines(server, r'"model": ?"nope"')
-    assert "served_by" not in json.loads(line)
+    [line] = until(lambda: server.events("request", model="nope"), what="the access line")
+    assert "served_by" not in line

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,10 +15,10 @@ import httpx
 import orjson
 import pytest
 
-from bench.run import tree as descendants
 from tests.conftest import cluster_config
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.server import RunningServer, free_port
+from tests.support.poll import until
+from tests.support.server import RunningServer, descendants, free_port
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +48,9 @@ def in_flight(server: RunningServer, model: str) -> int:
     return int(entry["in_flight"])
 
 
-def leave_early(server: RunningServer, body: dict[str, Any], after_s: float) -> None:
-    """Send a request over a raw socket and close it before any byte of the answer."""
+def leave_early(server: RunningServer, body: dict[str, Any], reached: Callable[[], bool]) -> None:
+    """Send a request over a raw socket and close it, once ``reached`` says it is being
+    served, before any byte of the answer."""
     payload = orjson.dumps(body)
     head = (
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
@@ -58,16 +58,7 @@ def leave_early(server: RunningServer, body: dict[str, Any], after_s: float) -> 
     ).encode()
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(head + payload)
-        time.sleep(after_s)
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
+        until(reached, what="the request reaching the upstream")
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -82,10 +73,12 @@ def test_client_leaving_before_the_first_byte_frees_its_slot(
     }
     gone_before = len(upstream.disconnects)
     for _ in range(3):
-        leave_early(server, body, after_s=0.3)
-    assert wait_until(lambda: in_flight(server, "up") == 0), "a slot stayed taken"
-    # The upstream requests were closed too, long before their answers were due.
-    assert wait_until(lambda: len(upstream.disconnects) >= gone_before + 3, timeout=2.5)
+        sent = len(upstream.requests)
+        leave_early(server, body, lambda sent=sent: len(upstream.requests) > sent)
+    until(lambda: in_flight(server, "up") == 0, what="every slot given back")
+    # The upstream requests were closed too, before their answers were due: an answer
+    # that went out (after 3 s) would not count as a disconnect.
+    until(lambda: len(upstream.disconnects) >= gone_before + 3, what="three upstream closes")
 
 
 def open_fds(pid: int) -> int:

@@ -112,8 +112,11 @@ def test_stream_chunks_arrive_as_they_are_made(server: RunningServer) -> None:
         time.monotonic() for chunk in stream if chunk.choices and chunk.choices[0].delta.content
     ]
     assert len(arrivals) == 4
+    # 150 ms apart as made: the first arrives about 0.45 s before the last, where a
+    # buffered reply would bring all four at once. (The spread, not each gap: a busy
+    # machine may hold one chunk back and hand it over with the next.)
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert min(gaps) > 0.08, gaps
+    assert arrivals[-1] - arrivals[0] > 0.2, gaps
 
 
 def test_n_gives_one_choice_per_index(server: RunningServer) -> None:

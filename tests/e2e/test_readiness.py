@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from tests.conftest import cluster_config, scripted
+from tests.support.poll import until
 from tests.support.server import RunningServer, free_port
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -24,15 +24,6 @@ def readyz(server: RunningServer) -> httpx.Response:
     return httpx.get(f"{server.base_url}/readyz", timeout=5)
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
-
-
 def test_readyz_stays_200_while_an_optional_upstream_is_down(
     start_server: Callable[..., RunningServer],
 ) -> None:
@@ -42,7 +33,10 @@ def test_readyz_stays_200_while_an_optional_upstream_is_down(
             scripted("fine", ["ok"]),
         )
     )
-    assert wait_for(lambda: readyz(server).json()["models"]["outage"]["available"] is False)
+    until(
+        lambda: readyz(server).json()["models"]["outage"]["available"] is False,
+        what="the outage model unavailable",
+    )
 
     response = readyz(server)
     body = response.json()

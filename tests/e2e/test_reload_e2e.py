@@ -92,8 +92,7 @@ async def test_reload_under_load_drops_nothing_and_never_mixes(
         tasks += [asyncio.create_task(streaming(client)) for _ in range(3)]
         rewrites = 24
         for n in range(1, rewrites + 1):
-            # Deliberate pacing, not a wait: each version serves the load for a while.
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # pacing, not a wait: each version serves the load
             before = server.event_count("config_reloaded")
             rewrite(server.config_path, versioned(n), in_place=n % 2 == 0)
             await until_async(
@@ -121,6 +120,7 @@ async def test_reload_under_load_drops_nothing_and_never_mixes(
     assert rotated.status_code == 200 and old_rotated.status_code == 401
     assert [m["id"] for m in rotated.json()["data"]] == ["main"]  # 24 is even: no extra
     assert server.event_count("config_reloaded") >= rewrites
+    # Raw text on purpose: a key value must appear in no line at all.
     assert "rot-" not in server.log().replace('"rot"', ""), "key values must not be logged"
 
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import cluster_config, scripted
+from tests.support.poll import until_async
 from tests.support.schemas import assert_valid
 
 CONFIG = cluster_config(
@@ -173,11 +174,18 @@ async def test_key_not_allowed_for_model_is_403(app_client: Any) -> None:
     assert [m["id"] for m in listing.json()["data"]] == ["vec"]
 
 
+async def in_flight(client: httpx.AsyncClient, model: str) -> int:
+    """Requests the model is serving now, from the status page."""
+    models = (await client.get("/status.json")).json()["models"]
+    [entry] = [m for m in models if m["name"] == model]
+    return int(entry["in_flight"])
+
+
 async def test_full_queue_is_429_with_retry_after(app_client: Any) -> None:
     body = {**GOOD, "model": "solo"}
     async with app_client(CONFIG, AUTH) as client:
         first = asyncio.create_task(client.post("/v1/chat/completions", json=body))
-        await asyncio.sleep(0.05)
+        await until_async(lambda: in_flight(client, "solo"), what="the first request served")
         second = await client.post("/v1/chat/completions", json=body)
         assert (await first).status_code == 200
         await expect_error(client, second, 429, "model_overloaded")
@@ -188,7 +196,7 @@ async def test_queue_wait_timeout_is_503_with_retry_after(app_client: Any) -> No
     body = {**GOOD, "model": "waity"}
     async with app_client(CONFIG, AUTH) as client:
         first = asyncio.create_task(client.post("/v1/chat/completions", json=body))
-        await asyncio.sleep(0.05)
+        await until_async(lambda: in_flight(client, "waity"), what="the first request served")
         second = await client.post("/v1/chat/completions", json=body)
         assert (await first).status_code == 200
         await expect_error(client, second, 503, "service_unavailable")

@@ -9,6 +9,7 @@ from appliance.errors import APIError, UpstreamConnectionError, UpstreamError
 from appliance.http.sse import LiveStreams, Relay
 from appliance.wire.sse import data
 from appliance.wire.usage import StreamTally
+from tests.support.poll import settled_async
 
 
 class FakeStream:
@@ -99,7 +100,7 @@ class TrickleStream(FakeStream):
 
     async def _iterate(self) -> AsyncIterator[bytes]:
         for payload in self.payloads:
-            await asyncio.sleep(self.gap_s)
+            await asyncio.sleep(self.gap_s)  # the trickle itself: a slow model's tokens
             yield payload
 
 
@@ -133,7 +134,7 @@ async def test_a_slow_client_holds_the_worker_back() -> None:
     relay = Relay(Counting([]), 5.0, LiveStreams())
     events = relay.events()
     await anext(events)
-    await asyncio.sleep(0.05)  # the client reads nothing more for a while
-    assert len(produced) < 100
+    # The client reads nothing more: the reader fills its queue and stops.
+    assert await settled_async(lambda: len(produced)) < 100
     await events.aclose()
     await relay.aclose()

@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import httpx
 import openai
 import pytest
 
+from tests.support.poll import until
 from tests.support.server import RunningServer
 
 DEFAULT_CONFIG = Path(__file__).parents[2] / "configs" / "cluster.yaml"
@@ -273,10 +273,12 @@ def minilm_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         env={**os.environ},
     )
     try:
-        deadline = time.monotonic() + 60
-        while not port_file.exists():
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        until(
+            lambda: port_file.exists() or process.poll() is not None,
+            timeout=60,
+            what="the worker writing its port file",
+        )
+        assert process.poll() is None, "the worker exited before it wrote its port"
         yield f"http://127.0.0.1:{int(port_file.read_text())}/v1"
     finally:
         process.terminate()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from structlog.testing import capture_logs
 
 from appliance.config import ApplianceConfig
 from appliance.serving.cluster import Cluster
 from tests.conftest import cluster_config
 from tests.local.models import smollm2
+from tests.support.poll import until_async
 
 
 async def test_preload_loads_what_fits_and_skips_what_would_evict() -> None:
@@ -26,12 +25,14 @@ async def test_preload_loads_what_fits_and_skips_what_would_evict() -> None:
     with capture_logs() as logs:
         await cluster.start()
         try:
-            for _ in range(1200):
-                states = [g.lifecycle.state for g in groups.values() if g.lifecycle]
-                if states == ["loaded", "unloaded"]:
-                    break
-                await asyncio.sleep(0.05)
-            assert states == ["loaded", "unloaded"]
+            await until_async(
+                lambda: (
+                    [g.lifecycle.state for g in groups.values() if g.lifecycle]
+                    == ["loaded", "unloaded"]
+                ),
+                timeout=60,
+                what="hot loaded and cold not",
+            )
         finally:
             await cluster.close()
     skipped = [e for e in logs if e["event"] == "model_preload_skipped"]

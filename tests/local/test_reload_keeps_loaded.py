@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from appliance.serving.cluster import Cluster, ClusterRef
 from appliance.serving.reload import Reloader
 from tests.conftest import cluster_config, scripted
 from tests.local.models import alive, smollm2
+from tests.support.poll import until_async
 
 
 def write(path: Path, config: dict[str, Any]) -> None:
@@ -83,8 +83,5 @@ async def test_a_changed_model_starts_unloaded_and_its_old_workers_stop(
     fresh = ref.current.registry.groups["kept"]
     assert fresh is not old and fresh.lifecycle is not None
     assert fresh.lifecycle.state == "unloaded"
-    for _ in range(200):  # the retired model drains (nothing in flight), then stops
-        if not alive(pid):
-            break
-        await asyncio.sleep(0.05)
-    assert not alive(pid)
+    # The retired model drains (nothing in flight), then stops.
+    await until_async(lambda: not alive(pid), what="the retired model's process gone")

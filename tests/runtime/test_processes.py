@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import yaml
 
 from appliance.runtime import processes as runtime
 from tests.conftest import cluster_config, scripted
+from tests.support.poll import until
 from tests.support.server import RunningServer
 
 CHILD = """
@@ -27,7 +27,7 @@ folder = Path(sys.argv[1])
 signal.signal(signal.SIGUSR1, lambda *_: (folder / "got-signal").write_text("yes"))
 registration = runtime.register(str(folder))
 print("registered", flush=True)
-time.sleep(60)
+time.sleep(60)  # alive until the test kills it
 """
 
 
@@ -45,9 +45,7 @@ def test_a_registered_process_is_found_and_signalled(tmp_path: Path) -> None:
     try:
         assert runtime.live_pids(tmp_path) == [child.pid]
         assert runtime.signal_all(tmp_path, signal.SIGUSR1) == [child.pid]
-        deadline = time.monotonic() + 5
-        while not (tmp_path / "got-signal").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        until((tmp_path / "got-signal").exists, what="the child's signal handler writing")
         assert (tmp_path / "got-signal").read_text() == "yes"
     finally:
         child.kill()
@@ -92,23 +90,25 @@ def test_sighup_reloads_every_process_in_place(
 ) -> None:
     server = start_server(two_processes(0))
     pids: set[int] = set()
-    deadline = time.monotonic() + 10
-    while len(pids) < 2 and time.monotonic() < deadline:
-        pids.add(httpx.get(f"{server.base_url}/status.json").json()["pid"])
-    assert len(pids) == 2
+
+    def both_up() -> bool:
+        pids.add(server.status()["pid"])
+        return len(pids) == 2
+
+    until(both_up, what="both Granian processes answering")
     server.config_path.write_text(yaml.safe_dump(two_processes(7)))
     os.kill(server.process.pid, signal.SIGHUP)
     body = {"model": "main", "messages": [{"role": "user", "content": "x"}]}
     seen: dict[int, str] = {}
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def both_reloaded() -> bool:
         with httpx.Client(base_url=server.base_url) as fresh:
             pid = fresh.get("/status.json").json()["pid"]
             reply = fresh.post("/v1/chat/completions", json=body).json()
         seen[pid] = reply["choices"][0]["message"]["content"]
-        if len(seen) == 2 and set(seen.values()) == {"v7"}:
-            break
-        time.sleep(0.02)
+        return len(seen) == 2 and set(seen.values()) == {"v7"}
+
+    until(both_reloaded, what="both processes answering v7")
     assert seen.keys() == pids, "the same two processes: reloaded in place, not respawned"
     assert set(seen.values()) == {"v7"}
-    assert server.log().count('"reason":"sighup"') >= 2
+    assert server.event_count("config_reloaded", reason="sighup") >= 2

@@ -16,11 +16,10 @@ import httpx
 import yaml
 
 from appliance.runtime.server import default_pid_file
-from bench.run import tree as descendants
 from tests.conftest import cluster_config, scripted
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.poll import in_background, until
-from tests.support.server import RunningServer, free_port
+from tests.support.server import RunningServer, descendants, free_port
 
 
 def serve_argv(config: Path, port: int) -> list[str]:

@@ -178,7 +178,7 @@ async def test_many_waiters_with_deadlines_and_cancellations_leave_no_slot_taken
         except (TimeoutError, ServiceUnavailableError):
             return
         try:
-            await asyncio.sleep(0.005 * (i % 3))
+            await asyncio.sleep(0.005 * (i % 3))  # holding the slot a while: the race
         finally:
             d.release(worker)
 

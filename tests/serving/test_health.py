@@ -7,6 +7,7 @@ from typing import Any
 
 from appliance.serving.registry import ModelGroup
 from tests.support.fake_workers import FakeWorker, fake_config
+from tests.support.poll import until_async
 
 
 async def group_of(
@@ -22,13 +23,6 @@ async def group_of(
 
 def states(group: ModelGroup) -> list[str]:
     return [w.state for w in group.snapshot().workers]
-
-
-async def wait_until(check: Any, within: float = 2.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 async def test_failures_eject_and_the_snapshot_shows_each_owner() -> None:
@@ -54,8 +48,9 @@ async def test_cool_down_readmission_never_makes_a_down_worker_available() -> No
     group.report(worker, ok=False)
     worker.crash()
     assert states(group) == ["down"]
-    await asyncio.sleep(0.15)  # the cool-down is over: the ejection is lifted
-    assert not group.snapshot().workers[0].ejected
+    await until_async(  # the cool-down is over: the ejection is lifted
+        lambda: not group.snapshot().workers[0].ejected, what="the ejection lifted"
+    )
     assert states(group) == ["down"] and not group.snapshot().available
     worker.restart()
     assert states(group) == ["healthy"] and group.snapshot().available
@@ -69,12 +64,13 @@ async def test_a_restart_does_not_override_an_ejection_until_a_probe_succeeds() 
     worker.crash()
     worker.restart()  # a new child: up, but still ejected until its probe passes
     assert states(group) == ["ejected"]
-    await wait_until(lambda: worker.probes >= 1)  # probed at once, not after 30 s
+    # Probed at once: the next one would come after 30 s, past this deadline.
+    await until_async(lambda: worker.probes >= 1, timeout=20, what="a probe at once")
     assert states(group) == ["ejected"]
     worker.probe_fails = False
     worker.crash()
     worker.restart()
-    await wait_until(lambda: states(group) == ["healthy"])
+    await until_async(lambda: states(group) == ["healthy"], what="healthy after its probe")
     await group.close()
 
 
@@ -103,11 +99,11 @@ async def test_a_closed_worker_is_down_for_good() -> None:
 async def test_one_slow_probe_does_not_eject_a_worker_but_several_in_a_row_do() -> None:
     group, [worker] = await group_of(1, interval_s=0.05, timeout_s=0.05, failures=3)
     worker.probe_delay_s = 0.2
-    await wait_until(lambda: worker.probes >= 1)
-    await asyncio.sleep(0.08)  # the first probe has timed out
+    # The second probe has begun: the first has timed out.
+    await until_async(lambda: worker.probes >= 2, what="a second probe")
     assert states(group) == ["healthy"]
     group.report(worker, ok=True)  # a request that succeeds starts the count again
-    await wait_until(lambda: states(group) == ["ejected"], within=3)
+    await until_async(lambda: states(group) == ["ejected"], what="ejected after three")
     worker.probe_delay_s = 0.0
-    await wait_until(lambda: states(group) == ["healthy"])
+    await until_async(lambda: states(group) == ["healthy"], what="healthy again")
     await group.close()

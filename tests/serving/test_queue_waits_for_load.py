@@ -9,6 +9,7 @@ import pytest
 from appliance.errors import ServiceUnavailableError
 from appliance.serving.dispatch import Dispatcher
 from tests.support.fake_workers import started_fakes
+from tests.support.poll import until_async
 
 
 async def test_requests_wait_for_workers_that_are_coming() -> None:
@@ -24,8 +25,8 @@ async def test_requests_wait_for_workers_that_are_coming() -> None:
         coming=lambda: loading,
     )
     waiting = asyncio.ensure_future(d.acquire())
-    await asyncio.sleep(0.05)
-    assert not waiting.done() and d.queued == 1
+    await until_async(lambda: d.queued == 1, what="the request queued")
+    assert not waiting.done()
     worker.restart()
     loading = False
     d.wake()
@@ -48,7 +49,7 @@ async def test_a_failed_load_answers_every_waiter_with_its_reason() -> None:
         "m", [worker], max_concurrency=1, queue_size=4, queue_timeout_s=5, coming=lambda: True
     )
     waiters = [asyncio.ensure_future(d.acquire()) for _ in range(3)]
-    await asyncio.sleep(0.05)
+    await until_async(lambda: d.queued == 3, what="three requests queued")
     assert d.fail_waiters(ServiceUnavailableError("failed to load: no such file")) == 3
     for waiter in waiters:
         with pytest.raises(ServiceUnavailableError, match="no such file"):

@@ -6,6 +6,7 @@ import asyncio
 import copy
 import gc
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from appliance.runtime import heap
 from appliance.serving.cluster import Cluster, ClusterRef
 from appliance.serving.reload import Reloader
 from tests.conftest import cluster_config, scripted
+from tests.support.poll import until_async
 
 BASE = cluster_config(
     scripted("keep", ["same"], workers=2),
@@ -39,13 +41,17 @@ async def started(path: Path, **options: Any) -> tuple[ClusterRef, Reloader]:
     return ref, Reloader(ref, lambda: load_config(path, environ={}), **options)
 
 
-async def route_appears(ref: ClusterRef, alias: str) -> bool:
-    """Whether the serving cluster has the route ``alias`` within 5 s."""
-    for _ in range(100):
+async def saved_until_seen(ref: ClusterRef, alias: str, save: Callable[[], None]) -> None:
+    """``save`` the change again at each poll until the route ``alias`` serves: a watcher
+    just started may miss the first save, and a save of what is loaded reloads nothing."""
+
+    def seen() -> bool:
         if alias in ref.current.registry.routes:
             return True
-        await asyncio.sleep(0.05)
-    return False
+        save()
+        return False
+
+    await until_async(seen, what=f"the route {alias!r} picked up by the watcher")
 
 
 async def test_unchanged_model_keeps_its_workers(tmp_path: Path) -> None:
@@ -100,7 +106,8 @@ async def test_retired_workers_close_only_after_requests_finish(tmp_path: Path) 
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
         in_flight = asyncio.create_task(client.post("/v1/chat/completions", json=body))
-        await asyncio.sleep(0.05)
+        group = ref.current.registry.groups["m"]
+        await until_async(lambda: group.in_flight() == 1, what="the request in flight")
         changed = copy.deepcopy(slow)
         changed["models"][0]["options"]["reply"] = ["c"]
         write(path, changed)
@@ -108,8 +115,8 @@ async def test_retired_workers_close_only_after_requests_finish(tmp_path: Path) 
         assert old_worker.up, "a worker with a request in flight must not be closed"
         response = await in_flight
     assert response.json()["choices"][0]["message"]["content"] == "ab"
-    await asyncio.sleep(0.2)
-    assert not old_worker.up and old_worker.closed
+    await until_async(lambda: old_worker.closed, what="the retired worker closed")
+    assert not old_worker.up
     await reloader.stop()
     await ref.current.close()
 
@@ -119,14 +126,15 @@ async def test_file_change_is_picked_up_by_the_watcher(tmp_path: Path) -> None:
     write(path, BASE)
     ref, reloader = await started(path, watch=path, debounce_ms=50)
     await reloader.start()
-    await asyncio.sleep(0.2)
     changed = copy.deepcopy(BASE)
     changed["routes"] = [{"alias": "new-alias", "targets": ["keep"]}]
-    # An editor-style save: write a temporary file, rename it over the original.
-    tmp = tmp_path / ".c.yaml.swp"
-    write(tmp, changed)
-    tmp.rename(path)
-    assert await route_appears(ref, "new-alias")
+
+    def save() -> None:  # as an editor does: a temporary file renamed over the original
+        tmp = tmp_path / ".c.yaml.swp"
+        write(tmp, changed)
+        tmp.rename(path)
+
+    await saved_until_seen(ref, "new-alias", save)
     assert reloader.reloads == 1
     await reloader.stop()
     await ref.current.close()
@@ -152,11 +160,7 @@ async def test_a_retired_cluster_is_freed_even_after_the_heap_was_frozen(tmp_pat
         del changed["models"][2]
         write(path, changed)
         assert (await reloader.reload("test")).removed == ["drop"]
-        for _ in range(40):
-            await asyncio.sleep(0.05)
-            if retired() is None:
-                break
-        assert retired() is None, "the retired model's group is still alive"
+        await until_async(lambda: retired() is None, what="the retired model's group freed")
     finally:
         gc.unfreeze()
         await reloader.stop()
@@ -189,11 +193,14 @@ async def test_a_configmap_update_by_symlink_swap_is_picked_up(tmp_path: Path) -
     path.symlink_to("..data/cluster.yaml")
     ref, reloader = await started(path, watch=path, debounce_ms=50)
     await reloader.start()
-    await asyncio.sleep(0.2)
     changed = copy.deepcopy(BASE)
     changed["routes"] = [{"alias": "from-configmap", "targets": ["keep"]}]
-    _kubelet_update(tmp_path, "2026_11_27_10_05_00.2", changed)
-    assert await route_appears(ref, "from-configmap")
+    stamps = iter(range(2, 10_000))
+
+    def update() -> None:
+        _kubelet_update(tmp_path, f"2026_11_27_10_05_00.{next(stamps)}", changed)
+
+    await saved_until_seen(ref, "from-configmap", update)
     assert reloader.reloads == 1
     await reloader.stop()
     await ref.current.close()

@@ -20,7 +20,9 @@ after ``+`` (``ok+indented+nousage``):
 - ``indented``: pretty-printed, as OpenAI's API writes replies; stream chunks then span
   several ``data:`` lines (valid SSE, joined by newlines).
 - ``nousage``: no usage anywhere, ``include_usage`` ignored (old servers).
-- ``rejects-stream-options``: 400 naming ``stream_options`` when it is sent.
+- ``rejects-stream-options``: 400 naming ``stream_options`` (as ``param``) when it is sent;
+  with ``vllm`` a 400 in vLLM's envelope, with ``tgi`` a 422 in TGI's: both name the field
+  only in their message text.
 - ``usage-on-finish``: the usage rides on the last choice chunk, not a chunk of its own.
 - ``usage-every-chunk``: running usage on every chunk (vLLM's continuous usage stats).
 - ``html``: a plain reply is ``200 text/html`` (a proxy's page, a misrouted URL).
@@ -178,17 +180,7 @@ class FakeUpstream:
         model, *listed = body.get("model", "").split("+")
         traits = frozenset(listed)
         if "rejects-stream-options" in traits and "stream_options" in body:
-            return web.json_response(
-                {
-                    "error": {
-                        "message": "Unrecognized request argument supplied: stream_options",
-                        "type": "invalid_request_error",
-                        "param": "stream_options",
-                        "code": None,
-                    }
-                },
-                status=400,
-            )
+            return _stream_options_refusal(traits)
         if model.startswith("fail-"):
             status = int(model.removeprefix("fail-"))
             headers = {"Retry-After": str(RETRY_AFTER_S)} if "retry-after" in traits else None
@@ -450,6 +442,30 @@ def _nginx_page(status: int) -> str:
         f"<center><h1>{line}</h1></center>\r\n<hr><center>nginx/1.24.0</center>\r\n"
         "</body>\r\n</html>\r\n"
     )
+
+
+def _stream_options_refusal(traits: frozenset[str]) -> web.Response:
+    """A 400 or 422 refusing ``stream_options``, as the server the traits name writes it."""
+    if "vllm" in traits:  # the field named only in the message, the error at the top
+        detail = (
+            "[{'type': 'extra_forbidden', 'loc': ('body', 'stream_options'), "
+            "'msg': 'Extra inputs are not permitted', 'input': {'include_usage': True}}]"
+        )
+        vllm = {"object": "error", "message": detail, "type": "BadRequestError"}
+        return web.json_response({**vllm, "param": None, "code": 400}, status=400)
+    if "tgi" in traits:  # TGI's {"error": text, "error_type"}, a 422
+        text = (
+            "Failed to deserialize the JSON body into the target type: unknown field "
+            "`stream_options` at line 1 column 120"
+        )
+        return web.json_response({"error": text, "error_type": "validation"}, status=422)
+    error: dict[str, Any] = {
+        "message": "Unrecognized request argument supplied: stream_options",
+        "type": "invalid_request_error",
+        "param": "stream_options",
+        "code": None,
+    }
+    return web.json_response({"error": error}, status=400)
 
 
 def _stream_error(traits: frozenset[str]) -> dict[str, Any]:

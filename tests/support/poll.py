@@ -31,10 +31,12 @@ class PollTimeout(AssertionError):
 def until(
     probe: Callable[[], T | None],
     *,
+    accept: Callable[[T], object] | None = None,
     timeout: float = DEADLINE_S,
     what: str = "the condition",
 ) -> T:
-    """Call ``probe`` until it returns something truthy; return that value.
+    """Call ``probe`` until it returns something truthy (or that ``accept`` takes); return
+    that value.
 
     An exception from ``probe`` counts as "not yet" (a server still starting refuses
     connections) and is reported if the deadline passes.
@@ -48,7 +50,7 @@ def until(
         except Exception as exc:  # "not yet", reported at the deadline
             last = exc
         else:
-            if value:
+            if value is not None and (accept(value) if accept is not None else value):
                 return value
             last = value
         if time.monotonic() >= deadline:

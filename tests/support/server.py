@@ -19,6 +19,20 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.poll import PollTimeout, until
 
 
+def metric_in(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` with these labels in Prometheus text (0 if none).
+
+    For a before/after pair read from :meth:`RunningServer.metrics_text`.
+    """
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            wanted = all(sample.labels.get(k) == v for k, v in labels.items())
+            if sample.name == name and wanted:
+                total += sample.value
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -99,13 +113,7 @@ class RunningServer:
 
     def metric(self, name: str, admin_key: str | None = None, **labels: str) -> float:
         """The sum of the samples of ``name`` on ``/metrics`` with these labels."""
-        total = 0.0
-        for family in text_string_to_metric_families(self.metrics_text(admin_key)):
-            for sample in family.samples:
-                wanted = all(sample.labels.get(k) == v for k, v in labels.items())
-                if sample.name == name and wanted:
-                    total += sample.value
-        return total
+        return metric_in(self.metrics_text(admin_key), name, **labels)
 
     def status(self, admin_key: str | None = None) -> dict[str, Any]:
         """The body of ``/status.json`` (which must answer 200)."""
@@ -124,6 +132,26 @@ class RunningServer:
                 self.process.kill()
                 self.process.wait(5)
         self._log.close()
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (Granian's workers, local model workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children.get(current, []))
+    return out
 
 
 def ledger_rows(path: Path, query: str, *params: object) -> list[tuple[Any, ...]]:

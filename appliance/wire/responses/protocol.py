@@ -17,7 +17,7 @@ as on ``/chat/completions``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, StrictBool
 
@@ -26,6 +26,9 @@ from appliance.wire.openai.protocol import MAX_TOKENS, ChatCompletionRequest, Op
 from appliance.wire.responses.items import input_messages, tool_choice, tools
 
 MAX_TOOLS = 128  # as OpenAI's chat API
+
+# OpenAI's ``ServiceTierResponses``.
+ServiceTier = Literal["auto", "default", "flex", "scale", "priority", "fast", "ultrafast"]
 
 STATELESS = (
     "The appliance is stateless: it keeps no responses. Send the whole conversation in "
@@ -98,6 +101,9 @@ class ResponsesRequest(OpenObject):
     reasoning: dict[str, Any] | None = None
     max_tool_calls: int | None = Field(None, ge=0)
     user: str | None = None
+    # Passed on as they are, once they are what OpenAI's schema says they may be.
+    service_tier: ServiceTier | None = None
+    prompt_cache_key: str | None = None
 
 
 def to_chat(request: ResponsesRequest, body: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from typing import Any
 
 import anthropic
 import httpx
-import orjson
 import pytest
 from anthropic import types
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import cluster_config, scripted
 from tests.support.fake_upstream import PROMPT_TOKENS, FakeUpstream
+from tests.support.poll import until
 from tests.support.server import RunningServer
 from tests.wire.anthropic.strict import check_stream, sse_events, strictly
 
@@ -178,21 +178,20 @@ def test_rpm_limits_apply(server: RunningServer) -> None:
 
 def test_tokens_are_counted_and_requests_logged(server: RunningServer) -> None:
     def counted() -> float:
-        text = httpx.get(f"{server.base_url}/metrics").text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith("appliance_tokens_total") and 'model="hello"' in line:
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return server.metric("appliance_tokens_total", model="hello")
+
+    def access_lines() -> list[dict[str, object]]:
+        return server.events("request", path="/v1/messages")
 
     before = counted()
+    lines_before = len(access_lines())
     reply = client(server).messages.create(model="hello", max_tokens=16, messages=ASK)
     with client(server).messages.stream(model="hello", max_tokens=16, messages=ASK) as stream:
         stream.until_done()
     used = reply.usage.input_tokens + reply.usage.output_tokens
     assert counted() - before == 2 * used
-    logged = [orjson.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-    lines = [e for e in logged if e["event"] == "request" and e.get("path") == "/v1/messages"]
+    # Access lines are written once the response has gone out: a moment after.
+    lines = until(access_lines, accept=lambda found: len(found) >= lines_before + 2)
     assert {(e.get("model"), e.get("stream"), e.get("key_name")) for e in lines[-2:]} == {
         ("hello", False, "ci"),
         ("hello", True, "ci"),

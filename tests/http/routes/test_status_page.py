@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
 from tests.conftest import cluster_config, scripted
 from tests.support.browser import chromium
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.poll import until
 from tests.support.server import RunningServer
 
 
@@ -20,16 +19,6 @@ def upstreams() -> Iterator[list[FakeUpstream]]:
     yield fakes
     for fake in fakes:
         fake.stop()
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for the page")
 
 
 def test_page_renders_models_and_shows_a_worker_going_unhealthy(
@@ -62,14 +51,14 @@ def test_page_renders_models_and_shows_a_worker_going_unhealthy(
             )
             return str(text or "")
 
-        wait_for(lambda: row_state("upstream-pair/0") == "healthy")
+        until(lambda: row_state("upstream-pair/0") == "healthy", what="the row healthy")
         body = driver.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
         assert "upstream-pair" in body and "scripted-chat" in body
         assert "chat" in body and "ready" in body
         driver.execute_script("window.__sameDocument = 42")  # type: ignore[attr-defined]
 
         upstreams[0].stop()
-        wait_for(lambda: row_state("upstream-pair/0") == "ejected", timeout=10)
+        until(lambda: row_state("upstream-pair/0") == "ejected", what="the row ejected")
         assert row_state("upstream-pair/1") == "healthy"
         same = driver.execute_script("return window.__sameDocument")  # type: ignore[attr-defined]
         assert same == 42, "the page changed without being reloaded"

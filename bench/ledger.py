@@ -2,8 +2,9 @@
 
 ``python bench/ledger.py`` prints two tables:
 
-1. CPU per charged request through :class:`appliance.api.metering.Accountant` (metrics,
-   cost, key spend) without a ledger and with the SQLite ledger (buffering on the event
+1. CPU per charged request through :class:`appliance.http.metering.Charging` (metrics,
+   cost, key spend), the sink a finished request feeds, without a ledger and with the
+   SQLite ledger (buffering on the event
    loop, batched writes in its thread, all of it counted: ``process_time`` covers every
    thread of the process).
 2. The Redis admission script's cost per admission with 1,000, 100,000 and 1,000,000
@@ -34,7 +35,8 @@ from appliance.accounting.ledger import Ledger
 from appliance.accounting.limits import LocalLimiter
 from appliance.accounting.redis_limits import BUCKETS, RedisLimiter
 from appliance.config import ApplianceConfig
-from appliance.http.metering import Accountant, Charge
+from appliance.http.metering import Charging
+from appliance.http.scope import RequestScope
 from appliance.runtime.metrics import Metrics
 from appliance.wire.usage import Usage
 
@@ -58,14 +60,15 @@ async def charge_cpu(requests: int, ledger_path: Path | None) -> float:
     ledger = Ledger(ledger_path, limiter.book) if ledger_path else None
     if ledger is not None:
         await ledger.start()
-    accountant = Accountant(metrics, limiter, ledger)
+    charging = Charging(metrics, limiter, ledger)
     principal = Principal("team", None)
     cluster: Any = SimpleNamespace(config=CONFIG)
     started = time.process_time()
     for i in range(requests):
-        charge = Charge(accountant, principal, None, "m", {})
-        charge.cluster = cluster
-        await charge._record(USAGE, 200)  # what reply() and settle() end in
+        scope = RequestScope(f"req-{i}", "POST", "/v1/chat/completions", cluster)
+        scope.principal, scope.status, scope.timing.model = principal, 200, "m"
+        scope.open_charge("m", {}).usage = USAGE  # as a plain reply's usage is read
+        await charging(scope)
         if i % 64 == 0:
             await asyncio.sleep(0)  # let the flush task run, as a server's loop would
     if ledger is not None:

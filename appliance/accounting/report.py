@@ -20,7 +20,8 @@ COLUMNS = ("day", "key", "model", "requests", "errors", "input_tokens", "output_
 
 _QUERY = """
 SELECT date(ts, 'unixepoch') AS day, key, model, COUNT(*),
-       SUM(status >= 400 AND status != 499), SUM(input_tokens), SUM(output_tokens), SUM(cost)
+       SUM(status >= 400 AND status != 499), SUM(input_tokens), SUM(output_tokens), SUM(cost),
+       GROUP_CONCAT(DISTINCT currency)
 FROM requests
 WHERE ts >= ? AND ts < ? {extra}
 GROUP BY day, key, model
@@ -91,8 +92,24 @@ def open_ledger(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
 
 
-def report(path: Path, filters: Filters) -> list[tuple[Any, ...]]:
-    """The totals of the rows ``filters`` select, one per day, key and model."""
+@dataclass(frozen=True)
+class Report:
+    """The totals of a ledger's rows, one per day, key and model, and their currency."""
+
+    rows: list[tuple[Any, ...]]
+    currency: str
+
+
+def report(path: Path, filters: Filters, default_currency: str) -> Report:
+    """The totals of the rows ``filters`` select, one per day, key and model.
+
+    The currency is the one the rows were charged in; rows from before the ledger kept
+    it count in ``default_currency`` (the config's, or USD).
+
+    Raises:
+        BadFilter: the rows were charged in several currencies (``billing.currency``
+            changed): their costs cannot be added up; narrow ``from``/``to``.
+    """
     extra = ""
     args: list[object] = [filters.start, min(filters.end, 1e18)]
     if filters.key is not None:
@@ -104,9 +121,23 @@ def report(path: Path, filters: Filters) -> list[tuple[Any, ...]]:
     conn = open_ledger(path)
     try:
         rows = conn.execute(_QUERY.format(extra=extra), args).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "currency" not in str(exc):
+            raise
+        # A file no appliance with a currency column has opened for writing yet.
+        rows = conn.execute(_QUERY.format(extra=extra).replace(
+            "GROUP_CONCAT(DISTINCT currency)", "NULL"), args).fetchall()  # fmt: skip
     finally:
         conn.close()
-    return [(*row[:7], round(row[7], 9)) for row in rows]
+    found = {c for row in rows if row[8] for c in row[8].split(",")}
+    if len(found) > 1:
+        raise BadFilter(
+            "from",
+            f"the rows were charged in several currencies ({', '.join(sorted(found))}); "
+            "choose a period charged in one ('from' and 'to')",
+        )
+    currency = found.pop() if found else default_currency
+    return Report([(*row[:7], round(row[7], 9)) for row in rows], currency)
 
 
 def as_json(rows: list[tuple[Any, ...]], currency: str) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             print("appliance: the config sets no state.usage_path; give --file", file=sys.stderr)
             return 2
     try:
-        rows = report(path, Filters.parse(args.key, args.model, args.start, args.end))
+        found = report(path, Filters.parse(args.key, args.model, args.start, args.end), currency)
     except BadFilter as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 2
@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"appliance: cannot read the usage ledger: {exc}", file=sys.stderr)
         return 2
     if args.format == "csv":
-        sys.stdout.write(as_csv(rows))
+        sys.stdout.write(as_csv(found.rows))
     elif args.format == "json":
-        sys.stdout.write(orjson.dumps(as_json(rows, currency)).decode() + "\n")
+        sys.stdout.write(orjson.dumps(as_json(found.rows, found.currency)).decode() + "\n")
     else:
-        print(as_table(rows, currency))
+        print(as_table(found.rows, found.currency))
     return 0

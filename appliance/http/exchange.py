@@ -5,8 +5,9 @@ starts one task that waits for ``http.disconnect`` (Falcon's own SSE watcher is 
 it, so there is only ever one reader of ``receive``). When the client leaves:
 
 - before the response began, a request that has not reached a model yet (waiting for a
-  slot, a model's load) is cancelled, which frees its place; one a model is working on
-  runs to its end and is charged what the model produced, its response dropped;
+  slot, a model's load) is cancelled, which frees its place, and so is a stream (closing
+  it stops the model); a plain call a model is working on runs to its end and is charged
+  what the model produced, its response dropped;
 - after the response began (a stream), the callbacks registered with
   :func:`on_disconnect` run, and the relay stops reading from the worker.
 """
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from appliance.errors import APIError
-from appliance.http.scope import RequestScope
+from appliance.http.scope import SCOPE, RequestScope
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,7 +30,12 @@ DISCONNECT = "appliance.disconnect"
 
 
 def on_disconnect(scope: Scope, callback: Callable[[], None]) -> None:
-    """Call ``callback`` if the client leaves while the response is being sent."""
+    """Call ``callback`` if the client leaves while the response is being sent (at once,
+    if it has left already)."""
+    account: RequestScope | None = scope.get(SCOPE)
+    if account is not None and account.client_gone:
+        callback()
+        return
     scope.setdefault(DISCONNECT, []).append(callback)
 
 
@@ -137,11 +143,19 @@ class Exchange:
             if message["type"] == "http.disconnect":
                 break
         self.gone = self.account.client_gone = True
-        if not self.status and self.task is not None and not self.account.reached_model:
-            self.task.cancel()  # nothing done for it yet: stop waiting for a slot or a load
+        if not self.status and self.task is not None and self._abandon():
+            self.task.cancel()
         for callback in self.scope.get(DISCONNECT, ()):
             callback()
         return message
+
+    def _abandon(self) -> bool:
+        """Whether a request whose client left before its response is given up: one no
+        model took yet (it waits for a slot or a load), and a stream (closing it stops
+        the model; it is charged what the model read). A plain call a model is working on
+        runs to its end: it is charged what the model produced."""
+        charge = self.account.charge
+        return not self.account.reached_model or (charge is not None and charge.streamed)
 
     async def finish(self) -> None:
         if self._timer is not None:

@@ -23,8 +23,6 @@ to the ledger, with the config's currency.
 
 from __future__ import annotations
 
-from typing import Any
-
 import structlog
 
 from appliance.accounting.auth import ANONYMOUS
@@ -32,58 +30,11 @@ from appliance.accounting.budgets import day_of
 from appliance.accounting.ledger import Ledger, Row
 from appliance.accounting.limits import Limiter
 from appliance.accounting.pricing import PriceList
-from appliance.errors import APIError
 from appliance.http.scope import RequestScope
 from appliance.runtime.metrics import Metrics
-from appliance.wire.usage import StreamTally, Usage, of_reply
+from appliance.wire.usage import Usage
 
 log = structlog.get_logger("appliance.usage")
-
-NOTHING = Usage(0, 0, 0)
-
-
-class Charge:
-    """The usage of one request's model call, as far as it is known.
-
-    Attributes:
-        model: The model as the client named it.
-        request: The request body sent to the model (for estimates).
-        usage: A plain reply's usage, once it came.
-        tally: A stream's tally, once it began.
-        failure: The error that ended a stream, if one did.
-    """
-
-    __slots__ = ("failure", "model", "request", "tally", "usage")
-
-    def __init__(self, model: str, request: dict[str, Any]) -> None:
-        self.model = model
-        self.request = request
-        self.usage: Usage | None = None
-        self.tally: StreamTally | None = None
-        self.failure: APIError | None = None
-
-    def reply(self, body: bytes) -> Usage:
-        """Read a plain reply's usage (charged when the request ends)."""
-        self.usage = of_reply(body, self.request)
-        return self.usage
-
-    def stream(self, client_asked: bool) -> StreamTally:
-        """The tally of this request's stream (see :class:`StreamTally`)."""
-        self.tally = StreamTally(client_asked)
-        return self.tally
-
-    async def settle(self, failure: APIError | None = None) -> None:
-        """The stream is over; ``failure`` ended it, if anything did."""
-        self.failure = failure
-
-    def used(self) -> Usage:
-        """What the model produced: the reply's usage, what a stream relayed, or nothing
-        (the call failed at the model)."""
-        if self.usage is not None:
-            return self.usage
-        if self.tally is not None:
-            return self.tally.result(self.request)
-        return NOTHING
 
 
 class Charging:
@@ -103,7 +54,7 @@ class Charging:
         if charge is None or served is None:
             return  # no model did anything: nothing to charge, no row
         principal = scope.principal or ANONYMOUS
-        usage = charge.used()
+        usage = charge.used(scope.client_gone)
         config = scope.cluster.config
         cost = self.prices.of(config).cost(served, usage)
         # The work is named by the model that did it (an alias's target), as its prices

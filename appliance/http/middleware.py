@@ -65,7 +65,10 @@ class Authentication:
         access = scope.access = getattr(resource, "access", Access.CLIENT)
         admin_key = scope.cluster.config.server.admin_key
         authorization = req.get_header("Authorization")
-        scope.admin = admin_key is not None and _is_key(authorization, admin_key)
+        if admin_key is None:  # no operator to tell apart on an open server (no keys)
+            scope.admin = not scope.cluster.auth.enabled
+        else:
+            scope.admin = _is_key(authorization, admin_key)
         if access is Access.PUBLIC:
             return
         if access is Access.ADMIN and admin_key is None:

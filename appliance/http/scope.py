@@ -4,7 +4,7 @@ Every HTTP request gets one :class:`RequestScope` at the edge (:mod:`.access`), 
 Falcon sees it, and Falcon's ``req.context`` *is* that scope (:class:`Request`). It holds
 what the request is pinned to and what happened to it: the cluster it runs on, the
 caller (:attr:`principal`), the access level its resource declares, where its time went
-(:attr:`timing`), the model call's :class:`~.metering.Charge`, and how it ended.
+(:attr:`timing`), the model call's :class:`~.charge.Charge`, and how it ended.
 
 When the request is over, however it ended (answered, failed at the model, cancelled by
 its client, cut by a drain, or refused before any model), the edge calls
@@ -25,12 +25,12 @@ import falcon.asgi
 import structlog
 
 from appliance.errors import APIError
+from appliance.http.charge import Charge
 from appliance.serving.gateway import Timing
 
 if TYPE_CHECKING:
     from appliance.accounting.auth import Principal
     from appliance.accounting.limits import Quota
-    from appliance.http.metering import Charge
     from appliance.serving.cluster import Cluster
 
 log = structlog.get_logger("appliance.scope")
@@ -47,7 +47,8 @@ class Access(StrEnum):
     - ``public``: anyone (liveness and readiness probes, the status page's HTML).
     - ``client``: a client key when the config has any (the API).
     - ``operator``: with ``server.admin_key`` set, the admin key; without one, anyone,
-      but nothing that names a key or its spend is shown (``/metrics``, ``/status.json``).
+      but what names a key or its spend is shown only on a server with no client keys
+      (``/metrics``, ``/status.json``).
     - ``admin``: the admin key; with none set, refused (403 ``admin_disabled``).
     """
 
@@ -65,7 +66,8 @@ class RequestScope:
         cluster: The cluster it runs on, pinned when it arrived (a reload does not move it).
         principal: The caller, once authenticated (None before, or on public routes).
         access: The access level of the resource that served it.
-        admin: Whether it carried the admin key.
+        admin: Whether it may see what is the operator's (worker PIDs, the keys' spend):
+            it carried the admin key, or the server has no keys at all (open to anyone).
         timing: Where its time went; ``timing.model`` says whether it reached a model.
         charge: The model call's charge, if its resource opened one.
         route: The matched route's template (a bounded metric label).
@@ -128,8 +130,6 @@ class RequestScope:
 
     def open_charge(self, model: str, request: dict[str, Any]) -> Charge:
         """The charge of this request's model call (as the client named the model)."""
-        from appliance.http.metering import Charge
-
         self.charge = Charge(model, request)
         return self.charge
 

@@ -56,12 +56,16 @@ def test_two_replicas_enforce_one_budget(
         scripted("m", ["a", "b"], pricing=PRICE),
         auth={"api_keys": [{"name": "team", "key": "k-team", "budget": {"amount": 8}}]},
         state={"redis_url": redis.url, "usage_path": str(tmp_path / "usage.sqlite")},
+        server={"admin_key": "k-admin"},
     )
     a, b = start_server(config), start_server(config)
     replies = [ask(server, "k-team") for server in (a, b, a, b, a)]
     assert [r.status_code for r in replies] == [200, 200, 200, 429, 429]
     assert {r.json()["error"]["code"] for r in replies[3:]} == {"insufficient_quota"}
-    status = httpx.get(f"{b.base_url}/status.json").json()
+    # Spend names keys: only the admin sees it.
+    assert httpx.get(f"{b.base_url}/status.json").status_code == 401
+    admin = {"Authorization": "Bearer k-admin"}
+    status = httpx.get(f"{b.base_url}/status.json", headers=admin).json()
     assert status["budgets"] == [
         {"key": "team", "spent": 9.0, "amount": 8.0, "period": "month", "currency": "USD"}
     ]

@@ -200,19 +200,35 @@ def wait_for_disconnect(fake: FakeUpstream, before: int, since: float) -> float:
     return fake.disconnects[-1] - since
 
 
-@pytest.mark.parametrize("stream", [True, False])
-def test_client_leaving_while_waiting_closes_the_upstream(
-    patient: tuple[FakeUpstream, RunningServer], stream: bool
+def test_client_leaving_a_stream_while_waiting_closes_the_upstream(
+    patient: tuple[FakeUpstream, RunningServer],
 ) -> None:
     fake, server = patient
     before = len(fake.disconnects)
-    body = {"model": "patient", "messages": MESSAGES, "stream": stream, "x_first_delay_ms": 5000}
+    body = {"model": "patient", "messages": MESSAGES, "stream": True, "x_first_delay_ms": 5000}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=0.5)
     left = time.monotonic()
     # Closed when the client left, not when the upstream's 5 s first delay ended.
     assert wait_for_disconnect(fake, before, left) < 4.0
     until(lambda: in_flight(server) == 0, what="no request in flight")
+
+
+def test_client_leaving_a_plain_call_while_waiting_lets_it_finish(
+    patient: tuple[FakeUpstream, RunningServer],
+) -> None:
+    """A plain call a model took runs to its end (it is charged what the model produced)
+    and then gives its slot back; the upstream is not cut off."""
+    fake, server = patient
+    before, answered = len(fake.disconnects), len(fake.requests)
+    body = {"model": "patient", "messages": MESSAGES, "x_first_delay_ms": 2000}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=0.5)
+    assert len(fake.requests) > answered
+    until(lambda: in_flight(server) == 0, what="no request in flight")
+    assert len(fake.disconnects) == before
+    left = until(lambda: server.events("request", status=499), what="its access line")
+    assert left[-1]["served_by"] == "patient"
 
 
 def test_client_leaving_mid_stream_closes_the_upstream(

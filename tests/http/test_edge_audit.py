@@ -142,12 +142,7 @@ def test_usage_still_reads_unix_seconds(server: RunningServer) -> None:
 
 # --- the edge's own answers on Anthropic's routes --------------------------------------
 
-EDGE_XFAIL = pytest.mark.xfail(
-    strict=True, reason="edge answers in OpenAI's envelope; fixed with the request scope"
-)
 
-
-@EDGE_XFAIL
 def test_messages_target_too_long_is_a_414_in_anthropics_envelope(server: RunningServer) -> None:
     response = httpx.post(
         f"{server.base_url}/v1/messages",
@@ -160,7 +155,6 @@ def test_messages_target_too_long_is_a_414_in_anthropics_envelope(server: Runnin
     assert anthropic_error(response)["type"] == "invalid_request_error"
 
 
-@EDGE_XFAIL
 def test_messages_headers_too_large_is_a_431_in_anthropics_envelope(
     server: RunningServer,
 ) -> None:
@@ -172,7 +166,7 @@ def test_messages_headers_too_large_is_a_431_in_anthropics_envelope(
 
 
 def test_edge_answers_do_come_back_with_their_statuses(server: RunningServer) -> None:
-    """What the two xfails above hold back is only the envelope, not the status."""
+    """The statuses of the edge's own answers, whatever their envelope."""
     long_target = httpx.post(
         f"{server.base_url}/v1/messages",
         params={"pad": "a" * (MAX_TARGET_BYTES + 100)},

@@ -41,6 +41,9 @@ after ``+`` (``ok+indented+nousage``):
   ``Retry-After: 7`` (:data:`RETRY_AFTER_S`), as OpenAI's and vLLM's rate limits do.
 - ``stream-as-json``: a streamed request is answered with the whole reply as one
   ``application/json`` body, as servers that do not stream (or ignore ``stream``) do.
+- ``huge-usage``: the usage it reports (plain, or a stream's usage chunk) claims
+  :data:`HUGE_TOKENS` (10^19) prompt tokens, as a broken server might: a figure no
+  ledger column can hold.
 - ``toolcall``: a chat reply that calls ``get_weather({"city": "Paris"})``; streamed in
   OpenAI's delta shape (id and name first, then the arguments in two pieces).
 
@@ -228,7 +231,10 @@ class FakeUpstream:
             return await self._stream(request, body, model, traits)
         if "html" in traits:
             return web.Response(text="<html>hi</html>", content_type="text/html")
-        return _json_response(_completion(model, "fake reply"), traits)
+        reply = _completion(model, "fake reply")
+        if "huge-usage" in traits:
+            reply["usage"] = _usage(HUGE_TOKENS, PLAIN_COMPLETION_TOKENS)
+        return _json_response(reply, traits)
 
     async def _tool_call(
         self, request: web.Request, body: dict[str, Any], model: str, traits: frozenset[str]
@@ -330,7 +336,7 @@ class FakeUpstream:
         asked = bool((body.get("stream_options") or {}).get("include_usage"))
         with_usage = asked and "nousage" not in traits
         every = "usage-every-chunk" in traits
-        prompt = PROMPT_TOKENS
+        prompt = HUGE_TOKENS if "huge-usage" in traits else PROMPT_TOKENS
 
         def usage_field(chunk: dict[str, Any], done: int) -> dict[str, Any]:
             if with_usage:
@@ -404,6 +410,7 @@ class FakeUpstream:
 PROMPT_TOKENS = 5  # every chat/completion request "reads" this many tokens
 RETRY_AFTER_S = 7  # what ``retry-after`` sends
 PLAIN_COMPLETION_TOKENS = 2  # and a plain reply "writes" this many
+HUGE_TOKENS = 10**19  # the prompt tokens ``huge-usage`` claims (past SQLite's INTEGER)
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:

@@ -51,11 +51,15 @@ class UsageResource:
         except BadFilter as exc:
             raise InvalidRequestError(str(exc), param=exc.param) from None
         await self.ledger.flush()  # what was charged before this request is in the file
-        rows = await asyncio.to_thread(report, Path(self.ledger.path), filters)
+        currency = cluster.config.billing.currency
+        try:
+            found = await asyncio.to_thread(report, Path(self.ledger.path), filters, currency)
+        except BadFilter as exc:
+            raise InvalidRequestError(str(exc), param=exc.param) from None
         if wanted == "csv":
-            resp.text = as_csv(rows)
+            resp.text = as_csv(found.rows)
             resp.content_type = "text/csv; charset=utf-8"
         else:
-            resp.data = orjson.dumps(as_json(rows, cluster.config.billing.currency))
+            resp.data = orjson.dumps(as_json(found.rows, found.currency))
             resp.content_type = falcon.MEDIA_JSON
         resp.set_header("cache-control", "no-store")

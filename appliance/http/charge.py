@@ -1,0 +1,59 @@
+"""The usage of one request's model call, as far as it is known (see :mod:`.metering`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.errors import APIError
+from appliance.wire.usage import StreamTally, Usage, estimate, of_reply
+
+NOTHING = Usage(0, 0, 0)
+
+
+class Charge:
+    """The usage of one request's model call, as far as it is known.
+
+    Attributes:
+        model: The model as the client named it.
+        request: The request body sent to the model (for estimates).
+        usage: A plain reply's usage, once it came.
+        tally: A stream's tally, once it began.
+        failure: The error that ended a stream, if one did.
+        streamed: Whether the client asked for a stream.
+    """
+
+    __slots__ = ("failure", "model", "request", "streamed", "tally", "usage")
+
+    def __init__(self, model: str, request: dict[str, Any]) -> None:
+        self.model = model
+        self.request = request
+        self.streamed = bool(request.get("stream"))
+        self.usage: Usage | None = None
+        self.tally: StreamTally | None = None
+        self.failure: APIError | None = None
+
+    def reply(self, body: bytes) -> Usage:
+        """Read a plain reply's usage (charged when the request ends)."""
+        self.usage = of_reply(body, self.request)
+        return self.usage
+
+    def stream(self, client_asked: bool) -> StreamTally:
+        """The tally of this request's stream (see :class:`StreamTally`)."""
+        self.tally = StreamTally(client_asked)
+        return self.tally
+
+    async def settle(self, failure: APIError | None = None) -> None:
+        """The stream is over; ``failure`` ended it, if anything did."""
+        self.failure = failure
+
+    def used(self, client_left: bool) -> Usage:
+        """What the model produced: the reply's usage, what a stream relayed; for a call
+        its client left before anything came, the prompt it read (estimated); for one
+        that failed at the model, nothing."""
+        if self.usage is not None:
+            return self.usage
+        if self.tally is not None:
+            return self.tally.result(self.request)
+        if client_left:
+            return estimate(self.request, 0)
+        return NOTHING

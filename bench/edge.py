@@ -1,0 +1,154 @@
+"""What the appliance's own request path costs: CPU per request through the whole app.
+
+``python bench/edge.py`` drives the app in-process with raw ASGI calls (no sockets, no
+HTTP client), on a scripted model from the default-style config (one key, no limits):
+plain chat requests and streamed ones (five chunks). What it measures is everything our
+code does for a request, from the ASGI edge to its end: the request scope, routing,
+auth, the gateway and dispatch, the scripted worker, charging (metrics, key spend), the
+access line (logged to nowhere) and the relay.
+
+``python bench/edge.py --compare OLD NEW`` runs the same measurement with each tree's
+``appliance`` package first on ``PYTHONPATH``, alternating five times, and prints both
+side by side with the median of each and their ratio (a tree is a checkout's root, e.g.
+``git worktree add /tmp/old <rev>``). It is a benchmark: it prints figures and fails on
+nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+CONFIG = {
+    "models": [{"name": "m", "backend": "scripted", "options": {"reply": ["one two three four"]}}],
+    "auth": {"api_keys": [{"name": "team", "key": "k-team"}]},
+    "logging": {"access_log": True},
+}
+BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+STREAM = json.dumps(
+    {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+).encode()
+
+
+async def measure(requests: int) -> dict[str, float]:
+    """CPU microseconds per plain and per streamed request, in this process."""
+    import logging
+
+    import structlog
+
+    from appliance.config import ApplianceConfig
+    from appliance.http.app import create_app
+    from appliance.serving.cluster import Cluster
+
+    logging.disable(logging.CRITICAL)
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+    config = ApplianceConfig.model_validate(CONFIG)
+    cluster = Cluster.from_config(config)
+    await cluster.start()
+    app = create_app(config, cluster=cluster)
+    out = {}
+    try:
+        for name, body in (("plain", BODY), ("stream", STREAM)):
+            for _ in range(50):  # warm
+                await _one(app, body)
+            started = time.process_time()
+            for _ in range(requests):
+                status = await _one(app, body)
+                assert status == 200, status
+            out[name] = (time.process_time() - started) / requests * 1e6
+    finally:
+        await cluster.close()
+    return out
+
+
+async def _one(app: Any, body: bytes) -> int:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"bench"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"authorization", b"Bearer k-team"),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+    }
+    sent = False
+    status = 0
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await never.wait()  # the client stays: no disconnect
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+def compare(old: str, new: str, requests: int, rounds: int) -> None:
+    runs: dict[str, list[dict[str, float]]] = {old: [], new: []}
+    for _ in range(rounds):
+        for tree in (old, new):
+            env = {**os.environ, "PYTHONPATH": tree}
+            done = subprocess.run(
+                [sys.executable, __file__, "--requests", str(requests), "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            runs[tree].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"CPU microseconds per request, {requests} requests a run, {rounds} runs each")
+    print(f"{'':8}{'old (median)':>14}{'new (median)':>14}{'new/old':>9}   runs old | new")
+    for kind in ("plain", "stream"):
+        a = [r[kind] for r in runs[old]]
+        b = [r[kind] for r in runs[new]]
+        ma, mb = statistics.median(a), statistics.median(b)
+        spread = " ".join(f"{v:.0f}" for v in a) + " | " + " ".join(f"{v:.0f}" for v in b)
+        print(f"{kind:8}{ma:>14.1f}{mb:>14.1f}{mb / ma:>9.2f}   {spread}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.compare:
+        compare(*args.compare, args.requests, args.rounds)
+        return
+    figures = asyncio.run(measure(args.requests))
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for kind, value in figures.items():
+            print(f"{kind}: {value:.1f} CPU microseconds per request")
+
+
+if __name__ == "__main__":
+    main()

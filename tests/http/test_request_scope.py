@@ -1,0 +1,89 @@
+"""RequestScope.finish in process: every sink runs, once, whatever one of them does.
+
+The sinks are plain callables that write what they saw into a list (no mocks): a sink
+that raises is logged and the ones after it still run; a second ``finish`` does nothing;
+the status every sink reads is the one the scope settled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import structlog
+
+from appliance.errors.upstream import UpstreamStreamError
+from appliance.http.scope import CLIENT_CLOSED, RequestScope, Sink
+
+CLUSTER: Any = None  # finish never looks at the cluster; the sinks here do not either
+
+
+def scope_with(sinks: list[Sink]) -> RequestScope:
+    return RequestScope("req-unit", "POST", "/v1/chat/completions", CLUSTER, sinks)
+
+
+async def test_one_sink_that_raises_does_not_stop_the_others() -> None:
+    seen: list[tuple[str, int]] = []
+
+    def first(scope: RequestScope) -> None:
+        seen.append(("first", scope.status))
+
+    def broken(scope: RequestScope) -> None:
+        seen.append(("broken", scope.status))
+        raise RuntimeError("this sink is broken")
+
+    async def broken_async(scope: RequestScope) -> None:
+        seen.append(("broken_async", scope.status))
+        raise ValueError("so is this one")
+
+    async def last(scope: RequestScope) -> None:
+        seen.append(("last", scope.status))
+
+    scope = scope_with([first, broken, broken_async, last])
+    with structlog.testing.capture_logs() as logs:
+        await scope.finish(200, completed=True)
+
+    assert seen == [("first", 200), ("broken", 200), ("broken_async", 200), ("last", 200)]
+    failed = [e for e in logs if e["event"] == "sink_failed"]
+    assert [e["sink"] for e in failed] == ["broken", "broken_async"]
+
+
+async def test_finish_feeds_the_sinks_once() -> None:
+    seen: list[int] = []
+    scope = scope_with([lambda s: seen.append(s.status)])
+    await scope.finish(200, completed=True)
+    await scope.finish(500, completed=False)  # a later end (the edge's) changes nothing
+    assert seen == [200]
+    assert scope.status == 200
+
+
+@pytest.mark.parametrize(
+    ("sent", "completed", "gone", "expected"),
+    [
+        (200, True, False, 200),  # answered whole
+        (200, False, True, CLIENT_CLOSED),  # the client left mid-response
+        (0, False, True, CLIENT_CLOSED),  # the client left before any response
+        (0, False, False, 500),  # nothing was sent and nobody left: a failure
+        (404, True, False, 404),  # an error answered whole keeps its status
+        (200, True, True, 200),  # the client left after it had everything
+    ],
+)
+async def test_one_status_for_every_sink(
+    sent: int, completed: bool, gone: bool, expected: int
+) -> None:
+    seen: list[int] = []
+    scope = scope_with([lambda s: seen.append(s.status), lambda s: seen.append(s.status)])
+    scope.client_gone = gone
+    await scope.finish(sent, completed=completed)
+    assert seen == [expected, expected]
+
+
+async def test_a_stream_that_failed_after_its_200_has_the_failures_status() -> None:
+    seen: list[int] = []
+    scope = scope_with([lambda s: seen.append(s.status)])
+    charge = scope.open_charge("m", {"messages": []})
+    failure = UpstreamStreamError("the upstream's stream broke")
+    await charge.settle(failure)
+    await scope.finish(200, completed=True)
+    assert seen == [failure.status]
+    assert failure.status >= 500

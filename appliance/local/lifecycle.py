@@ -292,7 +292,7 @@ class ModelLifecycle:
             self._begin_load("queued requests")
 
     def _worker_changed(self, worker: Worker) -> None:
-        if not worker.up or not isinstance(worker, LocalWorker):
+        if not worker.up:
             return
         self._retries.came_up(worker)
         if self._state is State.LOADING and self.admitted:

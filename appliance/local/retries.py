@@ -10,31 +10,35 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable, Coroutine
-from typing import Any
-
-from appliance.local.worker import LocalWorker
+from typing import Any, Protocol
 
 _MAX_BACKOFF_S = 30.0
+
+
+class Loadable(Protocol):
+    """A worker that can be told to start a child (:class:`.worker.LocalWorker`)."""
+
+    def load(self) -> None: ...
 
 
 class Retries:
     """Failed loads in a row per worker, and the timers that will load them again."""
 
     def __init__(self) -> None:
-        self._failures: dict[LocalWorker, int] = {}
-        self._timers: dict[LocalWorker, asyncio.Task[None]] = {}
+        self._failures: dict[object, int] = {}
+        self._timers: dict[object, asyncio.Task[None]] = {}
 
     @property
     def most(self) -> int:
         """The longest run of failed loads among the workers."""
         return max(self._failures.values(), default=0)
 
-    def failed(self, worker: LocalWorker) -> int:
+    def failed(self, worker: object) -> int:
         """``worker`` failed to load once more; returns its failures in a row."""
         self._failures[worker] = self._failures.get(worker, 0) + 1
         return self._failures[worker]
 
-    def came_up(self, worker: LocalWorker) -> None:
+    def came_up(self, worker: object) -> None:
         """``worker`` loaded: its count starts over."""
         self._failures.pop(worker, None)
 
@@ -48,7 +52,7 @@ class Retries:
         """How long to wait before the next try after ``failures`` in a row (0: served)."""
         return min(2.0 ** max(0, failures - 1), _MAX_BACKOFF_S)
 
-    def schedule(self, worker: LocalWorker, delay: float, again: Callable[[], bool]) -> None:
+    def schedule(self, worker: Loadable, delay: float, again: Callable[[], bool]) -> None:
         """Load ``worker`` after ``delay`` if ``again()`` still says so then."""
 
         async def later() -> None:

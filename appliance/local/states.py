@@ -80,7 +80,8 @@ def load_failed(model: str, failure: LoadFailure, tries: int) -> ServiceUnavaila
     """The 503 ``model_load_failed`` for requests while ``failure`` stands."""
     if failure.retry_at is None:
         return ServiceUnavailableError(
-            f"Model '{model}' failed to load {tries} times in a row: {failure.reason}. "
+            f"Model '{model}' failed to load {tries} time{'s' * (tries != 1)} in a row: "
+            f"{failure.reason}. "
             "It is not tried again until an admin load (POST /admin/load) or a reload "
             "that changes it.",
             code="model_load_failed",

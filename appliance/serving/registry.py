@@ -232,10 +232,24 @@ class ModelGroup:
             self.lifecycle.start()
 
     async def wait_ready(self) -> None:
-        """Wait until every worker can serve (an on-demand model: at once)."""
-        if self.lifecycle is not None and self.lifecycle.config.load == "on_demand":
+        """Wait until every worker can serve (an on-demand model: at once).
+
+        Raises:
+            RuntimeError: a local model failed to load ``max_load_attempts`` times.
+        """
+        lifecycle = self.lifecycle
+        if lifecycle is not None and lifecycle.config.load == "on_demand":
             return
-        await asyncio.gather(*(w.wait_ready() for w in self.workers))
+        ready = asyncio.ensure_future(asyncio.gather(*(w.wait_ready() for w in self.workers)))
+        try:
+            while not ready.done():
+                if lifecycle is not None and lifecycle.state is State.FAILED:
+                    reason = lifecycle.error.reason if lifecycle.error else "unknown"
+                    raise RuntimeError(f"model '{self.name}' failed to load: {reason}")
+                await asyncio.wait([ready], timeout=0.1)
+        finally:
+            ready.cancel()
+        await ready
 
     async def close(self) -> None:
         """Stop health checking, loading and every worker (a local model's lifecycle

@@ -8,14 +8,19 @@ its one-token warm-up through the child's documented test seam
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from appliance.child.server import FAULT_ENV
+from appliance.config import load_config
+from appliance.serving.cluster import Cluster, ClusterRef
+from appliance.serving.reload import Reloader
 from tests.conftest import cluster_config, scripted
-from tests.local.models import ASK, smollm2
+from tests.local.models import ASK, corrupt_gguf, smollm2
 from tests.support.poll import until
 from tests.support.server import RunningServer
 
@@ -89,3 +94,24 @@ def test_an_admin_load_tries_a_failed_model_again(server: RunningServer) -> None
     assert server.event_count("model_loading", model="bad") == loading + 1
     until(lambda: lifecycle(server)["state"] == "failed", what="failed again after the cap")
     assert server.event_count("model_failed", model="bad") == 2
+
+
+async def test_a_reload_adding_a_startup_model_that_fails_for_good_fails_at_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(cluster_config(scripted("echo"))))
+    cluster = Cluster.from_config(load_config(path, environ={}))
+    await cluster.start()
+    ref = ClusterRef(cluster)
+    reloader = Reloader(ref, lambda: load_config(path, environ={}))
+    broken = smollm2("broken", model={"path": corrupt_gguf(tmp_path)}, max_load_attempts=1)
+    path.write_text(yaml.safe_dump(cluster_config(scripted("echo"), broken)))
+    try:
+        outcome = await reloader.reload("test")  # not after startup_timeout_s: at the failure
+    finally:
+        await reloader.stop()
+        await ref.current.close()
+    assert not outcome.ok and outcome.error is not None
+    assert "model 'broken' failed to load: ValueError" in outcome.error
+    assert ref.current is cluster

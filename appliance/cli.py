@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from appliance import __version__
-from appliance.config import ApplianceConfig, load_from_environment
+from appliance.config import ApplianceConfig, ModelConfig, load_from_environment
 from appliance.errors import ConfigError
 from appliance.local import CONFIG_CHECKS
 
@@ -92,21 +92,25 @@ def _worker(args: argparse.Namespace) -> int:
     from pydantic import TypeAdapter, ValidationError
 
     from appliance.child.server import run
-    from appliance.config import LoggingConfig, ModelConfig
+    from appliance.config import LoggingConfig
     from appliance.runtime.logging import configure_logging
 
     try:
         if args.spec:
             model = TypeAdapter(ModelConfig).validate_json(args.spec)
-            logging_config = LoggingConfig(format=args.log_format or "json")
+            logging_config = LoggingConfig(
+                format=args.log_format or "json", level=args.log_level or "info"
+            )
         else:
             _, config = load_from_environment(config=args.config)
-            found = [m for m in config.models if m.name == args.model]
-            if not found:
-                names = ", ".join(m.name for m in config.models)
-                print(f"appliance: no model {args.model!r}; models: {names}", file=sys.stderr)
+            model_or_why = _local_model(config, args.model)
+            if isinstance(model_or_why, str):
+                print(f"appliance: {model_or_why}", file=sys.stderr)
                 return 2
-            model, logging_config = found[0], config.logging
+            model = model_or_why
+            flags = {"format": args.log_format, "level": args.log_level}
+            chosen = {k: v for k, v in flags.items() if v is not None}
+            logging_config = config.logging.model_copy(update=chosen)
     except ValidationError as exc:
         print(f"appliance: invalid --spec: {exc}", file=sys.stderr)
         return 2
@@ -118,6 +122,25 @@ def _worker(args: argparse.Namespace) -> int:
     configure_logging(logging_config, [])
     run(model, args.host, args.port, args.port_file, args.exit_with_parent)
     return 0
+
+
+def _local_model(config: ApplianceConfig, name: str | None) -> ModelConfig | str:
+    """The local model ``name`` of ``config``, or a one-line reason it cannot be served."""
+    from appliance.config.backends import LlamaCppModel, OnnxModel
+
+    local = [m.name for m in config.models if isinstance(m, LlamaCppModel | OnnxModel)]
+    choices = f"local models: {', '.join(local)}" if local else "the config has no local model"
+    if name is None:
+        return f"worker needs --model <name> with -c; {choices}"
+    found = [m for m in config.models if m.name == name]
+    if not found:
+        return f"no model {name!r} in the config; {choices}"
+    if not isinstance(found[0], LlamaCppModel | OnnxModel):
+        return (
+            f"model {name!r} is a {found[0].backend} model, served by the appliance itself; "
+            f"worker serves local models (llama_cpp, onnx); {choices}"
+        )
+    return found[0]
 
 
 def _prepare_metrics_folder(port: int) -> str | None:
@@ -224,6 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--port", type=int, default=0, help="port (0: any free port)")
     worker.add_argument("--port-file", type=Path, help="write the bound port here when ready")
     worker.add_argument("--log-format", choices=["json", "console"])
+    worker.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     worker.add_argument(
         "--exit-with-parent", action="store_true", help="exit when the parent process dies"
     )

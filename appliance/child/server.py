@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import resource
 import signal
 import socket
 import struct
@@ -257,10 +258,27 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+FAULT_ENV = "APPLIANCE_TEST_WARMUP_SIGNAL"
+"""A test seam: ``<model>:<SIGNAL>`` (``chat:SIGILL``) makes that model's worker process
+kill itself with that signal at its warm-up, as a llama.cpp build that uses instructions
+the CPU lacks does. Tests set it on a server they start; nothing else reads it."""
+
+
+def warm_up(config: ModelConfig, engine: Engine) -> None:
+    """Run the model once before reporting ready (see :meth:`Engine.warm_up`)."""
+    name, _, fault = os.environ.get(FAULT_ENV, "").partition(":")
+    if fault and name == config.name:
+        log.warning("worker_test_fault", model=config.name, signal=fault)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file from a test
+        os.kill(os.getpid(), signal.Signals[fault])
+    engine.warm_up()
+    log.info("worker_warmed_up", model=config.name)
+
+
 def run(
     config: ModelConfig, host: str, port: int, port_file: Path | None, with_parent: bool
 ) -> None:
-    """Load the model, listen, report the port, serve until SIGTERM/SIGINT.
+    """Load the model, warm it up, listen, report the port, serve until SIGTERM/SIGINT.
 
     With ``with_parent`` (a supervised child) it also exits when its parent dies, so a
     killed appliance leaves no orphaned model processes behind.
@@ -269,6 +287,7 @@ def run(
 
     async def main() -> None:
         engine = await asyncio.to_thread(load_engine, config)
+        await asyncio.to_thread(warm_up, config, engine)
         runner = web.AppRunner(WorkerServer(config, engine).app(), access_log=None)
         await runner.setup()
         sock = _listen(host, port)  # bound here, so its port is ours to read

@@ -185,6 +185,16 @@ class LocalModel(ModelBase):
         description="Unload the model's worker processes after this long with no request; "
         "the next request loads it again. Absent: never unloaded for being idle.",
     )
+    max_load_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Loads in a row that may fail (a bad file, a worker process that dies "
+        "while loading or at its one-token warm-up) before the model is marked `failed`: "
+        "no more tries, requests get 503 model_load_failed with the reason, until POST "
+        "/admin/load or a reload that changes the model. A worker that served and then "
+        "died is restarted and starts the count again.",
+    )
     preload: bool = Field(
         False,
         description="on_demand models only: start loading at start and after a reload, in "

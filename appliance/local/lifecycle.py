@@ -1,40 +1,33 @@
-"""When a local model's worker processes run: loaded on demand, unloaded when idle.
+"""When a local model's worker processes run: the one owner of a local model's state.
 
-Each local model has one :class:`ModelLifecycle`, which owns one piece of state: whether
-the model is **unloaded**, **loading**, **loaded** or **unloading**. The workers own
-whether each child is up, the dispatcher the slots, the health monitor ejection; the
-lifecycle decides when the workers run::
+Each local model has one :class:`ModelLifecycle`. Its state changes only through
+:meth:`ModelLifecycle._move`, called from the lifecycle's own handlers of events: a
+request (:meth:`~ModelLifecycle.demand`), the start (:meth:`~ModelLifecycle.start`), an
+admin load or unload, an idle timer or the memory budget (:meth:`~ModelLifecycle.unload`),
+and its workers' reports (a child up, a child ended). The workers report and never
+decide; the memory budget (:class:`appliance.local.residency.Residency`) asks the model
+and calls its events; the moves it may make are in :mod:`appliance.local.states`.
 
-    unloaded --demand--> loading --a worker up--> loaded --idle, budget, admin--> unloading
-        ^                   |                                                      |
-        +-------------------+---------------- workers stopped --------------------+
-
-- A request for a model that is not loaded starts one load (however many requests ask)
-  and waits in the model's queue, within ``queue_timeout_s``; the load first makes room
-  in the memory budget (:class:`appliance.local.residency.Residency`).
-- A load that fails answers the waiting requests with 503 and the reason; the workers
-  retry with back-off as after a crash, and until one comes up new requests get the
-  same 503 at once (with ``Retry-After`` until the next try).
-- Unloading lets the requests in flight finish (up to the model's ``timeout_s``) before
-  the workers stop; requests arriving meanwhile wait and load the model again after.
+A preload gives up when the model does not fit without evicting, unless a request came
+meanwhile; a child proves the model runs (a one-token warm-up) before it is up; after
+``max_load_attempts`` failed loads in a row the model is ``failed`` until an admin load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import time
-from collections.abc import Coroutine
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from appliance.backends.base import Worker
 from appliance.errors import ServiceUnavailableError
 from appliance.local import memory
-from appliance.local.worker import LoadFailure, LocalWorker
+from appliance.local.retries import Retries, detached
+from appliance.local.states import MOVES, LoadFailure, Room, Slots, State, load_failed
+from appliance.local.worker import ChildEnded, LocalWorker
 
 if TYPE_CHECKING:
     from appliance.config.backends import LlamaCppModel, OnnxModel
@@ -44,42 +37,8 @@ log = structlog.get_logger("appliance.lifecycle")
 _POLL_S = 0.05
 
 
-class State(StrEnum):
-    """Where a local model is in its lifecycle."""
-
-    UNLOADED = "unloaded"
-    LOADING = "loading"
-    LOADED = "loaded"
-    UNLOADING = "unloading"
-
-
-class Slots(Protocol):
-    """What a lifecycle asks of its model's slots (the serving ``Dispatcher``)."""
-
-    queue_timeout_s: float
-
-    @property
-    def queued(self) -> int: ...
-
-    def waiting(self) -> list[asyncio.Future[Worker | None]]: ...
-
-    def in_flight(self, worker: Worker) -> int: ...
-
-    def fail_waiters(self, error: BaseException) -> int: ...
-
-
-class Room(Protocol):
-    """What a lifecycle asks of the memory budget (:class:`.residency.Residency`)."""
-
-    async def make_room(self, model: ModelLifecycle, *, evict: bool = True) -> bool: ...
-
-    def loaded(self, model: str, seconds: float, *, ok: bool) -> None: ...
-
-    def unloaded(self, model: str, reason: str) -> None: ...
-
-
 class ModelLifecycle:
-    """Loads and unloads the workers of one local model.
+    """Loads and unloads the workers of one local model; the only writer of its state.
 
     Args:
         config: The model's declaration.
@@ -99,20 +58,22 @@ class ModelLifecycle:
         self.workers = workers
         self.dispatcher = dispatcher
         self.residency = residency
-        self.state = State.UNLOADED
+        self._state = State.UNLOADED
         self.error: LoadFailure | None = None
-        self.estimate = memory.estimate(config)
-        self.peak_mb: float | None = None  # measured in the last run
+        self.memory = memory.Footprint(config, lambda: [p for w in workers if (p := w.pid())])
         self.admitted = False  # holds its share of the memory budget
         self.last_used = time.monotonic()
         self.last_used_at: float | None = None  # wall clock, for people
+        self._retries = Retries()  # failed loads in a row, and the timers to try again
+        self._demanded = False  # a request (not only a preload) wants this load
         self._loaded_once = False
         self._load_started = 0.0
         self._loading: asyncio.Task[None] | None = None
         self._unloading: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Task[None] | None = None
         for worker in workers:
             worker.watch(self._worker_changed)
-            worker.watch_failures(self._worker_failed)
+            worker.watch_ends(self._child_ended)
 
     @property
     def name(self) -> str:
@@ -120,22 +81,28 @@ class ModelLifecycle:
         return self.config.name
 
     @property
+    def state(self) -> State:
+        """Where the model is; changed only by :meth:`_move`."""
+        return self._state
+
+    @property
     def admits(self) -> bool:
         """Whether new requests may take its workers (not while unloading)."""
-        return self.state is State.LOADED
+        return self._state is State.LOADED
 
     @property
     def coming(self) -> bool:
         """Whether requests should wait for workers that are on their way."""
-        return self.state is State.UNLOADING or (self.state is State.LOADING and self.error is None)
+        return self._state is State.UNLOADING or (
+            self._state is State.LOADING and self.error is None
+        )
 
     @property
     def loadable(self) -> bool:
-        """Whether it is loaded or can be: for ``/readyz``.
-
-        An ``on_demand`` model can be loaded until a load fails; a ``startup`` one only
-        once it has loaded (before, it is simply not ready).
-        """
+        """Whether it is loaded or can be, for ``/readyz``: an ``on_demand`` model until a
+        load fails, a ``startup`` one once it has loaded."""
+        if self._state is State.FAILED:
+            return False
         if self.error is not None and not any(w.up for w in self.workers):
             return False
         return self.config.load == "on_demand" or self._loaded_once
@@ -144,40 +111,34 @@ class ModelLifecycle:
     def idle(self) -> bool:
         """Holding memory, serving nothing and awaited by nobody: free to unload."""
         busy = self.dispatcher.queued or any(self.dispatcher.in_flight(w) for w in self.workers)
-        settled = self.state is State.LOADED or (
-            self.state is State.LOADING and self.error is not None
+        settled = self._state is State.LOADED or (
+            self._state is State.LOADING and self.error is not None
         )
         return self.admitted and settled and not busy
 
+    @property
+    def idle_unload_s(self) -> float | None:
+        """Unload after this long unused (the config's)."""
+        return self.config.idle_unload_s
+
     def need_mb(self) -> float:
         """Memory a load needs: the last measured peak, else the estimate."""
-        if self.peak_mb is not None:
-            return self.peak_mb
-        return self.estimate.total_mb if self.estimate is not None else 0.0
+        return self.memory.need_mb()
 
     def footprint_mb(self) -> float:
         """What it counts for in the budget now: the peak RSS of its running workers,
-        and its estimated share for those that are starting."""
+        and its estimated share for those that are starting (nothing unless admitted)."""
         if not self.admitted:
             return 0.0
-        share = self.need_mb() / max(1, len(self.workers))
-        total = 0.0
-        for worker in self.workers:
-            pid = worker.pid() if worker.up else None
-            usage = memory.process_usage(pid) if pid is not None else None
-            total += usage.peak_mb if usage is not None else share
-        return total
-
-    def memory_mb(self) -> float | None:
-        """The RSS of its worker processes now (None while none runs)."""
-        usages = [memory.process_usage(pid) for w in self.workers if (pid := w.pid())]
-        found = [u.rss_mb for u in usages if u is not None]
-        return round(sum(found), 1) if found else None
+        serving = [pid for w in self.workers if w.up and (pid := w.pid())]
+        return self.memory.held_mb(serving, len(self.workers))
 
     def touch(self) -> None:
         """A request used the model now."""
         self.last_used = time.monotonic()
         self.last_used_at = time.time()
+
+    # ---- events ------------------------------------------------------------------------
 
     def start(self) -> None:
         """At start (or when a reload adds it): load if the config says so."""
@@ -190,26 +151,37 @@ class ModelLifecycle:
         """A request wants the model: load it if needed; the request then waits in the queue.
 
         Raises:
-            ServiceUnavailableError: its last load failed and the next try is not due.
+            ServiceUnavailableError: its last load failed (and the next try is not due, or
+                it is ``failed``).
         """
         self.touch()
-        if self.state is State.UNLOADED:
+        if self._state is State.UNLOADED:
             self._begin_load("request")
-        elif self.state is State.LOADING and self.error is not None:
+        elif self._state is State.LOADING:
+            self._demanded = True  # a preload that finds no room loads all the same
+            if self.error is not None:
+                raise self._failed_error(self.error)
+        elif self._state is State.FAILED and self.error is not None:
             raise self._failed_error(self.error)
 
     async def load(self, timeout_s: float) -> None:
-        """Load now (if needed) and wait until a worker is up (the admin endpoint).
+        """Load now (if needed; a ``failed`` model is tried again) and wait until a worker
+        is up (the admin endpoint).
 
         Raises:
             ServiceUnavailableError: the load failed, or took longer than ``timeout_s``.
         """
         self.touch()
+        if self._state is State.FAILED:
+            self._retries.forget()
+            self._begin_load("admin")
         deadline = time.monotonic() + timeout_s
-        while self.state is not State.LOADED:
-            if self.state is State.UNLOADED:
+        while self._state is not State.LOADED:
+            if self._state is State.UNLOADED:
                 self._begin_load("admin")
-            elif self.state is State.LOADING and self.error is not None:
+            elif self._state is State.LOADING:
+                self._demanded = True
+            if self.error is not None and self._state in (State.LOADING, State.FAILED):
                 raise self._failed_error(self.error)
             if time.monotonic() > deadline:
                 raise ServiceUnavailableError(
@@ -230,43 +202,66 @@ class ModelLifecycle:
         return len(waiting)
 
     async def unload(self, reason: str) -> None:
-        """Stop the workers once their requests finished; callers share one unload."""
-        if self.state is State.UNLOADED:
+        """Stop the workers once their requests finished; callers share one unload. A
+        ``failed`` model stays failed."""
+        if self._state in (State.UNLOADED, State.FAILED):
             return
         if self._unloading is None or self._unloading.done():
-            self.state = State.UNLOADING
-            self._unloading = _detached(self._unload(reason))
+            self._move(State.UNLOADING)
+            self._unloading = detached(self._unload(reason))
         await asyncio.shield(self._unloading)
 
     async def close(self) -> None:
-        """Stop a load or unload in progress (the workers are closed by their group)."""
-        for task in (self._loading, self._unloading):
+        """Stop loading, unloading and every worker: the model leaves the budget."""
+        self._retries.cancel()
+        for task in (self._loading, self._unloading, self._stopping):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+        await asyncio.gather(*(w.close() for w in self.workers), return_exceptions=True)
+        if self._state is not State.UNLOADED:
+            self._move(State.UNLOADED)
+        self.admitted = False
 
     def describe(self) -> dict[str, Any]:
         """Its state for ``/readyz``, ``/status.json`` and the admin endpoints."""
         return {
-            "state": self.state.value,
+            "state": self._state.value,
             "load": self.config.load,
             "idle_unload_s": self.config.idle_unload_s,
             "last_used": self.last_used_at,
-            "memory_mb": self.memory_mb(),
+            "memory_mb": self.memory.rss_mb(),
             "need_mb": round(self.need_mb(), 1),
-            "estimate": self.estimate.describe() if self.estimate is not None else None,
+            "estimate": estimate.describe() if (estimate := self.memory.estimate) else None,
+            "failed_loads": self._retries.most,
             "last_error": self.error.reason if self.error is not None else None,
         }
 
+    # ---- the one writer of the state ---------------------------------------------------
+
+    def _move(self, to: State) -> None:
+        if to not in MOVES[self._state]:
+            raise RuntimeError(f"model {self.name!r}: no move from {self._state} to {to}")
+        log.debug("model_state", model=self.name, was=self._state.value, now=to.value)
+        self._state = to
+
+    # ---- handlers ------------------------------------------------------------------------
+
     def _begin_load(self, why: str, *, evict: bool = True) -> None:
-        self.state = State.LOADING
+        self._move(State.LOADING)
         self.error = None
-        self._loading = _detached(self._load(why, evict))
+        self._demanded = why != "preload"
+        self._loading = detached(self._load(why, evict))
 
     async def _load(self, why: str, evict: bool) -> None:
-        if not await self.residency.make_room(self, evict=evict):
-            self.state = State.UNLOADED
+        if self._stopping is not None:  # a failed model's workers: stopped before it loads
+            await asyncio.shield(self._stopping)
+        fits = await self.residency.make_room(self, evict=evict)
+        while not fits and (self._demanded or self.dispatcher.queued):
+            fits = await self.residency.make_room(self, evict=True)  # requests wait for it
+        if not fits:
+            self._move(State.UNLOADED)
             log.info("model_preload_skipped", model=self.name, need_mb=round(self.need_mb()))
             return
         self.admitted = True
@@ -276,6 +271,7 @@ class ModelLifecycle:
             worker.load()
 
     async def _unload(self, reason: str) -> None:
+        self._retries.cancel()
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
             await asyncio.gather(self._loading, return_exceptions=True)
@@ -285,12 +281,12 @@ class ModelLifecycle:
                 log.warning("model_unload_forced", model=self.name, reason=reason)
                 break
             await asyncio.sleep(_POLL_S)
-        peaks = [memory.process_usage(pid) for w in self.workers if (pid := w.pid())]
-        if peaks and len(peaks) == len(self.workers) and None not in peaks:
-            self.peak_mb = sum(p.peak_mb for p in peaks if p is not None)
+        self.memory.measure(len(self.workers))
         await asyncio.gather(*(w.unload() for w in self.workers))
-        self.state, self.error, self.admitted = State.UNLOADED, None, False
-        log.info("model_unloaded", model=self.name, reason=reason, peak_mb=self.peak_mb)
+        self._move(State.UNLOADED)
+        self.error, self.admitted = None, False
+        self._retries.forget()
+        log.info("model_unloaded", model=self.name, reason=reason, peak_mb=self.memory.peak_mb)
         self.residency.unloaded(self.name, reason)
         if self.dispatcher.queued:  # requests came while it unloaded: they want it back
             self._begin_load("queued requests")
@@ -298,32 +294,53 @@ class ModelLifecycle:
     def _worker_changed(self, worker: Worker) -> None:
         if not worker.up:
             return
-        self.error = None
-        if self.state is State.LOADING:
-            self.state = State.LOADED
+        self._retries.came_up(worker)
+        if self._state is State.LOADING and self.admitted:
+            self.error = None
+            self._move(State.LOADED)
             self._loaded_once = True
             seconds = time.monotonic() - self._load_started
             log.info("model_loaded", model=self.name, load_s=round(seconds, 2))
             self.residency.loaded(self.name, seconds, ok=True)
 
-    def _worker_failed(self, worker: LocalWorker, failure: LoadFailure) -> None:
-        if self.state is State.UNLOADING or any(w.up for w in self.workers):
+    def _child_ended(self, worker: LocalWorker, ended: ChildEnded) -> None:
+        if self._state not in (State.LOADING, State.LOADED):
+            return  # unloading, or already failed: nothing to try again
+        anyone_up = any(w.up for w in self.workers)
+        if ended.served:  # it ran and exited: start another soon
+            if self._state is State.LOADED and not anyone_up:
+                self._move(State.LOADING)  # requests wait for it to come back
+                self._load_started = time.monotonic()
+            self._retries.schedule(worker, self._retries.delay(0), self._wants_workers)
             return
-        self.error = failure
-        if self.state is State.LOADING:
-            self.residency.loaded(self.name, time.monotonic() - self._load_started, ok=False)
-            self.dispatcher.fail_waiters(self._failed_error(failure))
+        failures = self._retries.failed(worker)
+        if failures >= self.config.max_load_attempts:
+            if not anyone_up:
+                self._fail(ended.reason, failures)
+            return  # the others serve; this one is not tried again until the next load
+        delay = self._retries.delay(failures)
+        self._retries.schedule(worker, delay, self._wants_workers)
+        if anyone_up or self._state is not State.LOADING:
+            return
+        self.error = LoadFailure(ended.reason, time.monotonic() + delay)
+        self.residency.loaded(self.name, time.monotonic() - self._load_started, ok=False)
+        self.dispatcher.fail_waiters(self._failed_error(self.error))
+
+    def _wants_workers(self) -> bool:
+        return self._state in (State.LOADING, State.LOADED)
+
+    def _fail(self, reason: str, attempts: int) -> None:
+        """Too many failed loads in a row: no more tries until an admin load."""
+        self._retries.cancel()
+        self._move(State.FAILED)
+        self.error, self.admitted = LoadFailure(reason, None), False
+        log.error("model_failed", model=self.name, attempts=attempts, reason=reason)
+        self.residency.loaded(self.name, time.monotonic() - self._load_started, ok=False)
+        self.dispatcher.fail_waiters(self._failed_error(self.error))
+        self._stopping = detached(self._stop_workers())
+
+    async def _stop_workers(self) -> None:
+        await asyncio.gather(*(w.unload() for w in self.workers))
 
     def _failed_error(self, failure: LoadFailure) -> ServiceUnavailableError:
-        wait = max(1.0, failure.retry_at - time.monotonic())
-        return ServiceUnavailableError(
-            f"Model '{self.name}' failed to load: {failure.reason}. Next try in {wait:.0f}s.",
-            code="model_load_failed",
-            retry_after=wait,
-        )
-
-
-def _detached(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    """A task outside the request that started it: its logs (and the workers it starts,
-    which outlive the request) do not carry that request's id."""
-    return asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
+        return load_failed(self.name, failure, self._retries.most)

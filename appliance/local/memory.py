@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -110,6 +111,45 @@ def process_usage(pid: int) -> Usage | None:
     if "VmRSS" not in fields:
         return None  # a zombie has no memory left to count
     return Usage(fields["VmRSS"], fields.get("VmHWM", fields["VmRSS"]))
+
+
+class Footprint:
+    """One local model's memory: what a load needs, and what its workers hold now.
+
+    Args:
+        model: The model's declaration.
+        pids: Its worker processes' ids now (those running).
+    """
+
+    def __init__(self, model: object, pids: Callable[[], list[int]]) -> None:
+        self.estimate = estimate(model)
+        self.peak_mb: float | None = None  # measured in the last run
+        self._pids = pids
+
+    def need_mb(self) -> float:
+        """Memory a load needs: the last measured peak, else the estimate."""
+        if self.peak_mb is not None:
+            return self.peak_mb
+        return self.estimate.total_mb if self.estimate is not None else 0.0
+
+    def held_mb(self, serving: list[int], workers: int) -> float:
+        """The peak RSS of its ``serving`` processes, and the share of the need of each
+        other one of its ``workers`` (starting)."""
+        usages = [u for pid in serving if (u := process_usage(pid)) is not None]
+        share = self.need_mb() / max(1, workers)
+        return sum(u.peak_mb for u in usages) + share * max(0, workers - len(usages))
+
+    def rss_mb(self) -> float | None:
+        """The RSS of its worker processes now (None while none runs)."""
+        found = [u.rss_mb for pid in self._pids() if (u := process_usage(pid)) is not None]
+        return round(sum(found), 1) if found else None
+
+    def measure(self, workers: int) -> None:
+        """Keep the peak of its running workers as its need (before they stop), when every
+        one of its ``workers`` runs."""
+        usages = [process_usage(pid) for pid in self._pids()]
+        if usages and len(usages) == workers and None not in usages:
+            self.peak_mb = sum(u.peak_mb for u in usages if u is not None)
 
 
 def _path(file: ModelFile) -> Path | None:

@@ -6,12 +6,14 @@ the same client code, pooling, timeouts and error mapping as any upstream, and
 generation, which is CPU-bound, never blocks this process's event loop. The same command
 runs a model on another machine.
 
-Starting the worker only prepares it; :meth:`LocalWorker.load` starts the child (the
-model's lifecycle, :mod:`appliance.local.lifecycle`, decides when) and :meth:`LocalWorker.unload`
-stops it. While loaded, the worker waits for its child to report its port (after the
-model loaded), restarts it with exponential back-off when it dies or fails to load, and
-tells its listeners why a load failed (the last line the child wrote to stderr, which
-for a Python child is the exception). It is up while its child is loaded and running.
+Starting the worker only prepares it; :meth:`LocalWorker.load` starts one child and
+:meth:`LocalWorker.unload` stops it. The worker decides nothing about the model: the
+model's lifecycle (:mod:`appliance.local.lifecycle`) says when to load, unload and try
+again. The worker waits for its child to report its port (after the model loaded and
+answered a one-token warm-up), and reports how each child ended (:class:`ChildEnded`):
+why a load failed (the last line the child wrote to stderr, which for a Python child is
+the exception, or the signal that killed it, said in words a person can act on), or
+that a child which served has exited. It is up while its child runs and serves.
 
 Every worker process of every Granian process is one child: a default ``n_threads`` is
 the machine's cores shared out among them (:func:`thread_share`), so that several local
@@ -56,7 +58,6 @@ _CRASH_SIGNALS = frozenset(
 )
 
 _STOP_GRACE_S = 5.0
-_MAX_BACKOFF_S = 30.0
 
 
 def available_cpus() -> int:
@@ -77,14 +78,31 @@ def thread_share(config: ApplianceConfig, cpus: int | None = None) -> int:
 
 
 @dataclass(frozen=True)
-class LoadFailure:
-    """Why a child did not come up, and when the next try is (``time.monotonic``)."""
+class ChildEnded:
+    """How one child ended: it failed to load (``served`` False), or exited after serving."""
 
     reason: str
-    retry_at: float
+    served: bool
 
 
-FailureListener = Callable[["LocalWorker", LoadFailure], None]
+EndListener = Callable[["LocalWorker", ChildEnded], None]
+
+
+def death_reason(code: int, backend: str, said: str = "") -> str:
+    """Why a child that exited with ``code`` ended, for a person to act on."""
+    if code >= 0:
+        return said or f"the worker process exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    if -code == signal.SIGILL:
+        runtime = "llama.cpp build" if backend == "llama_cpp" else "model runtime"
+        return (
+            f"the worker process was killed by SIGILL: the {runtime} uses instructions "
+            "this CPU lacks; rebuild with CMAKE_ARGS=-DGGML_NATIVE=OFF"
+        )
+    return f"the worker process was killed by {name}"
 
 
 class LocalWorker(OpenAIWorker):
@@ -110,41 +128,36 @@ class LocalWorker(OpenAIWorker):
         )
         super().__init__(worker_id, config, upstream)
         self.process: asyncio.subprocess.Process | None = None
-        self.restarts = 0
+        self.restarts = 0  # children started after one that ended by itself
         self.spec = _spec(config, threads)
-        self.failure: LoadFailure | None = None
-        self._serving = False
         self._ready = asyncio.Event()
-        self._supervisor: asyncio.Task[None] | None = None
-        self._failure_listeners: list[FailureListener] = []
+        self._child: asyncio.Task[None] | None = None
+        self._ended = False  # the last child ended by itself (not by unload)
+        self._end_listeners: list[EndListener] = []
         self._stderr: _StderrTail | None = None
 
-    @property
-    def loaded(self) -> bool:
-        """Whether :meth:`load` was called and :meth:`unload` not since (the child may be
-        starting, running, or waiting to be restarted)."""
-        return self._supervisor is not None and not self._supervisor.done()
-
-    def watch_failures(self, listener: FailureListener) -> None:
-        """Call ``listener(worker, failure)`` whenever a child fails to load or dies."""
-        self._failure_listeners.append(listener)
+    def watch_ends(self, listener: EndListener) -> None:
+        """Call ``listener(worker, ended)`` whenever a child fails to load or exits."""
+        self._end_listeners.append(listener)
 
     def load(self) -> None:
-        """Start the child (and restart it as needed) until :meth:`unload` or :meth:`close`."""
-        if self.closed or self.loaded:
+        """Start one child, unless one is starting or running (or the worker is closed)."""
+        if self.closed or (self._child is not None and not self._child.done()):
             return
-        self.failure = None
-        self._supervisor = asyncio.ensure_future(self._supervise())
+        if self._ended:
+            self.restarts += 1
+        self._ended = False
+        self._child = asyncio.ensure_future(self._run_child())
 
     async def unload(self) -> None:
         """Stop the child; the worker stays usable and may :meth:`load` again."""
-        supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
-            supervisor.cancel()
-            await asyncio.gather(supervisor, return_exceptions=True)
+        child, self._child = self._child, None
+        if child is not None:
+            child.cancel()
+            await asyncio.gather(child, return_exceptions=True)
         await self._stop_process()
         self._went_down()
-        self.failure = None
+        self._ended = False
 
     async def call(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
         try:
@@ -204,53 +217,44 @@ class LocalWorker(OpenAIWorker):
         out["pid"] = self.pid()
         out["restarts"] = self.restarts
         out["n_threads"] = self.spec.options.n_threads
-        if self.failure is not None:
-            out["last_error"] = self.failure.reason
         return out
 
     def _running(self) -> bool:
-        return self._serving
+        """Up: its child reported its port (loaded, warmed up) and has not exited."""
+        return self._ready.is_set()
 
     def _went_down(self) -> None:
-        self._serving = False
-        self._refresh()
         self._ready.clear()
+        self._refresh()
 
-    def _failed(self, reason: str, backoff: float) -> None:
-        self.failure = LoadFailure(reason, time.monotonic() + backoff)
-        for listener in list(self._failure_listeners):
-            listener(self, self.failure)
+    def _report(self, ended: ChildEnded) -> None:
+        self._ended = True
+        for listener in list(self._end_listeners):
+            listener(self, ended)
 
-    async def _supervise(self) -> None:
-        backoff = 1.0
-        while not self.closed:
-            started = time.monotonic()
-            port, reason = await self._spawn()
-            if port is not None:
-                self.base_url = f"http://127.0.0.1:{port}/v1"
-                self.failure = None
-                self._serving = True
-                self._refresh()
-                self._ready.set()
-                log.info(
-                    "local_worker_ready",
-                    worker=self.worker_id,
-                    pid=self.pid(),
-                    load_s=round(time.monotonic() - started, 2),
-                )
-                assert self.process is not None
-                code = await self.process.wait()
-                self._went_down()
-                if self.closed:
-                    return
-                reason = f"the worker process exited with code {code}"
-                log.error("local_worker_exited", worker=self.worker_id, code=code)
-                if time.monotonic() - started > 60:
-                    backoff = 1.0
-            self.restarts += 1
-            self._failed(reason, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF_S)
+    async def _run_child(self) -> None:
+        """One child: started, served until it exits; how it ended goes to the listeners."""
+        started = time.monotonic()
+        port, reason = await self._spawn()
+        if port is None:
+            self._report(ChildEnded(reason, served=False))
+            return
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self._ready.set()
+        self._refresh()
+        log.info(
+            "local_worker_ready",
+            worker=self.worker_id,
+            pid=self.pid(),
+            load_s=round(time.monotonic() - started, 2),
+        )
+        assert self.process is not None
+        code = await self.process.wait()
+        self._went_down()
+        if self.closed:
+            return
+        log.error("local_worker_exited", worker=self.worker_id, code=code)
+        self._report(ChildEnded(death_reason(code, self.config.backend), served=True))
 
     async def _spawn(self) -> tuple[int | None, str]:
         """Start the child: its port once the model is loaded, or None and why not."""
@@ -276,7 +280,7 @@ class LocalWorker(OpenAIWorker):
                 if process.returncode is not None:
                     await tail.done()
                     code = process.returncode
-                    reason = tail.last or f"the worker process exited with code {code}"
+                    reason = death_reason(code, self.config.backend, tail.last)
                     log.error(
                         "local_worker_failed_to_start",
                         worker=self.worker_id,

@@ -22,8 +22,9 @@ from appliance.clip import clip
 from appliance.config import ApplianceConfig, ModelConfig
 from appliance.config.backends import LlamaCppModel, OnnxModel
 from appliance.errors import ModelNotFoundError
-from appliance.local.lifecycle import ModelLifecycle, State
+from appliance.local.lifecycle import ModelLifecycle
 from appliance.local.residency import Residency
+from appliance.local.states import State
 from appliance.local.worker import LocalWorker, thread_share
 from appliance.serving.dispatch import Dispatcher
 from appliance.serving.health import HealthMonitor
@@ -231,17 +232,34 @@ class ModelGroup:
             self.lifecycle.start()
 
     async def wait_ready(self) -> None:
-        """Wait until every worker can serve (an on-demand model: at once)."""
-        if self.lifecycle is not None and self.lifecycle.config.load == "on_demand":
+        """Wait until every worker can serve (an on-demand model: at once).
+
+        Raises:
+            RuntimeError: a local model failed to load ``max_load_attempts`` times.
+        """
+        lifecycle = self.lifecycle
+        if lifecycle is not None and lifecycle.config.load == "on_demand":
             return
-        await asyncio.gather(*(w.wait_ready() for w in self.workers))
+        ready = asyncio.ensure_future(asyncio.gather(*(w.wait_ready() for w in self.workers)))
+        try:
+            while not ready.done():
+                if lifecycle is not None and lifecycle.state is State.FAILED:
+                    reason = lifecycle.error.reason if lifecycle.error else "unknown"
+                    raise RuntimeError(f"model '{self.name}' failed to load: {reason}")
+                await asyncio.wait([ready], timeout=0.1)
+        finally:
+            ready.cancel()
+        await ready
 
     async def close(self) -> None:
-        """Stop health checking, loading and every worker."""
+        """Stop health checking, loading and every worker (a local model's lifecycle
+        stops its own, and leaves the memory budget)."""
         await self.health.stop()
+        workers = self.workers
         if self.lifecycle is not None:
             await self.lifecycle.close()
-        await asyncio.gather(*(w.close() for w in self.workers), return_exceptions=True)
+            workers = [w for w in workers if w not in self.lifecycle.workers]
+        await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
 
     def _available(self, worker: Worker) -> bool:
         """Whether ``worker`` may take requests: up, not ejected, and not unloading."""

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from appliance.child.engines.base import resolve, shorten
 from appliance.config.backends import LlamaCppModel, ModelFile
-from appliance.local.worker import LocalWorker
+from appliance.local.worker import ChildEnded, LocalWorker
 from tests.support.poll import until_async
 
 
@@ -38,7 +38,7 @@ def test_model_file_needs_one_source() -> None:
         ModelFile(package="b")
 
 
-async def test_worker_that_cannot_load_stays_unhealthy_and_is_retried(tmp_path: Path) -> None:
+async def test_worker_that_cannot_load_reports_why_and_decides_nothing(tmp_path: Path) -> None:
     config = LlamaCppModel.model_validate(
         {
             "name": "broken",
@@ -47,14 +47,21 @@ async def test_worker_that_cannot_load_stays_unhealthy_and_is_retried(tmp_path: 
         }
     )
     worker = LocalWorker("broken/0", config)
+    ends: list[ChildEnded] = []
+    worker.watch_ends(lambda _worker, ended: ends.append(ended))
     await worker.start()
     worker.load()
     try:
-        await until_async(lambda: worker.restarts >= 1, what="a restart after the failed load")
+        [ended] = await until_async(lambda: ends, what="the failed load reported")
+        assert not ended.served and "does not exist" in ended.reason
         assert not worker.up
+        # Not tried again by itself: the model's lifecycle decides that.
+        assert worker.process is not None and worker.process.returncode is not None
+        worker.load()
+        await until_async(lambda: len(ends) == 2, what="the second try reported")
+        assert worker.restarts == 1
     finally:
         await worker.close()
-    assert worker.process is not None and worker.process.returncode is not None
 
 
 def test_shortened_vectors_keep_their_leading_dimensions_normalised() -> None:

@@ -27,6 +27,10 @@ class Engine:
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def warm_up(self) -> None:
+        """Run the model once, as little as it can (a token, an embedding), so that a
+        model that cannot run here fails its load rather than its first request."""
+
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         raise _unsupported("chat/completions")
 

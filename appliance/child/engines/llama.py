@@ -96,6 +96,14 @@ class LlamaEngine(Engine):
         self._lock = threading.Lock()  # one llama.cpp context: one request at a time
         self.template = Template() if self.embedding else self._probe()
 
+    def warm_up(self) -> None:
+        """One token (or one embedding) from a one-word prompt."""
+        with self._lock:
+            if self.embedding:
+                self.llm.create_embedding(["warm up"])
+            else:
+                self.llm.create_completion(prompt=self.llm.tokenize(b"Hi"), max_tokens=1)
+
     # ---- chat -------------------------------------------------------------------------
 
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:

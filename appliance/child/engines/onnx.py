@@ -41,6 +41,10 @@ class OnnxEngine(Engine):
         width = self.session.get_outputs()[0].shape[-1]
         self.dimensions = width if isinstance(width, int) else len(self._encode(["x"])[0][0])
 
+    def warm_up(self) -> None:
+        """One short text through the encoder."""
+        self._encode(["warm up"])
+
     def embed(self, texts: list[str], dimensions: int | None = None) -> tuple[Any, int]:
         # Float32 arrays: orjson serialises them directly, far faster than lists.
         vectors, tokens = self._encode(texts)

@@ -190,9 +190,7 @@ def _wrap(prefix: str, text: str, width: int = 92) -> list[str]:
     return [*out, prefix + line] if line else out
 
 
-_BLOCK = re.compile(
-    r"(<!-- not run: the architecture picture[^\n]*-->\n```\n)(.*?)\n?(```)", re.S
-)
+_BLOCK = re.compile(r"(<!-- not run: the architecture picture[^\n]*-->\n```\n)(.*?)\n?(```)", re.S)
 
 
 def readme_picture() -> str | None:

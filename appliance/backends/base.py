@@ -37,7 +37,12 @@ class Worker(ABC):
 
     Attributes:
         worker_id: ``<model>/<n>``, stable across reloads of an unchanged model.
+        stoppable: Whether cancelling a call stops the model's work (a local model's
+            child stops generating); an upstream's work runs on, so a plain call whose
+            client left is waited for and charged in full.
     """
+
+    stoppable = False
 
     def __init__(self, worker_id: str, config: ModelConfig) -> None:
         self.worker_id = worker_id

@@ -179,6 +179,10 @@ class OpenAIWorker(Worker):
         finally:
             response.release()
 
+    def _call_headers(self) -> dict[str, str]:
+        """The headers of one request to the upstream."""
+        return self._headers
+
     async def _post(
         self, endpoint: Endpoint, body: dict[str, Any], *, refused_field: bytes = b""
     ) -> aiohttp.ClientResponse:
@@ -192,7 +196,7 @@ class OpenAIWorker(Worker):
             async with asyncio.timeout(self._first_byte_s):
                 response = await _guard(
                     self._session.post(
-                        url, data=payload, headers=self._headers, allow_redirects=False
+                        url, data=payload, headers=self._call_headers(), allow_redirects=False
                     )
                 )
         except TimeoutError:

@@ -3,7 +3,8 @@
 The supervisor runs it as a child process on a loopback port; on another machine it
 serves a model to appliances that list it as an ``openai`` upstream. It answers the same
 routes and error envelope as the appliance, so the client side is the same code. The
-engine blocks; it runs in a thread, so probes are answered while it generates.
+engine blocks; it runs in a thread, so probes are answered while it generates, and a
+generation stops within a token when its caller leaves or asks it to (:mod:`.calls`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from appliance.child import calls
 from appliance.child.engines import load_engine
 from appliance.child.engines.base import Engine
 from appliance.config import ModelConfig
@@ -34,8 +36,6 @@ from appliance.wire.openai import protocol, reply
 
 log = structlog.get_logger("appliance.worker")
 
-_END = object()
-
 
 class WorkerServer:
     """The aiohttp app around one engine."""
@@ -43,6 +43,7 @@ class WorkerServer:
     def __init__(self, config: ModelConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
+        self.calls = calls.Calls()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
@@ -53,6 +54,7 @@ class WorkerServer:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/rerank", self._rerank)
+        app.router.add_post("/calls/{id}/stop", self.calls.stop)
         return app
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -78,14 +80,17 @@ class WorkerServer:
         self,
         request: web.Request,
         schema: type[protocol.SamplingRequest],
-        plain: Callable[[dict[str, Any]], dict[str, Any]],
+        plain: Callable[[dict[str, Any], threading.Event], dict[str, Any]],
         streamed: Callable[[dict[str, Any], threading.Event], Iterator[dict[str, Any]]],
     ) -> web.StreamResponse:
         # The engine reads the validated values (an int is an int), unknown fields kept.
         body = protocol.validate(schema, await _body(request)).model_dump(exclude_unset=True)
-        if body.get("stream"):
-            return await _stream(request, lambda stop: streamed(body, stop))
-        return _json(await asyncio.to_thread(plain, body))
+        with self.calls.track(request) as call:
+            if body.get("stream"):
+                return await calls.stream(request, call, lambda stop: streamed(body, stop))
+            result = await calls.plain(request, call, lambda stop: plain(body, stop))
+        # None: the caller left; the answer goes nowhere (499, nginx's "client closed")
+        return _json(result) if result is not None else web.Response(status=499)
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         req: protocol.EmbeddingRequest = protocol.validate(
@@ -130,62 +135,6 @@ class WorkerServer:
         )
 
 
-async def _stream(
-    request: web.Request, produce: Callable[[threading.Event], Iterator[dict[str, Any]]]
-) -> web.StreamResponse:
-    """Run a blocking chunk generator in a thread and send its chunks as SSE."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    stop = threading.Event()
-
-    def pump() -> None:
-        try:
-            for chunk in produce(stop):
-                loop.call_soon_threadsafe(queue.put_nowait, chunk)
-        except BaseException as exc:  # handed to the event loop, which decides
-            loop.call_soon_threadsafe(queue.put_nowait, exc)
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, _END)
-
-    worker = loop.run_in_executor(None, pump)
-    response: web.StreamResponse | None = None
-    try:
-        while True:
-            item = await _next(request, queue)
-            if item is _END:
-                break
-            if isinstance(item, BaseException):
-                if response is None:
-                    raise item  # nothing sent yet: a plain error response
-                envelope = _envelope(item)
-                await response.write(b"data: " + orjson.dumps(envelope) + b"\n\n")
-                continue
-            if response is None:
-                response = web.StreamResponse(headers={"content-type": "text/event-stream"})
-                await response.prepare(request)
-            await response.write(b"data: " + orjson.dumps(item) + b"\n\n")
-        if response is None:
-            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
-            await response.prepare(request)
-        await response.write(b"data: [DONE]\n\n")
-        return response
-    finally:
-        stop.set()
-        await asyncio.shield(worker)
-
-
-async def _next(request: web.Request, queue: asyncio.Queue[Any]) -> Any:
-    """The next chunk; notices a client that left while the model thinks."""
-    while True:
-        try:
-            async with asyncio.timeout(0.2):  # no task per chunk, as wait_for makes
-                return await queue.get()
-        except TimeoutError:
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise ConnectionResetError("client went away") from None
-
-
 @web.middleware
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
@@ -209,13 +158,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         raise
     except Exception as exc:
         log.exception("engine_failed")
-        return _json(_envelope(exc), status=500)
-
-
-def _envelope(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, APIError):
-        return exc.envelope()
-    return APIError(f"The model failed: {type(exc).__name__}").envelope()
+        return _json(calls.envelope(exc), status=500)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

@@ -6,8 +6,9 @@ it, so there is only ever one reader of ``receive``). When the client leaves:
 
 - before the response began, a request that has not reached a model yet (waiting for a
   slot, a model's load) is cancelled, which frees its place, and so is a stream (closing
-  it stops the model); a plain call a model is working on runs to its end and is charged
-  what the model produced, its response dropped;
+  it stops the model) and any call to a local model (its child stops generating); a
+  plain call an upstream is working on runs to its end and is charged what the model
+  produced, its response dropped;
 - after the response began (a stream), the callbacks registered with
   :func:`on_disconnect` run, and the relay stops reading from the worker.
 """
@@ -151,11 +152,15 @@ class Exchange:
 
     def _abandon(self) -> bool:
         """Whether a request whose client left before its response is given up: one no
-        model took yet (it waits for a slot or a load), and a stream (closing it stops
-        the model; it is charged what the model read). A plain call a model is working on
-        runs to its end: it is charged what the model produced."""
-        charge = self.account.charge
-        return not self.account.reached_model or (charge is not None and charge.streamed)
+        model took yet (it waits for a slot or a load), a stream (closing it stops the
+        model; it is charged what the model read), and a call to a worker that stops its
+        work when cancelled (a local model; charged the prompt it read). A plain call an
+        upstream is working on runs to its end: it is charged what the model produced."""
+        account = self.account
+        charge = account.charge
+        if not account.reached_model or account.timing.stoppable:
+            return True
+        return charge is not None and charge.streamed
 
     async def finish(self) -> None:
         if self._timer is not None:

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,7 +37,7 @@ import structlog
 
 from appliance.backends.base import ReplyStream
 from appliance.backends.openai import OpenAIWorker, Upstream
-from appliance.clip import clip
+from appliance.child.calls import CALL_HEADER
 from appliance.config import ApplianceConfig
 from appliance.config.backends import LlamaCppModel, OnnxModel
 from appliance.errors import (
@@ -47,6 +46,8 @@ from appliance.errors import (
     UpstreamConnectionError,
     UpstreamError,
 )
+from appliance.local.stderr import StderrTail
+from appliance.local.stopping import CALL, StoppingStream, new_call, stop_call
 from appliance.runtime.self_command import self_command
 from appliance.wire.openai.protocol import Endpoint
 
@@ -116,6 +117,7 @@ class LocalWorker(OpenAIWorker):
     """
 
     config: LlamaCppModel | OnnxModel
+    stoppable = True  # a call cancelled stops the child's generation (see .stopping)
 
     def __init__(
         self, worker_id: str, config: LlamaCppModel | OnnxModel, threads: int | None = None
@@ -134,7 +136,7 @@ class LocalWorker(OpenAIWorker):
         self._child: asyncio.Task[None] | None = None
         self._ended = False  # the last child ended by itself (not by unload)
         self._end_listeners: list[EndListener] = []
-        self._stderr: _StderrTail | None = None
+        self._stderr: StderrTail | None = None
 
     def watch_ends(self, listener: EndListener) -> None:
         """Call ``listener(worker, ended)`` whenever a child fails to load or exits."""
@@ -160,18 +162,42 @@ class LocalWorker(OpenAIWorker):
         self._ended = False
 
     async def call(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
+        call_id = new_call()
+        token = CALL.set(call_id)
         try:
             return await super().call(endpoint, body)
         except UpstreamConnectionError as exc:
             raise await self._crashed(exc) from exc
+        except asyncio.CancelledError:
+            await self._stop_call(call_id)  # the slot is free once the child is
+            raise
+        finally:
+            CALL.reset(token)
 
     async def open_stream(
         self, endpoint: Endpoint, body: dict[str, Any], *, usage: bool = False
     ) -> ReplyStream:
+        call_id = new_call()
+        token = CALL.set(call_id)
         try:
-            return await super().open_stream(endpoint, body, usage=usage)
+            stream = await super().open_stream(endpoint, body, usage=usage)
         except UpstreamConnectionError as exc:
             raise await self._crashed(exc) from exc
+        except asyncio.CancelledError:
+            await self._stop_call(call_id)
+            raise
+        finally:
+            CALL.reset(token)
+        return StoppingStream(stream, lambda: self._stop_call(call_id))
+
+    def _call_headers(self) -> dict[str, str]:
+        call_id = CALL.get()
+        return {**self._headers, CALL_HEADER: call_id} if call_id else self._headers
+
+    async def _stop_call(self, call_id: str) -> None:
+        """Stop the child's generation for ``call_id`` (see :mod:`.stopping`)."""
+        root = self.base_url.removesuffix("/v1")
+        await stop_call(self._session, root, call_id, self.worker_id)
 
     async def _crashed(self, exc: UpstreamConnectionError) -> UpstreamError:
         """``exc``, or a :class:`ModelCrashedError` if the child died of a fatal signal.
@@ -274,7 +300,7 @@ class LocalWorker(OpenAIWorker):
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
             assert process.stderr is not None
-            tail = self._stderr = _StderrTail(process.stderr)  # held: tasks are weakly kept
+            tail = self._stderr = StderrTail(process.stderr)  # held: tasks are weakly kept
             deadline = time.monotonic() + self.config.startup_timeout_s
             while time.monotonic() < deadline:
                 if process.returncode is not None:
@@ -307,28 +333,6 @@ class LocalWorker(OpenAIWorker):
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
-
-
-class _StderrTail:
-    """Copies a child's stderr to ours, line by line, keeping its last non-empty line."""
-
-    def __init__(self, stream: asyncio.StreamReader) -> None:
-        self.last = ""
-        self._task = asyncio.ensure_future(self._copy(stream))
-
-    async def done(self) -> None:
-        """Wait (briefly) until the child's stderr is closed."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._task), 1.0)
-
-    async def _copy(self, stream: asyncio.StreamReader) -> None:
-        with contextlib.suppress(ValueError, ConnectionError):  # ValueError: a huge line
-            async for line in stream:
-                sys.stderr.buffer.write(line)
-                sys.stderr.buffer.flush()
-                text = line.decode("utf-8", "replace").strip()
-                if text:
-                    self.last = clip(text, 300)
 
 
 def _spec(config: LlamaCppModel | OnnxModel, threads: int | None) -> LlamaCppModel | OnnxModel:

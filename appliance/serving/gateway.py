@@ -48,16 +48,19 @@ class Timing:
     """Where a request's time went: the client's body, waiting for a worker, on workers.
 
     ``model`` is the model whose worker took the request last (None: it reached none),
-    which is the model that answered when the request succeeded (for pricing).
+    which is the model that answered when the request succeeded (for pricing);
+    ``stoppable`` whether that worker stops its work when the call is cancelled
+    (:attr:`Worker.stoppable <appliance.backends.base.Worker.stoppable>`).
     """
 
-    __slots__ = ("client_s", "model", "queued_s", "worker_s")
+    __slots__ = ("client_s", "model", "queued_s", "stoppable", "worker_s")
 
     def __init__(self) -> None:
         self.client_s = 0.0
         self.queued_s = 0.0
         self.worker_s = 0.0
         self.model: str | None = None
+        self.stoppable = False
 
 
 class Gateway:
@@ -195,6 +198,7 @@ class Gateway:
                     timing.queued_s += clock() - started
                 attempts -= 1
                 timing.model = group.config.name
+                timing.stoppable = worker.stoppable
                 started = clock()
                 try:
                     result = await operation(worker)

@@ -31,13 +31,16 @@ class Engine:
         """Run the model once, as little as it can (a token, an embedding), so that a
         model that cannot run here fails its load rather than its first request."""
 
-    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+    def chat(self, body: dict[str, Any], stop: threading.Event | None = None) -> dict[str, Any]:
+        """One reply; ``stop`` set: it ends after the token being made, as it stands."""
         raise _unsupported("chat/completions")
 
     def chat_stream(self, body: dict[str, Any], stop: threading.Event) -> Iterator[dict[str, Any]]:
         raise _unsupported("chat/completions")
 
-    def completion(self, body: dict[str, Any]) -> dict[str, Any]:
+    def completion(
+        self, body: dict[str, Any], stop: threading.Event | None = None
+    ) -> dict[str, Any]:
         raise _unsupported("completions")
 
     def completion_stream(

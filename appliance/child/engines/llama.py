@@ -14,6 +14,7 @@ llama-cpp-python's forces only a named function, and ``auto`` ones not at all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -23,7 +24,14 @@ from typing import Any
 import jinja2
 
 from appliance.child.engines.base import Engine, resolve, shorten
-from appliance.child.engines.llama_replies import ChatDeltas, Deltas, TextDeltas, chat_choice
+from appliance.child.engines.llama_replies import (
+    ChatDeltas,
+    Deltas,
+    TextDeltas,
+    chat_choice,
+    reply_of,
+    single,
+)
 from appliance.child.engines.llama_request import (
     ChatCall,
     chat_call,
@@ -51,7 +59,7 @@ class _Formatted(Exception):  # a signal, not an error
 
 
 def _llama_class() -> type[Any]:
-    from llama_cpp import Llama
+    from llama_cpp import Llama, StoppingCriteriaList
 
     class DryRunLlama(Llama):
         """llama.cpp whose chat handler can run without generating.
@@ -61,12 +69,17 @@ def _llama_class() -> type[Any]:
         """
 
         dry_run = False
+        halt: threading.Event | None = None  # the generation's stop flag, while it runs
 
         def create_completion(self, prompt: Any, *args: Any, **kwargs: Any) -> Any:
             if self.dry_run:
                 if isinstance(prompt, str):  # as llama-cpp-python tokenizes a text prompt
                     prompt = self.tokenize(prompt.encode(), add_bos=True, special=True)
                 raise _Formatted(list(prompt))
+            halt = self.halt
+            if halt is not None:  # checked after every token (chat handlers pass theirs)
+                criteria = [*(kwargs.get("stopping_criteria") or ()), lambda *_: halt.is_set()]
+                kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
             return super().create_completion(prompt, *args, **kwargs)
 
     return DryRunLlama
@@ -104,26 +117,38 @@ class LlamaEngine(Engine):
             else:
                 self.llm.create_completion(prompt=self.llm.tokenize(b"Hi"), max_tokens=1)
 
+    @contextlib.contextmanager
+    def _running(self, stop: threading.Event | None) -> Iterator[None]:
+        """The context, held until the generation ended; ``stop`` ends it between tokens."""
+        with self._lock:
+            self.llm.halt = stop
+            try:
+                yield
+            finally:
+                self.llm.halt = None
+
     # ---- chat -------------------------------------------------------------------------
 
-    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+    def chat(self, body: dict[str, Any], stop: threading.Event | None = None) -> dict[str, Any]:
         self._generating()
         call = chat_call(body, self.template, self.n_vocab)
         choices, completion = [], 0
-        with self._lock:
+        with self._running(stop):
             prompt = self._prompt(call)
             kwargs = self._generation(call)
             for index in range(call.n):
                 reply = self.llm.create_chat_completion(**kwargs)
                 choices.append(chat_choice(index, reply["choices"][0], call))
                 completion += reply["usage"]["completion_tokens"]
-        return _reply(reply, "chat.completion", self.name, choices, prompt, completion)
+                if stop is not None and stop.is_set():
+                    break
+        return reply_of(reply, "chat.completion", self.name, choices, prompt, completion)
 
     def chat_stream(self, body: dict[str, Any], stop: threading.Event) -> Iterator[dict[str, Any]]:
         self._generating()
-        _single(body)
+        single(body)
         call = chat_call(body, self.template, self.n_vocab)
-        with self._lock:
+        with self._running(stop):
             prompt = self._prompt(call)
             chunks = self.llm.create_chat_completion(stream=True, **self._generation(call))
             yield from self._relay(chunks, body, stop, prompt, ChatDeltas(call, stop))
@@ -180,12 +205,14 @@ class LlamaEngine(Engine):
 
     # ---- completions ------------------------------------------------------------------
 
-    def completion(self, body: dict[str, Any]) -> dict[str, Any]:
+    def completion(
+        self, body: dict[str, Any], stop: threading.Event | None = None
+    ) -> dict[str, Any]:
         self._generating()
         kwargs = completion_arguments(body, self.n_vocab)
         tokens, echo = self._completion_prompt(body)
         choices, completion = [], 0
-        with self._lock:
+        with self._running(stop):
             for index in range(body.get("n") or 1):
                 reply = self.llm.create_completion(prompt=tokens, **kwargs)
                 choice = reply["choices"][0]
@@ -198,16 +225,18 @@ class LlamaEngine(Engine):
                     }
                 )
                 completion += reply["usage"]["completion_tokens"]
-        return _reply(reply, "text_completion", self.name, choices, len(tokens), completion)
+                if stop is not None and stop.is_set():
+                    break
+        return reply_of(reply, "text_completion", self.name, choices, len(tokens), completion)
 
     def completion_stream(
         self, body: dict[str, Any], stop: threading.Event
     ) -> Iterator[dict[str, Any]]:
         self._generating()
-        _single(body)
+        single(body)
         kwargs = completion_arguments(body, self.n_vocab)
         tokens, echo = self._completion_prompt(body)
-        with self._lock:
+        with self._running(stop):
             chunks = self.llm.create_completion(prompt=tokens, stream=True, **kwargs)
             yield from self._relay(chunks, body, stop, len(tokens), TextDeltas(echo))
 
@@ -295,34 +324,3 @@ class LlamaEngine(Engine):
             reply = self.llm.create_embedding(texts)
         vectors = [item["embedding"] for item in reply["data"]]
         return shorten(vectors, dimensions), int(reply["usage"]["prompt_tokens"])
-
-
-def _single(body: dict[str, Any]) -> None:
-    if (body.get("n") or 1) > 1:
-        raise InvalidRequestError(
-            "n > 1 cannot be streamed from a llama.cpp model; stream n=1 or do not stream.",
-            param="n",
-            code="invalid_value",
-        )
-
-
-def _reply(
-    reply: dict[str, Any],
-    kind: str,
-    name: str,
-    choices: list[dict[str, Any]],
-    prompt: int,
-    completion: int,
-) -> dict[str, Any]:
-    return {
-        "id": reply["id"],
-        "object": kind,
-        "created": reply["created"],
-        "model": name,
-        "choices": choices,
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        },
-    }

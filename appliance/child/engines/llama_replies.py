@@ -13,6 +13,7 @@ from typing import Any
 
 from appliance.child.engines import llama_tools
 from appliance.child.engines.llama_request import ChatCall
+from appliance.errors import InvalidRequestError
 
 
 class Deltas:
@@ -99,3 +100,34 @@ def chat_choice(index: int, choice: dict[str, Any], call: ChatCall) -> dict[str,
         message["function_call"] = message.pop("tool_calls")[0]["function"]
     finish = finish_reason(choice["finish_reason"], reader.called, call.legacy)
     return {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
+
+
+def single(body: dict[str, Any]) -> None:
+    if (body.get("n") or 1) > 1:
+        raise InvalidRequestError(
+            "n > 1 cannot be streamed from a llama.cpp model; stream n=1 or do not stream.",
+            param="n",
+            code="invalid_value",
+        )
+
+
+def reply_of(
+    reply: dict[str, Any],
+    kind: str,
+    name: str,
+    choices: list[dict[str, Any]],
+    prompt: int,
+    completion: int,
+) -> dict[str, Any]:
+    return {
+        "id": reply["id"],
+        "object": kind,
+        "created": reply["created"],
+        "model": name,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }

@@ -33,7 +33,7 @@ LONG = {
 SHORT = {
     "model": "chat",
     "messages": [{"role": "user", "content": "Say hello."}],
-    "max_tokens": 24,
+    "max_tokens": 96,  # long enough that noticing the client left is a small part
     "temperature": 0,
     "logit_bias": NO_END,
 }

@@ -13,6 +13,7 @@ from appliance.accounting.limits import Limiter, LocalLimiter
 from appliance.config import ApplianceConfig, Settings, load_from_environment
 from appliance.http import errors
 from appliance.http.access import AccessLayer
+from appliance.http.admin_relay import AdminRelay
 from appliance.http.lifespan import (
     ClusterLifetime,
     Component,
@@ -84,7 +85,7 @@ def create_app(
             lambda outcome: metrics.reloads.labels("ok" if outcome.ok else "failed").inc()
         )
     # Started in this order, stopped in reverse: the ledger outlives the requests, the
-    # cluster the reloader, and the process registers once signals can be handled.
+    # cluster the reloader, and the process registers once its signals are handled.
     components: list[Component] = [
         Hooks(stop=limiter.close),
         *([Hooks(ledger.start, ledger.close)] if ledger is not None else []),
@@ -92,6 +93,7 @@ def create_app(
         *([Hooks(hot.start, hot.stop)] if hot is not None else []),
         StateGauges(ref, metrics),
         Drain(ref, live),
+        AdminRelay(ref),
         ProcessRegistration(),
         *([ServingHeap()] if tune_heap else []),
     ]

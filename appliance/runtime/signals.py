@@ -6,6 +6,9 @@
   first sends ``DRAIN_SIGNAL`` to each worker, which then gives open streams
   ``server.drain_timeout_s`` to finish before ending them with an SSE error event;
   Granian stops accepting and waits for requests in flight.
+- ``ADMIN_SIGNAL`` (from one worker process to the others): an admin load or unload is
+  waiting in the runtime folder for every process to carry out
+  (:mod:`appliance.runtime.commands`).
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import signal
 
 RELOAD_SIGNAL = signal.SIGHUP
 DRAIN_SIGNAL = signal.SIGUSR1
+ADMIN_SIGNAL = signal.SIGUSR2
 
 
 def ignore_until_handled() -> None:
-    """In a worker process: ignore both signals until the app installs its handlers.
+    """In a worker process: ignore these signals until the app installs its handlers.
 
     Their default action would end the process.
     """
     signal.signal(RELOAD_SIGNAL, signal.SIG_IGN)
     signal.signal(DRAIN_SIGNAL, signal.SIG_IGN)
+    signal.signal(ADMIN_SIGNAL, signal.SIG_IGN)

@@ -131,7 +131,8 @@ class OpenAIWorker(Worker):
         content_type = response.headers.get("content-type", "")
         if not content_type.startswith("text/event-stream"):
             response.close()
-            raise UpstreamConnectionError(
+            # It was reached and answered: no sign of a broken worker; another may stream.
+            raise UpstreamError(
                 f"The upstream answered a stream request with {content_type or 'no type'}"
             )
         n = body.get("n")

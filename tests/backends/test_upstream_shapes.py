@@ -268,14 +268,6 @@ def test_a_json_reply_to_a_stream_request_is_a_502_before_any_byte(
         api(server).chat.completions.create(model="no-stream", messages=MESSAGES, stream=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product defect: a JSON answer to a stream request is reported as "
-    "upstream_unreachable (UpstreamConnectionError in appliance/backends/openai.py "
-    "open_stream), though the upstream was reached and answered; README's Errors table "
-    "keeps upstream_unreachable for an unreachable upstream, and a plain request's "
-    "non-JSON 200 is upstream_error",
-)
 def test_a_json_reply_to_a_stream_request_is_an_upstream_error_not_unreachable(
     server: RunningServer,
 ) -> None:

@@ -225,8 +225,18 @@ class Ledger:
         if len(self._rows) >= BATCH:
             self._full.set()
 
+    @property
+    def buffered(self) -> int:
+        """Rows waiting to be written."""
+        return len(self._rows)
+
     async def flush(self) -> None:
-        """Write what is buffered now."""
+        """Write what is buffered now. A caller cancelled meanwhile (a client that left
+        ``/admin/usage``) does not cut it short: rows taken from the buffer are written and
+        taken off the budget book's unwritten spend, or they would count twice."""
+        await asyncio.shield(self._flush_locked())
+
+    async def _flush_locked(self) -> None:
         async with self._lock:
             await self._flush()
 

@@ -119,9 +119,20 @@ class Gateway:
             return await self.call(principal, Endpoint.EMBEDDINGS, body, timing)
         # The parts run side by side: the slowest one is the request's worker time.
         timings = [Timing() for _ in parts]
+
+        def embed(part: Any) -> Callable[[Worker], Awaitable[bytes]]:
+            async def on(worker: Worker) -> bytes:
+                if timing is not None and timing.model is None:
+                    # A model took the request now, not once every part is back: a client
+                    # that leaves meanwhile is charged what the workers still do.
+                    timing.model, timing.stoppable = worker.config.name, worker.stoppable
+                return await worker.call(Endpoint.EMBEDDINGS, {**body, "input": part})
+
+            return on
+
         replies = await asyncio.gather(
             *(
-                self._attempt(groups, _embed({**body, "input": part}), hold=False, timing=t)
+                self._attempt(groups, embed(part), hold=False, timing=t)
                 for part, t in zip(parts, timings, strict=True)
             ),
             return_exceptions=True,
@@ -251,10 +262,6 @@ class _LeasedStream:
             await self._stream.aclose()
         finally:
             self._group.release(worker)
-
-
-def _embed(body: dict[str, Any]) -> Callable[[Worker], Awaitable[bytes]]:
-    return lambda worker: worker.call(Endpoint.EMBEDDINGS, body)
 
 
 def _split(inputs: Any, ways: int) -> list[Any]:

@@ -23,7 +23,7 @@ import structlog
 from appliance.errors import UpstreamError
 
 CHARS_PER_TOKEN = 4
-MAX_COUNT = 10**12  # tokens in one request, far past any model: a larger figure is broken
+MAX_COUNT = 10**8  # tokens in one request, past any model's context: a larger figure is broken
 
 log = structlog.get_logger("appliance.usage")
 

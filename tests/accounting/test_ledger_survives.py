@@ -84,3 +84,33 @@ async def test_a_row_the_file_refuses_does_not_stop_the_others(tmp_path: Path) -
     assert ids(path)[-5:] == [f"later-{n}" for n in range(5)]
     spend = ledger_rows(path, "SELECT key, cost FROM spend")
     assert spend == [("k", 0.25 * 7)]  # every written row's cost, the refused one's not
+
+
+async def test_a_flush_whose_caller_is_cancelled_counts_its_spend_once(tmp_path: Path) -> None:
+    """A client that leaves ``/admin/usage`` cancels the flush it awaits; the rows it had
+    taken are still written and leave the budget book's unwritten spend (not counted twice)."""
+    import asyncio
+    import sqlite3
+
+    from appliance.accounting.budgets import SpendBook, day_of
+
+    path = tmp_path / "usage.sqlite"
+    book = SpendBook()
+    ledger = Ledger(path, book, flush_s=3600)  # flushed only when asked
+    await ledger.start()
+    try:
+        now = time.time()
+        book.add("k", day_of(now), 1.0)  # as the charge does before its row
+        ledger.append(row("r1", ts=now, cost=1.0))
+        blocker = sqlite3.connect(path, timeout=10, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the file is busy: the write waits
+        waiting = asyncio.ensure_future(ledger.flush())
+        await until_async(lambda: ledger.buffered == 0, what="the flush took the row")
+        waiting.cancel()  # the caller leaves while the write waits for the file
+        blocker.execute("COMMIT")
+        blocker.close()
+        await until_async(lambda: ids(path) == ["r1"], what="the row written anyway")
+        await until_async(lambda: ledger.written == 1, what="the write counted")
+        assert book.spent("k", [day_of(now)]) == 1.0
+    finally:
+        await ledger.close()

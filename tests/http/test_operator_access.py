@@ -124,6 +124,23 @@ def test_status_without_an_admin_key_shows_no_budgets(
     assert [m["name"] for m in body["models"]] == ["echo"]
 
 
+def keys_anywhere(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in keys_anywhere(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in keys_anywhere(v)}
+    return set()
+
+
+def test_status_without_an_admin_key_shows_no_pids_memory_errors_or_paths(
+    keyless: RunningServer,
+) -> None:
+    body = get(keyless, "/status.json", "k-tenant-a").json()
+    assert not keys_anywhere(body) & {"pid", "memory_mb", "last_error", "file"}
+    assert body["models"][0]["workers"][0]["state"]  # the rest of the view is there
+    assert str(keyless.config_path) not in get(keyless, "/status.json").text
+
+
 def test_readyz_tells_anyone_only_what_a_load_balancer_needs(keyless: RunningServer) -> None:
     response = get(keyless, "/readyz")
     assert response.status_code == 200
@@ -145,7 +162,9 @@ def test_operator_routes_need_the_admin_key_once_there_is_one(
 
 def test_the_admin_key_sees_the_details(guarded: RunningServer) -> None:
     assert key_labels(guarded.metrics_text(ADMIN)) == {"tenant-a", "tenant-b"}
-    budgets = guarded.status(ADMIN)["budgets"]
+    status = guarded.status(ADMIN)
+    assert {"pid", "file"} <= keys_anywhere(status)
+    budgets = status["budgets"]
     assert [b["key"] for b in budgets] == ["tenant-a"]
     assert budgets[0]["amount"] == 100
     rows = until(

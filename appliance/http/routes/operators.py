@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from importlib import resources
+from typing import Any
 
 import falcon
 import falcon.asgi
@@ -65,24 +66,25 @@ class StatusResource:
             for m in snapshot.models
         ]
         reloader = self.reloader
-        resp.data = orjson.dumps(
-            {
-                "ready": snapshot.ready,
-                "models": models,
-                "aliases": registry.routes,
-                "api_keys": cluster.auth.key_count,
-                "budgets": await self._budgets(cluster) if req.context.admin else [],
-                "recent": self.recent.summary(time.time()),
-                "config": {
-                    "file": self.source,
-                    "reloads": reloader.reloads if reloader else 0,
-                    "last_reload": reloader.last_reload if reloader else None,
-                },
-                "pid": os.getpid(),
-                "started": self.started,
-                "now": time.time(),
-            }
-        )
+        body = {
+            "ready": snapshot.ready,
+            "models": models,
+            "aliases": registry.routes,
+            "api_keys": cluster.auth.key_count,
+            "budgets": await self._budgets(cluster) if req.context.admin else [],
+            "recent": self.recent.summary(time.time()),
+            "config": {
+                "file": self.source,
+                "reloads": reloader.reloads if reloader else 0,
+                "last_reload": reloader.last_reload if reloader else None,
+            },
+            "pid": os.getpid(),
+            "started": self.started,
+            "now": time.time(),
+        }
+        if not req.context.admin:
+            body = _without_private(body)  # worker PIDs, memory, errors, paths: the admin's
+        resp.data = orjson.dumps(body)
         resp.content_type = falcon.MEDIA_JSON
         resp.set_header("cache-control", "no-store")
 
@@ -113,3 +115,16 @@ class StatusPage:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         resp.data = _PAGE
         resp.content_type = falcon.MEDIA_HTML
+
+
+_PRIVATE = frozenset({"pid", "memory_mb", "last_error", "file"})
+
+
+def _without_private(value: Any) -> Any:
+    """``value`` less, at any depth, what only the operator may see: process ids, memory,
+    load errors (which name files) and the config file's path."""
+    if isinstance(value, dict):
+        return {k: _without_private(v) for k, v in value.items() if k not in _PRIVATE}
+    if isinstance(value, list):
+        return [_without_private(v) for v in value]
+    return value

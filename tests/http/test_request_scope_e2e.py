@@ -77,6 +77,7 @@ def server(
         "fails-mid-stream": "error-mid-stream",
         "old-http": "ok",
     }
+    split = model("split-embed", "ok", upstream, type="embedding", workers=2)
     keys = [
         {"name": "open", "key": "k-open"},
         {"name": "tight", "key": "k-tight", "tpm": 20, "budget": {"amount": 1000}},
@@ -84,6 +85,7 @@ def server(
     ]
     config = cluster_config(
         *(model(name, up, upstream) for name, up in served.items()),
+        split,
         auth={"api_keys": keys, "window_s": 600},
         server={"admin_key": ADMIN},
         state={"usage_path": str(ledger)},
@@ -173,6 +175,36 @@ def leave_once_upstream_has_it(
 
 
 # 1. A client that leaves: 499 everywhere, charged what the model did.
+
+
+def test_split_embeddings_whose_client_left_are_charged_as_499(
+    server: RunningServer, upstream: FakeUpstream, ledger: Path
+) -> None:
+    """The batch goes to two workers side by side; the client leaves while both work. A
+    model took the request as soon as the first part had a worker: it runs to its end
+    and is charged, not cancelled unaccounted."""
+    rid = new_id("split-embed")
+    texts = [f"{rid} {i}" for i in range(4)]
+    payload = orjson.dumps({"model": "split-embed", "input": texts, "x_first_delay_ms": 1500})
+    head = (
+        "POST /v1/embeddings HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{server.port}\r\n"
+        "Authorization: Bearer k-open\r\n"
+        f"x-request-id: {rid}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head + payload)
+        until(
+            lambda: sum(rid in str(seen.body.get("input")) for seen in upstream.requests) == 2,
+            what="both parts at the upstream",
+        )
+        sock.shutdown(socket.SHUT_RDWR)
+    status, prompt, _, cost, _, _ = the_row(ledger, rid)
+    assert status == 499
+    assert prompt > 0 and cost > 0
+    assert access_status(server, rid) == 499
 
 
 def test_plain_request_whose_client_left_is_charged_in_full_as_499(

@@ -129,6 +129,16 @@ class ServerConfig(Strict):
         le=300,
         description="While a stream waits for its next chunk, send an SSE comment this often.",
     )
+    send_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Longest a write to a client may wait. A client that stops reading its stream"
+            " counts as gone after it: the stream is closed (its slot freed) and charged"
+            " what was sent."
+        ),
+    )
     header_timeout_s: float = Field(
         30.0,
         gt=0,

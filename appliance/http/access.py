@@ -90,7 +90,7 @@ class AccessLayer:
             request_id.decode(), scope["method"], scope["path"], cluster, self.sinks
         )
         cluster.enter()
-        exchange = Exchange(scope, receive, send, request_id, account)
+        exchange = Exchange(scope, receive, send, request_id, account, self.live)
         tokens = structlog.contextvars.bind_contextvars(request_id=account.request_id)
         self.live.unanswered.add(exchange)
         try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 from appliance.errors import APIError
 from appliance.http.scope import SCOPE, RequestScope
@@ -28,6 +28,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 DISCONNECT = "appliance.disconnect"
+
+
+class Sending(Protocol):
+    """Where exchanges waiting on a send are known (:class:`~.sse.LiveStreams`)."""
+
+    sending: set[Exchange]
 
 
 def on_disconnect(scope: Scope, callback: Callable[[], None]) -> None:
@@ -61,11 +67,13 @@ class Exchange:
         "_receive",
         "_send",
         "_timer",
+        "_told",
         "_watcher",
         "account",
         "completed",
         "ended",
         "gone",
+        "live",
         "request_id",
         "scope",
         "status",
@@ -79,9 +87,12 @@ class Exchange:
         send: Send,
         request_id: bytes,
         account: RequestScope,
+        live: Sending,
     ) -> None:
         self.scope = scope
         self.account = account
+        self.live = live
+        self._told = False
         self._receive = receive
         self._send = send
         self.request_id = request_id
@@ -124,7 +135,29 @@ class Exchange:
             await self.account.finish(self.status, completed=self.completed)
         if self.gone:
             return  # nobody to send to: a reply finished after its client left
+        if message["type"] == "http.response.body" and message.get("more_body", False):
+            await self._send_part(message)
+            return
         await self._send(message)
+
+    async def _send_part(self, message: Message) -> None:
+        """Send part of a body (a stream's events): a client that does not take it within
+        ``server.send_timeout_s`` (it stopped reading) counts as gone, and so does one
+        still not taking it when the drain ends the streams."""
+        self.live.sending.add(self)
+        try:
+            async with asyncio.timeout(self.account.cluster.config.server.send_timeout_s):
+                await self._send(message)
+        except TimeoutError:
+            self._client_left()
+        finally:
+            self.live.sending.discard(self)
+
+    def abandon(self) -> None:
+        """The drain ends this response while a send of it waits for the client: give up."""
+        self._client_left()
+        if self.task is not None:
+            self.task.cancel()
 
     def end(self, error: APIError) -> None:
         """Answer ``error`` instead, unless the response has begun (a stream ends itself)."""
@@ -143,12 +176,18 @@ class Exchange:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 break
-        self.gone = self.account.client_gone = True
+        self._client_left()
         if not self.status and self.task is not None and self._abandon():
             self.task.cancel()
+        return message
+
+    def _client_left(self) -> None:
+        """The client is gone: said once, to everyone who asked (the relay stops)."""
+        if self.gone and self._told:
+            return
+        self.gone = self.account.client_gone = self._told = True
         for callback in self.scope.get(DISCONNECT, ()):
             callback()
-        return message
 
     def _abandon(self) -> bool:
         """Whether a request whose client left before its response is given up: one no

@@ -69,6 +69,7 @@ class LiveStreams:
     def __init__(self) -> None:
         self.relays: set[Relay] = set()
         self.unanswered: set[Endable] = set()  # requests whose response has not begun
+        self.sending: set[Any] = set()  # exchanges waiting for a client to take a send
 
     def __len__(self) -> int:
         return len(self.relays)
@@ -78,6 +79,8 @@ class LiveStreams:
         relays = list(self.relays)
         for relay in relays:
             relay.end(error)
+        for stuck in list(self.sending):  # a client not reading: its send would never end
+            stuck.abandon()
         return len(relays)
 
     def answer_all(self, error: APIError) -> int:

@@ -76,6 +76,7 @@ def server(
         "uncounted": "ok+nousage",
         "fails-mid-stream": "error-mid-stream",
         "old-http": "ok",
+        "never-read": "ok",
     }
     split = model("split-embed", "ok", upstream, type="embedding", workers=2)
     keys = [
@@ -87,7 +88,7 @@ def server(
         *(model(name, up, upstream) for name, up in served.items()),
         split,
         auth={"api_keys": keys, "window_s": 600},
-        server={"admin_key": ADMIN},
+        server={"admin_key": ADMIN, "send_timeout_s": 1},
         state={"usage_path": str(ledger)},
         billing={"currency": "EUR"},
     )
@@ -175,6 +176,44 @@ def leave_once_upstream_has_it(
 
 
 # 1. A client that leaves: 499 everywhere, charged what the model did.
+
+
+def test_a_client_that_stops_reading_its_stream_is_let_go(
+    server: RunningServer, ledger: Path
+) -> None:
+    """It keeps its socket open and reads nothing: once a write has waited
+    ``server.send_timeout_s``, it counts as gone (499), its stream is closed and the
+    model's slot is free, while its socket is still open."""
+    rid = new_id("never-read")
+    body = {
+        "model": "never-read",
+        "messages": ask(rid),
+        "stream": True,
+        "x_chunks": 400_000,  # far more than the socket buffers hold
+    }
+    payload = orjson.dumps(body)
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{server.port}\r\n"
+        "Authorization: Bearer k-open\r\n"
+        f"x-request-id: {rid}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(head + payload)
+        status, *_ = the_row(ledger, rid)  # written while the socket is still open
+        assert status == 499
+        assert access_status(server, rid) == 499
+        until(
+            lambda: server.metric("appliance_in_flight_requests", ADMIN, model="never-read") == 0,
+            what="its slot free",
+        )
+    finally:
+        sock.close()
 
 
 def test_split_embeddings_whose_client_left_are_charged_as_499(

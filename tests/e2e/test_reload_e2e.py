@@ -227,18 +227,19 @@ def test_shutdown_ends_a_long_stream_with_an_error_event(
 
 def test_every_process_reloads(start_server: Callable[..., RunningServer]) -> None:
     config = versioned(0)
-    config["server"]["processes"] = 2
+    config["server"].update(processes=2, admin_key="reload-admin")  # PIDs are the admin's
     server = start_server(config)
     headers = {"Authorization": f"Bearer {KEY}"}
+    admin = {"Authorization": "Bearer reload-admin"}
     pids: set[int] = set()
 
     def both_up() -> bool:  # both processes up on v0 first
-        pids.add(server.status()["pid"])
+        pids.add(server.status("reload-admin")["pid"])
         return len(pids) == 2
 
     until(both_up, what="both Granian processes answering")
     changed = versioned(5)
-    changed["server"]["processes"] = 2
+    changed["server"].update(processes=2, admin_key="reload-admin")
     rewrite(server.config_path, changed, in_place=False)
     body = {"model": "main", "messages": [{"role": "user", "content": "x"}]}
     seen: dict[int, str] = {}
@@ -246,7 +247,7 @@ def test_every_process_reloads(start_server: Callable[..., RunningServer]) -> No
     def both_reloaded() -> bool:
         # New connections land on either process; both must answer the new reply.
         with httpx.Client(base_url=server.base_url, headers=headers) as fresh:
-            pid = fresh.get("/status.json").json()["pid"]
+            pid = fresh.get("/status.json", headers=admin).json()["pid"]
             reply = fresh.post("/v1/chat/completions", json=body).json()
         seen[pid] = reply["choices"][0]["message"]["content"]
         return len(seen) == 2 and set(seen.values()) == {"v5:av5:b"}

@@ -145,7 +145,13 @@ def test_a_tool_result_turn_is_answered(api: anthropic.Anthropic) -> None:
         )
     )
     assert reply.content and reply.content[0].type == "text" and reply.content[0].text.strip()
-    assert reply.stop_reason in ("end_turn", "max_tokens")
+    # The 135M model may answer, or (offered the tool again) call it once more: greedy
+    # decoding gave either, depending on what ran on the model before (a shuffled run).
+    calls = [block for block in reply.content if block.type == "tool_use"]
+    if reply.stop_reason == "tool_use":
+        assert calls and calls[0].name == WEATHER["name"]
+    else:
+        assert reply.stop_reason in ("end_turn", "max_tokens") and not calls
 
 
 def test_an_image_is_refused_by_the_text_only_model(api: anthropic.Anthropic) -> None:

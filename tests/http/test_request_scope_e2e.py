@@ -153,21 +153,27 @@ def post(
     )
 
 
-def leave_once_upstream_has_it(
-    server: RunningServer, upstream: FakeUpstream, body: dict[str, Any], rid: str
-) -> None:
-    """Send ``body`` on a socket of our own, and close it once the upstream has it."""
+def raw_request(server: RunningServer, path: str, body: dict[str, Any], rid: str) -> bytes:
+    """An HTTP/1.1 POST of ``body`` as the key ``open``, with ``rid`` as its request id."""
     payload = orjson.dumps(body)
     head = (
-        "POST /v1/chat/completions HTTP/1.1\r\n"
+        f"POST {path} HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{server.port}\r\n"
         "Authorization: Bearer k-open\r\n"
         f"x-request-id: {rid}\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(payload)}\r\n\r\n"
     ).encode()
+    return head + payload
+
+
+def leave_once_upstream_has_it(
+    server: RunningServer, upstream: FakeUpstream, body: dict[str, Any], rid: str
+) -> None:
+    """Send ``body`` on a socket of our own, and close it once the upstream has it."""
+    request = raw_request(server, "/v1/chat/completions", body, rid)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(head + payload)
+        sock.sendall(request)
         until(
             lambda: any(rid in str(seen.body.get("messages")) for seen in upstream.requests),
             what="the upstream receiving the request",
@@ -191,20 +197,12 @@ def test_a_client_that_stops_reading_its_stream_is_let_go(
         "stream": True,
         "x_chunks": 400_000,  # far more than the socket buffers hold
     }
-    payload = orjson.dumps(body)
-    head = (
-        "POST /v1/chat/completions HTTP/1.1\r\n"
-        f"Host: 127.0.0.1:{server.port}\r\n"
-        "Authorization: Bearer k-open\r\n"
-        f"x-request-id: {rid}\r\n"
-        "Content-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n"
-    ).encode()
+    request = raw_request(server, "/v1/chat/completions", body, rid)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     try:
         sock.connect(("127.0.0.1", server.port))
-        sock.sendall(head + payload)
+        sock.sendall(request)
         status, *_ = the_row(ledger, rid)  # written while the socket is still open
         assert status == 499
         assert access_status(server, rid) == 499
@@ -224,17 +222,14 @@ def test_split_embeddings_whose_client_left_are_charged_as_499(
     and is charged, not cancelled unaccounted."""
     rid = new_id("split-embed")
     texts = [f"{rid} {i}" for i in range(4)]
-    payload = orjson.dumps({"model": "split-embed", "input": texts, "x_first_delay_ms": 1500})
-    head = (
-        "POST /v1/embeddings HTTP/1.1\r\n"
-        f"Host: 127.0.0.1:{server.port}\r\n"
-        "Authorization: Bearer k-open\r\n"
-        f"x-request-id: {rid}\r\n"
-        "Content-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n"
-    ).encode()
+    request = raw_request(
+        server,
+        "/v1/embeddings",
+        {"model": "split-embed", "input": texts, "x_first_delay_ms": 1500},
+        rid,
+    )
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(head + payload)
+        sock.sendall(request)
         until(
             lambda: sum(rid in str(seen.body.get("input")) for seen in upstream.requests) == 2,
             what="both parts at the upstream",

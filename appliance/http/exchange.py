@@ -57,7 +57,6 @@ class Exchange:
     Attributes:
         status: The status sent (0: no response began).
         completed: Whether the whole response was sent.
-        gone: Whether the client left.
         ended: The error the drain answers instead, once it ran out of time.
     """
 
@@ -72,7 +71,6 @@ class Exchange:
         "account",
         "completed",
         "ended",
-        "gone",
         "live",
         "request_id",
         "scope",
@@ -98,7 +96,6 @@ class Exchange:
         self.request_id = request_id
         self.status = 0
         self.completed = False
-        self.gone = False
         self.ended: APIError | None = None
         self.task = asyncio.current_task()
         self._watcher: asyncio.Future[Message] | None = None
@@ -121,8 +118,13 @@ class Exchange:
                 self._body_done = True
                 self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._watch_now)
         elif message["type"] == "http.disconnect":
-            self.gone = self.account.client_gone = True
+            self.account.client_gone = True
         return message
+
+    @property
+    def gone(self) -> bool:
+        """Whether the client left (the request's scope holds it)."""
+        return self.account.client_gone
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -185,7 +187,7 @@ class Exchange:
         """The client is gone: said once, to everyone who asked (the relay stops)."""
         if self.gone and self._told:
             return
-        self.gone = self.account.client_gone = self._told = True
+        self.account.client_gone = self._told = True
         for callback in self.scope.get(DISCONNECT, ()):
             callback()
 

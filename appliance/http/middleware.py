@@ -63,8 +63,11 @@ class Authentication:
         if resource is None:
             return  # no route: Falcon answers 404
         access = scope.access = getattr(resource, "access", Access.CLIENT)
-        admin_key = scope.cluster.config.server.admin_key
         authorization = req.get_header("Authorization")
+        if access is Access.CLIENT:  # the API: no route of it reads scope.admin
+            await self._client(req, scope, authorization, getattr(resource, "metered", False))
+            return
+        admin_key = scope.cluster.config.server.admin_key
         if admin_key is None:  # no operator to tell apart on an open server (no keys)
             scope.admin = not scope.cluster.auth.enabled
         else:
@@ -75,13 +78,8 @@ class Authentication:
             raise PermissionDeniedError(
                 "Admin endpoints are off: set server.admin_key to use them.", code="admin_disabled"
             )
-        if access in (Access.ADMIN, Access.OPERATOR):
-            if admin_key is not None and not scope.admin:
-                raise AuthenticationError(
-                    "This endpoint needs the admin key: 'Bearer <admin_key>'."
-                )
-            return
-        await self._client(req, scope, authorization, getattr(resource, "metered", False))
+        if admin_key is not None and not scope.admin:  # operator or admin
+            raise AuthenticationError("This endpoint needs the admin key: 'Bearer <admin_key>'.")
 
     async def _client(
         self,

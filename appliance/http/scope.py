@@ -67,7 +67,8 @@ class RequestScope:
         principal: The caller, once authenticated (None before, or on public routes).
         access: The access level of the resource that served it.
         admin: Whether it may see what is the operator's (worker PIDs, the keys' spend):
-            it carried the admin key, or the server has no keys at all (open to anyone).
+            it carried the admin key, or the server has no keys at all (open to anyone); set on
+            the routes that are not the API (public, operator, admin).
         timing: Where its time went; ``timing.model`` says whether it reached a model.
         charge: The model call's charge, if its resource opened one.
         route: The matched route's template (a bounded metric label).

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 
 from appliance.config.model import LocatedValueError, Strict
 
-ALL = "all"
+ALL: Literal["all"] = "all"
 REDACTED = "[redacted]"
 FOLDER_BESIDE_LEDGER = "requests"
 
@@ -75,7 +75,9 @@ class CaptureConfig(Strict):
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"redact pattern {pattern!r} is not a valid regex: {exc}") from None
+                raise ValueError(
+                    f"redact pattern {pattern!r} is not a valid regex: {exc}"
+                ) from None
         return patterns
 
     def folder(self, usage_path: Path | None) -> Path | None:

@@ -282,13 +282,23 @@ class StreamTally:
             the usage the appliance asked for on its behalf is taken out of its chunks.
     """
 
-    __slots__ = ("chars", "client_asked", "complete", "usage")
+    __slots__ = ("chars", "client_asked", "complete", "keep_chars", "kept", "usage")
 
     def __init__(self, client_asked: bool) -> None:
         self.client_asked = client_asked
         self.usage: Usage | None = None
         self.chars = 0
         self.complete = False
+        self.kept: list[Any] | None = None  # the parsed chunks, for the request log
+        self.keep_chars = 0  # generated text past which no more chunks are kept
+
+    def keep(self, max_chars: int) -> None:
+        """Keep the parsed chunks (as they came) until ``max_chars`` of text were relayed."""
+        self.kept, self.keep_chars = [], max_chars
+
+    def _kept(self, obj: Any) -> None:
+        if self.kept is not None and self.chars <= self.keep_chars:
+            self.kept.append(obj)
 
     def finished(self) -> None:
         """The backend's stream came to its end (it was not cut short)."""
@@ -300,6 +310,8 @@ class StreamTally:
         if not isinstance(obj, dict):
             raise not_json()
         self.chars += generated_text_length(obj)
+        if self.kept is not None:
+            self._kept(obj)
         if "usage" not in obj:
             return payload
         found = usage_of(obj)

@@ -289,16 +289,12 @@ class StreamTally:
         self.usage: Usage | None = None
         self.chars = 0
         self.complete = False
-        self.kept: list[Any] | None = None  # the parsed chunks, for the request log
-        self.keep_chars = 0  # generated text past which no more chunks are kept
+        self.kept: list[Any] | None = None  # parsed chunks for the request log, up to
+        self.keep_chars = 0  # this much generated text
 
     def keep(self, max_chars: int) -> None:
         """Keep the parsed chunks (as they came) until ``max_chars`` of text were relayed."""
         self.kept, self.keep_chars = [], max_chars
-
-    def _kept(self, obj: Any) -> None:
-        if self.kept is not None and self.chars <= self.keep_chars:
-            self.kept.append(obj)
 
     def finished(self) -> None:
         """The backend's stream came to its end (it was not cut short)."""
@@ -310,8 +306,8 @@ class StreamTally:
         if not isinstance(obj, dict):
             raise not_json()
         self.chars += generated_text_length(obj)
-        if self.kept is not None:
-            self._kept(obj)
+        if self.kept is not None and self.chars <= self.keep_chars:
+            self.kept.append(obj)
         if "usage" not in obj:
             return payload
         found = usage_of(obj)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import re
 import sqlite3
 from pathlib import Path
@@ -101,6 +102,26 @@ def day_files(folder: Path) -> list[tuple[str, Path]]:
     except FileNotFoundError:
         return []
     return sorted(names, reverse=True)
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why the log cannot be kept in ``folder`` (None: it can); creates nothing, so that
+    ``appliance check`` and ``serve`` say so before anything starts."""
+    try:
+        if folder.exists():
+            if not folder.is_dir():
+                return f"{folder} is not a folder"
+            return None if os.access(folder, os.W_OK | os.X_OK) else f"{folder} cannot be written"
+        above = folder.parent
+        while not above.exists() and above != above.parent:
+            above = above.parent
+        if not above.is_dir():
+            return f"cannot create {folder}: {above} is not a folder"
+        if not os.access(above, os.W_OK | os.X_OK):
+            return f"cannot create {folder}: {above} cannot be written"
+        return None
+    except OSError as exc:
+        return f"cannot use {folder}: {exc.strerror or exc}"
 
 
 class DayFiles:

@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from appliance.accounting.requestfiles import DayFiles, day_files
 from appliance.accounting.requestlog import Capture, RequestLog, entry_of
 from appliance.accounting.requestquery import Query, one, search
+from appliance.cli import main
 from appliance.wire.openai import assemble
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -126,3 +128,25 @@ def test_a_full_queue_drops_and_counts_without_waiting(tmp_path: Path) -> None:
     asyncio.run(run())
     assert log.written == 2
     assert {e["id"] for e in search(tmp_path, Query())} == {"q-0", "q-1"}
+
+
+def test_check_refuses_a_log_folder_that_cannot_be_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config = tmp_path / "cluster.yaml"
+    config.write_text(
+        "models: [{name: a, backend: scripted}]\n"
+        f"capture: {{enabled: true, path: {blocker / 'requests'}}}\n"
+    )
+    assert main(["check", "-c", str(config)]) == 2
+    assert f"capture.path: cannot create {blocker / 'requests'}: {blocker} is not a folder" in (
+        capsys.readouterr().err
+    )
+    config.write_text(
+        "models: [{name: a, backend: scripted}]\n"
+        f"capture: {{enabled: true, path: {tmp_path / 'log' / 'requests'}}}\n"
+    )
+    assert main(["check", "-c", str(config)]) == 0
+    assert not (tmp_path / "log").exists()  # check creates nothing

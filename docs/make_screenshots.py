@@ -120,10 +120,15 @@ def request_log() -> None:
                     stream=bool(i % 3 == 0),
                     extra_headers={"x-request-id": f"req-{i:03d}"},
                 )
-            openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="k-support").chat.completions.create(
+            openai.OpenAI(
+                base_url=f"{server.base_url}/v1", api_key="k-support"
+            ).chat.completions.create(
                 model="gpt-4o-mini",
                 messages=[
-                    {"role": "user", "content": "My card is 4111 1111 1111 1111, what is the capital of France?"}
+                    {
+                        "role": "user",
+                        "content": "My card is 4111 1111 1111 1111, what is the capital of France?",
+                    }
                 ],
                 extra_headers={"x-request-id": "req-card"},
             )

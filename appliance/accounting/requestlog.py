@@ -2,12 +2,12 @@
 request path.
 
 A finished request's :class:`Capture` holds references only (the request body as it was
-already parsed, the reply's bytes or a stream's parsed chunks); :meth:`RequestLog.add`
-puts it on a bounded queue and returns. One thread of its own takes captures off the
-queue in batches and does all the work there: a stream's chunks folded into the reply
-(:mod:`appliance.wire.openai.assemble`), the ``redact`` patterns applied to every string
-of prompt and reply, each cut at ``max_body_bytes``, then one transaction per day file
-(:mod:`.requestfiles`). A full queue drops the capture and counts it
+already parsed, the reply's bytes or a stream's reply folded as it was relayed);
+:meth:`RequestLog.add` puts it on a bounded queue and returns. One thread of its own
+takes captures off the queue in batches and does all the work there: the reply read,
+the ``redact`` patterns applied to every string of prompt and reply, each cut at
+``max_body_bytes``, then one transaction per day file (:mod:`.requestfiles`). A full
+queue drops the capture and counts it
 (``appliance_request_log_dropped_total{reason="queue_full"}``); a request never waits.
 The same thread deletes expired day files at start and then every hour.
 """
@@ -29,7 +29,7 @@ import structlog
 
 from appliance.accounting.requestfiles import DayFiles, Entry
 from appliance.config.capture import REDACTED
-from appliance.wire.openai import assemble
+from appliance.wire.openai.assemble import Fold
 
 log = structlog.get_logger("appliance.requestlog")
 
@@ -55,8 +55,8 @@ class Capture(NamedTuple):
     stream: bool
     request: Any  # the body as parsed (a dict), never re-read
     reply: bytes | None  # a plain reply's body
-    chunks: list[Any] | None  # a stream's parsed chunks
-    chunks_cut: bool  # the stream went on past the chunks kept
+    folded: Fold | None  # a stream's reply, folded as it was relayed
+    folded_cut: bool  # the stream went on past what was folded (max_body_bytes)
     redact: tuple[str, ...]
     max_bytes: int
 
@@ -65,8 +65,8 @@ def entry_of(capture: Capture) -> Entry:
     """The row written for ``capture``: redacted, the stream folded, each body cut to size."""
     scrub = _scrubber(capture.redact)
     request, cut_request = _kept(scrub(capture.request), capture.max_bytes)
-    if capture.chunks is not None:
-        reply_obj: Any = assemble.reply(capture.chunks)
+    if capture.folded is not None:
+        reply_obj: Any = capture.folded.reply()
     elif capture.reply is not None:
         try:
             reply_obj = orjson.loads(capture.reply)
@@ -90,7 +90,7 @@ def entry_of(capture: Capture) -> Entry:
         stream=capture.stream,
         request=request,
         reply=reply,
-        truncated=cut_request or cut_reply or capture.chunks_cut,
+        truncated=cut_request or cut_reply or capture.folded_cut,
     )
 
 

@@ -2,9 +2,10 @@
 (:meth:`~appliance.http.scope.RequestScope.open_charge`) is handed to the log.
 
 It takes what the request already has: the body as parsed, the reply's bytes or the
-stream's parsed chunks, the charge's usage, the trace id tracing noted on the scope
-(``scope.fields["trace_id"]``, absent without tracing). Everything else (folding,
-redaction, JSON, SQLite) happens on the log's own thread.
+stream's reply as it was folded while relayed (:class:`~appliance.wire.openai.assemble.Fold`),
+the charge's usage, and the trace id that tracing noted on the scope
+(``scope.fields["trace_id"]``, absent without tracing). Everything else (redaction, JSON,
+SQLite) happens on the log's own thread.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from appliance.accounting.auth import ANONYMOUS
 from appliance.accounting.requestlog import Capture, RequestLog
 from appliance.http.scope import RequestScope
+from appliance.wire.openai.assemble import Fold
 
 
 class Capturing:
@@ -28,7 +30,7 @@ class Capturing:
             return
         usage = charge.used(scope.client_gone)
         tally = charge.tally
-        chunks = tally.kept if tally is not None else None
+        folded = tally.kept if tally is not None and isinstance(tally.kept, Fold) else None
         capture = scope.cluster.config.capture
         trace_id = scope.fields.get("trace_id")
         self.requests.add(
@@ -47,8 +49,8 @@ class Capturing:
                 stream=charge.streamed,
                 request=charge.request,
                 reply=charge.body,
-                chunks=chunks,
-                chunks_cut=tally is not None and tally.chars > tally.keep_chars,
+                folded=folded,
+                folded_cut=tally is not None and tally.chars > tally.keep_chars,
                 redact=tuple(capture.redact),
                 max_bytes=charge.keep_bytes,
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.errors import APIError
+from appliance.wire.openai.assemble import Fold
 from appliance.wire.usage import StreamTally, Usage, estimate, of_reply
 
 NOTHING = Usage(0, 0, 0)
@@ -51,7 +52,7 @@ class Charge:
         """The tally of this request's stream (see :class:`StreamTally`)."""
         self.tally = kind(client_asked)
         if self.keep_bytes:
-            self.tally.keep(self.keep_bytes)
+            self.tally.keep(Fold(), self.keep_bytes)
         return self.tally
 
     async def settle(self, failure: APIError | None = None) -> None:

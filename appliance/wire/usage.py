@@ -289,12 +289,12 @@ class StreamTally:
         self.usage: Usage | None = None
         self.chars = 0
         self.complete = False
-        self.kept: list[Any] | None = None  # parsed chunks for the request log, up to
+        self.kept: Any = None  # folds the parsed chunks for the request log (.add), up to
         self.keep_chars = 0  # this much generated text
 
-    def keep(self, max_chars: int) -> None:
-        """Keep the parsed chunks (as they came) until ``max_chars`` of text were relayed."""
-        self.kept, self.keep_chars = [], max_chars
+    def keep(self, into: Any, max_chars: int) -> None:
+        """Hand each parsed chunk to ``into.add`` until ``max_chars`` of text were relayed."""
+        self.kept, self.keep_chars = into, max_chars
 
     def finished(self) -> None:
         """The backend's stream came to its end (it was not cut short)."""
@@ -307,7 +307,7 @@ class StreamTally:
             raise not_json()
         self.chars += generated_text_length(obj)
         if self.kept is not None and self.chars <= self.keep_chars:
-            self.kept.append(obj)
+            self.kept.add(obj)
         if "usage" not in obj:
             return payload
         found = usage_of(obj)

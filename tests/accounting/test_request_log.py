@@ -267,3 +267,28 @@ def test_capture_is_off_by_default(
     refused = httpx.get(f"{plain.base_url}/admin/requests", timeout=10)
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "admin_disabled"
+
+
+def test_messages_and_responses_streams_are_captured_as_the_model_answered(
+    server: RunningServer,
+) -> None:
+    import anthropic
+
+    messages = anthropic.Anthropic(base_url=server.base_url, api_key="k-alice", max_retries=0)
+    with messages.messages.stream(
+        model="kept",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "hello"}],
+        extra_headers={"x-request-id": "messages-1"},
+    ) as stream:
+        assert stream.get_final_text() == f"Hello world {SECRET}"
+    responses = client(server, "k-alice").responses.create(
+        model="kept", input="hello", stream=True, extra_headers={"x-request-id": "responses-1"}
+    )
+    assert [event.type for event in responses][-1] == "response.completed"
+    for request_id, route in (("messages-1", "/v1/messages"), ("responses-1", "/v1/responses")):
+        entry = captured(server, request_id)
+        assert entry["route"] == route and entry["stream"] is True
+        content = entry["reply"]["choices"][0]["message"]["content"]
+        assert content == "Hello world [redacted]"
+        assert entry["request"]["messages"][-1]["content"] == "hello"  # the chat request

@@ -36,8 +36,8 @@ def capture(request_id: str, ts: float, **fields: object) -> Capture:
         "stream": False,
         "request": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
         "reply": b'{"choices": [{"message": {"content": "hello"}}]}',
-        "chunks": None,
-        "chunks_cut": False,
+        "folded": None,
+        "folded_cut": False,
         "redact": (),
         "max_bytes": 65_536,
     }

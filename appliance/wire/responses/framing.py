@@ -92,7 +92,7 @@ class NativeTally(StreamTally):
         if isinstance(delta, str):
             self.chars += len(delta)
         if self.kept is not None and self.chars <= self.keep_chars:
-            self.kept.append(obj)
+            self.kept.add(obj)
         found = usage.usage_of(obj.get("response"))
         if found is not None:
             self.usage = found

@@ -53,6 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"appliance: invalid configuration {settings.config}", file=sys.stderr)
             print(f"  - state.usage_path: {unusable}", file=sys.stderr)
             return 2
+    folder = config.capture.folder(config.state.usage_path) if config.capture.enabled else None
+    if folder is not None:
+        from appliance.accounting.requestfiles import folder_problem
+
+        unusable = folder_problem(folder)
+        if unusable is not None:
+            print(f"appliance: invalid configuration {settings.config}", file=sys.stderr)
+            print(f"  - capture.path: {unusable}", file=sys.stderr)
+            return 2
     if args.command == "check":
         print(describe(settings.config, config))
         return 0

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from appliance.config.backends import ModelConfig
+from appliance.config.capture import CaptureConfig, capture_problems
 from appliance.config.model import NAME_PATTERN, LocatedValueError, Strict
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -311,6 +312,7 @@ class ApplianceConfig(Strict):
     state: StateConfig = Field(default_factory=StateConfig, description="Shared state.")
     local: LocalConfig = Field(default_factory=LocalConfig, description="Local models.")
     billing: BillingConfig = Field(default_factory=BillingConfig, description="Costs.")
+    capture: CaptureConfig = Field(default_factory=CaptureConfig, description="Request log.")
 
     @model_validator(mode="after")
     def _names_resolve(self) -> ApplianceConfig:
@@ -319,6 +321,9 @@ class ApplianceConfig(Strict):
             [(r.alias, r.targets) for r in self.routes],
             [k.models for k in self.auth.api_keys],
         )
+        public = {m.name for m in self.models} | {r.alias for r in self.routes}
+        keys = [k.name for k in self.auth.api_keys]
+        problems += capture_problems(self.capture, public, keys, self.state.usage_path)
         if problems:
             raise LocatedProblems(problems)
         return self

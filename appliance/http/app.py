@@ -10,10 +10,12 @@ import falcon.asgi
 from appliance.accounting.budgets import SpendBook
 from appliance.accounting.ledger import Ledger
 from appliance.accounting.limits import Limiter, LocalLimiter
+from appliance.accounting.requestlog import RequestLog
 from appliance.config import ApplianceConfig, Settings, load_from_environment
 from appliance.http import errors
 from appliance.http.access import AccessLayer
 from appliance.http.admin_relay import AdminRelay
+from appliance.http.capturing import Capturing
 from appliance.http.lifespan import (
     ClusterLifetime,
     Component,
@@ -33,6 +35,7 @@ from appliance.http.routes.health import HealthResource, ReadyResource
 from appliance.http.routes.messages import CountTokensResource, MessagesResource
 from appliance.http.routes.models import ModelResource, ModelsResource
 from appliance.http.routes.operators import MetricsResource, StatusPage, StatusResource
+from appliance.http.routes.requests import RequestResource, RequestsResource
 from appliance.http.routes.rerank import RelevanceResource, RerankResource
 from appliance.http.routes.responses import ResponsesResource
 from appliance.http.routes.usage import UsageResource
@@ -80,6 +83,7 @@ def create_app(
     book = SpendBook()
     limiter = _limiter(config, metrics, book)
     ledger = _ledger(config, book)
+    requests = _request_log(config, metrics)
     if hot is not None:
         hot.observers.append(
             lambda outcome: metrics.reloads.labels("ok" if outcome.ok else "failed").inc()
@@ -89,6 +93,7 @@ def create_app(
     components: list[Component] = [
         Hooks(stop=limiter.close),
         *([Hooks(ledger.start, ledger.close)] if ledger is not None else []),
+        *([Hooks(requests.start, requests.close)] if requests is not None else []),
         ClusterLifetime(ref),
         *([Hooks(hot.start, hot.stop)] if hot is not None else []),
         StateGauges(ref, metrics),
@@ -134,12 +139,15 @@ def create_app(
     app.add_route("/metrics", MetricsResource(metrics))
     app.add_route("/status.json", StatusResource(recent, hot, source, limiter))
     app.add_route("/admin/usage", UsageResource(ledger))
+    app.add_route("/admin/requests", RequestsResource(requests))
+    app.add_route("/admin/requests/{request_id}", RequestResource(requests))
     app.add_route("/", StatusPage())
     # What every finished request feeds, in this order (see appliance.http.scope).
     sinks: list[Sink] = [
         Charging(metrics, limiter, ledger),
         Counting(metrics, recent),
         AccessLog(ref),
+        *([Capturing(requests)] if requests is not None else []),
     ]
     return AccessLayer(app, ref, live, sinks)
 
@@ -170,6 +178,20 @@ def _ledger(config: ApplianceConfig, book: SpendBook) -> Ledger | None:
     if state.usage_path is None:
         return None
     return Ledger(state.usage_path, book if state.redis_url is None else None)
+
+
+def _request_log(config: ApplianceConfig, metrics: Metrics) -> RequestLog | None:
+    """The request log, if the config captures requests (see ``capture:``)."""
+    capture = config.capture
+    folder = capture.folder(config.state.usage_path)
+    if not capture.enabled or folder is None:
+        return None
+    return RequestLog(
+        folder,
+        capture.retention_days,
+        capture.queue,
+        lambda reason, n: metrics.request_log_dropped.labels(reason).inc(n),
+    )
 
 
 def app_from_environment() -> AccessLayer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.errors import APIError
+from appliance.wire.openai.assemble import Fold
 from appliance.wire.usage import StreamTally, Usage, estimate, of_reply
 
 NOTHING = Usage(0, 0, 0)
@@ -20,9 +21,11 @@ class Charge:
         tally: A stream's tally, once it began.
         failure: The error that ended a stream, if one did.
         streamed: Whether the client asked for a stream.
+        keep_bytes: The request log keeps this call's reply up to this size (0: not kept).
+        body: A plain reply's body, when the request log keeps it.
     """
 
-    __slots__ = ("failure", "model", "request", "streamed", "tally", "usage")
+    __slots__ = ("body", "failure", "keep_bytes", "model", "request", "streamed", "tally", "usage")
 
     def __init__(self, model: str, request: dict[str, Any]) -> None:
         self.model = model
@@ -31,15 +34,25 @@ class Charge:
         self.usage: Usage | None = None
         self.tally: StreamTally | None = None
         self.failure: APIError | None = None
+        self.keep_bytes = 0
+        self.body: bytes | None = None
+
+    def keep(self, max_bytes: int) -> None:
+        """Keep the reply for the request log (see :mod:`appliance.accounting.requestlog`)."""
+        self.keep_bytes = max_bytes
 
     def reply(self, body: bytes) -> Usage:
         """Read a plain reply's usage (charged when the request ends)."""
+        if self.keep_bytes:
+            self.body = body
         self.usage = of_reply(body, self.request)
         return self.usage
 
-    def stream(self, client_asked: bool) -> StreamTally:
+    def stream(self, client_asked: bool, kind: type[StreamTally] = StreamTally) -> StreamTally:
         """The tally of this request's stream (see :class:`StreamTally`)."""
-        self.tally = StreamTally(client_asked)
+        self.tally = kind(client_asked)
+        if self.keep_bytes:
+            self.tally.keep(Fold(), self.keep_bytes)
         return self.tally
 
     async def settle(self, failure: APIError | None = None) -> None:

@@ -130,8 +130,14 @@ class RequestScope:
         self.fields.update(fields)
 
     def open_charge(self, model: str, request: dict[str, Any]) -> Charge:
-        """The charge of this request's model call (as the client named the model)."""
+        """The charge of this request's model call (as the client named the model); the
+        request log keeps its reply if ``capture:`` selects the key and model."""
         self.charge = Charge(model, request)
+        capture = self.cluster.config.capture
+        if capture.enabled:
+            key = self.principal.name if self.principal is not None else "anonymous"
+            if capture.wants(key, model, self.cluster.registry.routes.get(model, ())):
+                self.charge.keep(capture.max_body_bytes)
         return self.charge
 
     @property

@@ -125,6 +125,13 @@ class Metrics:
             registry=own,
         )
 
+        self.request_log_dropped = Counter(
+            "appliance_request_log_dropped_total",
+            "Captured requests the request log did not keep, by reason: queue_full (the "
+            "writer fell behind) or write_failed.",
+            ["reason"],
+            registry=own,
+        )
         self.model_loads = Counter(
             "appliance_model_loads_total",
             "Loads of local models, by result: ok, or failed (one per failed attempt).",

@@ -93,6 +93,15 @@ def read_at_start(started: ApplianceConfig, config: ApplianceConfig) -> list[str
         for name in StateConfig.model_fields
         if getattr(config.state, name) != getattr(started.state, name)
     ]
+    # The request log's writer is made at start: its folder, retention and whether there
+    # is one at all; what it keeps (models, keys, redaction) follows a reload.
+    moved += [
+        f"capture.{name}"
+        for name in ("path", "retention_days", "queue")
+        if getattr(config.capture, name) != getattr(started.capture, name)
+    ]
+    if config.capture.enabled and not started.capture.enabled:
+        moved.append("capture.enabled")
     return moved
 
 

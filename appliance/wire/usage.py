@@ -282,13 +282,19 @@ class StreamTally:
             the usage the appliance asked for on its behalf is taken out of its chunks.
     """
 
-    __slots__ = ("chars", "client_asked", "complete", "usage")
+    __slots__ = ("chars", "client_asked", "complete", "keep_chars", "kept", "usage")
 
     def __init__(self, client_asked: bool) -> None:
         self.client_asked = client_asked
         self.usage: Usage | None = None
         self.chars = 0
         self.complete = False
+        self.kept: Any = None  # folds the parsed chunks for the request log (.add), up to
+        self.keep_chars = 0  # this much generated text
+
+    def keep(self, into: Any, max_chars: int) -> None:
+        """Hand each parsed chunk to ``into.add`` until ``max_chars`` of text were relayed."""
+        self.kept, self.keep_chars = into, max_chars
 
     def finished(self) -> None:
         """The backend's stream came to its end (it was not cut short)."""
@@ -300,6 +306,8 @@ class StreamTally:
         if not isinstance(obj, dict):
             raise not_json()
         self.chars += generated_text_length(obj)
+        if self.kept is not None and self.chars <= self.keep_chars:
+            self.kept.add(obj)
         if "usage" not in obj:
             return payload
         found = usage_of(obj)

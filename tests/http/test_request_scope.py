@@ -7,15 +7,18 @@ the status every sink reads is the one the scope settled.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import structlog
 
+from appliance.config import ApplianceConfig
 from appliance.errors.upstream import UpstreamStreamError
 from appliance.http.scope import CLIENT_CLOSED, RequestScope, Sink
+from appliance.serving.cluster import Cluster
 
-CLUSTER: Any = None  # finish never looks at the cluster; the sinks here do not either
+# A cluster never started: finish never looks at it, open_charge reads its config.
+CLUSTER = Cluster.from_config(
+    ApplianceConfig.model_validate({"models": [{"name": "m", "backend": "scripted"}]})
+)
 
 
 def scope_with(sinks: list[Sink]) -> RequestScope:

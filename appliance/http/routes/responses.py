@@ -33,6 +33,7 @@ from appliance.wire.responses.framing import NativeFraming, NativeTally, Transla
 from appliance.wire.responses.protocol import ResponsesRequest, param_name, to_chat
 from appliance.wire.responses.reply import from_chat, ident
 from appliance.wire.responses.stream import EventStream
+from appliance.wire.usage import StreamTally
 
 
 class ResponsesResource:
@@ -61,9 +62,7 @@ class ResponsesResource:
                     principal, endpoint, sent, timing, session, usage=not native
                 )
                 stream = await opened(opening, cluster, principal, request.model)
-            tally = charge.stream(client_asked=True)
-            if native:
-                tally = charge.tally = NativeTally(client_asked=True)
+            tally = charge.stream(client_asked=True, kind=NativeTally if native else StreamTally)
             framing: NativeFraming | TranslatedFraming = (
                 NativeFraming()
                 if native

@@ -91,6 +91,8 @@ class NativeTally(StreamTally):
         delta = obj.get("delta")
         if isinstance(delta, str):
             self.chars += len(delta)
+        if self.kept is not None and self.chars <= self.keep_chars:
+            self.kept.add(obj)
         found = usage.usage_of(obj.get("response"))
         if found is not None:
             self.usage = found

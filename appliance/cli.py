@@ -12,9 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from appliance import __version__
-from appliance.config import ApplianceConfig, ModelConfig, load_from_environment
+from appliance.config import ApplianceConfig, ModelConfig, load_from_environment, tls_files
 from appliance.errors import ConfigError
 from appliance.local import CONFIG_CHECKS
+
+# What a config must pass beyond its text to be served: local models fit, TLS files load.
+CHECKS = (*CONFIG_CHECKS, tls_files)
 
 _METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 
@@ -39,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return usage_cli.run(args)
     flags = {flag: getattr(args, flag, None) for flag in _FLAGS}
     try:
-        settings, config = load_from_environment(CONFIG_CHECKS, **flags)
+        settings, config = load_from_environment(CHECKS, **flags)
     except ConfigError as exc:
         print(f"appliance: invalid configuration {exc.source}", file=sys.stderr)
         for problem in exc.problems:
@@ -178,7 +181,7 @@ def describe(path: Path, config: ApplianceConfig) -> str:
     server = config.server
     lines = [
         f"config: {path}",
-        f"listen: http://{server.host}:{server.port}  processes: {server.processes}",
+        f"listen: {_listen(config)}  processes: {server.processes}",
         "",
         f"{'MODEL':<28} {'TYPE':<10} {'BACKEND':<10} {'WORKERS':>7} {'CONCURRENCY':>11}",
     ]
@@ -194,6 +197,14 @@ def describe(path: Path, config: ApplianceConfig) -> str:
     if config.state.usage_path is not None:
         lines.append(f"usage ledger: {config.state.usage_path}")
     return "\n".join(lines)
+
+
+def _listen(config: ApplianceConfig) -> str:
+    server, tls = config.server, config.server.tls
+    if tls is None:
+        return f"http://{server.host}:{server.port}"
+    clients = " (client certificates required)" if tls.ca_file else ""
+    return f"https://{server.host}:{server.port}{clients}"
 
 
 def _local_workers(config: ApplianceConfig) -> list[str]:

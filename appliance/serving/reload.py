@@ -13,9 +13,10 @@ the content is unchanged), SIGHUP in this process, or a direct call.
 Server settings the reloader itself uses follow the serving config: a reload's drain
 takes the new ``server.drain_timeout_s``, and ``server.watch_config`` turned off stops
 the watcher (on starts it). Settings read once at start (``server.host``, ``port``,
-``processes``, ``auth.window_s``, ``state.*``, and a ``drain_timeout_s`` above the start
-value, which bounds shutdown) are logged as ``restart_needed`` while they differ from
-the values this process started with.
+``processes``, ``tls``, ``auth.window_s``, ``state.*``, and a ``drain_timeout_s`` above
+the start value, which bounds shutdown) are logged as ``restart_needed`` while they differ
+from the values this process started with; so is a TLS certificate, key or CA file whose
+content was replaced since the start (Granian keeps serving what it read then).
 """
 
 from __future__ import annotations
@@ -33,10 +34,17 @@ from typing import Any
 import structlog
 
 from appliance.config import ApplianceConfig
+from appliance.config.tls import file_digests
 from appliance.errors import ConfigError
 from appliance.serving.cluster import Cluster, ClusterRef
 from appliance.serving.registry import ModelGroup
-from appliance.serving.reload_plan import ReloadOutcome, plan_next, read_at_start, startup_budget
+from appliance.serving.reload_plan import (
+    ReloadOutcome,
+    plan_next,
+    read_at_start,
+    startup_budget,
+    tls_files_replaced,
+)
 
 log = structlog.get_logger("appliance.reload")
 
@@ -77,6 +85,7 @@ class Reloader:
         self.last_reload: float | None = None
         self.observers: list[Callable[[ReloadOutcome], None]] = []
         self._initial = ref.current.config
+        self._tls_files = file_digests(self._initial.server.tls)  # what Granian read
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[object]] = set()
         self._watching: asyncio.Event | None = None  # set it to stop that watcher
@@ -170,6 +179,7 @@ class Reloader:
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
         moved = read_at_start(self._initial, config)
+        moved += tls_files_replaced(self._initial, config, self._tls_files)
         if moved:
             log.warning("restart_needed", settings=moved)
         return outcome

@@ -41,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return usage_cli.run(args)
     flags = {flag: getattr(args, flag, None) for flag in _FLAGS}
+    if args.command == "health":
+        return _health(flags, args.timeout)
     try:
         settings, config = load_from_environment(CHECKS, **flags)
     except ConfigError as exc:
@@ -88,6 +90,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
+
+
+def _health(flags: dict[str, object], timeout_s: float) -> int:
+    """Probe the running server's ``/readyz`` (HTTPS when the config has ``server.tls``).
+
+    The config is read without the checks of its files: a server running while its TLS
+    files are being replaced is still probed.
+    """
+    from appliance.runtime.probe import readiness
+
+    try:
+        _, config = load_from_environment((), **flags)
+    except ConfigError as exc:
+        print(f"appliance: invalid configuration {exc.source}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    ready, said = readiness(config, timeout_s)
+    print(said, file=sys.stdout if ready else sys.stderr)
+    return 0 if ready else 1
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -244,10 +266,15 @@ def _parser() -> argparse.ArgumentParser:
     reload = commands.add_parser(
         "reload", help="validate the config, then tell the running server to reload it"
     )
-    for sub in (serve, check, reload):
+    health = commands.add_parser(
+        "health", help="exit 0 if the running server answers /readyz with 200 (HTTP or HTTPS)"
+    )
+    for sub in (serve, check, reload, health):
         sub.add_argument(
             "-c", "--config", type=Path, help="cluster YAML (default: configs/cluster.yaml)"
         )
+    health.add_argument("--port", type=int, help="the port the server was given, if not the file's")
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait (default 2)")
     worker = commands.add_parser(
         "worker", help="serve one model over the OpenAI protocol (local or remote worker)"
     )

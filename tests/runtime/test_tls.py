@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pytest
 from appliance.cli import main
 from appliance.runtime.server import default_pid_file
 from tests.conftest import cluster_config, scripted
+from tests.docs import readme
 from tests.support.pki import Pki
 from tests.support.poll import until
 from tests.support.server import RunningServer
@@ -153,3 +156,36 @@ def test_a_replaced_certificate_says_restart_needed_on_reload(
     reply = sdk(server, pki.client_context()).chat.completions.create(model="m", messages=MESSAGES)
     assert reply.choices[0].message.content == "served over tls"
     quiet_log(server)
+
+
+def test_the_readme_tls_section_runs_as_written(
+    start_server: Callable[..., RunningServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Its openssl line makes the files its config names; check passes; its curl and SDK
+    examples get an answer over verified HTTPS."""
+    config, make, curl, python = [b for b in readme.blocks() if b.section == "TLS"]
+    assert [config.language, make.language, curl.language, python.language] == [
+        "yaml",
+        "sh",
+        "sh",
+        "python",
+    ]
+    subprocess.run(["bash", "-euo", "pipefail", "-c", make.text], cwd=tmp_path, check=True)
+    path = tmp_path / "cluster.yaml"
+    path.write_text(config.text)
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "-c", str(path)]) == 0
+    assert "listen: https://127.0.0.1:8443" in capsys.readouterr().out
+    context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+    server = start_server(path, tls=context, cwd=tmp_path)
+    for argv in (
+        ["bash", "-euo", "pipefail", "-c", curl.text.replace("curl ", "curl --fail ")],
+        [sys.executable, "-c", python.text],
+    ):
+        argv[-1] = argv[-1].replace("127.0.0.1:8443", f"127.0.0.1:{server.port}")
+        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "echo" in done.stdout

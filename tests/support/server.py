@@ -45,7 +45,8 @@ class RunningServer:
 
     A config with ``server.tls`` is spoken to over HTTPS: ``tls`` is then the client's
     context (the CA that signed the server's certificate, and a client certificate where
-    the server asks for one).
+    the server asks for one). ``cwd``: the folder it runs in (relative paths in the
+    config are relative to it).
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class RunningServer:
         tmp: Path,
         env: dict[str, str] | None = None,
         tls: ssl.SSLContext | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.port = free_port()
         if isinstance(config, Path):
@@ -81,6 +83,7 @@ class RunningServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
         self.base_url = f"{'https' if https else 'http'}://127.0.0.1:{self.port}"
         self._wait_ready()

@@ -139,7 +139,8 @@ def test_a_replaced_certificate_says_restart_needed_on_reload(
     """Granian reads the certificate when it starts and keeps it: a reload cannot swap it,
     so it says ``restart_needed`` naming the replaced files, and goes on serving."""
     pki = Pki.make(tmp_path / "pki")
-    server = start_server(tls_config(pki.tls_section()), tls=pki.client_context())
+    config = tls_config(pki.tls_section(), watch_config=False)  # only the reload says it
+    server = start_server(config, tls=pki.client_context())
     before = served_certificate(server.port, pki.client_context())
     pki.issue_server(pki.cert_file, pki.key_file)  # a renewal: both files replaced
 
@@ -151,10 +152,35 @@ def test_a_replaced_certificate_says_restart_needed_on_reload(
     )
     assert needed["settings"] == ["server.tls.cert_file", "server.tls.key_file"]
     assert server.event_count("config_reloaded", reason="sighup") == 1
+    assert "reason" not in needed
     # Still serving, with the certificate it started with (both are signed by the CA).
     assert served_certificate(server.port, pki.client_context()) == before
     reply = sdk(server, pki.client_context()).chat.completions.create(model="m", messages=MESSAGES)
     assert reply.choices[0].message.content == "served over tls"
+    quiet_log(server)
+
+
+def test_a_renewal_on_disk_says_restart_needed_without_a_reload(
+    start_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    """The TLS files are watched with the config: a renewal (here the CA file too) is
+    told at once, naming what was replaced."""
+    pki = Pki.make(tmp_path / "pki")
+    section = pki.tls_section(client_certificates=True)
+    server = start_server(tls_config(section), tls=pki.client_context(with_certificate=True))
+    pki.ca_file.write_bytes(pki.ca_file.read_bytes() + b"\n")
+    [first] = until(lambda: server.events("restart_needed"), what="restart_needed for the CA")
+    assert first["settings"] == ["server.tls.ca_file"]
+    assert first["reason"] == "tls_files_changed"
+    pki.issue_server(pki.cert_file, pki.key_file)
+    every = ["server.tls.cert_file", "server.tls.key_file", "server.tls.ca_file"]
+    until(
+        lambda: server.events("restart_needed"),
+        accept=lambda events: events[-1]["settings"] == every,
+        what="restart_needed naming the certificate and key too",
+    )
+    assert server.event_count("config_reloaded") == 0
+    assert served_certificate(server.port, pki.client_context(with_certificate=True))
     quiet_log(server)
 
 

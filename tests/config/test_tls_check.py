@@ -7,6 +7,8 @@ traceback, exit status 2 as for any other invalid configuration.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,9 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from appliance.cli import main
+from appliance.config.tls import TlsConfig, tls_problems
 from tests.support.pki import Pki
+from tests.support.server import free_port
 
 
 @pytest.fixture(scope="module")
@@ -89,15 +93,48 @@ def test_a_pem_block_that_does_not_decode_is_named(
     assert f"server.tls.ca_file (line 5): {broken}: the CA certificates do not load" in said
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
+def problems_as_nobody(tls: dict[str, str]) -> str:
+    """The TLS problems as an unprivileged user sees them (root reads any file): checked
+    in a forked child that drops to ``nobody`` (no new interpreter to start)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            said = "\n".join(str(p) for p in tls_problems(TlsConfig.model_validate(tls)))
+            os.write(write, said.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        said = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return said
+
+
 def test_an_unreadable_key_is_named(
     tmp_path: Path, pki: Pki, capsys: pytest.CaptureFixture[str]
 ) -> None:
     locked = tmp_path / "locked.pem"
     locked.write_bytes(pki.key_file.read_bytes())
     locked.chmod(0)
-    said = check(tmp_path, {**pki.tls_section(), "key_file": str(locked)}, capsys)
+    tls = {**pki.tls_section(), "key_file": str(locked)}
+    said = problems_as_nobody(tls) if os.geteuid() == 0 else check(tmp_path, tls, capsys)
     assert f"{locked}: not readable by this user (permission denied)" in said
+
+
+def test_serve_refuses_the_same_files_before_it_starts(tmp_path: Path, pki: Pki) -> None:
+    other = Pki.make(tmp_path / "other")
+    path = tmp_path / "c.yaml"
+    tls = {**pki.tls_section(), "key_file": str(other.key_file)}
+    models = [{"name": "m", "backend": "scripted"}]
+    path.write_text(yaml.safe_dump({"server": {"tls": tls}, "models": models}, sort_keys=False))
+    argv = [sys.executable, "-m", "appliance", "serve", "-c", str(path), "--port", str(free_port())]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "the private key does not match the certificate" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
 
 
 def test_an_encrypted_key_is_refused_with_how_to_decrypt_it(

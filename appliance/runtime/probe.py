@@ -6,7 +6,8 @@ It talks to this machine only (a wildcard bind is probed on loopback), so it doe
 verify the server's certificate (issued for a public name, not for 127.0.0.1); with a
 ``ca_file`` it presents the server's own certificate as its client certificate, which the
 server accepts when that certificate is signed by a CA of ``ca_file`` and allows client
-authentication. Standard library only: a probe runs often and must start quickly.
+authentication. The standard library's HTTP client: a probe runs often and should start
+quickly.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def client_context(config: ApplianceConfig) -> ssl.SSLContext | None:
     context.check_hostname = False  # this machine's own server, reached by address
     context.verify_mode = ssl.CERT_NONE
     if tls.ca_file is not None:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
+        # A password callable: never a prompt on the terminal (the key is unencrypted).
+        context.load_cert_chain(tls.cert_file, tls.key_file, lambda: "")
     return context
 
 
@@ -43,9 +45,12 @@ def readiness(config: ApplianceConfig, timeout_s: float) -> tuple[bool, str]:
     """Whether the server serving ``config`` answers ``/readyz`` with 200, and a line
     saying what was seen."""
     host, port = probe_host(config.server.host), config.server.port
-    context = client_context(config)
-    scheme = "http" if context is None else "https"
-    url = f"{scheme}://{host}:{port}/readyz"
+    scheme = "http" if config.server.tls is None else "https"
+    url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}/readyz"
+    try:
+        context = client_context(config)
+    except OSError as exc:  # ssl.SSLError too
+        return False, f"{url}: the client certificate (cert_file, key_file) does not load: {exc}"
     connection: http.client.HTTPConnection
     if context is None:
         connection = http.client.HTTPConnection(host, port, timeout=timeout_s)

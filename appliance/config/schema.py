@@ -101,7 +101,9 @@ class ServerConfig(Strict):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to bind.")
     tls: TlsConfig | None = Field(
-        None, description="HTTPS served directly (see TLS in the README). Needs a restart."
+        None,
+        description="HTTPS served directly (see TLS in the README). Its files are read at "
+        "start: a change here, or a file replaced on disk, needs a restart.",
     )
     processes: int = Field(
         1,

@@ -93,6 +93,28 @@ def test_plain_http_to_the_tls_port_is_refused_cleanly(https: RunningServer, pki
     quiet_log(https)
 
 
+def tls12_only(context: ssl.SSLContext) -> ssl.SSLContext:
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def test_tls_1_2_is_accepted_unless_min_version_says_1_3(
+    https: RunningServer, start_server: Callable[..., RunningServer], pki: Pki
+) -> None:
+    """The default accepts TLS 1.2 clients (Granian's own default would refuse them)."""
+    old_client = sdk(https, tls12_only(pki.client_context()))
+    reply = old_client.chat.completions.create(model="m", messages=MESSAGES)
+    assert reply.choices[0].message.content == "served over tls"
+    section = {**pki.tls_section(), "min_version": "1.3"}
+    strict = start_server(tls_config(section), tls=pki.client_context())
+    with pytest.raises(openai.APIConnectionError):
+        sdk(strict, tls12_only(pki.client_context())).chat.completions.create(
+            model="m", messages=MESSAGES
+        )
+    reply = sdk(strict, pki.client_context()).chat.completions.create(model="m", messages=MESSAGES)
+    assert reply.choices[0].message.content == "served over tls"
+
+
 def test_client_certificates_are_required_with_a_ca_file(
     start_server: Callable[..., RunningServer], pki: Pki
 ) -> None:

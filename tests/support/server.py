@@ -60,11 +60,10 @@ class RunningServer:
         self.port = free_port()
         if isinstance(config, Path):
             self.config_path = config
-            config = yaml.safe_load(config.read_text()) or {}
         else:
             self.config_path = tmp / "cluster.yaml"
             self.config_path.write_text(yaml.safe_dump(config))
-        https = bool((config.get("server") or {}).get("tls"))
+        https = _serves_tls(self.config_path)
         # Keyword arguments of every httpx call this makes to the server.
         self.client: dict[str, Any] = {"verify": tls} if tls is not None else {}
         self.log_path = tmp / "server.log"
@@ -151,6 +150,16 @@ class RunningServer:
                 self.process.kill()
                 self.process.wait(5)
         self._log.close()
+
+
+def _serves_tls(path: Path) -> bool:
+    """Whether the config file has a ``server.tls`` section (False if it does not parse)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    server = data.get("server") if isinstance(data, dict) else None
+    return isinstance(server, dict) and bool(server.get("tls"))
 
 
 def descendants(pid: int) -> list[int]:

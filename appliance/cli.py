@@ -12,9 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from appliance import __version__
-from appliance.config import ApplianceConfig, ModelConfig, load_from_environment
+from appliance.config import ApplianceConfig, ModelConfig, load_from_environment, tls_files
 from appliance.errors import ConfigError
 from appliance.local import CONFIG_CHECKS
+
+# What a config must pass beyond its text to be served: local models fit, TLS files load.
+CHECKS = (*CONFIG_CHECKS, tls_files)
 
 _METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 
@@ -38,8 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return usage_cli.run(args)
     flags = {flag: getattr(args, flag, None) for flag in _FLAGS}
+    if args.command == "health":
+        return _health(flags, args.timeout)
     try:
-        settings, config = load_from_environment(CONFIG_CHECKS, **flags)
+        settings, config = load_from_environment(CHECKS, **flags)
     except ConfigError as exc:
         print(f"appliance: invalid configuration {exc.source}", file=sys.stderr)
         for problem in exc.problems:
@@ -94,6 +99,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
+
+
+def _health(flags: dict[str, object], timeout_s: float) -> int:
+    """Probe the running server's ``/readyz`` (HTTPS when the config has ``server.tls``).
+
+    The config is read without the checks of its files: a server running while its TLS
+    files are being replaced is still probed.
+    """
+    from appliance.runtime.probe import readiness
+
+    try:
+        _, config = load_from_environment((), **flags)
+    except ConfigError as exc:
+        print(f"appliance: invalid configuration {exc.source}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    ready, said = readiness(config, timeout_s)
+    print(said, file=sys.stdout if ready else sys.stderr)
+    return 0 if ready else 1
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -187,7 +212,7 @@ def describe(path: Path, config: ApplianceConfig) -> str:
     server = config.server
     lines = [
         f"config: {path}",
-        f"listen: http://{server.host}:{server.port}  processes: {server.processes}",
+        f"listen: {_listen(config)}  processes: {server.processes}",
         "",
         f"{'MODEL':<28} {'TYPE':<10} {'BACKEND':<10} {'WORKERS':>7} {'CONCURRENCY':>11}",
     ]
@@ -203,6 +228,14 @@ def describe(path: Path, config: ApplianceConfig) -> str:
     if config.state.usage_path is not None:
         lines.append(f"usage ledger: {config.state.usage_path}")
     return "\n".join(lines)
+
+
+def _listen(config: ApplianceConfig) -> str:
+    server, tls = config.server, config.server.tls
+    if tls is None:
+        return f"http://{server.host}:{server.port}"
+    clients = " (client certificates required)" if tls.ca_file else ""
+    return f"https://{server.host}:{server.port}{clients}"
 
 
 def _local_workers(config: ApplianceConfig) -> list[str]:
@@ -242,10 +275,15 @@ def _parser() -> argparse.ArgumentParser:
     reload = commands.add_parser(
         "reload", help="validate the config, then tell the running server to reload it"
     )
-    for sub in (serve, check, reload):
+    health = commands.add_parser(
+        "health", help="exit 0 if the running server answers /readyz with 200 (HTTP or HTTPS)"
+    )
+    for sub in (serve, check, reload, health):
         sub.add_argument(
             "-c", "--config", type=Path, help="cluster YAML (default: configs/cluster.yaml)"
         )
+    health.add_argument("--port", type=int, help="the port the server was given, if not the file's")
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait (default 2)")
     worker = commands.add_parser(
         "worker", help="serve one model over the OpenAI protocol (local or remote worker)"
     )

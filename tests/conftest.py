@@ -87,9 +87,11 @@ def start_server(
     """
     servers: list[RunningServer] = []
 
-    def start(config: ConfigDict | Path, env: dict[str, str] | None = None) -> RunningServer:
+    def start(
+        config: ConfigDict | Path, env: dict[str, str] | None = None, **options: Any
+    ) -> RunningServer:
         folder = tmp_path_factory.mktemp("server")
-        server = RunningServer(config, folder, env)
+        server = RunningServer(config, folder, env, **options)
         servers.append(server)
         return server
 

@@ -14,7 +14,7 @@ from appliance.config.backends import (
     ScriptedOptions,
 )
 from appliance.config.loader import Check, load_config, parse_config
-from appliance.config.model import ModelType
+from appliance.config.model import LocatedValueError, ModelType
 from appliance.config.schema import (
     ApiKeyConfig,
     ApplianceConfig,
@@ -24,6 +24,7 @@ from appliance.config.schema import (
     ServerConfig,
 )
 from appliance.config.settings import Settings
+from appliance.config.tls import TlsConfig, tls_problems
 
 __all__ = [
     "ApiKeyConfig",
@@ -40,10 +41,18 @@ __all__ = [
     "ScriptedOptions",
     "ServerConfig",
     "Settings",
+    "TlsConfig",
     "load_config",
     "load_from_environment",
     "parse_config",
+    "tls_files",
 ]
+
+
+def tls_files(config: ApplianceConfig) -> list[LocatedValueError]:
+    """A :data:`Check` for a config to be served: ``server.tls``'s files load together
+    (:func:`appliance.config.tls.tls_problems`)."""
+    return tls_problems(config.server.tls)
 
 
 def load_from_environment(

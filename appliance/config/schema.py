@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from appliance.config.backends import ModelConfig
 from appliance.config.capture import CaptureConfig, capture_problems
 from appliance.config.model import NAME_PATTERN, LocatedValueError, Strict
+from appliance.config.tls import TlsConfig
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -100,6 +101,11 @@ class ServerConfig(Strict):
 
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to bind.")
+    tls: TlsConfig | None = Field(
+        None,
+        description="HTTPS served directly (see TLS in the README). Its files are read at "
+        "start: a change here, or a file replaced on disk, needs a restart.",
+    )
     processes: int = Field(
         1,
         ge=1,

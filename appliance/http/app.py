@@ -11,7 +11,7 @@ from appliance.accounting.budgets import SpendBook
 from appliance.accounting.ledger import Ledger
 from appliance.accounting.limits import Limiter, LocalLimiter
 from appliance.accounting.requestlog import RequestLog
-from appliance.config import ApplianceConfig, Settings, load_from_environment
+from appliance.config import ApplianceConfig, Settings, load_from_environment, tls_files
 from appliance.http import errors
 from appliance.http.access import AccessLayer
 from appliance.http.admin_relay import AdminRelay
@@ -51,6 +51,10 @@ from appliance.serving.cluster import Cluster, ClusterRef
 from appliance.serving.reload import Reloader
 from appliance.wire.openai import protocol
 from appliance.wire.openai.protocol import Endpoint
+
+# What a served config must pass beyond its text (on reload too): local models fit, TLS
+# files load (the same as the CLI's).
+CHECKS = (*CONFIG_CHECKS, tls_files)
 
 __all__ = ["API_PREFIXES", "app_from_environment", "app_from_settings", "create_app"]
 
@@ -198,7 +202,7 @@ def app_from_environment() -> AccessLayer:
     """Granian's factory in each worker process of a multi-process server: load the config
     named by ``APPLIANCE_CONFIG`` and build the app (:func:`app_from_settings`)."""
     ignore_until_handled()
-    settings, config = load_from_environment(CONFIG_CHECKS)
+    settings, config = load_from_environment(CHECKS)
     return app_from_settings(settings, config)
 
 
@@ -217,7 +221,7 @@ def app_from_settings(settings: Settings, config: ApplianceConfig) -> AccessLaye
         # Watching and drain time follow the serving config's server section.
         return Reloader(
             ref,
-            lambda: load_from_environment(CONFIG_CHECKS)[1],
+            lambda: load_from_environment(CHECKS)[1],
             watch=settings.config,
             apply_logging=apply_logging,
             settle=heap.settle,

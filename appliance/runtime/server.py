@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from granian.constants import HTTPModes, Interfaces, Loops
+from granian.constants import HTTPModes, Interfaces, Loops, SSLProtocols
 from granian.errors import FatalError
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
@@ -76,10 +76,30 @@ def http1_settings(config: ApplianceConfig) -> HTTP1Settings:
     return HTTP1Settings(header_read_timeout=math.ceil(config.server.header_timeout_s * 1000))
 
 
+def tls_options(config: ApplianceConfig) -> dict[str, Any]:
+    """Granian's TLS options from ``server.tls`` (none without it).
+
+    Granian's Rust side reads the files when each serving process starts and keeps them
+    for its life (so a replaced certificate needs a restart). With a ``ca_file`` every
+    client must present a certificate signed by it.
+    """
+    tls = config.server.tls
+    if tls is None:
+        return {}
+    return {
+        "ssl_cert": tls.cert_file,
+        "ssl_key": tls.key_file,
+        "ssl_protocol_min": SSLProtocols(f"tls{tls.min_version}"),
+        "ssl_ca": tls.ca_file,
+        "ssl_client_verify": tls.ca_file is not None,
+    }
+
+
 def granian_options(config: ApplianceConfig) -> dict[str, Any]:
     """What both Granian servers (one process or several) are given alike: the factory
-    mode, address, ASGI over HTTP/1.1 only, the header timeout and logging."""
+    mode, address, ASGI over HTTP/1.1 only, the header timeout, TLS and logging."""
     return {
+        **tls_options(config),
         "factory": True,
         "address": config.server.host,
         "port": config.server.port,

@@ -13,9 +13,11 @@ the content is unchanged), SIGHUP in this process, or a direct call.
 Server settings the reloader itself uses follow the serving config: a reload's drain
 takes the new ``server.drain_timeout_s``, and ``server.watch_config`` turned off stops
 the watcher (on starts it). Settings read once at start (``server.host``, ``port``,
-``processes``, ``auth.window_s``, ``state.*``, and a ``drain_timeout_s`` above the start
-value, which bounds shutdown) are logged as ``restart_needed`` while they differ from
-the values this process started with.
+``processes``, ``tls``, ``auth.window_s``, ``state.*``, and a ``drain_timeout_s`` above
+the start value, which bounds shutdown) are logged as ``restart_needed`` while they differ
+from the values this process started with; so is a TLS certificate, key or CA file whose
+content was replaced since the start (Granian keeps serving what it read then). While the
+config is watched, so are the TLS files: replacing one says ``restart_needed`` at once.
 """
 
 from __future__ import annotations
@@ -33,10 +35,17 @@ from typing import Any
 import structlog
 
 from appliance.config import ApplianceConfig
+from appliance.config.tls import file_digests
 from appliance.errors import ConfigError
 from appliance.serving.cluster import Cluster, ClusterRef
 from appliance.serving.registry import ModelGroup
-from appliance.serving.reload_plan import ReloadOutcome, plan_next, read_at_start, startup_budget
+from appliance.serving.reload_plan import (
+    ReloadOutcome,
+    plan_next,
+    read_at_start,
+    startup_budget,
+    tls_files_replaced,
+)
 
 log = structlog.get_logger("appliance.reload")
 
@@ -77,6 +86,7 @@ class Reloader:
         self.last_reload: float | None = None
         self.observers: list[Callable[[ReloadOutcome], None]] = []
         self._initial = ref.current.config
+        self._tls_files = file_digests(self._initial.server.tls)  # what Granian read
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[object]] = set()
         self._watching: asyncio.Event | None = None  # set it to stop that watcher
@@ -170,6 +180,7 @@ class Reloader:
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
         moved = read_at_start(self._initial, config)
+        moved += tls_files_replaced(self._initial, config, self._tls_files)
         if moved:
             log.warning("restart_needed", settings=moved)
         return outcome
@@ -216,6 +227,8 @@ class Reloader:
         if wanted and self._watching is None and self.watch is not None:
             self._watching = asyncio.Event()
             self._spawn(self._watch(self.watch, self._watching))
+            if self._initial.server.tls is not None:
+                self._spawn(self._watch_tls(self._watching))
             log.info("config_watch_started", file=str(self.watch))
         elif not wanted and self._watching is not None:
             self._watching.set()
@@ -245,6 +258,31 @@ class Reloader:
             if digest == self._digest:
                 continue
             await self.reload("file_changed")
+
+    async def _watch_tls(self, stop: asyncio.Event) -> None:
+        """Say ``restart_needed`` as soon as a TLS file Granian read at start is replaced
+        (a renewal by certbot or cert-manager): it serves the old one until a restart."""
+        import watchfiles
+
+        tls = self._initial.server.tls
+        assert tls is not None
+        paths = [p.absolute() for p in (tls.cert_file, tls.key_file, tls.ca_file) if p]
+        names = set().union(*(_watched_names(p) for p in paths))
+        said: list[str] = []
+        async for _ in watchfiles.awatch(
+            *{p.parent for p in paths},
+            recursive=False,
+            debounce=self.debounce_ms,
+            step=50,
+            stop_event=stop,
+            watch_filter=lambda _change, name: Path(name).name in names,
+        ):
+            if stop.is_set():
+                return
+            replaced = tls_files_replaced(self._initial, self._initial, self._tls_files)
+            if replaced and replaced != said:
+                log.warning("restart_needed", settings=replaced, reason="tls_files_changed")
+            said = replaced
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task: asyncio.Task[object] = asyncio.ensure_future(coro)

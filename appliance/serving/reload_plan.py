@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from appliance.config import ApplianceConfig
 from appliance.config.schema import StateConfig
+from appliance.config.tls import file_digests
 from appliance.local.worker import thread_share
 from appliance.serving.cluster import Cluster
 from appliance.serving.registry import ModelGroup, Registry
@@ -78,10 +79,12 @@ def read_at_start(started: ApplianceConfig, config: ApplianceConfig) -> list[str
 
     ``server.drain_timeout_s`` applies to reload drains and shutdown at once, but the
     shutdown kill deadline the server got at start cannot grow without a restart.
+    ``server.tls`` is read by Granian at start; a TLS file replaced on disk since is told
+    by :func:`tls_files_replaced`.
     """
     moved = [
         f"server.{name}"
-        for name in ("host", "port", "processes", "header_timeout_s")
+        for name in ("host", "port", "processes", "header_timeout_s", "tls")
         if getattr(config.server, name) != getattr(started.server, name)
     ]
     if config.server.drain_timeout_s > started.server.drain_timeout_s:
@@ -103,6 +106,18 @@ def read_at_start(started: ApplianceConfig, config: ApplianceConfig) -> list[str
     if config.capture.enabled and not started.capture.enabled:
         moved.append("capture.enabled")
     return moved
+
+
+def tls_files_replaced(
+    started: ApplianceConfig, config: ApplianceConfig, at_start: dict[str, bytes | None]
+) -> list[str]:
+    """The ``server.tls`` files (``server.tls.cert_file``...) whose content differs from what
+    they held at start (``at_start``, :func:`appliance.config.tls.file_digests`), while the
+    TLS settings themselves are unchanged: Granian serves the old ones until a restart."""
+    if config.server.tls is None or config.server.tls != started.server.tls:
+        return []
+    now = file_digests(config.server.tls)
+    return [f"server.tls.{name}" for name, digest in now.items() if at_start.get(name) != digest]
 
 
 def startup_budget(groups: list[ModelGroup]) -> float:

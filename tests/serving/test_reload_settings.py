@@ -14,6 +14,7 @@ from appliance.config import load_config
 from appliance.serving.cluster import Cluster, ClusterRef
 from appliance.serving.reload import Reloader
 from tests.conftest import cluster_config, scripted
+from tests.support.pki import Pki
 from tests.support.poll import until_async
 
 BASE = cluster_config(scripted("m", ["a"]))
@@ -143,5 +144,33 @@ async def test_settings_read_at_start_are_named_in_restart_needed(tmp_path: Path
     with capture_logs() as logs:
         assert (await reloader.reload("test")).ok
     assert [e for e in logs if e["event"] == "restart_needed"] == []
+    await reloader.stop()
+    await ref.current.close()
+
+
+async def test_tls_settings_and_replaced_tls_files_need_a_restart(tmp_path: Path) -> None:
+    pki = Pki.make(tmp_path / "pki")
+    path = tmp_path / "c.yaml"
+    start = with_server(BASE, watch_config=False, tls=pki.tls_section())
+    ref, reloader = await serving(path, start)
+
+    write(path, with_server(start, tls={**pki.tls_section(), "min_version": "1.3"}))
+    with capture_logs() as logs:
+        assert (await reloader.reload("test")).ok
+    [needed] = [e for e in logs if e["event"] == "restart_needed"]
+    assert needed["settings"] == ["server.tls"]
+
+    write(path, start)  # the settings it started with, but a renewed key and certificate
+    pki.issue_server(pki.cert_file, pki.key_file)
+    with capture_logs() as logs:
+        assert (await reloader.reload("test")).ok
+    [needed] = [e for e in logs if e["event"] == "restart_needed"]
+    assert needed["settings"] == ["server.tls.cert_file", "server.tls.key_file"]
+
+    write(path, with_server(BASE, watch_config=False))  # TLS off: a restart too
+    with capture_logs() as logs:
+        assert (await reloader.reload("test")).ok
+    [needed] = [e for e in logs if e["event"] == "restart_needed"]
+    assert needed["settings"] == ["server.tls"]
     await reloader.stop()
     await ref.current.close()

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -40,10 +41,21 @@ def free_port() -> int:
 
 
 class RunningServer:
-    """An appliance process started from a config dict; stop it with :meth:`stop`."""
+    """An appliance process started from a config dict; stop it with :meth:`stop`.
+
+    A config with ``server.tls`` is spoken to over HTTPS: ``tls`` is then the client's
+    context (the CA that signed the server's certificate, and a client certificate where
+    the server asks for one). ``cwd``: the folder it runs in (relative paths in the
+    config are relative to it).
+    """
 
     def __init__(
-        self, config: dict[str, Any] | Path, tmp: Path, env: dict[str, str] | None = None
+        self,
+        config: dict[str, Any] | Path,
+        tmp: Path,
+        env: dict[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.port = free_port()
         if isinstance(config, Path):
@@ -51,6 +63,9 @@ class RunningServer:
         else:
             self.config_path = tmp / "cluster.yaml"
             self.config_path.write_text(yaml.safe_dump(config))
+        https = _serves_tls(self.config_path)
+        # Keyword arguments of every httpx call this makes to the server.
+        self.client: dict[str, Any] = {"verify": tls} if tls is not None else {}
         self.log_path = tmp / "server.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -67,15 +82,16 @@ class RunningServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{'https' if https else 'http'}://127.0.0.1:{self.port}"
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 60) -> None:
         def ready_or_exited() -> bool:
             if self.process.poll() is not None:
                 return True  # no use waiting: said below
-            return httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200
+            return httpx.get(f"{self.base_url}/readyz", timeout=1, **self.client).status_code == 200
 
         try:
             until(ready_or_exited, timeout=timeout, what="/readyz answering 200")
@@ -107,7 +123,7 @@ class RunningServer:
     def metrics_text(self, admin_key: str | None = None) -> str:
         """The body of ``/metrics`` (which must answer 200)."""
         headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
-        response = httpx.get(f"{self.base_url}/metrics", headers=headers, timeout=10)
+        response = httpx.get(f"{self.base_url}/metrics", headers=headers, timeout=10, **self.client)
         assert response.status_code == 200, response.text
         return response.text
 
@@ -118,7 +134,9 @@ class RunningServer:
     def status(self, admin_key: str | None = None) -> dict[str, Any]:
         """The body of ``/status.json`` (which must answer 200)."""
         headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
-        response = httpx.get(f"{self.base_url}/status.json", headers=headers, timeout=10)
+        response = httpx.get(
+            f"{self.base_url}/status.json", headers=headers, timeout=10, **self.client
+        )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
@@ -132,6 +150,16 @@ class RunningServer:
                 self.process.kill()
                 self.process.wait(5)
         self._log.close()
+
+
+def _serves_tls(path: Path) -> bool:
+    """Whether the config file has a ``server.tls`` section (False if it does not parse)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    server = data.get("server") if isinstance(data, dict) else None
+    return isinstance(server, dict) and bool(server.get("tls"))
 
 
 def descendants(pid: int) -> list[int]:

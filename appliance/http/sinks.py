@@ -37,6 +37,14 @@ class Counting:
         self.metrics.requests.labels(route, model, str(scope.status)).inc()
         self.metrics.latency.labels(route, model).observe(elapsed)
         self.recent.add(time.time(), elapsed, scope.status >= 500)
+        timing = scope.timing
+        if timing.queued_s and scope.principal is not None:  # it asked a model for a slot
+            served = timing.model or model
+            self.metrics.queue_wait.labels(served, scope.principal.priority).observe(
+                timing.queued_s
+            )
+        for spill in timing.spills or ():
+            self.metrics.spills.labels(spill.model, spill.reason).inc()
 
 
 class AccessLog:
@@ -65,6 +73,11 @@ class AccessLog:
             **({"client_gone": True} if scope.client_gone else {}),
             **({"key_name": scope.principal.name} if _named(scope) and scope.principal else {}),
             **({"served_by": served} if served is not None else {}),
+            **(
+                {"spilled": [s.as_dict() for s in spills]}
+                if (spills := scope.timing.spills)
+                else {}
+            ),
             **{name: clip_value(value) for name, value in scope.fields.items()},
         )
 

@@ -55,6 +55,7 @@ class Dispatcher:
         queue_timeout_s: Longest wait for a slot.
         coming: Whether workers that are not available yet are on their way (a local
             model loading): requests then wait for them instead of failing at once.
+        clock: Monotonic seconds, for the service time (tests pass their own).
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class Dispatcher:
         queue_size: int,
         queue_timeout_s: float,
         coming: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.model = model
         self.coming = coming
@@ -79,8 +81,9 @@ class Dispatcher:
         self._waiters = FairQueue()
         self._turn = itertools.count()
         # Little's law: slot-seconds held and requests done, over the recent requests.
+        self._clock = clock
         self._busy = 0
-        self._since = time.monotonic()
+        self._since = clock()
         self._held_s = 0.0
         self._done = 0.0
 
@@ -108,7 +111,7 @@ class Dispatcher:
         None before any request gave its slot back."""
         if not self._done:
             return None
-        held = self._held_s + self._busy * (time.monotonic() - self._since)
+        held = self._held_s + self._busy * (self._clock() - self._since)
         return held / self._done
 
     def expected_wait_s(self, priority: Priority = "standard") -> float | None:
@@ -240,7 +243,7 @@ class Dispatcher:
     def _count(self, change: int) -> None:
         """Slots taken (1), given back (-1) or handed from one request to the next (0):
         the slot-seconds and requests done that :meth:`service_s` reads."""
-        now = time.monotonic()
+        now = self._clock()
         self._held_s += self._busy * (now - self._since)
         self._since = now
         self._busy += change

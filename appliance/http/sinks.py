@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 
+from prometheus_client import Histogram
+
 from appliance.clip import clip, clip_value
 from appliance.http.scope import RequestScope
 from appliance.runtime.logging import BoundOnce
@@ -29,6 +31,7 @@ class Counting:
     def __init__(self, metrics: Metrics, recent: Recent) -> None:
         self.metrics = metrics
         self.recent = recent
+        self._waits: dict[tuple[str, str], Histogram] = {}  # queue_wait by (model, class)
 
     def __call__(self, scope: RequestScope) -> None:
         route = scope.route or "unmatched"
@@ -39,10 +42,11 @@ class Counting:
         self.recent.add(time.time(), elapsed, scope.status >= 500)
         timing = scope.timing
         if timing.queued_s and scope.principal is not None:  # it asked a model for a slot
-            served = timing.model or model
-            self.metrics.queue_wait.labels(served, scope.principal.priority).observe(
-                timing.queued_s
-            )
+            labels = (timing.model or model, scope.principal.priority)
+            wait = self._waits.get(labels)
+            if wait is None:
+                wait = self._waits[labels] = self.metrics.queue_wait.labels(*labels)
+            wait.observe(timing.queued_s)
         for spill in timing.spills or ():
             self.metrics.spills.labels(spill.model, spill.reason).inc()
 

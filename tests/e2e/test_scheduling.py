@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from tests.conftest import cluster_config, scripted
+from tests.local.models import ASK, smollm2
 from tests.support.poll import until, until_async
 from tests.support.server import RunningServer
 
@@ -237,3 +238,33 @@ def test_a_full_queue_and_a_queue_timeout_say_retry_after_the_expected_wait(
     assert int(full["retry-after"]) >= 4, full
     assert int(timed_out["retry-after"]) >= 2, timed_out
     assert server.metric("appliance_queue_wait_seconds_count", model="tiny", priority="interactive")
+
+
+def test_a_local_model_that_is_not_loaded_is_spilled_past_while_it_loads(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    server = start_server(
+        cluster_config(
+            smollm2("local", load="on_demand", queue_timeout_s=120),
+            scripted("cloud"),
+            routes=[{"alias": "chat", "targets": ["local", "cloud"], "spill_after_s": 0.3}],
+        )
+    )
+    api = sync_client(server)
+    # Never loaded here: its load time is unknown, so the request goes on to the cloud at
+    # once (a stream, named in its headers) and the local model starts loading.
+    streamed = api.chat.completions.with_raw_response.create(
+        model="chat", messages=ASK, stream=True, extra_headers={"x-request-id": "lazy-1"}
+    )
+    assert streamed.headers["x-appliance-model"] == "cloud"
+    assert "".join(c.choices[0].delta.content or "" for c in streamed.parse() if c.choices)
+    [line] = until(lambda: server.events("request", request_id="lazy-1"))
+    assert line["spilled"] == [{"model": "local", "reason": "load", "expected_wait_s": None}]
+    until(
+        lambda: model_status(server, "local")["lifecycle"]["state"] == "loaded",
+        timeout=120,
+        what="the local model loaded by the spilled request",
+    )
+    raw = api.chat.completions.with_raw_response.create(model="chat", messages=ASK, max_tokens=4)
+    assert raw.headers["x-appliance-model"] == "local"
+    assert server.metric("appliance_spills_total", model="local", reason="load") == 1

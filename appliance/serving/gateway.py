@@ -148,6 +148,7 @@ class Gateway:
         if timing is not None:
             timing.worker_s += max(t.worker_s + t.queued_s for t in timings)
             timing.model = timings[0].model
+            timing.spills = [spill for t in timings for spill in t.spills or ()] or None
         bodies: list[bytes] = []
         for reply in replies:
             if isinstance(reply, BaseException):

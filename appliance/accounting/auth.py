@@ -13,20 +13,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from appliance.clip import clip
-from appliance.config import ApiKeyConfig
-from appliance.config.schema import BudgetConfig
+from appliance.config import ApiKeyConfig, Priority
+from appliance.config.auth import BudgetConfig
 from appliance.errors import AuthenticationError, PermissionDeniedError
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller, known by its key's name."""
+    """An authenticated caller, known by its key's name; ``priority`` is the scheduling
+    class of its requests (see :mod:`appliance.serving.scheduling`)."""
 
     name: str
     models: frozenset[str] | None
     rpm: int | None = None
     tpm: int | None = None
     budget: BudgetConfig | None = None
+    priority: Priority = "standard"
 
     @property
     def limited(self) -> bool:
@@ -57,7 +59,12 @@ class Authenticator:
             (
                 k.digest(),
                 Principal(
-                    k.name, frozenset(k.models) if k.models else None, k.rpm, k.tpm, k.budget
+                    k.name,
+                    frozenset(k.models) if k.models else None,
+                    k.rpm,
+                    k.tpm,
+                    k.budget,
+                    k.priority,
                 ),
             )
             for k in keys

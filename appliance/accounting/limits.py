@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from appliance.accounting.budgets import SpendBook, day_of, days_before, period_bounds, period_days
-from appliance.config.schema import BudgetConfig
+from appliance.config.auth import BudgetConfig
 from appliance.errors import QuotaExceededError, RateLimitError
 
 

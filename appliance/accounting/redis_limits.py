@@ -37,7 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from appliance.accounting.budgets import KEEP_DAYS, day_of, period_days
 from appliance.accounting.limits import Quota, exceeded, limited
-from appliance.config.schema import BudgetConfig
+from appliance.config.auth import BudgetConfig
 from appliance.errors import ServiceUnavailableError
 
 # What a call into the Redis client may raise when Redis or the client fails: Redis's errors,

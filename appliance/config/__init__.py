@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from appliance.config.auth import ApiKeyConfig, AuthConfig, Priority
 from appliance.config.backends import (
     ModelConfig,
     OpenAIModel,
@@ -16,9 +17,7 @@ from appliance.config.backends import (
 from appliance.config.loader import Check, load_config, parse_config
 from appliance.config.model import LocatedValueError, ModelType
 from appliance.config.schema import (
-    ApiKeyConfig,
     ApplianceConfig,
-    AuthConfig,
     LoggingConfig,
     RouteConfig,
     ServerConfig,
@@ -36,6 +35,7 @@ __all__ = [
     "ModelType",
     "OpenAIModel",
     "OpenAIOptions",
+    "Priority",
     "RouteConfig",
     "ScriptedModel",
     "ScriptedOptions",

@@ -129,7 +129,10 @@ class Exchange:
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            message["headers"] = [*message.get("headers", ()), (b"x-request-id", self.request_id)]
+            headers = [*message.get("headers", ()), (b"x-request-id", self.request_id)]
+            if (model := self.account.timing.model) is not None:  # the model that answered
+                headers.append((b"x-appliance-model", model.encode()))
+            message["headers"] = headers
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             self.completed = not self.gone
             # Accounted before the client has it all: a client that reads the metrics or

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 
+from prometheus_client import Histogram
+
 from appliance.clip import clip, clip_value
 from appliance.http.scope import RequestScope
 from appliance.runtime.logging import BoundOnce
@@ -29,6 +31,7 @@ class Counting:
     def __init__(self, metrics: Metrics, recent: Recent) -> None:
         self.metrics = metrics
         self.recent = recent
+        self._waits: dict[tuple[str, str], Histogram] = {}  # queue_wait by (model, class)
 
     def __call__(self, scope: RequestScope) -> None:
         route = scope.route or "unmatched"
@@ -37,6 +40,15 @@ class Counting:
         self.metrics.requests.labels(route, model, str(scope.status)).inc()
         self.metrics.latency.labels(route, model).observe(elapsed)
         self.recent.add(time.time(), elapsed, scope.status >= 500)
+        timing = scope.timing
+        if timing.queued_s and scope.principal is not None:  # it asked a model for a slot
+            labels = (timing.model or model, scope.principal.priority)
+            wait = self._waits.get(labels)
+            if wait is None:
+                wait = self._waits[labels] = self.metrics.queue_wait.labels(*labels)
+            wait.observe(timing.queued_s)
+        for spill in timing.spills or ():
+            self.metrics.spills.labels(spill.model, spill.reason).inc()
 
 
 class AccessLog:
@@ -65,6 +77,11 @@ class AccessLog:
             **({"client_gone": True} if scope.client_gone else {}),
             **({"key_name": scope.principal.name} if _named(scope) and scope.principal else {}),
             **({"served_by": served} if served is not None else {}),
+            **(
+                {"spilled": [s.as_dict() for s in spills]}
+                if (spills := scope.timing.spills)
+                else {}
+            ),
             **{name: clip_value(value) for name, value in scope.fields.items()},
         )
 

@@ -67,7 +67,8 @@ class ModelLifecycle:
         self._retries = Retries()  # failed loads in a row, and the timers to try again
         self._demanded = False  # a request (not only a preload) wants this load
         self._loaded_once = False
-        self._load_started = 0.0
+        self.load_started = 0.0  # when the load under way (or the last one) began
+        self.load_s: float | None = None  # how long the last load took
         self._loading: asyncio.Task[None] | None = None
         self._unloading: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -265,7 +266,7 @@ class ModelLifecycle:
             log.info("model_preload_skipped", model=self.name, need_mb=round(self.need_mb()))
             return
         self.admitted = True
-        self._load_started = time.monotonic()  # the load itself, not the wait for room
+        self.load_started = time.monotonic()  # the load itself, not the wait for room
         log.info("model_loading", model=self.name, why=why, need_mb=round(self.need_mb()))
         for worker in self.workers:
             worker.load()
@@ -299,7 +300,8 @@ class ModelLifecycle:
             self.error = None
             self._move(State.LOADED)
             self._loaded_once = True
-            seconds = time.monotonic() - self._load_started
+            seconds = time.monotonic() - self.load_started
+            self.load_s = seconds
             log.info("model_loaded", model=self.name, load_s=round(seconds, 2))
             self.residency.loaded(self.name, seconds, ok=True)
 
@@ -310,7 +312,7 @@ class ModelLifecycle:
         if ended.served:  # it ran and exited: start another soon
             if self._state is State.LOADED and not anyone_up:
                 self._move(State.LOADING)  # requests wait for it to come back
-                self._load_started = time.monotonic()
+                self.load_started = time.monotonic()
             self._retries.schedule(worker, self._retries.delay(0), self._wants_workers)
             return
         failures = self._retries.failed(worker)
@@ -323,7 +325,7 @@ class ModelLifecycle:
         if anyone_up or self._state is not State.LOADING:
             return
         self.error = LoadFailure(ended.reason, time.monotonic() + delay)
-        self.residency.loaded(self.name, time.monotonic() - self._load_started, ok=False)
+        self.residency.loaded(self.name, time.monotonic() - self.load_started, ok=False)
         self.dispatcher.fail_waiters(self._failed_error(self.error))
 
     def _wants_workers(self) -> bool:
@@ -335,7 +337,7 @@ class ModelLifecycle:
         self._move(State.FAILED)
         self.error, self.admitted = LoadFailure(reason, None), False
         log.error("model_failed", model=self.name, attempts=attempts, reason=reason)
-        self.residency.loaded(self.name, time.monotonic() - self._load_started, ok=False)
+        self.residency.loaded(self.name, time.monotonic() - self.load_started, ok=False)
         self.dispatcher.fail_waiters(self._failed_error(self.error))
         self._stopping = detached(self._stop_workers())
 

@@ -103,6 +103,21 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=own,
         )
+        self.queue_wait = Histogram(
+            "appliance_queue_wait_seconds",
+            "Time requests waited for a worker's slot (0 when one was free), by the model "
+            "that took them (or was asked) and the key's priority class.",
+            ["model", "priority"],
+            buckets=_LATENCY,
+            registry=own,
+        )
+        self.spills = Counter(
+            "appliance_spills_total",
+            "Route targets passed over for their expected wait (spill_after_s), by the "
+            "model passed over and why: queue (slots taken, a long queue) or load.",
+            ["model", "reason"],
+            registry=own,
+        )
         self.worker_healthy = Gauge(
             "appliance_worker_healthy",
             "1 if the worker takes requests, else 0.",

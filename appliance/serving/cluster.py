@@ -16,7 +16,8 @@ from appliance.accounting.auth import Authenticator
 from appliance.config import ApplianceConfig
 from appliance.local.residency import Residency
 from appliance.serving.gateway import Gateway
-from appliance.serving.registry import ModelSnapshot, Registry
+from appliance.serving.registry import Registry
+from appliance.serving.snapshots import ModelSnapshot
 
 log = structlog.get_logger("appliance.cluster")
 

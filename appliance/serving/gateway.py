@@ -5,6 +5,10 @@ A request may fail over only before anything reached the client: a retryable err
 the same model, then to the route's next target, within the model's ``retries`` and
 ``timeout_s``. Once a stream
 has been handed out, its errors are the stream's to report.
+
+A route with ``spill_after_s`` also moves on before trying a target whose expected wait
+is longer (:mod:`.spill`). Waiting requests are served in the order of the caller's
+priority class and key (:mod:`.scheduling`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 import structlog
@@ -27,6 +31,7 @@ from appliance.errors import (
     UpstreamTimeoutError,
 )
 from appliance.serving.registry import ModelGroup, Registry
+from appliance.serving.spill import Spill, spill_past
 from appliance.wire import usage
 from appliance.wire.openai.protocol import Endpoint
 from appliance.wire.usage import Usage
@@ -48,12 +53,14 @@ class Timing:
     """Where a request's time went: the client's body, waiting for a worker, on workers.
 
     ``model`` is the model whose worker took the request last (None: it reached none),
-    which is the model that answered when the request succeeded (for pricing);
+    which is the model that answered when the request succeeded (for pricing and the
+    ``x-appliance-model`` header);
     ``stoppable`` whether that worker stops its work when the call is cancelled
-    (:attr:`Worker.stoppable <appliance.backends.base.Worker.stoppable>`).
+    (:attr:`Worker.stoppable <appliance.backends.base.Worker.stoppable>`); ``spills``
+    the route targets it passed over for their expected wait (:mod:`.spill`).
     """
 
-    __slots__ = ("client_s", "model", "queued_s", "stoppable", "worker_s")
+    __slots__ = ("client_s", "model", "queued_s", "spills", "stoppable", "worker_s")
 
     def __init__(self) -> None:
         self.client_s = 0.0
@@ -61,6 +68,7 @@ class Timing:
         self.worker_s = 0.0
         self.model: str | None = None
         self.stoppable = False
+        self.spills: list[Spill] | None = None
 
 
 class Gateway:
@@ -78,9 +86,9 @@ class Gateway:
         session: str | None = None,
     ) -> bytes:
         """One plain request; returns the reply's JSON bytes."""
-        groups = self._targets(principal, endpoint, body["model"])
+        targets = self._targets(principal, endpoint, body["model"])
         result, _ = await self._attempt(
-            groups, lambda w: w.call(endpoint, body), hold=False, timing=timing, session=session
+            targets, lambda w: w.call(endpoint, body), hold=False, timing=timing, session=session
         )
         return result
 
@@ -98,13 +106,13 @@ class Gateway:
 
         With ``usage`` the backend is asked for a usage chunk (see ``Worker.open_stream``).
         """
-        groups = self._targets(principal, endpoint, body["model"])
+        targets = self._targets(principal, endpoint, body["model"])
 
         async def open_on(worker: Worker) -> ReplyStream:
             return await worker.open_stream(endpoint, body, usage=usage)
 
         stream, (group, worker) = await self._attempt(
-            groups, open_on, hold=True, timing=timing, session=session
+            targets, open_on, hold=True, timing=timing, session=session
         )
         return _LeasedStream(stream, group, worker)
 
@@ -112,9 +120,9 @@ class Gateway:
         self, principal: Principal, body: dict[str, Any], timing: Timing | None = None
     ) -> bytes:
         """Embeddings, a list of inputs split over the model's workers."""
-        groups = self._targets(principal, Endpoint.EMBEDDINGS, body["model"])
+        targets = self._targets(principal, Endpoint.EMBEDDINGS, body["model"])
         inputs = body["input"]
-        parts = _split(inputs, len(groups[0].available_workers()))
+        parts = _split(inputs, len(targets.groups[0].available_workers()))
         if len(parts) < 2:
             return await self.call(principal, Endpoint.EMBEDDINGS, body, timing)
         # The parts run side by side: the slowest one is the request's worker time.
@@ -132,7 +140,7 @@ class Gateway:
 
         replies = await asyncio.gather(
             *(
-                self._attempt(groups, embed(part), hold=False, timing=t)
+                self._attempt(targets, embed(part), hold=False, timing=t)
                 for part, t in zip(parts, timings, strict=True)
             ),
             return_exceptions=True,
@@ -140,6 +148,7 @@ class Gateway:
         if timing is not None:
             timing.worker_s += max(t.worker_s + t.queued_s for t in timings)
             timing.model = timings[0].model
+            timing.spills = [spill for t in timings for spill in t.spills or ()] or None
         bodies: list[bytes] = []
         for reply in replies:
             if isinstance(reply, BaseException):
@@ -147,7 +156,7 @@ class Gateway:
             bodies.append(reply[0])
         return orjson.dumps(_merge_embeddings(bodies))
 
-    def _targets(self, principal: Principal, endpoint: Endpoint, name: Any) -> list[ModelGroup]:
+    def _targets(self, principal: Principal, endpoint: Endpoint, name: Any) -> _Targets:
         principal.check(name)
         groups = self.registry.resolve(name)
         kind = groups[0].config.type
@@ -157,11 +166,11 @@ class Gateway:
                 param="model",
                 code="model_not_supported",
             )
-        return groups
+        return _Targets(groups, principal, self.registry.spill_after_s.get(name))
 
     async def _attempt(
         self,
-        groups: list[ModelGroup],
+        targets: _Targets,
         operation: Callable[[Worker], Awaitable[T]],
         *,
         hold: bool,
@@ -173,11 +182,11 @@ class Gateway:
         The requested model's ``retries`` and ``timeout_s`` bound the whole attempt,
         queueing included.
         """
-        policy = groups[0].config
+        policy = targets.groups[0].config
         try:
             async with asyncio.timeout(policy.timeout_s):
                 return await self._failover(
-                    groups, operation, policy.retries + 1, hold, timing or Timing(), session
+                    targets, operation, policy.retries + 1, hold, timing or Timing(), session
                 )
         except TimeoutError:
             raise UpstreamTimeoutError(
@@ -186,7 +195,7 @@ class Gateway:
 
     async def _failover(
         self,
-        groups: list[ModelGroup],
+        targets: _Targets,
         operation: Callable[[Worker], Awaitable[T]],
         attempts: int,
         hold: bool,
@@ -195,13 +204,21 @@ class Gateway:
     ) -> tuple[T, tuple[ModelGroup, Worker]]:
         last: APIError | None = None
         clock = time.perf_counter
+        groups, principal, spill_after_s = targets
         for group in groups:
+            if spill_after_s is not None and group is not groups[-1]:
+                spilled = spill_past(group, principal.priority, spill_after_s)
+                if spilled is not None:
+                    timing.spills = [*(timing.spills or ()), spilled]
+                    continue
             tried: list[Worker] = []
             while attempts > 0 and len(tried) < len(group.workers):
                 started = clock()
                 try:
                     affinity = session if group.config.routing == "affinity" else None
-                    worker = await group.acquire(tried, affinity)
+                    worker = await group.acquire(
+                        tried, affinity, principal.priority, principal.name
+                    )
                 except APIError as exc:
                     last = exc
                     break
@@ -241,6 +258,14 @@ class Gateway:
         if last is None:
             last = ServiceUnavailableError("No worker could take the request.", retry_after=1)
         raise last
+
+
+class _Targets(NamedTuple):
+    """What a request may run on: the groups in order, for whom, and when to spill."""
+
+    groups: list[ModelGroup]
+    principal: Principal
+    spill_after_s: float | None
 
 
 class _LeasedStream:

@@ -14,12 +14,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
-from typing import Any
 
 from appliance.backends.base import Worker
 from appliance.clip import clip
-from appliance.config import ApplianceConfig, ModelConfig
+from appliance.config import ApplianceConfig, ModelConfig, Priority
 from appliance.config.backends import LlamaCppModel, OnnxModel
 from appliance.errors import ModelNotFoundError
 from appliance.local.lifecycle import ModelLifecycle
@@ -28,81 +26,8 @@ from appliance.local.states import State
 from appliance.local.worker import LocalWorker, thread_share
 from appliance.serving.dispatch import Dispatcher
 from appliance.serving.health import HealthMonitor
+from appliance.serving.snapshots import ModelSnapshot, WorkerSnapshot
 from appliance.serving.workers import build_workers
-
-
-@dataclass(frozen=True)
-class WorkerSnapshot:
-    """One worker's state at one moment, from each of its owners."""
-
-    worker_id: str
-    up: bool
-    ejected: bool
-    in_flight: int
-    detail: dict[str, Any]
-
-    @property
-    def available(self) -> bool:
-        """Whether it may take requests: up and not ejected."""
-        return self.up and not self.ejected
-
-    @property
-    def state(self) -> str:
-        """``healthy`` (available), ``ejected`` (up, out of rotation) or ``down``."""
-        if not self.up:
-            return "down"
-        return "ejected" if self.ejected else "healthy"
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON for /readyz and /status.json; ``healthy`` means available."""
-        return {
-            **self.detail,
-            "state": self.state,
-            "healthy": self.available,
-            "ejected": self.ejected,
-            "in_flight": self.in_flight,
-        }
-
-
-@dataclass(frozen=True)
-class ModelSnapshot:
-    """One model's state at one moment."""
-
-    name: str
-    required: bool
-    queued: int
-    workers: tuple[WorkerSnapshot, ...]
-    lifecycle: dict[str, Any] | None = None
-    loadable: bool = False
-
-    @property
-    def available(self) -> bool:
-        """Whether at least one worker may take requests."""
-        return any(w.available for w in self.workers)
-
-    @property
-    def ready(self) -> bool:
-        """Whether it can serve: available, or a local model that can be loaded."""
-        return self.available or self.loadable
-
-    @property
-    def in_flight(self) -> int:
-        """Requests its workers are serving."""
-        return sum(w.in_flight for w in self.workers)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON for /readyz and /status.json."""
-        out: dict[str, Any] = {
-            "available": self.available,
-            "ready": self.ready,
-            "required": self.required,
-            "queued": self.queued,
-            "in_flight": self.in_flight,
-            "workers": [w.as_dict() for w in self.workers],
-        }
-        if self.lifecycle is not None:
-            out["lifecycle"] = self.lifecycle
-        return out
 
 
 class ModelGroup:
@@ -170,14 +95,20 @@ class ModelGroup:
         """The workers that may take requests now."""
         return self.dispatcher.healthy()
 
-    async def acquire(self, exclude: Collection[Worker] = (), session: str | None = None) -> Worker:
+    async def acquire(
+        self,
+        exclude: Collection[Worker] = (),
+        session: str | None = None,
+        priority: Priority = "standard",
+        key: str = "anonymous",
+    ) -> Worker:
         """Take a slot on a worker; give it back with :meth:`release` (see :class:`Dispatcher`).
 
         A local model that is not loaded starts loading, and the request waits for it.
         """
         if self.lifecycle is not None:
             self.lifecycle.demand()
-        return await self.dispatcher.acquire(exclude, session)
+        return await self.dispatcher.acquire(exclude, session, priority, key)
 
     def release(self, worker: Worker) -> None:
         """Give back a slot taken with :meth:`acquire`."""
@@ -281,10 +212,15 @@ class Registry:
     """Every public name the appliance serves."""
 
     def __init__(
-        self, groups: Iterable[ModelGroup], routes: dict[str, list[str]], created: int
+        self,
+        groups: Iterable[ModelGroup],
+        routes: dict[str, list[str]],
+        created: int,
+        spill_after_s: dict[str, float] | None = None,
     ) -> None:
         self.groups = {g.name: g for g in groups}
         self.routes = routes
+        self.spill_after_s = spill_after_s or {}  # the routes that spill on expected wait
         self.created = created
         self._resolved = {name: [g] for name, g in self.groups.items()}
         for alias, targets in routes.items():
@@ -297,8 +233,14 @@ class Registry:
         groups = [
             ModelGroup.from_config(m, threads=threads, residency=residency) for m in config.models
         ]
+        return cls.of(config, groups, int(time.time()))
+
+    @classmethod
+    def of(cls, config: ApplianceConfig, groups: list[ModelGroup], created: int) -> Registry:
+        """The registry of ``groups`` (built or carried over) with ``config``'s routes."""
         routes = {r.alias: list(r.targets) for r in config.routes}
-        return cls(groups, routes, int(time.time()))
+        spill = {r.alias: r.spill_after_s for r in config.routes if r.spill_after_s is not None}
+        return cls(groups, routes, created, spill)
 
     def lifecycles(self) -> list[ModelLifecycle]:
         """The lifecycles of its local models."""
@@ -307,9 +249,11 @@ class Registry:
     def waits_for_load(self, name: str, kind: str) -> bool:
         """Whether a request for ``name`` (a ``kind`` model) would wait for a load now."""
         groups = self._resolved.get(name)
-        if not groups:
+        if not groups or groups[0].config.type != kind:
             return False
-        return groups[0].config.type == kind and groups[0].waits_for_load()
+        if name in self.spill_after_s:  # it waits for a load only where it cannot spill
+            return all(g.waits_for_load() for g in groups)
+        return groups[0].waits_for_load()
 
     def served_as(self, name: object) -> str:
         """``name`` if it is a public name, else ``-`` (for bounded metric labels)."""

@@ -69,8 +69,7 @@ def plan_next(current: Cluster, config: ApplianceConfig) -> Plan:
             fresh.append(group)
     kept = {id(g) for g in groups}
     retired = [g for g in old.values() if id(g) not in kept]
-    routes = {r.alias: list(r.targets) for r in config.routes}
-    registry = Registry(groups, routes, current.registry.created)
+    registry = Registry.of(config, groups, current.registry.created)
     return Plan(Cluster(config, registry, residency), fresh, retired, carried, set(old))
 
 

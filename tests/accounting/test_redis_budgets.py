@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from appliance.accounting.redis_limits import RedisLimiter, hash_tag
-from appliance.config.schema import BudgetConfig
+from appliance.config.auth import BudgetConfig
 from appliance.errors import QuotaExceededError, RateLimitError
 from tests.conftest import cluster_config, scripted
 from tests.support.poll import until

@@ -1,0 +1,339 @@
+"""Play deploy/kubernetes under ``podman kube play`` and check it end to end.
+
+Run by packaging/kube-check.sh (as root, with the images it built)::
+
+    python -m tests.deploy.kube_play --work DIR --image IMG --redis-image IMG
+
+What it plays (:func:`tests.deploy.manifests.for_podman`): the ConfigMap, the appliance
+Deployment twice (one replica each, on two loopback ports) and the Redis StatefulSet as a
+Pod with its volume claim, on a podman network of its own. What it checks, through the
+published ports with the ``openai`` SDK (no retries, so nothing is hidden):
+
+1. both pods serve the ConfigMap's config, keys from the Secret;
+2. a ConfigMap edit is reloaded by both pods without a restart (the edit adds a key limited
+   to 2 requests a minute and a slow model);
+3. that rpm limit is one limit across the pods, through the Redis pod: request 1 on pod 0,
+   2 on pod 1, 3 on pod 0 gets 429, and so does 4 on pod 1;
+4. Redis runs with its append-only file on the claimed volume;
+5. a pod stopped under load drains: streams in flight on it finish, none fails, it exits 0;
+6. each pod's peak RSS stays under the Deployment's memory request (printed: the figures
+   deployment.yaml's resources come from).
+
+Everything it starts is removed again (``podman kube down``, the volumes, the network),
+also on failure; kube-check.sh's trap does the same if this process is killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import yaml
+
+from tests.deploy import manifests
+from tests.support.poll import until
+from tests.support.server import free_port
+
+REPLICAS = 2
+NETWORK = "appliance-kube-check"
+SLOW_CHUNKS = 10
+SLOW_DELAY_MS = 150
+
+
+def podman(*args: str, check: bool = True) -> str:
+    """Run podman; its stdout."""
+    done = subprocess.run(["podman", *args], capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"podman {' '.join(args)}: {done.returncode}: {done.stderr[-2000:]}")
+    return done.stdout
+
+
+class Play:
+    """The played manifests: files in ``work``, pods, volumes and a network in podman."""
+
+    def __init__(self, work: Path, image: str, redis_image: str) -> None:
+        self.work = work
+        self.secret = {k: secrets.token_hex(16) for k in manifests.secret_values()}
+        self.ports = [free_port() for _ in range(REPLICAS)]
+        built = manifests.build()
+        self.memory_request = built_memory(built)
+        images = {
+            app_container(built)["image"]: image,
+            manifests.pod_spec(manifests.find(built, "StatefulSet", "appliance-redis"))[
+                "containers"
+            ][0]["image"]: redis_image,
+        }
+        self.docs = manifests.for_podman(
+            built, secret=self.secret, images=images, ports=self.ports
+        )
+        self.file = work / "play.yaml"
+        self.file.write_text(yaml.safe_dump_all(self.docs, sort_keys=False))
+        (work / "volumes").write_text("\n".join(manifests.volume_names(self.docs)) + "\n")
+        (work / "network").write_text(NETWORK + "\n")
+        self.pods = [f"appliance-{i}-pod-0" for i in range(REPLICAS)]
+        self.containers = [f"{pod}-appliance" for pod in self.pods]
+        self.clients = [
+            openai.OpenAI(
+                base_url=f"http://127.0.0.1:{port}/v1",
+                api_key=self.secret["APPLIANCE_API_KEY"],
+                max_retries=0,
+                timeout=60,
+            )
+            for port in self.ports
+        ]
+
+    def up(self) -> None:
+        self.down()  # leftovers of a killed run would be reused (a ConfigMap volume, stale)
+        podman("network", "create", NETWORK)
+        podman("kube", "play", "--network", NETWORK, str(self.file))
+
+    def down(self) -> None:
+        podman("kube", "down", str(self.file), check=False)
+        for volume in manifests.volume_names(self.docs):
+            podman("volume", "rm", "--force", volume, check=False)
+        podman("network", "rm", "--force", NETWORK, check=False)
+
+    def logs(self, i: int) -> str:
+        """Pod ``i``'s appliance log (stdout and stderr)."""
+        done = subprocess.run(
+            ["podman", "logs", self.containers[i]], capture_output=True, text=True, check=False
+        )
+        return done.stdout + done.stderr
+
+    def events(self, i: int, event: str) -> list[dict[str, Any]]:
+        """Pod ``i``'s JSON log lines of one event."""
+        out = []
+        for line in self.logs(i).splitlines():
+            if f'"{event}"' in line:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+        return out
+
+
+def app_container(docs: list[manifests.Doc]) -> manifests.Doc:
+    """The appliance Deployment's container."""
+    spec = manifests.pod_spec(manifests.find(docs, "Deployment", "appliance"))
+    return dict(spec["containers"][0])
+
+
+def built_memory(docs: list[manifests.Doc]) -> int:
+    """The appliance container's memory request, in bytes."""
+    return quantity(app_container(docs)["resources"]["requests"]["memory"])
+
+
+def quantity(text: str) -> int:
+    """A Kubernetes memory quantity (``256Mi``, ``1Gi``, ``500M``) in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * factor)
+    return int(text)
+
+
+def peak_rss(container: str) -> int:
+    """Peak RSS (VmHWM) of the container's processes together, in bytes."""
+    pid = podman("inspect", "--format", "{{.State.Pid}}", container).strip()
+    pids = [pid] + subprocess.run(
+        ["pgrep", "-P", pid], capture_output=True, text=True, check=False
+    ).stdout.split()
+    total = 0
+    for each in pids:
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def step(text: str) -> None:
+    print(f"-- {text}", flush=True)
+
+
+def chat(client: openai.OpenAI, model: str = "echo") -> str:
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}]
+    )
+    return reply.choices[0].message.content or ""
+
+
+def check_serving(play: Play) -> None:
+    step(f"waiting for both pods to be ready on 127.0.0.1:{play.ports}")
+    for i, port in enumerate(play.ports):
+        until(
+            lambda port=port: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5),
+            accept=lambda r: r.status_code == 200,
+            timeout=180,
+            what=f"pod {i}'s /readyz",
+        )
+        answer = chat(play.clients[i])
+        assert answer == "Hello from the appliance.", answer
+    print(f"both pods answer with the Secret's key: {answer!r}")
+
+
+def edit_config(play: Play) -> str:
+    """Edit the ConfigMap as its volume: a new file renamed over the old, as an editor
+    (or kubelet's swap of ``..data``) replaces it. Returns the new key."""
+    mountpoint = Path(
+        podman("volume", "inspect", "--format", "{{.Mountpoint}}", "appliance-config").strip()
+    )
+    config = yaml.safe_load((mountpoint / "cluster.yaml").read_text())
+    key = "kube-check-" + secrets.token_hex(8)
+    config["auth"]["api_keys"].append({"name": "kube-check", "key": key, "rpm": 2})
+    config["models"].append(
+        {
+            "name": "slow",
+            "backend": "scripted",
+            "max_concurrency": 64,
+            "options": {"reply": ["tick "] * SLOW_CHUNKS, "delay_ms": SLOW_DELAY_MS},
+        }
+    )
+    fresh = mountpoint / ".cluster.yaml.new"
+    fresh.write_text(yaml.safe_dump(config, sort_keys=False))
+    os.chmod(fresh, 0o644)
+    fresh.rename(mountpoint / "cluster.yaml")
+    return key
+
+
+def check_reload_and_shared_limit(play: Play) -> None:
+    step("ConfigMap edit: a key limited to 2 rpm and a slow model")
+    key = edit_config(play)
+    for i in range(REPLICAS):
+        reloads = until(
+            lambda i=i: play.events(i, "config_reloaded"), timeout=60, what=f"pod {i} reload"
+        )
+        print(f"pod {i}: config_reloaded, added {reloads[-1].get('added')}")
+    limited = [
+        openai.OpenAI(base_url=c.base_url, api_key=key, max_retries=0, timeout=60)
+        for c in play.clients
+    ]
+    step("one rpm limit across both pods, through the Redis pod")
+    codes = []
+    for n, pod in enumerate([0, 1, 0, 1]):
+        try:
+            chat(limited[pod])
+            codes.append(200)
+        except openai.RateLimitError as exc:
+            codes.append(exc.status_code)
+        print(f"request {n + 1} on pod {pod}: {codes[-1]}")
+    assert codes == [200, 200, 429, 429], codes
+    redis = "appliance-redis-redis"
+    auth = ["-e", f"REDISCLI_AUTH={play.secret['REDIS_PASSWORD']}"]
+    appendonly = podman("exec", *auth, redis, "redis-cli", "config", "get", "appendonly")
+    assert appendonly.split() == ["appendonly", "yes"], appendonly
+    files = podman("exec", redis, "ls", "/data/appendonlydir").split()
+    assert any(f.endswith(".aof") for f in files), files
+    print(f"Redis: appendonly yes, {files} on its volume claim")
+
+
+def check_drain(play: Play) -> None:
+    step("a pod stopped under load drains: no request fails")
+    rotation = [0, 1]
+    lock = threading.Lock()
+    stop = threading.Event()
+    results: Counter[str] = Counter()
+    in_flight = [0] * REPLICAS
+    finished_while_stopping = [0]
+    stopping = threading.Event()
+    failures: list[str] = []
+    rss: dict[int, int] = {}
+
+    def client_loop(n: int) -> None:
+        while not stop.is_set():
+            with lock:
+                pod = rotation[n % len(rotation)]
+                in_flight[pod] += 1
+            try:
+                stream = play.clients[pod].chat.completions.create(
+                    model="slow", messages=[{"role": "user", "content": "hi"}], stream=True
+                )
+                text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+                if text != "tick " * SLOW_CHUNKS:
+                    raise AssertionError(f"incomplete stream: {text!r}")
+                results[f"pod {pod} ok"] += 1
+                if pod == 0 and stopping.is_set():
+                    finished_while_stopping[0] += 1
+            except Exception as exc:  # every failure counts: none is expected
+                failures.append(f"pod {pod}: {type(exc).__name__}: {exc}")
+            finally:
+                with lock:
+                    in_flight[pod] -= 1
+            n += 1
+
+    threads = [threading.Thread(target=client_loop, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        until(lambda: in_flight[0] >= 2 and results["pod 0 ok"] >= 4, timeout=60,
+              what="load on pod 0")
+        rss[0] = peak_rss(play.containers[0])
+        with lock:  # the Service drops the endpoint: no new request goes to pod 0
+            rotation.remove(0)
+            leaving = in_flight[0]
+        # preStop's part: connections already being opened to pod 0 are accepted
+        time.sleep(1)
+        stopping.set()
+        started = time.monotonic()
+        podman("pod", "stop", "--time", "45", play.pods[0])
+        took = time.monotonic() - started
+        print(f"pod 0 stopped in {took:.1f} s with {leaving} streams in flight at the stop")
+        until(lambda: results["pod 1 ok"] >= 8, timeout=60, what="load on pod 1")
+        rss[1] = peak_rss(play.containers[1])
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+    print(f"requests: {dict(results)}; failures: {len(failures)}")
+    assert not failures, failures[:5]
+    assert finished_while_stopping[0] >= 1, "no stream was in flight on pod 0 at its stop"
+    code = podman("inspect", "--format", "{{.State.ExitCode}}", play.containers[0]).strip()
+    assert code == "0", f"pod 0 exited {code}"
+    assert play.events(0, "draining"), "pod 0 never logged draining"
+    print(f"pod 0: drained ({finished_while_stopping[0]} streams finished after the stop), "
+          "exit 0")
+    for i, value in sorted(rss.items()):
+        print(f"pod {i}: peak RSS {value / 2**20:.0f} MiB (memory request "
+              f"{play.memory_request / 2**20:.0f} MiB)")
+        assert value < play.memory_request, (i, value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--redis-image", required=True)
+    parser.add_argument("--keep", action="store_true", help="leave it running")
+    args = parser.parse_args(argv)
+    play = Play(args.work, args.image, args.redis_image)
+    started = time.monotonic()
+    try:
+        step(f"podman kube play {play.file}")
+        play.up()
+        check_serving(play)
+        check_reload_and_shared_limit(play)
+        check_drain(play)
+    except BaseException:
+        for i in range(REPLICAS):
+            print(f"== pod {i} log (tail)", file=sys.stderr)
+            print("\n".join(play.logs(i).splitlines()[-15:]), file=sys.stderr)
+        raise
+    finally:
+        if not args.keep:
+            play.down()
+    print(f"kube play check passed in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -62,12 +62,21 @@ def podman(*args: str, check: bool = True) -> str:
 class Play:
     """The played manifests: files in ``work``, pods, volumes and a network in podman."""
 
-    def __init__(self, work: Path, image: str, redis_image: str) -> None:
+    def __init__(
+        self,
+        work: Path,
+        image: str,
+        redis_image: str,
+        *,
+        folder: Path = manifests.BASE,
+        replicas: int = REPLICAS,
+    ) -> None:
         self.work = work
         self.secret = {k: secrets.token_hex(16) for k in manifests.secret_values()}
-        self.ports = [free_port() for _ in range(REPLICAS)]
-        built = manifests.build()
+        self.ports = [free_port() for _ in range(replicas)]
+        built = manifests.build(folder)
         self.memory_request = built_memory(built)
+        self.cpu_limit = app_container(built)["resources"].get("limits", {}).get("cpu")
         images = {
             app_container(built)["image"]: image,
             manifests.pod_spec(manifests.find(built, "StatefulSet", "appliance-redis"))[
@@ -81,7 +90,7 @@ class Play:
         self.file.write_text(yaml.safe_dump_all(self.docs, sort_keys=False))
         (work / "volumes").write_text("\n".join(manifests.volume_names(self.docs)) + "\n")
         (work / "network").write_text(NETWORK + "\n")
-        self.pods = [f"appliance-{i}-pod-0" for i in range(REPLICAS)]
+        self.pods = [f"appliance-{i}-pod-0" for i in range(replicas)]
         self.containers = [f"{pod}-appliance" for pod in self.pods]
         self.clients = [
             openai.OpenAI(
@@ -168,15 +177,20 @@ def chat(client: openai.OpenAI, model: str = "echo") -> str:
     return reply.choices[0].message.content or ""
 
 
-def check_serving(play: Play) -> None:
-    step(f"waiting for both pods to be ready on 127.0.0.1:{play.ports}")
+def wait_ready(play: Play) -> None:
+    step(f"waiting for the pods to be ready on 127.0.0.1:{play.ports}")
     for i, port in enumerate(play.ports):
         until(
             lambda port=port: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5),
             accept=lambda r: r.status_code == 200,
-            timeout=180,
+            timeout=300,
             what=f"pod {i}'s /readyz",
         )
+
+
+def check_serving(play: Play) -> None:
+    wait_ready(play)
+    for i in range(len(play.ports)):
         answer = chat(play.clients[i])
         assert answer == "Hello from the appliance.", answer
         uid = podman("exec", play.containers[i], "id", "-u").strip()
@@ -316,6 +330,47 @@ def check_drain(play: Play) -> None:
         assert value < play.memory_request, (i, value)
 
 
+def check_local_models(work: Path, image: str, redis_image: str) -> None:
+    """The local-models overlay: one pod serving SmolLM2 with the pod's CPU limit as its
+    threads (the Downward API), on a read-only root file system, inside its memory."""
+    step("the local-models overlay (deploy/kubernetes/local-models)")
+    play = Play(work, image, redis_image, folder=manifests.LOCAL_MODELS, replicas=1)
+    try:
+        play.up()
+        wait_ready(play)
+        reply = play.clients[0].chat.completions.create(
+            model="smollm2",
+            temperature=0,
+            max_tokens=40,
+            messages=[
+                {
+                    "role": "user",
+                    "content": "What is the capital of France? Answer in one sentence.",
+                }
+            ],
+        )
+        answer = reply.choices[0].message.content or ""
+        print(f"smollm2: {answer!r}")
+        assert "Paris" in answer, answer
+        pid = podman("inspect", "--format", "{{.State.Pid}}", play.containers[0]).strip()
+        children = subprocess.run(
+            ["pgrep", "-P", pid], capture_output=True, text=True, check=False
+        ).stdout.split()
+        specs = [Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0") for c in children]
+        workers = [json.loads(a[a.index(b"--spec") + 1]) for a in specs if b"--spec" in a]
+        threads = [w["options"]["n_threads"] for w in workers]
+        print(f"model processes: {len(workers)}, n_threads {threads} (CPU limit {play.cpu_limit})")
+        assert threads == [int(play.cpu_limit)], threads
+        rss = peak_rss(play.containers[0])
+        print(f"peak RSS {rss / 2**20:.0f} MiB (memory request {play.memory_request / 2**20:.0f} MiB)")
+        assert rss < play.memory_request, rss
+    except BaseException:
+        print("\n".join(play.logs(0).splitlines()[-15:]), file=sys.stderr)
+        raise
+    finally:
+        play.down()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--work", type=Path, required=True)
@@ -332,13 +387,15 @@ def main(argv: list[str] | None = None) -> int:
         check_reload_and_shared_limit(play)
         check_drain(play)
     except BaseException:
-        for i in range(REPLICAS):
+        for i in range(len(play.ports)):
             print(f"== pod {i} log (tail)", file=sys.stderr)
             print("\n".join(play.logs(i).splitlines()[-15:]), file=sys.stderr)
         raise
     finally:
         if not args.keep:
             play.down()
+    if not args.keep:
+        check_local_models(args.work, args.image, args.redis_image)
     print(f"kube play check passed in {time.monotonic() - started:.0f} s")
     return 0
 

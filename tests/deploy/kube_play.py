@@ -83,9 +83,7 @@ class Play:
                 "containers"
             ][0]["image"]: redis_image,
         }
-        self.docs = manifests.for_podman(
-            built, secret=self.secret, images=images, ports=self.ports
-        )
+        self.docs = manifests.for_podman(built, secret=self.secret, images=images, ports=self.ports)
         self.file = work / "play.yaml"
         self.file.write_text(yaml.safe_dump_all(self.docs, sort_keys=False))
         (work / "volumes").write_text("\n".join(manifests.volume_names(self.docs)) + "\n")
@@ -155,9 +153,8 @@ def quantity(text: str) -> int:
 def peak_rss(container: str) -> int:
     """Peak RSS (VmHWM) of the container's processes together, in bytes."""
     pid = podman("inspect", "--format", "{{.State.Pid}}", container).strip()
-    pids = [pid] + subprocess.run(
-        ["pgrep", "-P", pid], capture_output=True, text=True, check=False
-    ).stdout.split()
+    children = subprocess.run(["pgrep", "-P", pid], capture_output=True, text=True, check=False)
+    pids = [pid, *children.stdout.split()]
     total = 0
     for each in pids:
         for line in Path(f"/proc/{each}/status").read_text().splitlines():
@@ -295,8 +292,9 @@ def check_drain(play: Play) -> None:
     for thread in threads:
         thread.start()
     try:
-        until(lambda: in_flight[0] >= 2 and results["pod 0 ok"] >= 4, timeout=60,
-              what="load on pod 0")
+        until(
+            lambda: in_flight[0] >= 2 and results["pod 0 ok"] >= 4, timeout=60, what="load on pod 0"
+        )
         rss[0] = peak_rss(play.containers[0])
         with lock:  # the Service drops the endpoint: no new request goes to pod 0
             rotation.remove(0)
@@ -322,11 +320,12 @@ def check_drain(play: Play) -> None:
     code = podman("inspect", "--format", "{{.State.ExitCode}}", play.containers[0]).strip()
     assert code == "0", f"pod 0 exited {code}"
     assert play.events(0, "draining"), "pod 0 never logged draining"
-    print(f"pod 0: drained ({finished_while_stopping[0]} streams finished after the stop), "
-          "exit 0")
+    print(f"pod 0: drained ({finished_while_stopping[0]} streams finished after the stop), exit 0")
     for i, value in sorted(rss.items()):
-        print(f"pod {i}: peak RSS {value / 2**20:.0f} MiB (memory request "
-              f"{play.memory_request / 2**20:.0f} MiB)")
+        print(
+            f"pod {i}: peak RSS {value / 2**20:.0f} MiB (memory request "
+            f"{play.memory_request / 2**20:.0f} MiB)"
+        )
         assert value < play.memory_request, (i, value)
 
 
@@ -362,7 +361,9 @@ def check_local_models(work: Path, image: str, redis_image: str) -> None:
         print(f"model processes: {len(workers)}, n_threads {threads} (CPU limit {play.cpu_limit})")
         assert threads == [int(play.cpu_limit)], threads
         rss = peak_rss(play.containers[0])
-        print(f"peak RSS {rss / 2**20:.0f} MiB (memory request {play.memory_request / 2**20:.0f} MiB)")
+        print(
+            f"peak RSS {rss / 2**20:.0f} MiB (memory request {play.memory_request / 2**20:.0f} MiB)"
+        )
         assert rss < play.memory_request, rss
     except BaseException:
         print("\n".join(play.logs(0).splitlines()[-15:]), file=sys.stderr)

@@ -113,7 +113,7 @@ def find(docs: Iterable[Doc], kind: str, name: str) -> Doc:
     found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
     if len(found) != 1:
         raise LookupError(f"{len(found)} manifests of kind {kind} named {name}")
-    return found[0]
+    return dict(found[0])
 
 
 def pod_spec(doc: Doc) -> Doc:

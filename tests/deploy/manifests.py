@@ -65,9 +65,8 @@ def build(folder: Path = BASE) -> list[Doc]:
         docs += build(target) if target.is_dir() else load_docs(target)
     for patch in spec.get("patches", []):
         for change in load_docs(folder / patch["path"]):
-            find(docs, change["kind"], change["metadata"]["name"]).update(
-                merge(find(docs, change["kind"], change["metadata"]["name"]), change)
-            )
+            target = find(docs, change["kind"], change["metadata"]["name"])
+            docs[docs.index(target)] = merge(target, change)
     for rule in spec.get("images", []):
         for container in all_containers(docs):
             container["image"] = _image(container["image"], rule)
@@ -113,7 +112,8 @@ def find(docs: Iterable[Doc], kind: str, name: str) -> Doc:
     found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
     if len(found) != 1:
         raise LookupError(f"{len(found)} manifests of kind {kind} named {name}")
-    return dict(found[0])
+    doc: Doc = found[0]
+    return doc
 
 
 def pod_spec(doc: Doc) -> Doc:

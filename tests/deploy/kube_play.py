@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -41,7 +40,14 @@ import openai
 import yaml
 
 from tests.deploy import manifests
-from tests.deploy.podman import REPLICAS, Play, peak_rss, podman
+from tests.deploy.podman import (
+    REPLICAS,
+    Play,
+    config_folder,
+    peak_rss,
+    podman,
+    write_like_the_kubelet,
+)
 from tests.support.poll import until
 
 SLOW_CHUNKS = 20
@@ -85,12 +91,11 @@ def check_serving(play: Play) -> None:
 
 
 def edit_config(play: Play) -> str:
-    """Edit the ConfigMap as its volume: a new file renamed over the old, as an editor
-    (or kubelet's swap of ``..data``) replaces it. Returns the new key."""
-    mountpoint = Path(
-        podman("volume", "inspect", "--format", "{{.Mountpoint}}", "appliance-config").strip()
-    )
-    config = yaml.safe_load((mountpoint / "cluster.yaml").read_text())
+    """Edit the played ConfigMap as the kubelet updates a mounted one: a new folder, and
+    the ``..data`` symlink swapped onto it. Returns the new key."""
+    folder = config_folder()
+    assert (folder / "cluster.yaml").is_symlink(), "not laid out as the kubelet does"
+    config = yaml.safe_load((folder / "cluster.yaml").read_text())
     key = "kube-check-" + secrets.token_hex(8)
     config["auth"]["api_keys"].append({"name": "kube-check", "key": key, "rpm": 2})
     config["models"].append(
@@ -101,19 +106,18 @@ def edit_config(play: Play) -> str:
             "options": {"reply": ["tick "] * SLOW_CHUNKS, "delay_ms": SLOW_DELAY_MS},
         }
     )
-    fresh = mountpoint / ".cluster.yaml.new"
-    fresh.write_text(yaml.safe_dump(config, sort_keys=False))
-    os.chmod(fresh, 0o644)
-    fresh.rename(mountpoint / "cluster.yaml")
+    write_like_the_kubelet(folder, {"cluster.yaml": yaml.safe_dump(config, sort_keys=False)})
     return key
 
 
 def check_reload_and_shared_limit(play: Play) -> None:
-    step("ConfigMap edit: a key limited to 2 rpm and a slow model")
+    step("ConfigMap edit (..data swapped): a key limited to 2 rpm and a slow model")
     key = edit_config(play)
     for i in range(REPLICAS):
         reloads = until(
-            lambda i=i: play.events(i, "config_reloaded"), timeout=60, what=f"pod {i} reload"
+            lambda i=i: play.events(i, "config_reloaded"),
+            timeout=60,
+            what=f"pod {i} reload",
         )
         print(f"pod {i}: config_reloaded, added {reloads[-1].get('added')}")
     limited = [
@@ -158,7 +162,9 @@ def check_drain(play: Play) -> None:
                 in_flight[pod] += 1
             try:
                 stream = play.clients[pod].chat.completions.create(
-                    model="slow", messages=[{"role": "user", "content": "hi"}], stream=True
+                    model="slow",
+                    messages=[{"role": "user", "content": "hi"}],
+                    stream=True,
                 )
                 text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
                 if text != "tick " * SLOW_CHUNKS:
@@ -178,7 +184,9 @@ def check_drain(play: Play) -> None:
         thread.start()
     try:
         until(
-            lambda: in_flight[0] >= 2 and results["pod 0 ok"] >= 4, timeout=60, what="load on pod 0"
+            lambda: in_flight[0] >= 2 and results["pod 0 ok"] >= 4,
+            timeout=60,
+            what="load on pod 0",
         )
         rss[0] = peak_rss(play.containers[0])
         with lock:  # the Service drops the endpoint: no new request goes to pod 0

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from tests.support.server import free_port
 
 REPLICAS = 2
 NETWORK = "appliance-kube-check"
+CONFIG_VOLUME = "appliance-config"  # the ConfigMap's name: podman names its volume so
 
 
 def podman(*args: str, check: bool = True) -> str:
@@ -76,6 +80,12 @@ class Play:
     def up(self) -> None:
         self.down()  # leftovers of a killed run would be reused (a ConfigMap volume, stale)
         podman("network", "create", NETWORK)
+        # The ConfigMap's volume, laid out as the kubelet lays out a ConfigMap volume
+        # before podman fills it (podman writes the files through the symlinks): edits
+        # then swap ..data as the kubelet does.
+        podman("volume", "create", CONFIG_VOLUME)
+        config = manifests.find(self.docs, "ConfigMap", CONFIG_VOLUME)
+        write_like_the_kubelet(config_folder(), config["data"])
         podman("kube", "play", "--network", NETWORK, str(self.file))
 
     def down(self) -> None:
@@ -87,7 +97,10 @@ class Play:
     def logs(self, i: int) -> str:
         """Pod ``i``'s appliance log (stdout and stderr)."""
         done = subprocess.run(
-            ["podman", "logs", self.containers[i]], capture_output=True, text=True, check=False
+            ["podman", "logs", self.containers[i]],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         return done.stdout + done.stderr
 
@@ -134,3 +147,29 @@ def peak_rss(container: str) -> int:
             if line.startswith("VmHWM:"):
                 total += int(line.split()[1]) * 1024
     return total
+
+
+def config_folder() -> Path:
+    """Where the ConfigMap's volume lives on this machine."""
+    inspect = ("volume", "inspect", "--format", "{{.Mountpoint}}", CONFIG_VOLUME)
+    return Path(podman(*inspect).strip())
+
+
+def write_like_the_kubelet(folder: Path, files: Mapping[str, str]) -> None:
+    """Write a ConfigMap's files as the kubelet's atomic writer does: into a new
+    ``..<timestamp>`` folder, then a ``..data_tmp`` symlink to it renamed over ``..data``;
+    each file is a symlink through ``..data``, made once; the previous folder is removed.
+    """
+    previous = [p for p in folder.glob("..2*") if p.is_dir() and not p.is_symlink()]
+    fresh = folder / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{secrets.token_hex(4)}"
+    fresh.mkdir(mode=0o755)
+    for name, text in files.items():
+        (fresh / name).write_text(text)
+        (fresh / name).chmod(0o644)
+    (folder / "..data_tmp").symlink_to(fresh.name)
+    (folder / "..data_tmp").rename(folder / "..data")
+    for name in files:
+        if not (folder / name).is_symlink():
+            (folder / name).symlink_to(f"..data/{name}")
+    for old in previous:
+        shutil.rmtree(old)

@@ -53,7 +53,7 @@ buildah bud --quiet --isolation chroot --format docker --build-arg BASE_IMAGE="$
     -f packaging/redis/Containerfile -t "$REDIS_IMAGE" packaging/redis >/dev/null
 echo "Redis image built in $(( $(date +%s) - started )) s"
 
-# kube play's own warnings about healthchecks without systemd are noise here.
+# Plays, checks, and removes what it played (this trap is for a kill).
 PYTHONPATH=$PWD "$PYTHON" -m tests.deploy.kube_play --work "$work" --image "$IMAGE" \
     --redis-image "$REDIS_IMAGE"
 echo "Kubernetes check took $(( $(date +%s) - started )) s"

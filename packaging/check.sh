@@ -3,8 +3,9 @@
 # the single binary, copy it alone into an empty folder, start it with an empty environment
 # (cold: nothing unpacked yet; then warm) and have its local models answer; lint the
 # Containerfile, build the image from the binary and run it, as a non-root user, until its
-# HEALTHCHECK says healthy, and have its local model answer. Everything talks to 127.0.0.1
-# or stays inside the container.
+# HEALTHCHECK says healthy, and have its local model answer; then play deploy/kubernetes
+# with that image under `podman kube play` and check it end to end (packaging/kube-check.sh).
+# Everything talks to 127.0.0.1 or stays inside the containers.
 #
 # Environment: PYTHON (default .venv/bin/python), APPLIANCE_BASE_CACHE (where the locally
 # made base image's root file system is kept between runs, default
@@ -193,4 +194,8 @@ echo "in-container chat: $(tail -c 300 "$workdir/reply")"
 head -1 "$workdir/reply" | grep -q ' 200' && grep -q 'Paris' "$workdir/reply" \
     || { echo "FAIL: the image's local model did not answer Paris"; exit 1; }
 echo "image: $(podman image inspect --format "{{.Size}}" localhost/appliance:check) bytes (base: $(podman image inspect --format "{{.Size}}" localhost/appliance-base:bookworm-minbase))"
+
+step "Kubernetes: deploy/kubernetes under podman kube play, end to end (packaging/kube-check.sh)"
+podman rm -f "$name" >/dev/null 2>&1 || true  # its local models would only take memory
+PYTHON="$PYTHON" packaging/kube-check.sh localhost/appliance:check
 echo "packaging check passed"

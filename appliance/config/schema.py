@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from appliance.config.backends import ModelConfig
 from appliance.config.model import NAME_PATTERN, LocatedValueError, Strict
+from appliance.config.telemetry import TelemetryConfig
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -311,6 +312,7 @@ class ApplianceConfig(Strict):
     state: StateConfig = Field(default_factory=StateConfig, description="Shared state.")
     local: LocalConfig = Field(default_factory=LocalConfig, description="Local models.")
     billing: BillingConfig = Field(default_factory=BillingConfig, description="Costs.")
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="Traces.")
 
     @model_validator(mode="after")
     def _names_resolve(self) -> ApplianceConfig:
@@ -334,4 +336,5 @@ class ApplianceConfig(Strict):
             api_key = getattr(model.options, "api_key", None)
             if api_key is not None:
                 out.append(api_key.get_secret_value())
+        out.extend(self.telemetry.secrets())
         return [s for s in out if s]

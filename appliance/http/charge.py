@@ -17,23 +17,26 @@ class Charge:
         model: The model as the client named it.
         request: The request body sent to the model (for estimates).
         usage: A plain reply's usage, once it came.
+        body: A plain reply's body, once it came (the model's own, before any translation).
         tally: A stream's tally, once it began.
         failure: The error that ended a stream, if one did.
         streamed: Whether the client asked for a stream.
     """
 
-    __slots__ = ("failure", "model", "request", "streamed", "tally", "usage")
+    __slots__ = ("body", "failure", "model", "request", "streamed", "tally", "usage")
 
     def __init__(self, model: str, request: dict[str, Any]) -> None:
         self.model = model
         self.request = request
         self.streamed = bool(request.get("stream"))
         self.usage: Usage | None = None
+        self.body: bytes | None = None
         self.tally: StreamTally | None = None
         self.failure: APIError | None = None
 
     def reply(self, body: bytes) -> Usage:
         """Read a plain reply's usage (charged when the request ends)."""
+        self.body = body
         self.usage = of_reply(body, self.request)
         return self.usage
 

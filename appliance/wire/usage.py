@@ -282,13 +282,14 @@ class StreamTally:
             the usage the appliance asked for on its behalf is taken out of its chunks.
     """
 
-    __slots__ = ("chars", "client_asked", "complete", "usage")
+    __slots__ = ("chars", "client_asked", "complete", "finish_reasons", "usage")
 
     def __init__(self, client_asked: bool) -> None:
         self.client_asked = client_asked
         self.usage: Usage | None = None
         self.chars = 0
         self.complete = False
+        self.finish_reasons: list[str] = []  # as the choices' last chunks state them
 
     def finished(self) -> None:
         """The backend's stream came to its end (it was not cut short)."""
@@ -300,6 +301,12 @@ class StreamTally:
         if not isinstance(obj, dict):
             raise not_json()
         self.chars += generated_text_length(obj)
+        choices = obj.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+                if isinstance(reason, str):
+                    self.finish_reasons.append(reason)
         if "usage" not in obj:
             return payload
         found = usage_of(obj)

@@ -21,10 +21,11 @@ class Active(Protocol):
     """The span that is current for a request's code (the request's, a model call's, an
     attempt's): what child spans hang from and what the upstream is told."""
 
-    def child(
-        self, name: str, attributes: dict[str, Any], *, attempt: bool = False
-    ) -> AbstractContextManager[Any]:
-        """A span under this one, current while the ``with`` block runs."""
+    def waiting(self, model: str, loading: Callable[[], bool]) -> AbstractContextManager[Any]:
+        """A wait for a slot (see :func:`waiting`)."""
+
+    def attempt(self, worker_id: str, backend: str) -> AbstractContextManager[Any]:
+        """An attempt on a worker (see :func:`attempt`)."""
 
     def traceparent(self) -> str:
         """This span's W3C ``traceparent``."""
@@ -72,23 +73,17 @@ def traceparent() -> str | None:
 
 
 def waiting(model: str, loading: Callable[[], bool]) -> AbstractContextManager[Any]:
-    """The wait for a slot on ``model``: ``load {model}`` when it waits for the model to
-    load (a cold start, ``loading()`` says), else ``queue {model}``."""
+    """The wait for a slot on ``model``: a ``load {model}`` span when the request waits for
+    the model to load (a cold start, ``loading()`` says), a ``queue {model}`` span when it
+    waited for a slot (1 ms or more), none when a slot was free."""
     active = CURRENT.get()
-    if active is None:
-        return _NOTHING
-    what = "load" if loading() else "queue"
-    return active.child(f"{what} {model}", {"appliance.model": model, "appliance.wait": what})
+    return _NOTHING if active is None else active.waiting(model, loading)
 
 
 def attempt(worker_id: str, backend: str) -> AbstractContextManager[Any]:
-    """One attempt of the model call on one worker; an error it ends with (and whether the
-    request fails over) is recorded on its span."""
+    """One attempt of the model call on one worker. A first attempt that succeeds is the
+    model call's own span (no span of its own: the upstream's ``traceparent`` names the
+    model call's); one that fails gets an ``attempt {worker}`` span with why, and every
+    attempt after it (a failover) gets its own span, which the upstream is told."""
     active = CURRENT.get()
-    if active is None:
-        return _NOTHING
-    return active.child(
-        f"attempt {worker_id}",
-        {"appliance.worker": worker_id, "appliance.backend": backend},
-        attempt=True,
-    )
+    return _NOTHING if active is None else active.attempt(worker_id, backend)

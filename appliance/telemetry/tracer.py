@@ -14,8 +14,9 @@ Imported only when tracing is on (see :func:`start`). A request's trace is made 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -34,6 +35,7 @@ from appliance.telemetry.settings import Exporting
 from appliance.wire.usage import Usage
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+WAIT_SPAN_NS = 1_000_000  # a wait for a slot shorter than this has no span
 _CARRIED = (b"traceparent", b"tracestate")
 
 
@@ -83,44 +85,84 @@ class Node:
         self.trace = trace
         self.span = span
 
-    def child(
-        self, name: str, attributes: dict[str, Any], *, attempt: bool = False
-    ) -> AbstractContextManager[Any]:
-        return _child(self, name, attributes, attempt)
+    @contextmanager
+    def waiting(self, model: str, loading: Callable[[], bool]) -> Iterator[None]:
+        cold = loading()
+        started = time.time_ns()
+        failure: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            if cold or failure is not None or time.time_ns() - started >= WAIT_SPAN_NS:
+                what = "load" if cold else "queue"
+                attributes = {"appliance.model": model, "appliance.wait": what}
+                self._record(f"{what} {model}", attributes, started, failure)
+
+    @contextmanager
+    def attempt(self, worker_id: str, backend: str) -> Iterator[None]:
+        trace = self.trace
+        trace.provider, trace.worker = backend, worker_id
+        attributes = {"appliance.worker": worker_id, "appliance.backend": backend}
+        name = f"attempt {worker_id}"
+        trace.attempts += 1
+        if trace.attempts == 1:  # the model call's span stands for it, unless it fails
+            started = time.time_ns()
+            try:
+                yield
+            except BaseException as exc:
+                self._record(name, attributes, started, exc)
+                raise
+            return
+        span = trace.tracing.tracer.start_span(
+            name, set_span_in_context(self.span), SpanKind.INTERNAL, attributes
+        )
+        token = CURRENT.set(Node(trace, span))
+        try:
+            yield
+        except BaseException as exc:
+            _failed(span, trace, exc, attempt=True)
+            raise
+        finally:
+            CURRENT.reset(token)
+            span.end()
 
     def traceparent(self) -> str:
         ctx = self.span.get_span_context()
         return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
 
-
-@contextmanager
-def _child(parent: Node, name: str, attributes: dict[str, Any], attempt: bool) -> Iterator[None]:
-    trace = parent.trace
-    span = trace.tracing.tracer.start_span(
-        name, set_span_in_context(parent.span), SpanKind.INTERNAL, attributes
-    )
-    if attempt:
-        trace.provider = attributes.get("appliance.backend")
-    token = CURRENT.set(Node(trace, span))
-    try:
-        yield
-    except BaseException as exc:
-        kind = type(exc).__name__
-        span.set_attribute("error.type", kind)
-        span.set_status(Status(StatusCode.ERROR, clip(str(exc))))
-        if isinstance(exc, APIError):
-            span.set_attribute("appliance.error.status", exc.status)  # what the client gets
-            upstream_status = getattr(exc, "upstream_status", None)
-            if isinstance(upstream_status, int):
-                span.set_attribute("appliance.upstream.status_code", upstream_status)
-            if attempt:
-                trace.error = kind
-                span.set_attribute("appliance.failover", exc.retryable)
-                span.set_attribute("appliance.failover.reason", clip(exc.message))
-        raise
-    finally:
-        CURRENT.reset(token)
+    def _record(
+        self,
+        name: str,
+        attributes: dict[str, Any],
+        started: int,
+        failure: BaseException | None,
+    ) -> None:
+        """A child span of what happened from ``started`` until now."""
+        span = self.trace.tracing.tracer.start_span(
+            name, set_span_in_context(self.span), SpanKind.INTERNAL, attributes, start_time=started
+        )
+        if failure is not None:
+            _failed(span, self.trace, failure, attempt=name.startswith("attempt "))
         span.end()
+
+
+def _failed(span: Span, trace: Trace, exc: BaseException, *, attempt: bool) -> None:
+    """Record on ``span`` the error it ended with, and why the request failed over."""
+    kind = type(exc).__name__
+    span.set_attribute("error.type", kind)
+    span.set_status(Status(StatusCode.ERROR, clip(str(exc))))
+    if isinstance(exc, APIError):
+        span.set_attribute("appliance.error.status", exc.status)  # what the client gets
+        upstream_status = getattr(exc, "upstream_status", None)
+        if isinstance(upstream_status, int):
+            span.set_attribute("appliance.upstream.status_code", upstream_status)
+        if attempt:
+            trace.error = kind
+            span.set_attribute("appliance.failover", exc.retryable)
+            span.set_attribute("appliance.failover.reason", clip(exc.message))
 
 
 class Trace:
@@ -128,6 +170,7 @@ class Trace:
 
     __slots__ = (
         "_token",
+        "attempts",
         "error",
         "method",
         "model",
@@ -137,6 +180,7 @@ class Trace:
         "span_id",
         "trace_id",
         "tracing",
+        "worker",
     )
 
     def __init__(self, tracing: Tracing, method: str, path: str, parent: Any) -> None:
@@ -155,6 +199,8 @@ class Trace:
         self.model: Span | None = None
         self.provider: str | None = None  # the backend of the last attempt
         self.error: str | None = None  # the error of the last failed attempt
+        self.worker: str | None = None  # the worker of the last attempt
+        self.attempts = 0
         self._token = CURRENT.set(self.node)
 
     def model_call(self, operation: str, model: str, request: dict[str, Any]) -> None:
@@ -193,6 +239,8 @@ class Trace:
         attributes = genai.response_attributes(response_model, usage, finish_reasons)
         if self.provider is not None:
             attributes["gen_ai.provider.name"] = self.provider
+        if self.worker is not None:
+            attributes["appliance.worker"] = self.worker
         if self.tracing.capture_content:
             content = genai.output_messages(reply)
             if content is not None:

@@ -50,10 +50,9 @@ def test_a_cold_start_shows_the_load_and_the_content_when_opted_in(
     spans = trace(receiver, trace_id)
     (chat,) = spans["chat"]
     (load,) = spans["load"]  # the request waited for the model to load
-    (attempt,) = spans["attempt"]
     assert load.name == "load lazy" and load.parent_id == chat.span_id
     assert load.attributes["appliance.wait"] == "load"
-    assert load.end_ns <= attempt.start_ns
+    assert load.end_ns - load.start_ns > 100_000_000  # a model's load takes a while
     assert chat.attributes["gen_ai.provider.name"] == "llama_cpp"
     assert reply.usage is not None
     assert chat.attributes["gen_ai.usage.input_tokens"] == reply.usage.prompt_tokens
@@ -61,11 +60,10 @@ def test_a_cold_start_shows_the_load_and_the_content_when_opted_in(
     assert "What color is the sky?" in chat.attributes["gen_ai.input.messages"]
     assert str(reply.choices[0].message.content) in chat.attributes["gen_ai.output.messages"]
 
-    # Loaded now: the next request only queues for a slot.
+    # Loaded now: the next request waits for nothing.
     trace_id, headers = caller()
     api.chat.completions.create(model="lazy", messages=ASK, max_tokens=4, extra_headers=headers)
-    spans = trace(receiver, trace_id)
-    assert "load" not in spans and len(spans["queue"]) == 1
+    assert set(trace(receiver, trace_id)) == {"server", "chat"}
 
 
 def test_local_embeddings_have_an_embeddings_span(

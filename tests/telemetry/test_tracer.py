@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import cluster_config, scripted
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.otlp_receiver import OTLPReceiver, Span
-from tests.support.poll import until
+from tests.support.poll import in_background, until
 from tests.support.server import RunningServer
 
 ASK = [{"role": "user", "content": "Say hello."}]
@@ -44,6 +44,12 @@ def server(
                 "name": "broken",
                 "backend": "openai",
                 "options": {"base_url": upstream.base_url, "model": "fail-503"},
+            },
+            {
+                "name": "single",
+                "backend": "openai",
+                "max_concurrency": 1,
+                "options": {"base_url": upstream.base_url, "model": "ok"},
             },
             routes=[{"alias": "fallback", "targets": ["broken", "up"]}],
             telemetry={"otlp_endpoint": receiver.endpoint, "service_name": "appliance-test"},
@@ -111,10 +117,9 @@ def test_a_chat_call_has_a_server_span_a_chat_span_and_its_queue_and_attempt(
     assert chat.attributes["gen_ai.usage.output_tokens"] == reply.usage.completion_tokens
     assert chat.attributes["gen_ai.response.finish_reasons"] == [reply.choices[0].finish_reason]
     assert "gen_ai.input.messages" not in chat.attributes  # no content unless opted in
-    (queue,) = spans["queue"]
-    (attempt,) = spans["attempt"]
-    assert queue.parent_id == attempt.parent_id == chat.span_id
-    assert attempt.name == "attempt bot/0" and attempt.status != 2
+    assert chat.attributes["appliance.worker"] == "bot/0"
+    # A slot was free and the first attempt answered: the chat span says it all.
+    assert set(spans) == {"server", "chat"}
     # The access line names the same trace and the server span.
     (line,) = until(lambda: server.events("request", trace_id=trace_id))
     assert line["span_id"] == edge.span_id
@@ -183,17 +188,47 @@ def test_the_upstream_gets_a_traceparent_of_the_callers_trace(
     (seen,) = upstream.requests[before:]
     version, sent_trace, parent, flags = seen.headers["traceparent"].split("-")
     assert (version, sent_trace, flags) == ("00", trace_id, "01")
-    (attempt,) = trace(receiver, trace_id)["attempt"]
-    assert parent == attempt.span_id  # the upstream's parent is the attempt's span
-    assert attempt.attributes["appliance.backend"] == "openai"
+    (chat,) = trace(receiver, trace_id)["chat"]
+    assert parent == chat.span_id  # the upstream's parent is the model call's span
 
 
-def test_a_failover_shows_both_attempts_and_why(api: openai.OpenAI, receiver: OTLPReceiver) -> None:
+def test_a_wait_for_a_slot_has_a_queue_span(server: RunningServer, receiver: OTLPReceiver) -> None:
+    api = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="none", max_retries=0)
+    slow = {"x_first_delay_ms": 400}
+    first, first_headers = caller()
+    second, second_headers = caller()
+    answered = in_background(
+        lambda: api.chat.completions.create(
+            model="single", messages=ASK, extra_body=slow, extra_headers=first_headers
+        )
+    )
+    until(
+        lambda: server.status()["models"],
+        accept=lambda models: any(m["name"] == "single" and m["in_flight"] == 1 for m in models),
+    )
+    api.chat.completions.create(
+        model="single", messages=ASK, extra_body=slow, extra_headers=second_headers
+    )
+    answered()
+    assert "queue" not in trace(receiver, first)
+    spans = trace(receiver, second)
+    (queue,) = spans["queue"]
+    assert queue.name == "queue single" and queue.parent_id == spans["chat"][0].span_id
+    assert queue.attributes["appliance.wait"] == "queue"
+    assert queue.end_ns - queue.start_ns > 100_000_000  # it waited for the first one
+
+
+def test_a_failover_shows_both_attempts_and_why(
+    api: openai.OpenAI, receiver: OTLPReceiver, upstream: FakeUpstream
+) -> None:
     trace_id, headers = caller()
+    before = len(upstream.requests)
     reply = api.chat.completions.create(model="fallback", messages=ASK, extra_headers=headers)
     assert reply.choices[0].message.content
     spans = trace(receiver, trace_id)
     failed, answered = sorted(spans["attempt"], key=lambda s: s.start_ns)
+    (seen,) = [r for r in upstream.requests[before:] if r.body.get("model") == "ok"]
+    assert seen.headers["traceparent"].split("-")[2] == answered.span_id
     assert failed.name == "attempt broken/0" and answered.name == "attempt up/0"
     assert failed.status == 2
     assert failed.attributes["appliance.failover"] is True

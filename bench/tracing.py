@@ -1,28 +1,29 @@
 """What tracing costs: CPU per request with tracing off, on, and with its collector down.
 
 ``python bench/tracing.py`` drives the app in-process with raw ASGI calls, as
-``bench/edge.py`` does (same config, same plain and streamed chat requests), in three
-modes, each in a fresh process:
+``bench/edge.py`` does (same config, same plain and streamed chat requests), through four
+apps built side by side in one process:
 
 - ``off``: no ``telemetry:`` section (the default);
-- ``on``: spans exported to a collector that takes them (a minimal OTLP/HTTP sink in
-  another process, so its CPU is not counted here);
-- ``down``: spans exported to a closed port (every export fails; spans are dropped and
-  counted).
+- ``on``: every trace recorded and exported to a collector that takes them (a minimal
+  OTLP/HTTP sink in another process, so its CPU is not counted);
+- ``on-10%``: the same with ``sample_ratio: 0.1``;
+- ``down``: every trace recorded and exported to a closed port (each export fails; the
+  spans are dropped and counted).
 
-CPU is the whole process's (``time.process_time``): the exporting thread's work counts.
-It alternates the modes ``--rounds`` times and prints each mode's median and its ratio to
-``off``. It is a benchmark: it prints figures and fails on nothing.
+The apps take turns, 50 requests at a time, so that a machine whose load drifts (other
+work on it) weighs on each alike. A request's CPU is the serving thread's while it runs
+(``time.thread_time``) plus, for the traced apps, their exporting thread's whole CPU
+(encoding and sending the spans) shared out over their requests. It prints each mode's
+CPU per request and its ratio to ``off``. It is a benchmark: it prints figures and fails
+on nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -31,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from edge import BODY, CONFIG, STREAM, _one  # noqa: E402
+from edge import BODY, CONFIG, STREAM, _one
 
-MODES = ("off", "on", "down")
+MODES = ("off", "on", "on-10%", "down")
+TURN = 50
 
 
-async def measure(requests: int, endpoint: str | None) -> dict[str, float]:
-    """CPU microseconds per plain and per streamed request, in this process."""
+async def measure(requests: int, collector: str, closed: str) -> dict[str, dict[str, float]]:
+    """CPU microseconds per plain and per streamed request, per mode."""
     import logging
 
     import structlog
@@ -48,31 +50,59 @@ async def measure(requests: int, endpoint: str | None) -> dict[str, float]:
 
     logging.disable(logging.CRITICAL)
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
-    config = ApplianceConfig.model_validate(
-        {**CONFIG, **({"telemetry": {"otlp_endpoint": endpoint}} if endpoint else {})}
-    )
-    cluster = Cluster.from_config(config)
-    await cluster.start()
-    app = create_app(config, cluster=cluster)
-    if app.tracing is not None:
-        await app.tracing.start()  # the lifespan's job in a server
-    out = {}
-    try:
-        for name, body in (("plain", BODY), ("stream", STREAM)):
-            for _ in range(50):  # warm
-                await _one(app, body)
-            started = time.process_time()
-            for _ in range(requests):
-                status = await _one(app, body)
-                assert status == 200, status
-            if app.tracing is not None:
-                await asyncio.to_thread(app.tracing.batch.force_flush, 10_000)
-            out[name] = (time.process_time() - started) / requests * 1e6
-    finally:
+    telemetry: dict[str, dict[str, Any] | None] = {
+        "off": None,
+        "on": {"otlp_endpoint": collector},
+        "on-10%": {"otlp_endpoint": collector, "sample_ratio": 0.1},
+        "down": {"otlp_endpoint": closed},
+    }
+    apps, clusters = {}, []
+    for mode in MODES:
+        section = telemetry[mode]
+        config = ApplianceConfig.model_validate(
+            {**CONFIG, **({"telemetry": section} if section else {})}
+        )
+        cluster = Cluster.from_config(config)
+        await cluster.start()
+        clusters.append(cluster)
+        apps[mode] = app = create_app(config, cluster=cluster)
         if app.tracing is not None:
-            await app.tracing.close()
-        await cluster.close()
+            await app.tracing.start()  # the lifespan's job in a server
+    out: dict[str, dict[str, float]] = {mode: {} for mode in MODES}
+    try:
+        for kind, body in (("plain", BODY), ("stream", STREAM)):
+            for app in apps.values():
+                for _ in range(TURN):  # warm
+                    await _one(app, body)
+            spent = dict.fromkeys(MODES, 0.0)
+            exporting = {mode: _thread_cpu(app) for mode, app in apps.items()}
+            for _ in range(requests // TURN):
+                for mode, app in apps.items():
+                    started = time.thread_time()
+                    for _ in range(TURN):
+                        status = await _one(app, body)
+                        assert status == 200, status
+                    spent[mode] += time.thread_time() - started
+            for mode, app in apps.items():
+                if app.tracing is not None:
+                    await asyncio.to_thread(app.tracing.batch.force_flush, 10_000)
+                spent[mode] += _thread_cpu(app) - exporting[mode]
+                out[mode][kind] = spent[mode] / requests * 1e6
+    finally:
+        for app in apps.values():
+            if app.tracing is not None:
+                await app.tracing.close()
+        for cluster in clusters:
+            await cluster.close()
     return out
+
+
+def _thread_cpu(app: Any) -> float:
+    """The CPU seconds the app's exporting thread has used (0 without tracing)."""
+    thread = app.tracing.batch._thread if app.tracing is not None else None
+    if thread is None or thread.ident is None:
+        return 0.0
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
 
 
 def sink(port: int) -> None:
@@ -97,49 +127,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run(requests: int, rounds: int) -> None:
-    up, closed = free_port(), free_port()
-    collector = subprocess.Popen([sys.executable, __file__, "--sink", str(up)])
-    endpoints = {"off": None, "on": f"http://127.0.0.1:{up}", "down": f"http://127.0.0.1:{closed}"}
-    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
-    try:
-        for _ in range(rounds):
-            for mode in MODES:
-                command = [sys.executable, __file__, "--requests", str(requests), "--json"]
-                endpoint = endpoints[mode]
-                if endpoint is not None:
-                    command += ["--endpoint", endpoint]
-                done = subprocess.run(
-                    command, env=os.environ, capture_output=True, text=True, check=True
-                )
-                runs[mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    finally:
-        collector.terminate()
-        collector.wait()
-    print(f"CPU microseconds per request, {requests} requests a run, {rounds} runs each")
-    print(f"{'':8}" + "".join(f"{mode + ' (median)':>16}" for mode in MODES) + "   on/off  down/off")
-    for kind in ("plain", "stream"):
-        medians = {mode: statistics.median(r[kind] for r in runs[mode]) for mode in MODES}
-        line = "".join(f"{medians[mode]:>16.1f}" for mode in MODES)
-        on, down = medians["on"] / medians["off"], medians["down"] / medians["off"]
-        print(f"{kind:8}{line}   {on:6.2f}  {down:8.2f}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sink:
         sink(args.sink)
         return
-    if not args.json:
-        run(args.requests, args.rounds)
-        return
-    print(json.dumps(asyncio.run(measure(args.requests, args.endpoint))))
+    up, closed = free_port(), free_port()
+    collector = subprocess.Popen([sys.executable, __file__, "--sink", str(up)])
+    try:
+        figures = asyncio.run(
+            measure(args.requests, f"http://127.0.0.1:{up}", f"http://127.0.0.1:{closed}")
+        )
+    finally:
+        collector.terminate()
+        collector.wait()
+    print(f"CPU microseconds per request, {args.requests} requests per mode, in turns of {TURN}")
+    print(f"{'':8}" + "".join(f"{mode:>10}" for mode in MODES))
+    for kind in ("plain", "stream"):
+        base = figures["off"][kind]
+        print(f"{kind:8}" + "".join(f"{figures[m][kind]:>10.1f}" for m in MODES))
+        print(f"{'  ratio':8}" + "".join(f"{figures[m][kind] / base:>10.2f}" for m in MODES))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ class Spans:
 
     def __call__(self, scope: RequestScope) -> None:
         trace = scope.trace
-        if trace is None:
+        if trace is None or not trace.recording:
             return
         charge = scope.charge
         if charge is not None:

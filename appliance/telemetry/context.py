@@ -36,6 +36,7 @@ class RequestTrace(Protocol):
 
     trace_id: str
     span_id: str
+    recording: bool  # sampled: its spans are recorded and exported
 
     def model_call(self, operation: str, model: str, request: dict[str, Any]) -> None:
         """The request's model call begins (its GenAI span)."""

@@ -87,6 +87,9 @@ class Node:
 
     @contextmanager
     def waiting(self, model: str, loading: Callable[[], bool]) -> Iterator[None]:
+        if not self.trace.recording:
+            yield
+            return
         cold = loading()
         started = time.time_ns()
         failure: BaseException | None = None
@@ -104,6 +107,9 @@ class Node:
     @contextmanager
     def attempt(self, worker_id: str, backend: str) -> Iterator[None]:
         trace = self.trace
+        if not trace.recording:
+            yield
+            return
         trace.provider, trace.worker = backend, worker_id
         attributes = {"appliance.worker": worker_id, "appliance.backend": backend}
         name = f"attempt {worker_id}"
@@ -176,6 +182,7 @@ class Trace:
         "model",
         "node",
         "provider",
+        "recording",
         "server",
         "span_id",
         "trace_id",
@@ -192,6 +199,8 @@ class Trace:
             SpanKind.SERVER,
             {"http.request.method": method, "url.path": clip(path)},
         )
+        # Not sampled: ids still flow (logs, the upstream), but no other span is made.
+        self.recording = self.server.is_recording()
         ctx = self.server.get_span_context()
         self.trace_id = f"{ctx.trace_id:032x}"
         self.span_id = f"{ctx.span_id:016x}"
@@ -204,7 +213,7 @@ class Trace:
         self._token = CURRENT.set(self.node)
 
     def model_call(self, operation: str, model: str, request: dict[str, Any]) -> None:
-        if self.model is not None:
+        if self.model is not None or not self.recording:
             return
         attributes = genai.request_attributes(str(model), request, operation)
         if self.tracing.capture_content:
@@ -253,13 +262,16 @@ class Trace:
 
     def end(self, *, route: str | None, status: int) -> None:
         server = self.server
+        if not self.recording:
+            return
+        attributes: dict[str, Any] = {"http.response.status_code": status}
         if route is not None:
-            server.set_attribute("http.route", route)
+            attributes["http.route"] = route
             server.update_name(f"{self.method} {route}")
-        server.set_attribute("http.response.status_code", status)
         if status >= 500:
-            server.set_attribute("error.type", str(status))
+            attributes["error.type"] = str(status)
             server.set_status(Status(StatusCode.ERROR))
+        server.set_attributes(attributes)
         server.end()
 
     def detach(self) -> None:

@@ -77,3 +77,19 @@ def test_off_imports_nothing_of_opentelemetry() -> None:
         [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_trace_not_sampled_exports_nothing_and_still_propagates(
+    start_server: Callable[..., RunningServer], upstream: FakeUpstream, receiver: OTLPReceiver
+) -> None:
+    telemetry = {"otlp_endpoint": receiver.endpoint, "sample_ratio": 0}
+    server = start_server(cluster_config(proxy(upstream), telemetry=telemetry))
+    before = len(upstream.requests)
+    api = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="none", max_retries=0)
+    api.chat.completions.create(model="up", messages=ASK)  # no caller's trace: ours, unsampled
+    (seen,) = upstream.requests[before:]
+    _, trace_id, _, flags = seen.headers["traceparent"].split("-")
+    assert int(flags, 16) & 1 == 0  # not sampled, as the upstream is told
+    (line,) = until(lambda: server.events("request", path="/v1/chat/completions"))
+    assert line["trace_id"] == trace_id  # logs still join the upstream's
+    assert settled(lambda: receiver.posts, quiet_s=1.5) == 0

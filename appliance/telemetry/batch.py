@@ -10,6 +10,7 @@ that is down, slow or refusing only makes the queue fill and the count rise.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -128,3 +129,19 @@ class BoundedBatch(SpanProcessor):
                 spans=unreported,
                 why="the export queue is full or the collector did not take them",
             )
+
+
+class Seldom(logging.Filter):
+    """Lets one record through per :data:`REPORT_EVERY_S`: the exporter's own lines about
+    a collector that is down (one per failed batch otherwise) say why, without a flood."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = -REPORT_EVERY_S
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self._last < REPORT_EVERY_S:
+            return False
+        self._last = now
+        return True

@@ -14,6 +14,7 @@ Imported only when tracing is on (see :func:`start`). A request's trace is made 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,12 +30,17 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from appliance.clip import clip
 from appliance.errors import APIError
 from appliance.telemetry import genai
-from appliance.telemetry.batch import BoundedBatch
+from appliance.telemetry.batch import BoundedBatch, Seldom
 from appliance.telemetry.context import CURRENT
 from appliance.telemetry.settings import Exporting
 from appliance.wire.usage import Usage
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+# The exporter's loggers: what they say of a failed export is said once a minute at most.
+EXPORTER_LOGGERS = (
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+)
 WAIT_SPAN_NS = 1_000_000  # a wait for a slot shorter than this has no span
 _CARRIED = (b"traceparent", b"tracestate")
 
@@ -61,6 +67,10 @@ class Tracing:
         )
         self.provider.add_span_processor(self.batch)
         self.tracer: Tracer = self.provider.get_tracer("appliance")
+        for name in EXPORTER_LOGGERS:
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, Seldom) for f in logger.filters):
+                logger.addFilter(Seldom())
 
     async def start(self) -> None:
         self.batch.start()
@@ -231,7 +241,6 @@ class Trace:
     def first_token(self, seconds: float) -> None:
         if self.model is not None:
             self.model.set_attribute("gen_ai.server.time_to_first_token", seconds)
-            self.model.add_event("gen_ai.first_token", {"seconds": seconds})
 
     def end_model_call(
         self,

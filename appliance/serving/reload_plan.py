@@ -93,6 +93,8 @@ def read_at_start(started: ApplianceConfig, config: ApplianceConfig) -> list[str
         for name in StateConfig.model_fields
         if getattr(config.state, name) != getattr(started.state, name)
     ]
+    if config.telemetry != started.telemetry:
+        moved.append("telemetry")  # the tracer is built once per process
     return moved
 
 

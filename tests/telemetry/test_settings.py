@@ -97,3 +97,16 @@ def test_header_values_are_redacted_from_logs() -> None:
         }
     )
     assert "s3cret" in full.secrets()
+
+
+def test_a_reload_that_changes_telemetry_says_a_restart_is_needed() -> None:
+    from appliance.config import ApplianceConfig
+    from appliance.serving.reload_plan import read_at_start
+
+    def full(telemetry: dict[str, Any]) -> ApplianceConfig:
+        models = [{"name": "bot", "backend": "scripted"}]
+        return ApplianceConfig.model_validate({"models": models, "telemetry": telemetry})
+
+    started = full({"otlp_endpoint": "http://c"})
+    assert read_at_start(started, full({"otlp_endpoint": "http://c"})) == []
+    assert read_at_start(started, full({"otlp_endpoint": "http://d"})) == ["telemetry"]

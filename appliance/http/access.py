@@ -103,7 +103,8 @@ class AccessLayer:
             trace = account.trace = self.tracing.begin(
                 scope["method"], scope["path"], scope["headers"]
             )
-            account.note(trace_id=trace.trace_id, span_id=trace.span_id)
+            if trace is not None:
+                account.note(trace_id=trace.trace_id, span_id=trace.span_id)
         cluster.enter()
         exchange = Exchange(scope, receive, send, request_id, account, self.live)
         tokens = structlog.contextvars.bind_contextvars(request_id=account.request_id)

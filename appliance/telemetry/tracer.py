@@ -36,6 +36,7 @@ from appliance.telemetry.settings import Exporting
 from appliance.wire.usage import Usage
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
 # The exporter's loggers: what they say of a failed export is said once a minute at most.
 EXPORTER_LOGGERS = (
     "opentelemetry.exporter.otlp.common.http",
@@ -79,8 +80,11 @@ class Tracing:
         """Send what is queued (bounded by the export timeout) and stop."""
         await asyncio.to_thread(self.provider.shutdown)
 
-    def begin(self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]]) -> Trace:
-        """A request's trace, current for the calling task until :meth:`Trace.detach`."""
+    def begin(self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]]) -> Trace | None:
+        """A request's trace, current for the calling task until :meth:`Trace.detach`;
+        None for the probes and the scrape (:data:`UNTRACED`), polled all day long."""
+        if path in UNTRACED:
+            return None
         carrier = {n.decode(): v.decode("latin-1") for n, v in headers if n in _CARRIED}
         parent = _PROPAGATOR.extract(carrier) if carrier else None
         return Trace(self, method, path, parent)

@@ -18,6 +18,7 @@ from tests.support.poll import in_background, until
 from tests.support.server import RunningServer
 
 ASK = [{"role": "user", "content": "Say hello."}]
+PROBES = ("/healthz", "/readyz", "/metrics")
 
 
 @pytest.fixture(scope="module")
@@ -263,6 +264,8 @@ def test_a_failed_call_has_its_error_type_on_every_span(
 def test_a_request_without_a_traceparent_starts_its_own_trace(
     server: RunningServer, receiver: OTLPReceiver
 ) -> None:
+    for probe in ("/healthz", "/readyz", "/metrics"):  # polled all day: never traced
+        httpx.get(f"{server.base_url}{probe}").raise_for_status()
     rid = f"req-{secrets.token_hex(4)}"
     httpx.get(f"{server.base_url}/v1/models", headers={"x-request-id": rid}).raise_for_status()
     (line,) = until(lambda: server.events("request", request_id=rid))
@@ -271,3 +274,7 @@ def test_a_request_without_a_traceparent_starts_its_own_trace(
     assert edge.parent_id == "" and edge.span_id == line["span_id"]
     assert edge.name == "GET /v1/models"
     assert set(spans) == {"server"}  # no model call
+    # The probes came before, so they would have been exported by now.
+    assert not [s for s in receiver.spans if s.attributes.get("url.path") in PROBES]
+    (probe_line,) = server.events("request", path="/readyz")[-1:]
+    assert "trace_id" not in probe_line

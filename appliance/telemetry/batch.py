@@ -5,7 +5,9 @@ a log line, and does not count the batches its exporter failed to deliver. This 
 does the same job and counts both (``appliance_spans_dropped_total``): a span ends on the
 request's path with one append to a bounded deque; a thread exports the queue in batches
 (OTLP/HTTP, each export bounded by the exporter's timeout, retries included). A collector
-that is down, slow or refusing only makes the queue fill and the count rise.
+that is down, slow or refusing only makes the queue fill and the count rise; after a
+failed export the next :data:`PAUSE_S` seconds of spans are dropped without being encoded
+or sent, so a collector that is down costs less CPU than one that takes the spans.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ log = structlog.get_logger("appliance.telemetry")
 BATCH_SPANS = 512
 DELAY_S = 1.0  # the longest a span waits before its batch is sent
 REPORT_EVERY_S = 60.0  # drops are logged at most this often (they are counted always)
+PAUSE_S = 5.0  # after a failed export, spans are dropped unsent this long
 
 
 class BoundedBatch(SpanProcessor):
@@ -58,6 +61,7 @@ class BoundedBatch(SpanProcessor):
         self._thread: threading.Thread | None = None
         self._unreported = 0
         self._reported_at = 0.0
+        self._resume_at = 0.0  # exports pause until then after one failed
 
     def start(self) -> None:
         """Start the exporting thread (in the serving process, after any fork)."""
@@ -110,11 +114,15 @@ class BoundedBatch(SpanProcessor):
         queue = self._queue
         while queue:
             batch = [queue.popleft() for _ in range(min(BATCH_SPANS, len(queue)))]
+            if time.monotonic() < self._resume_at:
+                self._drop(len(batch))  # the collector failed just now: not even encoded
+                continue
             try:
                 ok = self.exporter.export(batch) is SpanExportResult.SUCCESS
             except Exception:
                 ok = False
             if not ok:
+                self._resume_at = time.monotonic() + PAUSE_S
                 self._drop(len(batch))
 
     def _drop(self, count: int) -> None:

@@ -74,7 +74,7 @@ def test_a_full_queue_drops_and_counts_what_does_not_fit() -> None:
     provider.shutdown()
 
 
-def test_a_failed_export_counts_its_batch() -> None:
+def test_a_failed_export_counts_its_batch_and_pauses_the_exports() -> None:
     batch, collector, dropped, provider = traced(100)
     collector.failing = True
     tracer = provider.get_tracer("test")
@@ -82,4 +82,10 @@ def test_a_failed_export_counts_its_batch() -> None:
         tracer.start_span(f"span {n}").end()
     assert batch.force_flush(10_000)
     assert dropped == [7] and collector.exported == []
+    # Right after a failure the next spans are dropped without reaching the exporter.
+    collector.failing = False
+    collector.waiting.clear()
+    tracer.start_span("later").end()
+    assert batch.force_flush(10_000)
+    assert dropped == [8] and not collector.waiting.is_set()
     provider.shutdown()

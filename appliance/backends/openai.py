@@ -183,7 +183,7 @@ class OpenAIWorker(Worker):
 
     def _call_headers(self) -> dict[str, str]:
         """The headers of one request to the upstream: with the request's ``traceparent``
-        when it is traced (its attempt's span)."""
+        when it is traced (its model call's span; on a failover, the attempt's)."""
         parent = telemetry.traceparent()
         return self._headers if parent is None else {**self._headers, "traceparent": parent}
 

@@ -278,3 +278,14 @@ def test_a_request_without_a_traceparent_starts_its_own_trace(
     assert not [s for s in receiver.spans if s.attributes.get("url.path") in PROBES]
     (probe_line,) = server.events("request", path="/readyz")[-1:]
     assert "trace_id" not in probe_line
+
+
+def test_a_malformed_traceparent_starts_a_trace_of_its_own(
+    server: RunningServer, receiver: OTLPReceiver
+) -> None:
+    rid = f"req-{secrets.token_hex(4)}"
+    headers = {"x-request-id": rid, "traceparent": "00-not-a-trace-01"}
+    httpx.get(f"{server.base_url}/v1/models", headers=headers).raise_for_status()
+    (line,) = until(lambda: server.events("request", request_id=rid))
+    (edge,) = trace(receiver, str(line["trace_id"]))["server"]
+    assert edge.parent_id == ""

@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 import structlog
 
+from appliance import telemetry
 from appliance.backends.base import ReplyStream, Worker
 from appliance.backends.upstream_sse import payloads
 from appliance.config import ModelConfig, OpenAIModel
@@ -181,8 +182,10 @@ class OpenAIWorker(Worker):
             response.release()
 
     def _call_headers(self) -> dict[str, str]:
-        """The headers of one request to the upstream."""
-        return self._headers
+        """The headers of one request to the upstream: with the request's ``traceparent``
+        when it is traced (its model call's span; on a failover, the attempt's)."""
+        parent = telemetry.traceparent()
+        return self._headers if parent is None else {**self._headers, "traceparent": parent}
 
     async def _post(
         self, endpoint: Endpoint, body: dict[str, Any], *, refused_field: bytes = b""

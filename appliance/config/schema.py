@@ -16,6 +16,7 @@ from appliance.config.auth import AuthConfig
 from appliance.config.backends import ModelConfig
 from appliance.config.capture import CaptureConfig, capture_problems
 from appliance.config.model import NAME_PATTERN, LocatedValueError, Strict
+from appliance.config.telemetry import TelemetryConfig
 from appliance.config.tls import TlsConfig
 
 
@@ -260,6 +261,7 @@ class ApplianceConfig(Strict):
     local: LocalConfig = Field(default_factory=LocalConfig, description="Local models.")
     billing: BillingConfig = Field(default_factory=BillingConfig, description="Costs.")
     capture: CaptureConfig = Field(default_factory=CaptureConfig, description="Request log.")
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="Traces.")
 
     @model_validator(mode="after")
     def _names_resolve(self) -> ApplianceConfig:
@@ -286,4 +288,5 @@ class ApplianceConfig(Strict):
             api_key = getattr(model.options, "api_key", None)
             if api_key is not None:
                 out.append(api_key.get_secret_value())
+        out.extend(self.telemetry.secrets())
         return [s for s in out if s]

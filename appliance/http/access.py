@@ -25,7 +25,7 @@ import itertools
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -36,6 +36,9 @@ from appliance.http.exchange import Exchange, Receive, Scope, Send
 from appliance.http.scope import SCOPE, RequestScope, Sink
 from appliance.http.sse import LiveStreams
 from appliance.serving.cluster import ClusterRef
+
+if TYPE_CHECKING:
+    from appliance.telemetry.tracer import Tracing
 
 ASGIApp = Callable[..., Awaitable[None]]
 
@@ -62,12 +65,19 @@ class AccessLayer:
         ref: The serving cluster's reference (each request is pinned to the current one).
         live: Requests not yet answered and open streams, for the drain.
         sinks: Where each finished request's account goes, in order.
+        tracing: Begins each request's trace when tracing is on (None: off).
     """
 
     def __init__(
-        self, app: ASGIApp, ref: ClusterRef, live: LiveStreams, sinks: Sequence[Sink]
+        self,
+        app: ASGIApp,
+        ref: ClusterRef,
+        live: LiveStreams,
+        sinks: Sequence[Sink],
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
+        self.tracing = tracing
         self.ref = ref
         self.live = live
         self.sinks = list(sinks)
@@ -89,6 +99,12 @@ class AccessLayer:
         account = scope[SCOPE] = RequestScope(
             request_id.decode(), scope["method"], scope["path"], cluster, self.sinks
         )
+        if self.tracing is not None:
+            trace = account.trace = self.tracing.begin(
+                scope["method"], scope["path"], scope["headers"]
+            )
+            if trace is not None:
+                account.note(trace_id=trace.trace_id, span_id=trace.span_id)
         cluster.enter()
         exchange = Exchange(scope, receive, send, request_id, account, self.live)
         tokens = structlog.contextvars.bind_contextvars(request_id=account.request_id)
@@ -117,6 +133,8 @@ class AccessLayer:
                 except Exception:
                     log.exception("cleanup_failed", closer=repr(closer))
             await account.finish(exchange.status, completed=exchange.completed)
+            if account.trace is not None:
+                account.trace.detach()
             await cluster.leave()
             structlog.contextvars.reset_contextvars(**tokens)
 

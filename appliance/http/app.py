@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon.asgi
 
@@ -42,6 +43,7 @@ from appliance.http.routes.usage import UsageResource
 from appliance.http.scope import Request, Sink
 from appliance.http.sinks import AccessLog, Counting
 from appliance.http.sse import LiveStreams
+from appliance.http.tracing import Spans
 from appliance.local import CONFIG_CHECKS
 from appliance.runtime import heap
 from appliance.runtime.logging import configure_logging
@@ -49,12 +51,15 @@ from appliance.runtime.metrics import Metrics, Recent
 from appliance.runtime.signals import ignore_until_handled
 from appliance.serving.cluster import Cluster, ClusterRef
 from appliance.serving.reload import Reloader
+from appliance.telemetry import settings as telemetry
 from appliance.wire.openai import protocol
 from appliance.wire.openai.protocol import Endpoint
 
 # What a served config must pass beyond its text (on reload too): local models fit, TLS
 # files load (the same as the CLI's).
 CHECKS = (*CONFIG_CHECKS, tls_files)
+if TYPE_CHECKING:
+    from appliance.telemetry.tracer import Tracing
 
 __all__ = ["API_PREFIXES", "app_from_environment", "app_from_settings", "create_app"]
 
@@ -88,6 +93,7 @@ def create_app(
     limiter = _limiter(config, metrics, book)
     ledger = _ledger(config, book)
     requests = _request_log(config, metrics)
+    tracing = _tracing(config, metrics)
     if hot is not None:
         hot.observers.append(
             lambda outcome: metrics.reloads.labels("ok" if outcome.ok else "failed").inc()
@@ -95,6 +101,7 @@ def create_app(
     # Started in this order, stopped in reverse: the ledger outlives the requests, the
     # cluster the reloader, and the process registers once its signals are handled.
     components: list[Component] = [
+        *([Hooks(tracing.start, tracing.close)] if tracing is not None else []),
         Hooks(stop=limiter.close),
         *([Hooks(ledger.start, ledger.close)] if ledger is not None else []),
         *([Hooks(requests.start, requests.close)] if requests is not None else []),
@@ -152,8 +159,9 @@ def create_app(
         Counting(metrics, recent),
         AccessLog(ref),
         *([Capturing(requests)] if requests is not None else []),
+        Spans(),
     ]
-    return AccessLayer(app, ref, live, sinks)
+    return AccessLayer(app, ref, live, sinks, tracing)
 
 
 def _limiter(config: ApplianceConfig, metrics: Metrics, book: SpendBook) -> Limiter:
@@ -171,6 +179,17 @@ def _limiter(config: ApplianceConfig, metrics: Metrics, book: SpendBook) -> Limi
         on_failure=metrics.limiter_errors.inc,
         cluster=state.redis_cluster,
     )
+
+
+def _tracing(config: ApplianceConfig, metrics: Metrics) -> Tracing | None:
+    """The tracer when the config (or an ``OTEL_*`` variable) names a collector; the
+    SDK is imported only then. A change of ``telemetry:`` takes a restart."""
+    exporting = telemetry.resolve(config.telemetry, os.environ)
+    if exporting is None:
+        return None
+    from appliance.telemetry.tracer import start
+
+    return start(exporting, metrics.spans_dropped.inc)
 
 
 def _ledger(config: ApplianceConfig, book: SpendBook) -> Ledger | None:

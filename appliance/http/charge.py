@@ -18,11 +18,11 @@ class Charge:
         model: The model as the client named it.
         request: The request body sent to the model (for estimates).
         usage: A plain reply's usage, once it came.
+        body: A plain reply's body, once it came (the model's own, before any translation).
         tally: A stream's tally, once it began.
         failure: The error that ended a stream, if one did.
         streamed: Whether the client asked for a stream.
         keep_bytes: The request log keeps this call's reply up to this size (0: not kept).
-        body: A plain reply's body, when the request log keeps it.
     """
 
     __slots__ = ("body", "failure", "keep_bytes", "model", "request", "streamed", "tally", "usage")
@@ -32,10 +32,10 @@ class Charge:
         self.request = request
         self.streamed = bool(request.get("stream"))
         self.usage: Usage | None = None
+        self.body: bytes | None = None
         self.tally: StreamTally | None = None
         self.failure: APIError | None = None
         self.keep_bytes = 0
-        self.body: bytes | None = None
 
     def keep(self, max_bytes: int) -> None:
         """Keep the reply for the request log (see :mod:`appliance.accounting.requestlog`)."""
@@ -43,8 +43,7 @@ class Charge:
 
     def reply(self, body: bytes) -> Usage:
         """Read a plain reply's usage (charged when the request ends)."""
-        if self.keep_bytes:
-            self.body = body
+        self.body = body
         self.usage = of_reply(body, self.request)
         return self.usage
 

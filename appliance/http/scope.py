@@ -27,11 +27,13 @@ import structlog
 from appliance.errors import APIError
 from appliance.http.charge import Charge
 from appliance.serving.gateway import Timing
+from appliance.telemetry.genai import operation
 
 if TYPE_CHECKING:
     from appliance.accounting.auth import Principal
     from appliance.accounting.limits import Quota
     from appliance.serving.cluster import Cluster
+    from appliance.telemetry import RequestTrace
 
 log = structlog.get_logger("appliance.scope")
 
@@ -73,6 +75,7 @@ class RequestScope:
         charge: The model call's charge, if its resource opened one.
         route: The matched route's template (a bounded metric label).
         fields: Extra fields for its access line.
+        trace: Its trace when tracing is on (:mod:`appliance.telemetry`), else None.
         client_gone: Whether the client left before the response was complete.
         status: How it ended, set by :meth:`finish` (see there).
     """
@@ -95,6 +98,7 @@ class RequestScope:
         "started",
         "status",
         "timing",
+        "trace",
         "ts",
     )
 
@@ -123,6 +127,7 @@ class RequestScope:
         self.fields: dict[str, Any] = {}
         self.client_gone = False
         self.status = 0
+        self.trace: RequestTrace | None = None
         self._finished = False
 
     def note(self, **fields: Any) -> None:
@@ -138,6 +143,8 @@ class RequestScope:
             key = self.principal.name if self.principal is not None else "anonymous"
             if capture.wants(key, model, self.cluster.registry.routes.get(model, ())):
                 self.charge.keep(capture.max_body_bytes)
+        if self.trace is not None:
+            self.trace.model_call(operation(self.route), model, request)
         return self.charge
 
     @property

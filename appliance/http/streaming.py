@@ -45,8 +45,12 @@ class Streamer:
         """Make ``resp`` the SSE relay of ``stream``."""
         scope: RequestScope = req.context  # type: ignore[assignment]
 
+        stats = StreamStats(self.metrics, model, scope.started)
+
         async def closed(failure: APIError | None) -> None:
             await settle(failure)
+            if scope.trace is not None and stats.first_s is not None:
+                scope.trace.first_token(stats.first_s)
             await scope.finish(200, completed=not scope.client_gone)
 
         relay = Relay(
@@ -54,7 +58,7 @@ class Streamer:
             scope.cluster.config.server.stream_ping_s,
             self.live,
             tally,
-            StreamStats(self.metrics, model, scope.started),
+            stats,
             closed,
             framing,
         )

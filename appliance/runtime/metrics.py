@@ -133,6 +133,11 @@ class Metrics:
             "Calls to the shared rate limiter (Redis) that failed.",
             registry=own,
         )
+        self.spans_dropped = Counter(
+            "appliance_spans_dropped_total",
+            "Trace spans not delivered: the export queue was full or the collector failed.",
+            registry=own,
+        )
         self.rate_limited = Counter(
             "appliance_rate_limited_total",
             "Requests refused by a key's rpm or tpm limit.",
@@ -230,19 +235,19 @@ class Recent:
 class StreamStats:
     """Time to first token of one stream, and whether it failed."""
 
-    __slots__ = ("_first", "_metrics", "_model", "_started")
+    __slots__ = ("_metrics", "_model", "_started", "first_s")
 
     def __init__(self, metrics: Metrics, model: str, started: float) -> None:
         self._metrics = metrics
         self._model = model
         self._started = started
-        self._first = False
+        self.first_s: float | None = None  # the time to the first chunk, once it came
 
     def chunk(self, now: float) -> None:
         """A chunk arrived at ``now``."""
-        if not self._first:
-            self._first = True
-            self._metrics.ttft.labels(self._model).observe(now - self._started)
+        if self.first_s is None:
+            self.first_s = now - self._started
+            self._metrics.ttft.labels(self._model).observe(self.first_s)
 
     def failed(self, error: str) -> None:
         """The stream ended with ``error`` (an error class's name: a bounded set)."""

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 import structlog
 
+from appliance import telemetry
 from appliance.accounting.auth import Principal
 from appliance.backends.base import ReplyStream, Worker
 from appliance.errors import (
@@ -216,9 +217,10 @@ class Gateway:
                 started = clock()
                 try:
                     affinity = session if group.config.routing == "affinity" else None
-                    worker = await group.acquire(
-                        tried, affinity, principal.priority, principal.name
-                    )
+                    with telemetry.waiting(group.name, group.waits_for_load):
+                        worker = await group.acquire(
+                            tried, affinity, principal.priority, principal.name
+                        )
                 except APIError as exc:
                     last = exc
                     break
@@ -229,7 +231,8 @@ class Gateway:
                 timing.stoppable = worker.stoppable
                 started = clock()
                 try:
-                    result = await operation(worker)
+                    with telemetry.attempt(worker.worker_id, worker.config.backend):
+                        result = await operation(worker)
                 except APIError as exc:
                     timing.worker_s += clock() - started
                     group.release(worker)

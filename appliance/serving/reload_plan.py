@@ -104,6 +104,8 @@ def read_at_start(started: ApplianceConfig, config: ApplianceConfig) -> list[str
     ]
     if config.capture.enabled and not started.capture.enabled:
         moved.append("capture.enabled")
+    if config.telemetry != started.telemetry:
+        moved.append("telemetry")  # the tracer is built once per process
     return moved
 
 

@@ -14,15 +14,14 @@ the text that was relayed: about four characters a token, as OpenAI's own rule o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import orjson
 import structlog
 
 from appliance.errors import UpstreamError
+from appliance.wire.textlength import generated_text_length, prompt_text_length, tokens_in
 
-CHARS_PER_TOKEN = 4
 MAX_COUNT = 10**8  # tokens in one request, past any model's context: a larger figure is broken
 
 log = structlog.get_logger("appliance.usage")
@@ -175,98 +174,6 @@ def _object_end(body: bytes, start: int) -> int | None:
     return None
 
 
-def tokens_in(text_length: int) -> int:
-    """Estimated tokens of a text of ``text_length`` characters (at least one if any)."""
-    if text_length <= 0:
-        return 0
-    return max(1, round(text_length / CHARS_PER_TOKEN))
-
-
-def generated_text_length(obj: Any) -> int:
-    """Characters of generated text in a reply or chunk: content, text, tool calls."""
-    if type(obj) is not dict:
-        return 0
-    choices = obj.get("choices")
-    if type(choices) is not list:
-        return 0
-    length = 0
-    for choice in choices:
-        if type(choice) is not dict:
-            continue
-        part = choice.get("delta") or choice.get("message")
-        if type(part) is dict:
-            content = part.get("content")
-            if type(content) is str and len(part) <= 2:  # the usual {"content"[, "role"]}
-                length += len(content)
-            else:
-                length += _message_length(part)
-        text = choice.get("text")
-        if type(text) is str:
-            length += len(text)
-    return length
-
-
-def _message_length(message: dict[str, Any]) -> int:
-    length = 0
-    for field in ("content", "reasoning_content", "refusal"):
-        value = message.get(field)
-        if isinstance(value, str):
-            length += len(value)
-    calls = message.get("tool_calls")
-    if isinstance(calls, list):
-        for call in calls:
-            function = call.get("function") if isinstance(call, dict) else None
-            if isinstance(function, dict):
-                for field in ("name", "arguments"):
-                    value = function.get(field)
-                    if isinstance(value, str):
-                        length += len(value)
-    return length
-
-
-def prompt_text_length(body: dict[str, Any]) -> int:
-    """Characters of text a request asks the model to read (for estimates)."""
-    length = 0
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        for message in messages:
-            if isinstance(message, dict):
-                length += _message_length(message) + _parts_length(message.get("content"))
-    for field in ("prompt", "input", "query", "documents"):
-        length += _texts_length(body.get(field))
-    return length
-
-
-def _parts_length(content: Any) -> int:
-    if not isinstance(content, list):
-        return 0
-    return sum(
-        len(part["text"])
-        for part in content
-        if isinstance(part, dict) and isinstance(part.get("text"), str)
-    )
-
-
-def _texts_length(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, list):
-        # Token arrays: each number is a token, about CHARS_PER_TOKEN characters.
-        return sum(
-            len(v) if isinstance(v, str) else CHARS_PER_TOKEN if isinstance(v, int) else 0
-            for v in _flatten(value)
-        )
-    return 0
-
-
-def _flatten(values: Iterable[Any]) -> Iterable[Any]:
-    for value in values:
-        if isinstance(value, list):
-            yield from value
-        else:
-            yield value
-
-
 def estimate(body: dict[str, Any], generated_chars: int) -> Usage:
     """Usage estimated from the request and the text generated for it."""
     prompt = tokens_in(prompt_text_length(body))
@@ -282,7 +189,15 @@ class StreamTally:
             the usage the appliance asked for on its behalf is taken out of its chunks.
     """
 
-    __slots__ = ("chars", "client_asked", "complete", "keep_chars", "kept", "usage")
+    __slots__ = (
+        "chars",
+        "client_asked",
+        "complete",
+        "finish_reasons",
+        "keep_chars",
+        "kept",
+        "usage",
+    )
 
     def __init__(self, client_asked: bool) -> None:
         self.client_asked = client_asked
@@ -291,6 +206,7 @@ class StreamTally:
         self.complete = False
         self.kept: Any = None  # folds the parsed chunks for the request log (.add), up to
         self.keep_chars = 0  # this much generated text
+        self.finish_reasons: list[str] = []  # as the choices' last chunks state them
 
     def keep(self, into: Any, max_chars: int) -> None:
         """Hand each parsed chunk to ``into.add`` until ``max_chars`` of text were relayed."""
@@ -308,6 +224,12 @@ class StreamTally:
         self.chars += generated_text_length(obj)
         if self.kept is not None and self.chars <= self.keep_chars:
             self.kept.add(obj)
+        choices = obj.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+                if isinstance(reason, str):
+                    self.finish_reasons.append(reason)
         if "usage" not in obj:
             return payload
         found = usage_of(obj)

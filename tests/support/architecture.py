@@ -25,16 +25,22 @@ README = ROOT / "README.md"
 LAYERS: dict[str, tuple[str, frozenset[str]]] = {
     "http": (
         "server",
-        frozenset({"serving", "local", "backends", "accounting", "runtime", "wire", "config"}),
+        frozenset(
+            {"serving", "local", "backends", "accounting", "telemetry", "runtime", "wire", "config"}
+        ),
     ),
     "serving": (
         "server",
-        frozenset({"local", "backends", "accounting", "runtime", "wire", "config"}),
+        frozenset({"local", "backends", "accounting", "telemetry", "runtime", "wire", "config"}),
     ),
-    "local": ("server", frozenset({"backends", "child", "runtime", "wire", "config"})),
-    "backends": ("server", frozenset({"runtime", "wire", "config"})),
+    "local": (
+        "server",
+        frozenset({"backends", "child", "telemetry", "runtime", "wire", "config"}),
+    ),
+    "backends": ("server", frozenset({"telemetry", "runtime", "wire", "config"})),
     "child": ("model child", frozenset({"runtime", "wire", "config"})),
     "accounting": ("server, CLI", frozenset({"runtime", "wire", "config"})),
+    "telemetry": ("server", frozenset({"runtime", "wire", "config"})),
     "runtime": ("every process", frozenset({"wire", "config"})),
     "wire": ("server, model child", frozenset()),
     "config": ("every process", frozenset()),

@@ -1,0 +1,41 @@
+"""A finished request's spans: the scope's sink that ends its trace.
+
+The edge begins a request's trace when tracing is on (:class:`~.access.AccessLayer`), and a
+model route's charge begins its model call's span
+(:meth:`~appliance.http.scope.RequestScope.open_charge`). When the request is over, this
+sink gives both their outcome, as the other sinks see it: the model that answered, the
+usage charged, the finish reasons, the error, and the status sent.
+"""
+
+from __future__ import annotations
+
+from appliance.http.scope import RequestScope
+from appliance.telemetry import genai
+
+
+class Spans:
+    """Ends a traced request's model-call span and its server span."""
+
+    __name__ = "spans"
+
+    def __call__(self, scope: RequestScope) -> None:
+        trace = scope.trace
+        if trace is None or not trace.recording:
+            return
+        charge = scope.charge
+        if charge is not None:
+            failure = charge.failure
+            error = type(failure).__name__ if failure is not None else None
+            if error is None and scope.status >= 400:
+                error = str(scope.status)
+            tally = charge.tally
+            trace.end_model_call(
+                response_model=scope.timing.model,
+                usage=charge.used(scope.client_gone) if scope.reached_model else None,
+                finish_reasons=(
+                    tally.finish_reasons if tally is not None else genai.finish_reasons(charge.body)
+                ),
+                error=error,
+                reply=charge.body,
+            )
+        trace.end(route=scope.route, status=scope.status)

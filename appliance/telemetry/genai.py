@@ -1,0 +1,108 @@
+"""A model call in the words of OpenTelemetry's GenAI semantic conventions.
+
+Pure functions of the request the model got (the chat form of a Responses or Messages
+request) and of its reply: the span's name and attributes. Prompt and reply content only
+go in when the config opts in (``telemetry.capture_content``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from appliance.clip import clip
+from appliance.wire.usage import Usage
+
+# By route template; what the conventions name no operation for keeps the route's word.
+OPERATIONS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "text_completion",
+    "/v1/embeddings": "embeddings",
+    "/v1/responses": "chat",
+    "/v1/messages": "chat",
+    "/v1/messages/count_tokens": "chat",
+    "/v1/rerank": "rerank",
+    "/v1/beta/relevance": "rerank",
+}
+CONTENT_CHARS = 16384  # captured content, each of prompt and reply, at most
+
+_FINISH = re.compile(rb'"finish_reason"\s*:\s*"([A-Za-z_]{1,40})"')
+
+
+def operation(route: str | None) -> str:
+    """``gen_ai.operation.name`` for a request on ``route``."""
+    return OPERATIONS.get(route or "", "chat")
+
+
+def request_attributes(model: str, request: dict[str, Any], op: str) -> dict[str, Any]:
+    """The attributes known when the call begins."""
+    out: dict[str, Any] = {"gen_ai.operation.name": op, "gen_ai.request.model": clip(model)}
+    limit = _first_number(request, "max_completion_tokens", "max_tokens", "max_output_tokens")
+    if limit is not None:
+        out["gen_ai.request.max_tokens"] = int(limit)
+    for name in ("temperature", "top_p"):
+        value = _first_number(request, name)
+        if value is not None:
+            out[f"gen_ai.request.{name}"] = float(value)
+    if request.get("stream"):
+        out["appliance.stream"] = True
+    return out
+
+
+def response_attributes(
+    response_model: str | None, usage: Usage | None, finish_reasons: list[str]
+) -> dict[str, Any]:
+    """The attributes known when the call is over."""
+    out: dict[str, Any] = {}
+    if response_model is not None:
+        out["gen_ai.response.model"] = response_model
+    if usage is not None:
+        out["gen_ai.usage.input_tokens"] = usage.prompt
+        out["gen_ai.usage.output_tokens"] = usage.completion
+        if usage.estimated:
+            out["appliance.usage.estimated"] = True
+    if finish_reasons:
+        out["gen_ai.response.finish_reasons"] = finish_reasons
+    return out
+
+
+def finish_reasons(reply: bytes | None) -> list[str]:
+    """The finish reasons a plain chat or completion reply states, in order."""
+    if not reply:
+        return []
+    return [match.decode() for match in _FINISH.findall(reply)]
+
+
+def input_messages(request: dict[str, Any]) -> str | None:
+    """``gen_ai.input.messages``: what the model was given, as JSON (clipped)."""
+    for name in ("messages", "prompt", "input"):
+        if name in request:
+            return _json(request[name])
+    return None
+
+
+def output_messages(reply: bytes | None) -> str | None:
+    """``gen_ai.output.messages``: a plain reply's choices, as JSON (clipped)."""
+    if not reply:
+        return None
+    try:
+        parsed = orjson.loads(reply)
+    except orjson.JSONDecodeError:
+        return None
+    choices = parsed.get("choices") if isinstance(parsed, dict) else None
+    return None if choices is None else _json(choices)
+
+
+def _json(value: Any) -> str:
+    text = orjson.dumps(value, default=str).decode()
+    return text if len(text) <= CONTENT_CHARS else text[:CONTENT_CHARS] + "…"
+
+
+def _first_number(request: dict[str, Any], *names: str) -> float | None:
+    for name in names:
+        value = request.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value
+    return None

@@ -94,8 +94,10 @@ def test_the_model_runs_the_best_cpu_variant_for_this_cpu(
     flags = _cpu_flags()
     assert [f for f in features if f in CPUINFO_FLAGS and CPUINFO_FLAGS[f] not in flags] == []
     assert [f for f in BEST if CPUINFO_FLAGS[f] in flags and f not in features] == [], cpu
-    [loaded] = [line for line in log.read_text().splitlines() if "worker_warmed_up" in line]
+    lines = log.read_text().splitlines()
+    [loaded] = [line for line in lines if "worker_warmed_up" in line]
     assert cpu in loaded
+    assert [line for line in lines if "load_backend" in line] == []  # llama.cpp's own info
     # And it generates with it.
     reply = httpx.post(
         f"{root}/v1/completions",

@@ -13,6 +13,7 @@ the folder) needs nothing and is described the same way.
 from __future__ import annotations
 
 import ctypes
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,9 @@ def load_cpu_backend() -> CpuBackend:
     import llama_cpp
     from llama_cpp import llama_cpp as bindings
 
+    # llama.cpp's info lines ("load_backend: loaded CPU backend from ...") are not the
+    # log's; errors still show. Llama(verbose=False) sets the same level, later.
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     folder = Path(llama_cpp.__file__).parent / "lib"
     if any(folder.glob("libggml-cpu-*.so")):
         # ggml's functions as libllama links them: the wheel's libggml.so is a copy of the

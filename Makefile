@@ -7,12 +7,16 @@ BIN     = $(VENV)/bin
 CONFIG ?= configs/cluster.yaml
 PIP     = $(BIN)/python -m pip --quiet --disable-pip-version-check
 
-# llama-cpp-python builds llama.cpp from source (about 5 minutes on 2 cores). Portable code
-# (a -march=native build dies of SIGILL on a CPU without the build machine's instructions),
-# no tests, examples, tools or server. The wheel is built here, into a folder named by a
-# hash of these flags, and installed from there: pip's own cache is keyed by the source,
-# not by CMAKE_ARGS, and would hand back a wheel built with other flags.
-export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+# llama-cpp-python builds llama.cpp from source (about 10 minutes on 2 cores). Its CPU code
+# is built once per x86-64 level, from plain x86-64 to AVX-512 and AMX, as llama.cpp's
+# release builds are (GGML_BACKEND_DL, GGML_CPU_ALL_VARIANTS): each a libggml-cpu-<level>.so
+# installed beside libllama.so in llama_cpp/lib, of which the model process loads the best
+# this CPU runs (appliance/child/engines/llama_cpu.py). Never -march=native: that dies of
+# SIGILL on a CPU without the build machine's instructions. No tests, examples, tools or
+# server. The wheel is built here, into a folder named by a hash of these flags, and
+# installed from there: pip's own cache is keyed by the source, not by CMAKE_ARGS, and
+# would hand back a wheel built with other flags.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DCMAKE_INSTALL_BINDIR=llama_cpp/lib -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 LLAMA_SPEC = llama-cpp-python>=0.3,<0.4
 WHEELS := .wheels/$(shell printf '%s' "$(LLAMA_SPEC) $(CMAKE_ARGS)" | sha256sum | cut -c1-16)

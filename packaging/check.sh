@@ -99,6 +99,10 @@ curl -sf "http://127.0.0.1:$port/v1/chat/completions" -H 'content-type: applicat
     -d "$chat" >"$state/chat"
 echo "chat: $(head -c 300 "$state/chat")"
 grep -q 'Paris' "$state/chat" || { echo "FAIL: no Paris"; exit 1; }
+# llama.cpp's CPU code was chosen for this CPU at run time (one variant per x86-64 level).
+cpu=$(grep -o '"cpu": *"[^"]*"' "$state/log" | head -1)
+echo "llama.cpp CPU variant: $cpu"
+case "$cpu" in ""|*built-in*) echo "FAIL: no llama.cpp CPU variant chosen at run time"; exit 1;; esac
 curl -sf "http://127.0.0.1:$port/v1/embeddings" -H 'content-type: application/json' \
     -d '{"model": "minilm", "input": ["A cat sleeps on the sofa."]}' >"$state/embed"
 "$PYTHON" -c "

@@ -58,7 +58,7 @@ class WorkerServer:
         return app
 
     async def _health(self, request: web.Request) -> web.Response:
-        return _json({"status": "ok", "model": self.config.name})
+        return _json({"status": "ok", "model": self.config.name, "cpu": self.engine.cpu})
 
     async def _models(self, request: web.Request) -> web.Response:
         return _json({"object": "list", "data": [reply.model_card(self.config.name, 0)]})
@@ -215,7 +215,7 @@ def warm_up(config: ModelConfig, engine: Engine) -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file from a test
         os.kill(os.getpid(), signal.Signals[fault])
     engine.warm_up()
-    log.info("worker_warmed_up", model=config.name)
+    log.info("worker_warmed_up", model=config.name, cpu=engine.cpu)
 
 
 def run(

@@ -20,9 +20,12 @@ class Engine:
 
     Attributes:
         dimensions: The size of the model's embeddings (embedding models only).
+        cpu: What the runtime's CPU code uses here, for the load log (llama.cpp: the
+            variant chosen for this CPU and its features, ``icelake: SSE3 ... AVX512``).
     """
 
     dimensions: int | None = None
+    cpu: str | None = None
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -24,6 +24,7 @@ from typing import Any
 import jinja2
 
 from appliance.child.engines.base import Engine, resolve, shorten
+from appliance.child.engines.llama_cpu import load_cpu_backend
 from appliance.child.engines.llama_replies import (
     ChatDeltas,
     Deltas,
@@ -92,6 +93,7 @@ class LlamaEngine(Engine):
         super().__init__(config.name)
         opts = config.options
         self.embedding = config.type == "embedding"
+        self.cpu = load_cpu_backend().describe()
         self.llm: Any = _llama_class()(
             model_path=str(resolve(opts.model)),
             n_ctx=opts.n_ctx,

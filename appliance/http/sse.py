@@ -164,8 +164,8 @@ class Relay:
         self._closed = True
         self.live.relays.discard(self)
         try:
-            if self._reader is not None:
-                self._reader.cancel()
+            if self._reader is not None and not self._reader.done():
+                self._reader.cancel()  # the reader never raises: it queues what it met
                 await asyncio.gather(self._reader, return_exceptions=True)
             await self.stream.aclose()
         finally:

@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import targets
@@ -124,21 +125,25 @@ class Proc:
 
 
 def start_appliance(
-    upstream: str, folder: Path, python: str, processes: int = 1
+    upstream: str, folder: Path, python: str, processes: int = 1, variant: str = ""
 ) -> tuple[Proc, str, float]:
-    """The appliance in front of ``upstream`` (the bench's config), and the seconds it
-    took from its command to its first 200."""
+    """The appliance in front of ``upstream`` (the bench's config, with ``variant``'s YAML
+    merged into it), and the seconds it took from its command to its first 200."""
     port = free_port()
-    config = folder / f"bench-{processes}.yaml"
-    config.write_text(
-        f"server: {{processes: {processes}}}\n"
-        "logging: {level: info, format: json}\n"
-        f"auth: {{api_keys: [{{name: bench, key: {KEY}}}]}}\n"
-        "models:\n"
-        "  - name: bench\n"
-        "    backend: openai\n"
-        f"    options: {{base_url: '{upstream}', model: bench}}\n"
-    )
+    config = folder / f"bench-{port}.yaml"
+    settings: dict[str, Any] = {
+        "server": {"processes": processes},
+        "logging": {"level": "info", "format": "json"},
+        "auth": {"api_keys": [{"name": "bench", "key": KEY}]},
+        "models": [
+            {
+                "name": "bench",
+                "backend": "openai",
+                "options": {"base_url": upstream, "model": "bench"},
+            }
+        ],
+    }
+    config.write_text(yaml.safe_dump(merged(settings, yaml.safe_load(variant) or {})))
     started = time.monotonic()
     proc = Proc(
         [python, "-m", "appliance", "serve", "-c", str(config), "--port", str(port)],
@@ -147,6 +152,15 @@ def start_appliance(
     base = f"http://127.0.0.1:{port}/v1"
     wait_http(f"http://127.0.0.1:{port}/readyz")
     return proc, base, time.monotonic() - started
+
+
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in, mapping by mapping."""
+    out = dict(base)
+    for key, value in extra.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merged(out[key], value) if both else value
+    return out
 
 
 async def users(
@@ -351,6 +365,14 @@ def main() -> None:
     parser.add_argument("--open-seconds", type=float, default=4.0, help="per offered rate")
     parser.add_argument("--no-processes", action="store_true", help="skip `processes: 2`")
     parser.add_argument("--no-open-loop", action="store_true", help="skip the open loop")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=YAML",
+        help="also measure the appliance with this YAML merged into its config, as a column "
+        "of its own (e.g. 'no access log=logging: {access_log: false}'); repeatable",
+    )
     parser.add_argument("--litellm", help="the `litellm` command of a venv with litellm[proxy]")
     parser.add_argument("--chart", type=Path, help="write latency against offered load here")
     parser.add_argument(
@@ -387,6 +409,12 @@ def main() -> None:
                 procs.append(two)
                 systems["2 processes"] = (two_base, two)
                 runs["2 processes"] = []
+            for variant in args.variant:
+                name, _, snippet = variant.partition("=")
+                proc, url, _ = start_appliance(up_base, Path(tmp), args.python, variant=snippet)
+                procs.append(proc)
+                systems[name] = (url, proc)
+                runs[name] = []
             if args.litellm:
                 litellm, lbase, lstart = start_litellm(args.litellm, up_base, Path(tmp))
                 procs.append(litellm)
@@ -437,9 +465,14 @@ def report(
         f"medians of {args.repeat} alternated rounds, one key, access log on; "
         f"load average at the end {os.getloadavg()[0]:.1f}\n"
     )
-    head = "".join(f" {name:>11} |" for name in systems)
-    print(f"| {'figure':<40} |{head} {'appl./floor':>11} |")
-    print(f"|{'-' * 42}|" + "-------------|" * (len(systems) + 1))
+    widths = [max(11, len(name)) for name in [*systems, "appl./floor"]]
+
+    def row(label: str, cells: list[str]) -> str:
+        joined = "".join(f" {c.strip():>{w}} |" for c, w in zip(cells, widths, strict=True))
+        return f"| {label:<40} |{joined}"
+
+    print(row("figure", [*systems, "appl./floor"]))
+    print(f"|{'-' * 42}|" + "".join("-" * (w + 2) + "|" for w in widths))
 
     def med(system: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[system])
@@ -453,8 +486,8 @@ def report(
                 value = med(system, key)
                 cells.append(f"{value:>11.0f}" if key.startswith("rps") else f"{value:>11.3f}")
         share = targets.ratio(runs, "appliance", "floor", key)
-        cells.append(f"{share:>10.2f}x")
-        print(f"| {label:<40} |" + "".join(f" {c} |" for c in cells))
+        cells.append(f"{share:.2f}x")
+        print(row(label, cells))
     for key, label in (
         ("idle_rss", "idle RSS (MiB)"),
         ("startup", "start-up to first 200 (s)"),
@@ -463,7 +496,7 @@ def report(
         cells = [
             f"{extra[s][key]:>11.2f}" if key in extra.get(s, {}) else f"{'-':>11}" for s in systems
         ]
-        print(f"| {label:<40} |" + "".join(f" {c} |" for c in cells) + f" {'':>11} |")
+        print(row(label, [*cells, ""]))
     if "peak_rss" in extra["appliance"]:
         peak = extra["appliance"]["peak_rss"]
         print(f"| {f'RSS with {args.open_streams} open streams (MiB)':<40} | appliance {peak:.1f}")
@@ -472,6 +505,15 @@ def report(
             print(
                 f"added latency at c1 {label}, {system}: {targets.added(runs, system, key):.3f} ms"
             )
+    for system in systems:
+        if system in ("direct", "floor", "appliance", "litellm"):
+            continue
+        plain_ratio = targets.ratio(runs, system, "appliance", "cpu_ms_per_req")
+        stream_ratio = targets.ratio(runs, system, "appliance", "cpu_ms_per_stream")
+        print(
+            f"{system}: CPU per plain request {plain_ratio:.2f}x the appliance's, "
+            f"per stream {stream_ratio:.2f}x"
+        )
     own = med("appliance", "cpu_ms_per_req") - med("floor", "cpu_ms_per_req")
     print(
         f"\nThe appliance's own CPU per plain request, above the floor (bench/floor.py, "

@@ -519,9 +519,6 @@ def report(
         f"\nThe appliance's own CPU per plain request, above the floor (bench/floor.py, "
         f"Falcon + Granian + aiohttp relaying bytes): {own:.3f} ms."
     )
-    print("\ntargets (issue 30):")
-    for target in targets.judge(runs, extra):
-        print(target.line())
     if loops["appliance"]:
         print("\nopen loop: offered req/s -> p50 / p99 latency (ms), dropped")
     for system in (s for s in loops if loops.get(s)):
@@ -536,6 +533,9 @@ def report(
         print(f"  {system:>10}  " + " | ".join(cells))
     if args.chart and loops["appliance"]:
         chart(loops, args.chart)
+    print("\ntargets (issue 30):")
+    for target in targets.judge(runs, extra):
+        print(target.line())
 
 
 def chart(loops: dict[str, dict[float, tuple[list[float], int]]], path: Path) -> None:

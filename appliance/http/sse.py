@@ -5,7 +5,7 @@ holds the worker back, as before: nothing piles up); the events go out as they c
 payloads that are already there when the client's side is ready go out together as one
 write (an upstream that sends a burst costs one hand-off to the server, not one per
 token). While the next chunk is slow to come, this yields ``None`` every ``ping_s``
-(Falcon sends ``: ping``, which OpenAI clients ignore, and which keeps proxies from
+(sent as the comment ``: ping``, which OpenAI clients ignore, and which keeps proxies from
 timing out). A client that leaves is reported by the access layer through
 :meth:`Relay.client_gone`, which stops reading from the worker at once. Errors never
 escape: once streaming has begun they become an ``{"error": ...}`` event followed by
@@ -39,7 +39,7 @@ log = structlog.get_logger("appliance.stream")
 
 
 class Event:
-    """Pre-framed SSE bytes, which Falcon sends as they are."""
+    """Pre-framed SSE bytes, sent as they are."""
 
     __slots__ = ("frame",)
 

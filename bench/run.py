@@ -26,6 +26,10 @@ from typing import Any
 
 import aiohttp
 import orjson
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import targets
 
 HERE = Path(__file__).resolve().parent
 TICK = os.sysconf("SC_CLK_TCK")
@@ -120,17 +124,26 @@ class Proc:
             self.process.kill()
 
 
-def start_appliance(upstream: str, folder: Path, python: str) -> tuple[Proc, str, float]:
+def start_appliance(
+    upstream: str, folder: Path, python: str, processes: int = 1, variant: str = ""
+) -> tuple[Proc, str, float]:
+    """The appliance in front of ``upstream`` (the bench's config, with ``variant``'s YAML
+    merged into it), and the seconds it took from its command to its first 200."""
     port = free_port()
-    config = folder / "bench.yaml"
-    config.write_text(
-        "logging: {level: info, format: json}\n"
-        f"auth: {{api_keys: [{{name: bench, key: {KEY}}}]}}\n"
-        "models:\n"
-        "  - name: bench\n"
-        "    backend: openai\n"
-        f"    options: {{base_url: '{upstream}', model: bench}}\n"
-    )
+    config = folder / f"bench-{port}.yaml"
+    settings: dict[str, Any] = {
+        "server": {"processes": processes},
+        "logging": {"level": "info", "format": "json"},
+        "auth": {"api_keys": [{"name": "bench", "key": KEY}]},
+        "models": [
+            {
+                "name": "bench",
+                "backend": "openai",
+                "options": {"base_url": upstream, "model": "bench"},
+            }
+        ],
+    }
+    config.write_text(yaml.safe_dump(merged(settings, yaml.safe_load(variant) or {})))
     started = time.monotonic()
     proc = Proc(
         [python, "-m", "appliance", "serve", "-c", str(config), "--port", str(port)],
@@ -139,6 +152,15 @@ def start_appliance(upstream: str, folder: Path, python: str) -> tuple[Proc, str
     base = f"http://127.0.0.1:{port}/v1"
     wait_http(f"http://127.0.0.1:{port}/readyz")
     return proc, base, time.monotonic() - started
+
+
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in, mapping by mapping."""
+    out = dict(base)
+    for key, value in extra.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merged(out[key], value) if both else value
+    return out
 
 
 async def users(
@@ -239,6 +261,8 @@ def measure(base: str, proc: Proc | None, args: argparse.Namespace) -> dict[str,
     out["p50_c16_ms"] = statistics.median(lat) * 1000
     out["p99_c16_ms"] = pct(lat, 0.99) * 1000
     out["cpu_ms_per_req"] = used * 1000 / len(lat)
+    lat, elapsed = asyncio.run(plain(base, 64, args.requests))
+    out["rps_c64"] = len(lat) / elapsed
 
     ttfb = asyncio.run(streams(base, 1, args.streams // 4))
     out["ttfb_stream_ms"] = statistics.median(ttfb) * 1000
@@ -321,9 +345,10 @@ ROWS = [
     ("p50_c16_ms", "plain p50 latency, c16 (ms)"),
     ("p99_c16_ms", "plain p99 latency, c16 (ms)"),
     ("rps_c16", "plain requests/s, c16"),
-    ("cpu_ms_per_req", "appliance CPU per plain request (ms)"),
+    ("rps_c64", "plain requests/s, c64 (saturated)"),
+    ("cpu_ms_per_req", "server CPU per plain request (ms)"),
     ("ttfb_stream_ms", "stream time to first chunk, c1 (ms)"),
-    ("cpu_ms_per_stream", "appliance CPU per 16-chunk stream (ms)"),
+    ("cpu_ms_per_stream", "server CPU per 16-chunk stream (ms)"),
 ]
 
 
@@ -332,11 +357,22 @@ RATES = (50, 100, 250, 500, 1000, 2000)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--requests", type=int, default=4000)
-    parser.add_argument("--streams", type=int, default=400)
+    parser.add_argument("--streams", type=int, default=800)
+    parser.add_argument("--starts", type=int, default=5, help="start-ups timed")
     parser.add_argument("--open-streams", type=int, default=1000)
     parser.add_argument("--open-seconds", type=float, default=4.0, help="per offered rate")
+    parser.add_argument("--no-processes", action="store_true", help="skip `processes: 2`")
+    parser.add_argument("--no-open-loop", action="store_true", help="skip the open loop")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=YAML",
+        help="also measure the appliance with this YAML merged into its config, as a column "
+        "of its own (e.g. 'no access log=logging: {access_log: false}'); repeatable",
+    )
     parser.add_argument("--litellm", help="the `litellm` command of a venv with litellm[proxy]")
     parser.add_argument("--chart", type=Path, help="write latency against offered load here")
     parser.add_argument(
@@ -354,51 +390,64 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {"direct": [], "floor": [], "appliance": []}
     loops: dict[str, dict[float, tuple[list[float], int]]] = {"direct": {}, "appliance": {}}
     extra: dict[str, dict[str, float]] = {"appliance": {}}
+    procs: list[Proc] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            appliance, base, startup = start_appliance(up_base, Path(tmp), args.python)
-            try:
-                time.sleep(0.5)
-                extra["appliance"]["idle_rss"] = rss_mib(appliance.pid)
-                floor, floor_base = start_floor(up_base, args.python)
-                try:
-                    for _ in range(args.repeat):  # interleaved: the machine's drift hits all
-                        runs["direct"].append(measure(up_base, None, args))
-                        runs["floor"].append(measure(floor_base, floor, args))
-                        runs["appliance"].append(measure(base, appliance, args))
-                finally:
-                    floor.stop()
+            appliance, base, _ = start_appliance(up_base, Path(tmp), args.python)
+            procs.append(appliance)
+            time.sleep(0.5)
+            extra["appliance"]["idle_rss"] = rss_mib(appliance.pid)
+            floor, floor_base = start_floor(up_base, args.python)
+            procs.append(floor)
+            systems: dict[str, tuple[str, Proc | None]] = {
+                "direct": (up_base, None),
+                "floor": (floor_base, floor),
+                "appliance": (base, appliance),
+            }
+            if not args.no_processes:
+                two, two_base, _ = start_appliance(up_base, Path(tmp), args.python, processes=2)
+                procs.append(two)
+                systems["2 processes"] = (two_base, two)
+                runs["2 processes"] = []
+            for variant in args.variant:
+                name, _, snippet = variant.partition("=")
+                proc, url, _ = start_appliance(up_base, Path(tmp), args.python, variant=snippet)
+                procs.append(proc)
+                systems[name] = (url, proc)
+                runs[name] = []
+            if args.litellm:
+                litellm, lbase, lstart = start_litellm(args.litellm, up_base, Path(tmp))
+                procs.append(litellm)
+                time.sleep(1.0)
+                extra["litellm"] = {"idle_rss": rss_mib(litellm.pid), "startup": lstart}
+                systems["litellm"] = (lbase, litellm)
+                runs["litellm"] = []
+            order = list(systems)
+            for round_ in range(args.repeat):  # alternated: the machine's drift hits all
+                for name in order if round_ % 2 == 0 else order[::-1]:
+                    url, proc = systems[name]
+                    runs[name].append(measure(url, proc, args))
+            for proc in procs[1:]:
+                proc.stop()
+            if not args.no_open_loop:
                 for rate in RATES:
                     loops["direct"][rate] = asyncio.run(open_loop(up_base, rate, args.open_seconds))
                     loops["appliance"][rate] = asyncio.run(open_loop(base, rate, args.open_seconds))
                 extra["appliance"]["peak_rss"] = asyncio.run(
                     hold_streams(base, args.open_streams, 4.0, lambda: rss_mib(appliance.pid))
                 )
-            finally:
-                appliance.stop()
-            startups = [startup]
-            for _ in range(2):
+            appliance.stop()
+            walls, cpus = [], []
+            for _ in range(args.starts):
                 proc, _, seconds = start_appliance(up_base, Path(tmp), args.python)
+                cpus.append(cpu_seconds(proc.pid))
                 proc.stop()
-                startups.append(seconds)
-            extra["appliance"]["startup"] = statistics.median(startups)
-            if args.litellm:
-                runs["litellm"], loops["litellm"], extra["litellm"] = [], {}, {}
-                litellm, lbase, lstart = start_litellm(args.litellm, up_base, Path(tmp))
-                try:
-                    time.sleep(1.0)
-                    extra["litellm"].update(idle_rss=rss_mib(litellm.pid), startup=lstart)
-                    for _ in range(args.repeat):
-                        runs["litellm"].append(measure(lbase, litellm, args))
-                    ceiling = statistics.median(r["rps_c16"] for r in runs["litellm"])
-                    for rate in RATES:
-                        if rate <= ceiling * 1.5:  # far past its ceiling it only queues
-                            loops["litellm"][rate] = asyncio.run(
-                                open_loop(lbase, rate, args.open_seconds)
-                            )
-                finally:
-                    litellm.stop()
+                walls.append(seconds)
+            extra["appliance"]["startup"] = statistics.median(walls)
+            extra["appliance"]["startup_cpu"] = statistics.median(cpus)
     finally:
+        for proc in procs:
+            proc.stop()
         upstream.stop()
     report(runs, loops, extra, args)
 
@@ -409,15 +458,21 @@ def report(
     extra: dict[str, dict[str, float]],
     args: argparse.Namespace,
 ) -> None:
-    """Print every figure side by side (medians), and draw the chart if asked."""
+    """Print every figure side by side (medians), the targets, and draw the chart."""
     systems = list(runs)
     print(
         f"\nappliance benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
-        f"medians of {args.repeat} runs, one process each, one key, access log on\n"
+        f"medians of {args.repeat} alternated rounds, one key, access log on; "
+        f"load average at the end {os.getloadavg()[0]:.1f}\n"
     )
-    head = "".join(f" {name:>10} |" for name in systems)
-    print(f"| {'figure':<40} |{head}")
-    print(f"|{'-' * 42}|" + "------------|" * len(systems))
+    widths = [max(11, len(name)) for name in [*systems, "appl./floor"]]
+
+    def row(label: str, cells: list[str]) -> str:
+        joined = "".join(f" {c.strip():>{w}} |" for c, w in zip(cells, widths, strict=True))
+        return f"| {label:<40} |{joined}"
+
+    print(row("figure", [*systems, "appl./floor"]))
+    print(f"|{'-' * 42}|" + "".join("-" * (w + 2) + "|" for w in widths))
 
     def med(system: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[system])
@@ -426,33 +481,49 @@ def report(
         cells = []
         for system in systems:
             if key.startswith("cpu") and system == "direct":
-                cells.append(f"{'-':>10}")
+                cells.append(f"{'-':>11}")
             else:
                 value = med(system, key)
-                cells.append(f"{value:>10.0f}" if key.startswith("rps") else f"{value:>10.3f}")
-        print(f"| {label:<40} |" + "".join(f" {c} |" for c in cells))
-    for key, label in (("idle_rss", "idle RSS (MiB)"), ("startup", "start-up to first 200 (s)")):
+                cells.append(f"{value:>11.0f}" if key.startswith("rps") else f"{value:>11.3f}")
+        share = targets.ratio(runs, "appliance", "floor", key)
+        cells.append(f"{share:.2f}x")
+        print(row(label, cells))
+    for key, label in (
+        ("idle_rss", "idle RSS (MiB)"),
+        ("startup", "start-up to first 200 (s)"),
+        ("startup_cpu", "CPU to the first 200 (s)"),
+    ):
         cells = [
-            f"{extra[s][key]:>10.2f}" if key in extra.get(s, {}) else f"{'-':>10}" for s in systems
+            f"{extra[s][key]:>11.2f}" if key in extra.get(s, {}) else f"{'-':>11}" for s in systems
         ]
-        print(f"| {label:<40} |" + "".join(f" {c} |" for c in cells))
-    peak = extra["appliance"]["peak_rss"]
-    print(f"| {f'RSS with {args.open_streams} open streams (MiB)':<40} | appliance {peak:.1f}")
+        print(row(label, [*cells, ""]))
+    if "peak_rss" in extra["appliance"]:
+        peak = extra["appliance"]["peak_rss"]
+        print(f"| {f'RSS with {args.open_streams} open streams (MiB)':<40} | appliance {peak:.1f}")
+    for system in ("floor", "appliance"):
+        for key, label in (("p50_c1_ms", "p50"), ("p99_c1_ms", "p99")):
+            print(
+                f"added latency at c1 {label}, {system}: {targets.added(runs, system, key):.3f} ms"
+            )
+    for system in systems:
+        if system in ("direct", "floor", "appliance", "litellm"):
+            continue
+        plain_ratio = targets.ratio(runs, system, "appliance", "cpu_ms_per_req")
+        stream_ratio = targets.ratio(runs, system, "appliance", "cpu_ms_per_stream")
+        print(
+            f"{system}: CPU per plain request {plain_ratio:.2f}x the appliance's, "
+            f"per stream {stream_ratio:.2f}x"
+        )
     own = med("appliance", "cpu_ms_per_req") - med("floor", "cpu_ms_per_req")
     print(
         f"\nThe appliance's own CPU per plain request, above the floor (bench/floor.py, "
         f"Falcon + Granian + aiohttp relaying bytes): {own:.3f} ms."
     )
-    if "litellm" in runs:
-        ratio = med("litellm", "cpu_ms_per_req") / med("appliance", "cpu_ms_per_req")
-        print(f"\nLiteLLM uses {ratio:.1f}x the appliance's CPU per plain request.")
-    print("\nopen loop: offered req/s -> p50 / p99 latency (ms), dropped")
-    for system in (s for s in systems if loops.get(s)):
+    if loops["appliance"]:
+        print("\nopen loop: offered req/s -> p50 / p99 latency (ms), dropped")
+    for system in (s for s in loops if loops.get(s)):
         cells = []
         for rate in RATES:
-            if rate not in loops[system]:
-                cells.append(f"{rate}: saturated")
-                continue
             lat, dropped = loops[system][rate]
             p50 = statistics.median(lat) * 1000 if lat else float("nan")
             p99 = pct(lat, 0.99) * 1000 if lat else float("nan")
@@ -460,8 +531,11 @@ def report(
                 f"{rate}: {p50:.2f} / {p99:.2f}" + (f", {dropped} dropped" if dropped else "")
             )
         print(f"  {system:>10}  " + " | ".join(cells))
-    if args.chart:
+    if args.chart and loops["appliance"]:
         chart(loops, args.chart)
+    print("\ntargets (issue 30):")
+    for target in targets.judge(runs, extra):
+        print(target.line())
 
 
 def chart(loops: dict[str, dict[float, tuple[list[float], int]]], path: Path) -> None:

@@ -2,3 +2,7 @@
 
 The OpenAI-compatible upstream proxy and the scripted backend.
 """
+
+from appliance.backends.tls import import_aiohttp
+
+import_aiohttp()  # before any module here imports it (see appliance.backends.tls)

@@ -24,6 +24,7 @@ import structlog
 
 from appliance import telemetry
 from appliance.backends.base import ReplyStream, Worker
+from appliance.backends.tls import client_context
 from appliance.backends.upstream_sse import payloads
 from appliance.config import ModelConfig, OpenAIModel
 from appliance.errors import (
@@ -87,7 +88,11 @@ class OpenAIWorker(Worker):
         self._refuses_stream_options = False
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True)
+        # An https upstream's context is the appliance's own (see .tls), never aiohttp's.
+        tls = client_context() if self.base_url.startswith("https:") else True
+        connector = aiohttp.TCPConnector(
+            limit=0, keepalive_timeout=30, enable_cleanup_closed=True, ssl=tls
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,

@@ -28,7 +28,7 @@ Responses, Messages) sees the same stream:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -45,27 +45,75 @@ _RESPONSE_ENDS = frozenset({"response.completed", "response.incomplete", "respon
 _RESPONSE_FAILURES = frozenset({"error", "response.failed"})
 
 
-async def payloads(read: Callable[[], Awaitable[bytes]], choices: int = 1) -> AsyncIterator[bytes]:
+def payloads(read: Callable[[], Awaitable[bytes]], choices: int = 1) -> Payloads:
     """The JSON payloads of the SSE body that ``read`` returns piece by piece (``b""`` at
     its end), until ``[DONE]``; raises as the module says. ``choices``: how many a chat
     or completion reply has (``n``)."""
-    lines = _Lines()
-    ending = _Ending(choices)
-    data: list[bytes] = []  # the data lines of the event being read
-    size = 0  # their length, with the newlines that will join them
-    skipped = False
-    while True:
-        chunk = await read()
+    return Payloads(read, choices)
+
+
+class Payloads:
+    """An SSE body's payloads: one at a time (``async for``), or all that one network read
+    completed at once (:meth:`batch`, which the relay uses: one hand-off per read, not one
+    per payload). Nothing is parsed here but what must be: a payload that may report an
+    error, and the last ones when a body ends without ``[DONE]``."""
+
+    __slots__ = ("_data", "_ending", "_failed", "_finished", "_held", "_lines", "_read", "_size")
+
+    def __init__(self, read: Callable[[], Awaitable[bytes]], choices: int) -> None:
+        self._read = read
+        self._lines = _Lines()
+        self._ending = _Ending(choices)
+        self._data: list[bytes] = []  # the data lines of the event being read
+        self._size = 0  # their length
+        self._held: list[bytes] = []  # payloads read but not yet taken one at a time
+        self._failed: Exception | None = None  # raised after the payloads before it
+        self._finished = False
+
+    def __aiter__(self) -> Payloads:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._held:
+            self._held = await self.batch()
+            self._held.reverse()
+        return self._held.pop()
+
+    async def batch(self) -> list[bytes]:
+        """The payloads of the next read that completes any (never an empty list); raises
+        ``StopAsyncIteration`` at the end, or the stream's error after what came before it."""
+        while True:
+            if self._failed is not None:
+                failed, self._failed = self._failed, None
+                self._finished = True
+                raise failed
+            if self._finished:
+                raise StopAsyncIteration
+            out: list[bytes] = []
+            try:
+                self._feed(await self._read(), out)
+            except Exception as exc:  # sent after the payloads the same read completed
+                if not out:
+                    self._finished = True
+                    raise
+                self._failed = exc
+            if out:
+                return out
+
+    def _feed(self, chunk: bytes, out: list[bytes]) -> None:
+        """Read one piece of the body: its complete payloads into ``out``; at ``[DONE]`` or
+        at the body's end (``b""``), check how the stream ended and finish."""
         end = not chunk
-        for line in lines.feed(chunk):
+        data, ending = self._data, self._ending
+        for line in self._lines.feed(chunk):
             done = False
             if line.startswith(b"data:"):
                 payload = line[6:] if line[5:6] == b" " else line[5:]  # one space, no more
                 done = len(payload) < 16 and payload.strip() == b"[DONE]"
                 if not done:
                     data.append(payload)
-                    size += len(payload) + 1
-                    if size > MAX_EVENT:  # one event, however many lines it takes
+                    self._size += len(payload) + 1  # with the newline that joins them
+                    if self._size > MAX_EVENT:  # one event, however many lines it takes
                         raise UpstreamConnectionError("The upstream sent an oversized chunk")
                     continue
             elif line:
@@ -74,25 +122,33 @@ async def payloads(read: Callable[[], Awaitable[bytes]], choices: int = 1) -> As
                 continue
             if data:  # the event's end (or [DONE] right after its lines, without a blank)
                 payload = data[0] if len(data) == 1 else b"\n".join(data)
-                data, size = [], 0
-                if not payload.strip():
-                    pass  # an empty event is no event
-                elif payload.lstrip()[:1] != b"{":
-                    if not skipped:
-                        skipped = True
-                        start = payload[:64].decode(errors="replace")
-                        log.warning("upstream_sent_non_json", start=start, size=len(payload))
-                elif not (end and _parse(payload) is None):  # a last line cut off: not sent
-                    if b'"error"' in payload or b"response.failed" in payload:
-                        ending.failure = _error_in(payload) or ending.failure
-                    ending.seen(payload)
-                    yield payload
+                data.clear()
+                self._size = 0
+                self._payload(payload, end, out)
             if done:
+                self._finished = True
                 ending.check(done=True)
                 return
         if end:
+            self._finished = True
             ending.check(done=False)
+
+    def _payload(self, payload: bytes, end: bool, out: list[bytes]) -> None:
+        """One event's payload: into ``out`` if it is one (see the module's rules)."""
+        if payload[:1] != b"{" and payload.lstrip()[:1] != b"{":
+            if not payload.strip():
+                return  # an empty event is no event
+            if not self._ending.skipped:
+                self._ending.skipped = True
+                start = payload[:64].decode(errors="replace")
+                log.warning("upstream_sent_non_json", start=start, size=len(payload))
             return
+        if end and _parse(payload) is None:
+            return  # a last line cut off: not sent
+        if b'"error"' in payload or b"response.failed" in payload:
+            self._ending.failure = _error_in(payload) or self._ending.failure
+        self._ending.seen(payload)
+        out.append(payload)
 
 
 class _Lines:
@@ -139,6 +195,7 @@ class _Ending:
         self.indexes: set[int] = set()  # choice indexes seen (with n > 1)
         self.finished: set[int] = set()  # and those that finished
         self.failure: UpstreamStreamError | None = None  # a Responses failure, relayed
+        self.skipped = False  # a payload that is not JSON was skipped (logged once)
 
     def seen(self, payload: bytes) -> None:
         self.before, self.last = self.last, payload

@@ -25,11 +25,11 @@ import orjson
 import structlog
 from aiohttp import web
 
+from appliance.child import CALL_HEADER
 from appliance.errors import APIError
 
 log = structlog.get_logger("appliance.worker")
 
-CALL_HEADER = "x-appliance-call"
 POLL_S = 0.2  # how often a waiting handler looks whether its connection closed
 
 _END = object()

@@ -5,7 +5,7 @@ holds the worker back, as before: nothing piles up); the events go out as they c
 payloads that are already there when the client's side is ready go out together as one
 write (an upstream that sends a burst costs one hand-off to the server, not one per
 token). While the next chunk is slow to come, this yields ``None`` every ``ping_s``
-(Falcon sends ``: ping``, which OpenAI clients ignore, and which keeps proxies from
+(sent as the comment ``: ping``, which OpenAI clients ignore, and which keeps proxies from
 timing out). A client that leaves is reported by the access layer through
 :meth:`Relay.client_gone`, which stops reading from the worker at once. Errors never
 escape: once streaming has begun they become an ``{"error": ...}`` event followed by
@@ -39,7 +39,7 @@ log = structlog.get_logger("appliance.stream")
 
 
 class Event:
-    """Pre-framed SSE bytes, which Falcon sends as they are."""
+    """Pre-framed SSE bytes, sent as they are."""
 
     __slots__ = ("frame",)
 
@@ -50,7 +50,7 @@ class Event:
         return self.frame
 
 
-_QUEUE = 32  # payloads read ahead of the client at most
+_QUEUE = 32  # reads (or payloads) read ahead of the client at most
 _END = object()  # the reader's last item after the stream's last payload
 
 
@@ -164,8 +164,8 @@ class Relay:
         self._closed = True
         self.live.relays.discard(self)
         try:
-            if self._reader is not None:
-                self._reader.cancel()
+            if self._reader is not None and not self._reader.done():
+                self._reader.cancel()  # the reader never raises: it queues what it met
                 await asyncio.gather(self._reader, return_exceptions=True)
             await self.stream.aclose()
         finally:
@@ -173,28 +173,40 @@ class Relay:
                 await self.on_close(self._failure)
 
     async def events(self) -> AsyncGenerator[Event | None, None]:
-        """The stream's payloads as SSE events, then the end; the stream is always closed."""
+        """The stream's payloads as SSE events, then the end; the stream is always closed.
+
+        The frames that end the stream go out in the same write as the last payloads
+        when those were there together (a burst's last read: one write, not two)."""
         if self._closed:
             return
         self.live.relays.add(self)
         self._reader = asyncio.ensure_future(self._read())
         failure: APIError | None = None
+        last = b""  # the last payloads' frames, held to go out with the end
+        queue = self._queue
         try:
             done = False
             while not done and not self._ended:
-                try:
-                    async with asyncio.timeout(self.ping_s):
-                        items = [await self._queue.get()]
-                except TimeoutError:
-                    yield None
-                    continue
-                while not self._queue.empty():
-                    items.append(self._queue.get_nowait())
+                if queue.empty():
+                    try:
+                        async with asyncio.timeout(self.ping_s):
+                            items = [await queue.get()]
+                    except TimeoutError:
+                        yield None
+                        continue
+                else:
+                    items = []
+                while not queue.empty():
+                    items.append(queue.get_nowait())
                 frames, done, error = self._frames(items)
-                if frames:
-                    yield Event(frames)
                 if error is not None:
+                    if frames:
+                        yield Event(frames)
                     raise error
+                if done:
+                    last = frames
+                elif frames:
+                    yield Event(frames)
             if self._error is not None:
                 raise self._error
             if self._ended:
@@ -215,43 +227,57 @@ class Relay:
             await self.aclose()
         if failure is not None and self.stats is not None:
             self.stats.failed(type(failure).__name__)
-        end = b"".join(self.framing.close(failure))
+        end = last + b"".join(self.framing.close(failure))
         if end:
             yield Event(end)
 
     def _frames(self, items: list[object]) -> tuple[bytes, bool, Exception | None]:
-        """The events for payloads read so far, whether the stream's end is among them, and
-        the error the worker's stream raised, if it did (after the payloads before it)."""
+        """The events for payloads read so far (single payloads, or a read's worth in a
+        list), whether the stream's end is among them, and the error the worker's stream
+        raised, if it did (after the payloads before it)."""
         frames: list[bytes] = []
-        now = time.perf_counter()
+        tally, chunk, stats = self.tally, self.framing.chunk, self.stats
         for item in items:
             if self._ended:
                 break
             if item is _END:
-                if self.tally is not None:
-                    self.tally.finished()
+                if tally is not None:
+                    tally.finished()
                 return b"".join(frames), True, None
             if isinstance(item, Exception):
                 return b"".join(frames), True, item
-            payload = cast(bytes, item)
-            if self.stats is not None:
-                self.stats.chunk(now)
-            if self.tally is not None:
-                try:
-                    shown = self.tally.chunk(payload)
-                except APIError as exc:  # a chunk that is not JSON: after what came before
-                    return b"".join(frames), True, exc
-                if shown is None:
-                    continue
-                payload = shown
-            frames.extend(self.framing.chunk(payload))
+            if stats is not None:
+                stats.chunk(time.perf_counter())
+            for payload in cast(list[bytes], item) if type(item) is list else (item,):
+                if tally is not None:
+                    try:
+                        shown = tally.chunk(cast(bytes, payload))
+                    except APIError as exc:  # a chunk that is not JSON: after what came before
+                        return b"".join(frames), True, exc
+                    if shown is None:
+                        continue
+                    payload = shown
+                frames.extend(chunk(cast(bytes, payload)))
         return b"".join(frames), False, None
 
     async def _read(self) -> None:
-        """Read the worker's payloads into the queue, then the end (or the error)."""
+        """Read the worker's payloads into the queue, then the end (or the error): a
+        read's worth at a time where the stream offers it (``batch()``, see
+        :class:`appliance.backends.upstream_sse.Payloads`), else one by one."""
+        queue = self._queue
         try:
-            async for payload in self.stream:
-                await self._queue.put(payload)
-            await self._queue.put(_END)
+            payloads = aiter(self.stream)
+            batch = getattr(payloads, "batch", None)
+            if batch is None:
+                async for payload in payloads:
+                    await queue.put(payload)
+            else:
+                while True:
+                    try:
+                        items = await batch()
+                    except StopAsyncIteration:
+                        break
+                    await queue.put(items)
+            await queue.put(_END)
         except Exception as exc:  # the relay raises it, in order, after what came before
-            await self._queue.put(exc)
+            await queue.put(exc)

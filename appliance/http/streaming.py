@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import cast
 
 import falcon.asgi
-from falcon.asgi import SSEvent
 
 from appliance.backends.base import ReplyStream
 from appliance.errors import APIError
 from appliance.http.access import on_finish
 from appliance.http.exchange import on_disconnect
 from appliance.http.scope import RequestScope
-from appliance.http.sse import LiveStreams, Relay
+from appliance.http.sse import Event, LiveStreams, Relay
 from appliance.runtime.metrics import Metrics, StreamStats
 from appliance.wire.sse import Framing
 from appliance.wire.usage import StreamTally
@@ -64,6 +62,18 @@ class Streamer:
         )
         on_finish(req.scope, relay.aclose)  # even if the events below never start
         on_disconnect(req.scope, relay.client_gone)
-        # Falcon only calls serialize() on what the generator yields.
-        resp.sse = cast(AsyncIterator[SSEvent | None], relay.events())
+        # A plain streamed body, not Falcon's SSE: the exchange already watches for the
+        # client leaving (http/exchange.py), so Falcon's own watcher (a task and an ASGI
+        # receive per stream) would only repeat it.
+        resp.stream = _frames(relay.events())
+        resp.content_type = "text/event-stream"
         resp.set_header("cache-control", "no-cache")
+
+
+async def _frames(events: AsyncIterator[Event | None]) -> AsyncIterator[bytes]:
+    """The relay's events as bytes: ``None`` (nothing came for a while) as an SSE ping."""
+    async for event in events:
+        yield _PING if event is None else event.frame
+
+
+_PING = b": ping\n\n"

@@ -1,6 +1,6 @@
 """Calls to a local model's child that stop the model's work when they are given up.
 
-Each call carries an id (the :data:`~appliance.child.calls.CALL_HEADER` header). When
+Each call carries an id (the :data:`~appliance.child.CALL_HEADER` header). When
 the call is cancelled (its client left, a drain cut it, its deadline passed), or a
 stream is closed before its end, the worker asks the child to stop that generation
 (``POST /calls/{id}/stop``) and waits for the answer, which comes once the child has

@@ -37,7 +37,7 @@ import structlog
 
 from appliance.backends.base import ReplyStream
 from appliance.backends.openai import OpenAIWorker, Upstream
-from appliance.child.calls import CALL_HEADER
+from appliance.child import CALL_HEADER
 from appliance.config import ApplianceConfig
 from appliance.config.backends import LlamaCppModel, OnnxModel
 from appliance.errors import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from appliance.backends.upstream_sse import payloads
 from appliance.errors import APIError, UpstreamConnectionError, UpstreamError
 from appliance.http.sse import LiveStreams, Relay
 from appliance.wire.sse import data
@@ -108,7 +109,7 @@ async def test_a_burst_goes_out_as_one_write_and_a_trickle_as_it_comes() -> None
     burst = [b'{"n":%d}' % i for i in range(16)]
     relay = Relay(FakeStream(burst), 5.0, LiveStreams())
     writes = [event.serialize() async for event in relay.events() if event is not None]
-    assert len(writes) <= 2  # the burst (maybe split once by the reader's pace), then [DONE]
+    assert len(writes) <= 2  # the burst and [DONE] (maybe split once by the reader's pace)
     assert b"".join(writes) == b"".join(b"data: " + p + b"\n\n" for p in burst) + (
         b"data: [DONE]\n\n"
     )
@@ -118,7 +119,40 @@ async def test_a_burst_goes_out_as_one_write_and_a_trickle_as_it_comes() -> None
     first = await anext(events)
     assert first is not None and first.serialize() == b'data: {"a":1}\n\n'
     rest = [event.serialize() async for event in events if event is not None]
-    assert rest == [b'data: {"a":2}\n\n', b"data: [DONE]\n\n"]
+    # The last payload and the end were there together: one write.
+    assert rest == [b'data: {"a":2}\n\ndata: [DONE]\n\n']
+
+
+async def test_each_read_from_an_upstream_goes_out_as_one_write() -> None:
+    """What one network read brought is one write to the client (however many events it
+    held), and the read that ends the stream carries ``[DONE]`` with it."""
+    frames = [b'data: {"n":%d}\n\n' % i for i in range(16)]
+    pieces = [b"".join(frames[:8]), b"".join(frames[8:]) + b"data: [DONE]\n\n"]
+    gate = asyncio.Event()
+
+    async def read() -> bytes:
+        if len(pieces) == 1:
+            await gate.wait()  # the second read comes after the first was written
+        return pieces.pop(0) if pieces else b""
+
+    class Upstream:
+        closed = False
+
+        def __aiter__(self) -> AsyncIterator[bytes]:
+            return payloads(read)
+
+        async def aclose(self) -> None:
+            self.closed = True
+
+    upstream = Upstream()
+    relay = Relay(upstream, 5.0, LiveStreams(), StreamTally(client_asked=False))
+    events = relay.events()
+    first = await anext(events)
+    gate.set()
+    rest = [event.serialize() async for event in events if event is not None]
+    assert first is not None and first.serialize() == b"".join(frames[:8])
+    assert rest == [b"".join(frames[8:]) + b"data: [DONE]\n\n"]
+    assert upstream.closed
 
 
 async def test_a_slow_client_holds_the_worker_back() -> None:

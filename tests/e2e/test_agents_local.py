@@ -120,7 +120,27 @@ def test_an_agent_loops_second_turn_answers_in_text(api: openai.OpenAI) -> None:
     second = api.chat.completions.create(
         model="smollm2", temperature=0, max_tokens=40, messages=messages, tools=tools
     )
-    assert second.choices[0].message.content
+    # Offered the tool again, the 135M model may answer or call it once more: greedy
+    # decoding gives either, depending on the CPU variant's arithmetic and what ran on the
+    # model before. Either answer must be consistent.
+    choice = second.choices[0]
+    if choice.finish_reason == "tool_calls":
+        [again] = choice.message.tool_calls or []
+        assert again.function.name == call.function.name
+        assert isinstance(json.loads(again.function.arguments), dict)
+    else:
+        assert choice.message.content and not choice.message.tool_calls
+    # With tool_choice "none" (an agent's last turn) it must answer in text.
+    final = api.chat.completions.create(
+        model="smollm2",
+        temperature=0,
+        max_tokens=40,
+        messages=messages,
+        tools=tools,
+        tool_choice="none",
+    )
+    assert final.choices[0].message.content and not final.choices[0].message.tool_calls
+    assert final.choices[0].finish_reason in ("stop", "length")
 
 
 def test_langchain_forced_tool_and_structured_output(server: RunningServer) -> None:

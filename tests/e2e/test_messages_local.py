@@ -144,14 +144,16 @@ def test_a_tool_result_turn_is_answered(api: anthropic.Anthropic) -> None:
             extra_body=GREEDY,
         )
     )
-    assert reply.content and reply.content[0].type == "text" and reply.content[0].text.strip()
     # The 135M model may answer, or (offered the tool again) call it once more: greedy
-    # decoding gave either, depending on what ran on the model before (a shuffled run).
+    # decoding gives either, depending on what ran on the model before (a shuffled run)
+    # and on the CPU variant's arithmetic.
+    assert reply.content
     calls = [block for block in reply.content if block.type == "tool_use"]
     if reply.stop_reason == "tool_use":
-        assert calls and calls[0].name == WEATHER["name"]
+        assert calls and calls[0].name == WEATHER["name"] and isinstance(calls[0].input, dict)
     else:
         assert reply.stop_reason in ("end_turn", "max_tokens") and not calls
+        assert reply.content[0].type == "text" and reply.content[0].text.strip()
 
 
 def test_an_image_is_refused_by_the_text_only_model(api: anthropic.Anthropic) -> None:

@@ -282,7 +282,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "-c", "--config", type=Path, help="cluster YAML (default: configs/cluster.yaml)"
         )
-    health.add_argument("--port", type=int, help="the port the server was given, if not the file's")
+    for sub in (reload, health):
+        sub.add_argument(
+            "--port", type=int, help="the port the server was given, if not the file's"
+        )
     health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait (default 2)")
     worker = commands.add_parser(
         "worker", help="serve one model over the OpenAI protocol (local or remote worker)"

@@ -12,9 +12,9 @@ import hashlib
 import re
 import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from appliance.config.model import LocatedValueError, Strict
 
@@ -37,6 +37,14 @@ class TlsConfig(Strict):
         "fails; absent: no client certificates are asked for.",
     )
     min_version: Literal["1.2", "1.3"] = Field("1.2", description="Oldest TLS version accepted.")
+
+    @field_validator("min_version", mode="before")
+    @classmethod
+    def _version_as_written(cls, value: Any) -> Any:
+        """YAML reads an unquoted ``1.3`` as a number: take it as the version it names."""
+        if isinstance(value, float) and value in (1.2, 1.3):
+            return str(value)
+        return value
 
 
 def tls_problems(tls: TlsConfig | None) -> list[LocatedValueError]:

@@ -155,3 +155,25 @@ def test_an_encrypted_key_is_refused_with_how_to_decrypt_it(
     assert said.startswith("2\n")
     assert f"server.tls.key_file (line 4): {encrypted}: the key is encrypted" in said
     assert f"openssl pkey -in {encrypted} -out key.pem" in said
+
+
+def test_an_unquoted_version_is_the_version_it_names(pki: Pki) -> None:
+    # YAML reads `min_version: 1.3` as a number; it names TLS 1.3 all the same.
+    files = f"cert_file: {pki.cert_file}\nkey_file: {pki.key_file}\n"
+    for written, version in (("1.3", "1.3"), ("1.2", "1.2"), ("'1.3'", "1.3")):
+        section = yaml.safe_load(f"{files}min_version: {written}\n")
+        assert TlsConfig.model_validate(section).min_version == version
+    with pytest.raises(ValueError, match="min_version"):
+        TlsConfig.model_validate(yaml.safe_load(f"{files}min_version: 1.1\n"))
+
+
+def test_reload_finds_the_pid_file_of_the_port_serve_was_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"models": [{"name": "m", "backend": "scripted"}]}))
+    port = free_port()
+    status = main(["reload", "-c", str(path), "--port", str(port)])
+    said = capsys.readouterr().err
+    # No server runs: what matters is the PID file it looked for (the port's, not 8000's).
+    assert status == 1 and f"appliance-{port}.pid" in said, said

@@ -15,9 +15,7 @@ The same thread deletes expired day files at start and then every hour.
 from __future__ import annotations
 
 import asyncio
-import functools
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +26,7 @@ import orjson
 import structlog
 
 from appliance.accounting.requestfiles import DayFiles, Entry
-from appliance.config.capture import REDACTED
+from appliance.config.capture import scrubber
 from appliance.wire.openai.assemble import Fold
 
 log = structlog.get_logger("appliance.requestlog")
@@ -63,7 +61,7 @@ class Capture(NamedTuple):
 
 def entry_of(capture: Capture) -> Entry:
     """The row written for ``capture``: redacted, the stream folded, each body cut to size."""
-    scrub = _scrubber(capture.redact)
+    scrub = scrubber(capture.redact)
     request, cut_request = _kept(scrub(capture.request), capture.max_bytes)
     if capture.folded is not None:
         reply_obj: Any = capture.folded.reply()
@@ -92,26 +90,6 @@ def entry_of(capture: Capture) -> Entry:
         reply=reply,
         truncated=cut_request or cut_reply or capture.folded_cut,
     )
-
-
-@functools.lru_cache(maxsize=32)
-def _scrubber(patterns: tuple[str, ...]) -> Callable[[Any], Any]:
-    """A function that returns a JSON value with every pattern's matches replaced, in
-    every string (and every object key) at any depth."""
-    if not patterns:
-        return lambda value: value
-    found = re.compile("|".join(f"(?:{p})" for p in patterns))
-
-    def scrub(value: Any) -> Any:
-        if isinstance(value, str):
-            return found.sub(REDACTED, value)
-        if isinstance(value, dict):
-            return {scrub(str(k)): scrub(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [scrub(v) for v in value]
-        return value
-
-    return scrub
 
 
 def _kept(value: Any, max_bytes: int) -> tuple[str | None, bool]:

@@ -7,9 +7,11 @@ matches a ``redact`` pattern is replaced before anything is written.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -51,7 +53,9 @@ class CaptureConfig(Strict):
     redact: list[str] = Field(
         default_factory=list,
         description="Regular expressions (Python syntax) whose matches in a prompt or reply "
-        "are replaced by `[redacted]` before anything is written, e.g. `sk-[A-Za-z0-9]{20,}`.",
+        "are replaced by `[redacted]` before anything is written, e.g. `sk-[A-Za-z0-9]{20,}` "
+        "(in the request log, and in spans with `telemetry.capture_content`, even with "
+        "capture off).",
     )
     max_body_bytes: int = Field(
         65_536,
@@ -97,6 +101,27 @@ class CaptureConfig(Strict):
         if self.models == ALL:
             return True
         return model in self.models or any(t in self.models for t in targets)
+
+
+@functools.lru_cache(maxsize=32)
+def scrubber(patterns: tuple[str, ...]) -> Callable[[Any], Any]:
+    """A function that returns a JSON value with every pattern's matches replaced by
+    :data:`REDACTED`, in every string (and every object key) at any depth; the one
+    redaction of content, for the request log and for spans."""
+    if not patterns:
+        return lambda value: value
+    found = re.compile("|".join(f"(?:{p})" for p in patterns))
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            return found.sub(REDACTED, value)
+        if isinstance(value, dict):
+            return {scrub(str(k)): scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [scrub(v) for v in value]
+        return value
+
+    return scrub
 
 
 def capture_problems(

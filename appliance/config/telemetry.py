@@ -12,6 +12,8 @@ from pydantic import Field, SecretStr, field_validator
 
 from appliance.config.model import Strict
 
+TRACES_PATH = "/v1/traces"  # what the exporter adds to a base URL
+
 
 class TelemetryConfig(Strict):
     """OpenTelemetry traces (OTLP over HTTP, protobuf). Off unless a collector is named."""
@@ -20,7 +22,8 @@ class TelemetryConfig(Strict):
         None,
         description=(
             "The collector's base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT`: spans go to "
-            "`<base>/v1/traces`. None: tracing is off (unless an `OTEL_*` variable names one)."
+            "`<base>/v1/traces` (a URL ending in `/v1/traces` is refused). None: tracing is "
+            "off (unless an `OTEL_*` variable names one)."
         ),
     )
     service_name: str | None = Field(
@@ -51,9 +54,19 @@ class TelemetryConfig(Strict):
     @field_validator("otlp_endpoint")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/") if value is not None else None
+        base = value.rstrip("/")
+        if base.endswith(TRACES_PATH):
+            raise ValueError(
+                f"{value!r} is a traces URL, but otlp_endpoint is the collector's base URL "
+                f"(spans go to <base>{TRACES_PATH}): write "
+                f"{base.removesuffix(TRACES_PATH) or 'http://host:4318'!r} (a full traces URL "
+                "goes in OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)"
+            )
+        return base
 
     def secrets(self) -> list[str]:
         """The header values, for log redaction."""

@@ -144,7 +144,7 @@ class RequestScope:
             if capture.wants(key, model, self.cluster.registry.routes.get(model, ())):
                 self.charge.keep(capture.max_body_bytes)
         if self.trace is not None:
-            self.trace.model_call(operation(self.route), model, request)
+            self.trace.model_call(operation(self.route), model, request, tuple(capture.redact))
         return self.charge
 
     @property

@@ -38,8 +38,11 @@ class RequestTrace(Protocol):
     span_id: str
     recording: bool  # sampled: its spans are recorded and exported
 
-    def model_call(self, operation: str, model: str, request: dict[str, Any]) -> None:
-        """The request's model call begins (its GenAI span)."""
+    def model_call(
+        self, operation: str, model: str, request: dict[str, Any], redact: tuple[str, ...]
+    ) -> None:
+        """The request's model call begins (its GenAI span); captured content has the
+        ``redact`` patterns (``capture.redact``) applied."""
 
     def first_token(self, seconds: float) -> None:
         """A stream's first chunk came ``seconds`` after the request."""
@@ -84,7 +87,8 @@ def waiting(model: str, loading: Callable[[], bool]) -> AbstractContextManager[A
 def attempt(worker_id: str, backend: str) -> AbstractContextManager[Any]:
     """One attempt of the model call on one worker. A first attempt that succeeds is the
     model call's own span (no span of its own: the upstream's ``traceparent`` names the
-    model call's); one that fails gets an ``attempt {worker}`` span with why, and every
-    attempt after it (a failover) gets its own span, which the upstream is told."""
+    model call's, before it is known whether it fails); one that fails gets an
+    ``attempt {worker}`` span with why, recorded then, and every attempt after it (a
+    failover) gets its own span from its start, which its upstream is told."""
     active = CURRENT.get()
     return _NOTHING if active is None else active.attempt(worker_id, backend)

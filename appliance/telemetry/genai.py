@@ -2,12 +2,14 @@
 
 Pure functions of the request the model got (the chat form of a Responses or Messages
 request) and of its reply: the span's name and attributes. Prompt and reply content only
-go in when the config opts in (``telemetry.capture_content``).
+go in when the config opts in (``telemetry.capture_content``), with the ``capture.redact``
+patterns applied to every string of it (``scrub``) before it is put on a span.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -75,16 +77,16 @@ def finish_reasons(reply: bytes | None) -> list[str]:
     return [match.decode() for match in _FINISH.findall(reply)]
 
 
-def input_messages(request: dict[str, Any]) -> str | None:
-    """``gen_ai.input.messages``: what the model was given, as JSON (clipped)."""
+def input_messages(request: dict[str, Any], scrub: Callable[[Any], Any]) -> str | None:
+    """``gen_ai.input.messages``: what the model was given, scrubbed, as JSON (clipped)."""
     for name in ("messages", "prompt", "input"):
         if name in request:
-            return _json(request[name])
+            return _json(scrub(request[name]))
     return None
 
 
-def output_messages(reply: bytes | None) -> str | None:
-    """``gen_ai.output.messages``: a plain reply's choices, as JSON (clipped)."""
+def output_messages(reply: bytes | None, scrub: Callable[[Any], Any]) -> str | None:
+    """``gen_ai.output.messages``: a plain reply's choices, scrubbed, as JSON (clipped)."""
     if not reply:
         return None
     try:
@@ -92,7 +94,7 @@ def output_messages(reply: bytes | None) -> str | None:
     except orjson.JSONDecodeError:
         return None
     choices = parsed.get("choices") if isinstance(parsed, dict) else None
-    return None if choices is None else _json(choices)
+    return None if choices is None else _json(scrub(choices))
 
 
 def _json(value: Any) -> str:

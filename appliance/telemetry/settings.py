@@ -20,9 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from appliance.config.telemetry import TelemetryConfig
+from appliance.config.telemetry import TRACES_PATH, TelemetryConfig
 
-TRACES_PATH = "/v1/traces"
 EXPORT_TIMEOUT_S = 2.0  # one export, retries included: a collector that hangs costs this
 QUEUE_SPANS = 2048  # spans waiting for export; more are dropped (and counted)
 

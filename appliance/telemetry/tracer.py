@@ -7,8 +7,12 @@ Imported only when tracing is on (see :func:`start`). A request's trace is made 
 - under it, the model call's GenAI span (``chat {model}``, ``embeddings {model}``...);
 - under that, one span per wait for a slot (``queue {model}``, or ``load {model}`` when the
   request waited for a local model to load) and one per attempt on a worker
-  (``attempt {worker}``), with why it failed over. The upstream gets the attempt's
-  ``traceparent``.
+  (``attempt {worker}``), with why it failed over. A first attempt has no span while it
+  runs (its upstream's ``traceparent`` names the model call's span); its ``attempt`` span
+  is recorded only if it fails. Each attempt after it has its own span, which its upstream
+  is told.
+
+A caller's ``traceparent`` is read by :mod:`.propagation`, which never logs.
 """
 
 from __future__ import annotations
@@ -25,17 +29,16 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from appliance.clip import clip
+from appliance.config.capture import scrubber
 from appliance.errors import APIError
-from appliance.telemetry import genai
+from appliance.telemetry import genai, propagation
 from appliance.telemetry.batch import BoundedBatch, Seldom
 from appliance.telemetry.context import CURRENT
 from appliance.telemetry.settings import Exporting
 from appliance.wire.usage import Usage
 
-_PROPAGATOR = TraceContextTextMapPropagator()
 UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
 # The exporter's loggers: what they say of a failed export is said once a minute at most.
 EXPORTER_LOGGERS = (
@@ -43,7 +46,6 @@ EXPORTER_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
 )
 WAIT_SPAN_NS = 1_000_000  # a wait for a slot shorter than this has no span
-_CARRIED = (b"traceparent", b"tracestate")
 
 
 class Tracing:
@@ -85,9 +87,7 @@ class Tracing:
         None for the probes and the scrape (:data:`UNTRACED`), polled all day long."""
         if path in UNTRACED:
             return None
-        carrier = {n.decode(): v.decode("latin-1") for n, v in headers if n in _CARRIED}
-        parent = _PROPAGATOR.extract(carrier) if carrier else None
-        return Trace(self, method, path, parent)
+        return Trace(self, method, path, propagation.parent(headers))
 
 
 class Node:
@@ -197,6 +197,7 @@ class Trace:
         "node",
         "provider",
         "recording",
+        "scrub",
         "server",
         "span_id",
         "trace_id",
@@ -224,14 +225,18 @@ class Trace:
         self.error: str | None = None  # the error of the last failed attempt
         self.worker: str | None = None  # the worker of the last attempt
         self.attempts = 0
+        self.scrub: Callable[[Any], Any] = _unchanged  # capture.redact, with content only
         self._token = CURRENT.set(self.node)
 
-    def model_call(self, operation: str, model: str, request: dict[str, Any]) -> None:
+    def model_call(
+        self, operation: str, model: str, request: dict[str, Any], redact: tuple[str, ...]
+    ) -> None:
         if self.model is not None or not self.recording:
             return
         attributes = genai.request_attributes(str(model), request, operation)
         if self.tracing.capture_content:
-            content = genai.input_messages(request)
+            self.scrub = scrubber(redact)
+            content = genai.input_messages(request, self.scrub)
             if content is not None:
                 attributes["gen_ai.input.messages"] = content
         self.model = self.tracing.tracer.start_span(
@@ -264,7 +269,7 @@ class Trace:
         if self.worker is not None:
             attributes["appliance.worker"] = self.worker
         if self.tracing.capture_content:
-            content = genai.output_messages(reply)
+            content = genai.output_messages(reply, self.scrub)
             if content is not None:
                 attributes["gen_ai.output.messages"] = content
         span.set_attributes(attributes)
@@ -289,6 +294,10 @@ class Trace:
 
     def detach(self) -> None:
         CURRENT.reset(self._token)
+
+
+def _unchanged(value: Any) -> Any:
+    return value
 
 
 def start(exporting: Exporting, dropped: Callable[[int], object]) -> Tracing:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from appliance.config.telemetry import TelemetryConfig
@@ -110,3 +112,32 @@ def test_a_reload_that_changes_telemetry_says_a_restart_is_needed() -> None:
     started = full({"otlp_endpoint": "http://c"})
     assert read_at_start(started, full({"otlp_endpoint": "http://c"})) == []
     assert read_at_start(started, full({"otlp_endpoint": "http://d"})) == ["telemetry"]
+
+
+def test_a_traces_url_as_otlp_endpoint_fails_appliance_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full traces URL would export to ``.../v1/traces/v1/traces`` (404, every span
+    dropped): ``appliance check`` refuses it and says what to write instead."""
+    from appliance.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "models": [{"name": "m", "backend": "scripted"}],
+                "telemetry": {"otlp_endpoint": "http://127.0.0.1:4318/v1/traces/"},
+            }
+        )
+    )
+    status = main(["check", "-c", str(path)])
+    out, err = capsys.readouterr()
+    assert status != 0 and "Traceback" not in out + err
+    assert "otlp_endpoint is the collector's base URL" in out + err
+    assert "'http://127.0.0.1:4318'" in out + err  # what to write instead
+    # A base URL with a path of its own is fine; the traces variable stays a full URL.
+    found = resolve(config(otlp_endpoint="https://c/otlp"), {})
+    assert found is not None and found.endpoint == "https://c/otlp/v1/traces"
+    full = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}
+    found = resolve(config(), full)
+    assert found is not None and found.endpoint == "http://127.0.0.1:4318/v1/traces"

@@ -70,19 +70,34 @@ def moment(param: str, text: str, *, end_of_day: bool) -> float:
     else:
         if not math.isfinite(seconds):  # nan, inf, 1e400: no moment
             raise BadFilter(param, f"'{param}' must be a finite number of Unix seconds.")
-        return seconds
+        return _in_range(param, seconds)
     try:
         if len(text) == 10:
             day = dt.date.fromisoformat(text) + dt.timedelta(days=1 if end_of_day else 0)
-            return dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()
+            return _in_range(param, dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
         when = dt.datetime.fromisoformat(text)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return _in_range(param, when.timestamp())
+    except BadFilter:
+        raise
+    except OverflowError:  # 9999-12-31 and the day after it
+        raise BadFilter(param, _OUT_OF_RANGE.format(param=param)) from None
     except ValueError:
         raise BadFilter(
             param, f"'{param}' must be a date (2026-01-31), an ISO 8601 time or Unix seconds."
         ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
+
+
+LAST_MOMENT = 253_402_300_799.0  # 9999-12-31T23:59:59Z: the last second a UTC day names
+_OUT_OF_RANGE = "'{param}' must lie between 1970-01-01 and 9999-12-31 (UTC)."
+
+
+def _in_range(param: str, seconds: float) -> float:
+    """``seconds`` if a UTC day holds it (from the Unix epoch on); else :class:`BadFilter`."""
+    if not 0.0 <= seconds <= LAST_MOMENT:
+        raise BadFilter(param, _OUT_OF_RANGE.format(param=param))
+    return seconds
 
 
 def open_ledger(path: Path) -> sqlite3.Connection:

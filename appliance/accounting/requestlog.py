@@ -96,17 +96,21 @@ def entry_of(capture: Capture) -> Entry:
 
 @functools.lru_cache(maxsize=32)
 def _scrubber(patterns: tuple[str, ...]) -> Callable[[Any], Any]:
-    """A function that returns a JSON value with every pattern's matches replaced, in
-    every string (and every object key) at any depth."""
+    """A function that returns a JSON value with every pattern's matches replaced in every
+    string value at any depth (object keys are the API's field names, never rewritten).
+    An empty match is left alone (config validation refuses patterns that make one)."""
     if not patterns:
         return lambda value: value
     found = re.compile("|".join(f"(?:{p})" for p in patterns))
 
+    def replace(match: re.Match[str]) -> str:
+        return REDACTED if match.group() else ""
+
     def scrub(value: Any) -> Any:
         if isinstance(value, str):
-            return found.sub(REDACTED, value)
+            return found.sub(replace, value)
         if isinstance(value, dict):
-            return {scrub(str(k)): scrub(v) for k, v in value.items()}
+            return {k: scrub(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [scrub(v) for v in value]
         return value

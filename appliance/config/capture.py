@@ -18,6 +18,7 @@ from appliance.config.model import LocatedValueError, Strict
 ALL: Literal["all"] = "all"
 REDACTED = "[redacted]"
 FOLDER_BESIDE_LEDGER = "requests"
+_PROBES = ("", "a", "0", " ", "a0 .")  # texts on which an empty match (\d*, \b, ^) shows
 
 
 class CaptureConfig(Strict):
@@ -73,11 +74,17 @@ class CaptureConfig(Strict):
     def _patterns_compile(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:
             try:
-                re.compile(pattern)
+                compiled = re.compile(pattern)
             except re.error as exc:
                 raise ValueError(
                     f"redact pattern {pattern!r} is not a valid regex: {exc}"
                 ) from None
+            if any(m.group() == "" for probe in _PROBES for m in compiled.finditer(probe)):
+                raise ValueError(
+                    f"redact pattern {pattern!r} matches the empty string: it would put "
+                    f"{REDACTED} between every character; make it match at least one "
+                    "character (e.g. + instead of *)"
+                )
         return patterns
 
     def folder(self, usage_path: Path | None) -> Path | None:

@@ -51,8 +51,10 @@ class CaptureConfig(Strict):
     )
     redact: list[str] = Field(
         default_factory=list,
-        description="Regular expressions (Python syntax) whose matches in a prompt or reply "
-        "are replaced by `[redacted]` before anything is written, e.g. `sk-[A-Za-z0-9]{20,}`.",
+        description="Regular expressions (Python syntax) whose matches in the string values "
+        "of a prompt or reply (never field names) are replaced by `[redacted]` before "
+        "anything is written, e.g. `sk-[A-Za-z0-9]{20,}`; one that can match the empty "
+        "string (`\\d*`) is refused.",
     )
     max_body_bytes: int = Field(
         65_536,

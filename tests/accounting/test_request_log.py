@@ -220,6 +220,10 @@ def test_list_filters_newest_first(server: RunningServer) -> None:
     assert admin(server, "requests", trace_id="0" * 32).json()["data"] == []
     today = admin(server, "requests", since=_day(0), until=_day(0), limit=1000).json()["data"]
     assert {"filter-0", "filter-1", "filter-2"} <= {e["id"] for e in today}
+    for no_end in ("1e12", "99999999999999999999", "9999-12-31", "9999-12-31T23:59:59-14:00"):
+        ever = admin(server, "requests", since=_day(0), until=no_end, limit=1000)
+        assert ever.status_code == 200, ever.text  # an end past the last day: no end
+        assert {"filter-0", "filter-1", "filter-2"} <= {e["id"] for e in ever.json()["data"]}
 
 
 @pytest.mark.parametrize(
@@ -234,9 +238,7 @@ def test_list_filters_newest_first(server: RunningServer) -> None:
         ("since", "253402300800"),
         ("since", "9999-12-31T23:59:59-14:00"),
         ("since", "-1e12"),
-        ("until", "1e12"),
         ("until", "-1e12"),
-        ("until", "9999-12-31"),
         ("trace_id", "not-a-trace"),
         ("limit", "0"),
         ("limit", "5000"),

@@ -61,7 +61,9 @@ class Filters:
 
 def moment(param: str, text: str, *, end_of_day: bool) -> float:
     """Unix time of ``text``: a date (its start, or with ``end_of_day`` the next day's),
-    an ISO 8601 time, or Unix seconds."""
+    an ISO 8601 time, or Unix seconds; :class:`BadFilter` if it is none of them, or before
+    1970. A start past 9999-12-31 is a :class:`BadFilter` too; an end (``end_of_day``)
+    past it is no end (infinity)."""
     text = text.strip()
     try:
         seconds = float(text)
@@ -70,19 +72,39 @@ def moment(param: str, text: str, *, end_of_day: bool) -> float:
     else:
         if not math.isfinite(seconds):  # nan, inf, 1e400: no moment
             raise BadFilter(param, f"'{param}' must be a finite number of Unix seconds.")
-        return seconds
+        return _in_range(param, seconds, end_of_day)
     try:
         if len(text) == 10:
             day = dt.date.fromisoformat(text) + dt.timedelta(days=1 if end_of_day else 0)
-            return dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()
+            return _in_range(
+                param, dt.datetime.combine(day, dt.time(), dt.UTC).timestamp(), end_of_day
+            )
         when = dt.datetime.fromisoformat(text)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return _in_range(param, when.timestamp(), end_of_day)
+    except BadFilter:
+        raise
+    except OverflowError:  # the day after 9999-12-31
+        return _in_range(param, math.inf, end_of_day)
     except ValueError:
         raise BadFilter(
             param, f"'{param}' must be a date (2026-01-31), an ISO 8601 time or Unix seconds."
         ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
+
+
+LAST_MOMENT = 253_402_300_799.0  # 9999-12-31T23:59:59Z: the last second a UTC day names
+_OUT_OF_RANGE = "'{param}' must lie between 1970-01-01 and 9999-12-31 (UTC)."
+
+
+def _in_range(param: str, seconds: float, end: bool) -> float:
+    """``seconds`` if a UTC day holds it (from the Unix epoch on), infinity for an ``end``
+    past the last day; else :class:`BadFilter` (a day that cannot be named, no 500)."""
+    if end and seconds > LAST_MOMENT:
+        return math.inf
+    if not 0.0 <= seconds <= LAST_MOMENT:
+        raise BadFilter(param, _OUT_OF_RANGE.format(param=param))
+    return seconds
 
 
 def open_ledger(path: Path) -> sqlite3.Connection:

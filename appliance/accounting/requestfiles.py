@@ -3,7 +3,8 @@
 A day per file makes retention a matter of deleting files (no ``DELETE`` that leaves the
 old prompts in free pages), and keeps each file small. The files are in WAL mode: the
 admin API reads them (read-only) while the writer appends. Several processes of one
-server write to the same files; SQLite's locking serialises them.
+server write to the same files; SQLite's locking serialises them. The folder is created
+0700 and the files 0600 (their ``-wal`` and ``-shm`` too): they hold prompts and replies.
 """
 
 from __future__ import annotations
@@ -144,8 +145,9 @@ class DayFiles:
     def _connection(self, day: str) -> sqlite3.Connection:
         conn = self._open.get(day)
         if conn is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(day_file(self.folder, day), timeout=10, check_same_thread=False)
+            path = day_file(self.folder, day)
+            _private(path)
+            conn = sqlite3.connect(path, timeout=10, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
@@ -184,6 +186,18 @@ class DayFiles:
         for conn in self._open.values():
             conn.close()
         self._open.clear()
+
+
+def _private(path: Path) -> None:
+    """Make the folder (0700) and the day file (0600) before SQLite opens it, whatever the
+    umask: they hold prompts and replies. SQLite gives the ``-wal`` and ``-shm`` files
+    the database file's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # also a file an older version made readable
+    finally:
+        os.close(fd)
 
 
 def read_only(path: Path) -> sqlite3.Connection:

@@ -20,6 +20,7 @@ from appliance.config.model import LocatedValueError, Strict
 ALL: Literal["all"] = "all"
 REDACTED = "[redacted]"
 FOLDER_BESIDE_LEDGER = "requests"
+_PROBES = ("", "a", "0", " ", "a0 .")  # texts on which an empty match (\d*, \b, ^) shows
 
 
 class CaptureConfig(Strict):
@@ -52,10 +53,11 @@ class CaptureConfig(Strict):
     )
     redact: list[str] = Field(
         default_factory=list,
-        description="Regular expressions (Python syntax) whose matches in a prompt or reply "
-        "are replaced by `[redacted]` before anything is written, e.g. `sk-[A-Za-z0-9]{20,}` "
-        "(in the request log, and in spans with `telemetry.capture_content`, even with "
-        "capture off).",
+        description="Regular expressions (Python syntax) whose matches in the string values "
+        "of a prompt or reply (never field names) are replaced by `[redacted]` before "
+        "anything is written (in the request log, and in spans with "
+        "`telemetry.capture_content`, even with capture off), e.g. `sk-[A-Za-z0-9]{20,}`; "
+        "one that can match the empty string (`\\d*`) is refused.",
     )
     max_body_bytes: int = Field(
         65_536,
@@ -77,11 +79,17 @@ class CaptureConfig(Strict):
     def _patterns_compile(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:
             try:
-                re.compile(pattern)
+                compiled = re.compile(pattern)
             except re.error as exc:
                 raise ValueError(
                     f"redact pattern {pattern!r} is not a valid regex: {exc}"
                 ) from None
+            if any(m.group() == "" for probe in _PROBES for m in compiled.finditer(probe)):
+                raise ValueError(
+                    f"redact pattern {pattern!r} matches the empty string: it would put "
+                    f"{REDACTED} between every character; make it match at least one "
+                    "character (e.g. + instead of *)"
+                )
         return patterns
 
     def folder(self, usage_path: Path | None) -> Path | None:
@@ -106,17 +114,21 @@ class CaptureConfig(Strict):
 @functools.lru_cache(maxsize=32)
 def scrubber(patterns: tuple[str, ...]) -> Callable[[Any], Any]:
     """A function that returns a JSON value with every pattern's matches replaced by
-    :data:`REDACTED`, in every string (and every object key) at any depth; the one
-    redaction of content, for the request log and for spans."""
+    :data:`REDACTED` in every string value at any depth (object keys are the API's field
+    names, never rewritten). An empty match is left alone (config validation refuses
+    patterns that make one). The one redaction of the request log and of span content."""
     if not patterns:
         return lambda value: value
     found = re.compile("|".join(f"(?:{p})" for p in patterns))
 
+    def replace(match: re.Match[str]) -> str:
+        return REDACTED if match.group() else ""
+
     def scrub(value: Any) -> Any:
         if isinstance(value, str):
-            return found.sub(REDACTED, value)
+            return found.sub(replace, value)
         if isinstance(value, dict):
-            return {scrub(str(k)): scrub(v) for k, v in value.items()}
+            return {k: scrub(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [scrub(v) for v in value]
         return value

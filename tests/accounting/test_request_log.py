@@ -220,6 +220,10 @@ def test_list_filters_newest_first(server: RunningServer) -> None:
     assert admin(server, "requests", trace_id="0" * 32).json()["data"] == []
     today = admin(server, "requests", since=_day(0), until=_day(0), limit=1000).json()["data"]
     assert {"filter-0", "filter-1", "filter-2"} <= {e["id"] for e in today}
+    for no_end in ("1e12", "99999999999999999999", "9999-12-31", "9999-12-31T23:59:59-14:00"):
+        ever = admin(server, "requests", since=_day(0), until=no_end, limit=1000)
+        assert ever.status_code == 200, ever.text  # an end past the last day: no end
+        assert {"filter-0", "filter-1", "filter-2"} <= {e["id"] for e in ever.json()["data"]}
 
 
 @pytest.mark.parametrize(
@@ -229,6 +233,12 @@ def test_list_filters_newest_first(server: RunningServer) -> None:
         ("status", "42"),
         ("since", "last tuesday"),
         ("until", "nan"),
+        ("since", "1e12"),
+        ("since", "99999999999999999999"),
+        ("since", "253402300800"),
+        ("since", "9999-12-31T23:59:59-14:00"),
+        ("since", "-1e12"),
+        ("until", "-1e12"),
         ("trace_id", "not-a-trace"),
         ("limit", "0"),
         ("limit", "5000"),
@@ -242,6 +252,20 @@ def test_bad_filters_are_400_naming_the_parameter(
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["param"] == param and error["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    "query", ["key=alice&key=bob", "limit=1&limit=2", "since=2026-01-01&since=2026-02-01"]
+)
+def test_a_filter_given_twice_is_400_naming_it(server: RunningServer, query: str) -> None:
+    response = httpx.get(
+        f"{server.base_url}/admin/requests?{query}",
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == query.split("=")[0] and "given 2 times" in error["message"]
 
 
 def test_the_log_needs_the_admin_key(server: RunningServer) -> None:

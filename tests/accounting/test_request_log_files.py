@@ -4,6 +4,8 @@ retention across day files, and the writer's queue when it is full."""
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import time
 from pathlib import Path
 
@@ -150,3 +152,75 @@ def test_check_refuses_a_log_folder_that_cannot_be_made(
     )
     assert main(["check", "-c", str(config)]) == 0
     assert not (tmp_path / "log").exists()  # check creates nothing
+
+
+def test_the_folder_and_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    folder = tmp_path / "log" / "requests"
+    before = os.umask(0o022)
+    try:
+        files = DayFiles(folder)
+        files.write([entry_of(capture("private", time.time()))])
+        [(_day, path)] = day_files(folder)
+        made = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+        assert all(p.exists() for p in made)  # WAL mode, a connection open: all three
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in made} == {
+            p.name: 0o600 for p in made
+        }
+        files.close()
+    finally:
+        os.umask(before)
+
+
+def test_redaction_spares_object_keys_and_never_matches_empty() -> None:
+    request = {"id": {"id": "id 7"}, "messages": [{"content": "my id"}]}
+    entry = entry_of(capture("keys", time.time(), request=request, redact=(r"id", r"\b")))
+    assert orjson.loads(entry.request or "") == {
+        "id": {"id": "[redacted] 7"},
+        "messages": [{"content": "my [redacted]"}],
+    }
+
+
+@pytest.mark.parametrize("pattern", ["", r"\d*", r"x?", r"\b", "^"])
+def test_check_refuses_a_redact_pattern_that_matches_the_empty_string(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pattern: str
+) -> None:
+    config = tmp_path / "cluster.yaml"
+    quoted = orjson.dumps(pattern).decode()
+    config.write_text(
+        "models: [{name: a, backend: scripted}]\n"
+        f"capture: {{enabled: true, path: {tmp_path}, redact: [{quoted}]}}\n"
+    )
+    assert main(["check", "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "capture.redact" in err and f"{pattern!r} matches the empty string" in err
+
+
+def test_truncated_only_when_something_was_cut_and_a_cut_body_reads_as_text(
+    tmp_path: Path,
+) -> None:
+    secret = "sk-" + "A" * 3000  # over the limit as sent, far under it once redacted
+    shrunk = entry_of(
+        capture(
+            "shrunk",
+            time.time(),
+            request={"messages": [{"content": secret}]},
+            redact=(r"sk-[A-Z]+",),
+            max_bytes=1024,
+        )
+    )
+    assert not shrunk.truncated
+    cut = entry_of(
+        capture("cut", time.time(), request={"messages": [{"content": "x" * 3000}]}, max_bytes=1024)
+    )
+    assert cut.truncated
+    files = DayFiles(tmp_path)
+    files.write([shrunk, cut])
+    files.close()
+    whole, part = one(tmp_path, "shrunk"), one(tmp_path, "cut")
+    assert whole is not None and part is not None
+    assert whole["request"] == {"messages": [{"content": "[redacted]"}]}
+    assert whole["truncated"] is False
+    assert isinstance(part["request"], str) and part["request"].startswith('{"messages"')
+    assert len(part["request"].encode()) <= 1024 and part["truncated"] is True
+    assert isinstance(part["reply"], dict)  # the reply was not cut: still an object

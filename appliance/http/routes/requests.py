@@ -5,7 +5,8 @@ The list takes filters ``key``, ``model`` (as asked, or the model that answered)
 ``trace_id`` and ``limit`` (1 to 1000, default 50) and gives summaries, newest first:
 id, time, key, model, the model that answered, route, status, latency, tokens, trace id.
 One request by id adds its prompt and its reply (a stream's, folded into one reply). A
-filter that cannot be read, or one that does not exist, is a 400 naming it. The log is
+filter that cannot be read, one that does not exist, or one given twice, is a 400 naming
+it. The log is
 this replica's folder (every Granian process of it writes there); see
 :mod:`appliance.accounting.requestlog`.
 """
@@ -47,10 +48,15 @@ class RequestsResource:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         requests = _log_of(self.requests)
-        for name in req.params:
+        for name, value in req.params.items():
             if name not in FILTERS:
                 raise InvalidRequestError(
                     f"Unknown filter '{name}'; the filters are {', '.join(FILTERS)}.",
+                    param=name,
+                )
+            if isinstance(value, list):  # ?key=a&key=b: no one value to use
+                raise InvalidRequestError(
+                    f"The filter '{name}' is given {len(value)} times; give it once.",
                     param=name,
                 )
         try:

@@ -200,6 +200,8 @@ def test_retention_deleted_the_old_day_file_and_kept_the_recent_one(
 
 
 def test_list_filters_newest_first(server: RunningServer) -> None:
+    chat(server, "k-alice", "kept-alias", "filter-alias")  # its own, whatever ran before
+    captured(server, "filter-alias")
     for i in range(3):
         chat(server, "k-alice", "kept", f"filter-{i}")
     captured(server, "filter-2")
@@ -211,7 +213,7 @@ def test_list_filters_newest_first(server: RunningServer) -> None:
     assert "request" not in summary and "reply" not in summary  # summaries only
     assert summary["input_tokens"] > 0 and summary["latency_ms"] > 0
     by_served = admin(server, "requests", model="kept", limit=1000).json()["data"]
-    assert "stream-1" in {e["id"] for e in by_served}  # asked for the alias, served by kept
+    assert "filter-alias" in {e["id"] for e in by_served}  # asked for the alias, served by kept
     since = admin(server, "requests", since=str(summary["ts"])).json()["data"]
     assert [e["id"] for e in since] == ["filter-2"]
     assert admin(server, "requests", until="2000-01-01").json()["data"] == []

@@ -12,12 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from appliance import __version__
-from appliance.config import ApplianceConfig, ModelConfig, load_from_environment, tls_files
+from appliance.config import ApplianceConfig, ModelConfig, load_from_environment
 from appliance.errors import ConfigError
-from appliance.local import CONFIG_CHECKS
-
-# What a config must pass beyond its text to be served: local models fit, TLS files load.
-CHECKS = (*CONFIG_CHECKS, tls_files)
+from appliance.serving import CHECKS
 
 _METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 

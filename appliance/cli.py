@@ -238,7 +238,7 @@ def _listen(config: ApplianceConfig) -> str:
 def _local_workers(config: ApplianceConfig) -> list[str]:
     """What local models cost: their worker processes, per Granian process, and threads."""
     from appliance.config.backends import LlamaCppModel, OnnxModel
-    from appliance.local.worker import available_cpus, thread_share
+    from appliance.local.threads import available_cpus, thread_share
 
     local = [m for m in config.models if isinstance(m, LlamaCppModel | OnnxModel)]
     if not local:

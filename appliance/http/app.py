@@ -45,6 +45,7 @@ from appliance.http.sinks import AccessLog, Counting
 from appliance.http.sse import LiveStreams
 from appliance.http.tracing import Spans
 from appliance.runtime import heap
+from appliance.runtime.certificate import export_expiry
 from appliance.runtime.logging import configure_logging
 from appliance.runtime.metrics import Metrics, Recent
 from appliance.runtime.signals import ignore_until_handled
@@ -84,6 +85,7 @@ def create_app(
     """
     ref = ClusterRef(cluster or Cluster.from_config(config))
     live, metrics, recent = LiveStreams(), Metrics(), Recent()
+    export_expiry(metrics, config.server.tls)  # the certificate Granian serves
     ref.current.residency.observe(metrics)  # local model loads and unloads, across reloads
     hot = reloader(ref) if reloader else None
     book = SpendBook()

@@ -12,12 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from appliance import __version__
-from appliance.config import ApplianceConfig, ModelConfig, load_from_environment, tls_files
+from appliance.config import ApplianceConfig, ModelConfig, load_from_environment
 from appliance.errors import ConfigError
-from appliance.local import CONFIG_CHECKS
-
-# What a config must pass beyond its text to be served: local models fit, TLS files load.
-CHECKS = (*CONFIG_CHECKS, tls_files)
+from appliance.serving import CHECKS
 
 _METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 
@@ -241,7 +238,7 @@ def _listen(config: ApplianceConfig) -> str:
 def _local_workers(config: ApplianceConfig) -> list[str]:
     """What local models cost: their worker processes, per Granian process, and threads."""
     from appliance.config.backends import LlamaCppModel, OnnxModel
-    from appliance.local.worker import available_cpus, thread_share
+    from appliance.local.threads import available_cpus, thread_share
 
     local = [m for m in config.models if isinstance(m, LlamaCppModel | OnnxModel)]
     if not local:

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple, TypeVar
 import structlog
 
 from appliance.accounting.budgets import DayKey, SpendBook, day_of, days_before
+from appliance.accounting.places import place_problem
 
 log = structlog.get_logger("appliance.ledger")
 
@@ -127,32 +128,20 @@ def spend_of(rows: Iterable[Row]) -> dict[DayKey, float]:
 def path_problem(path: Path) -> str | None:
     """Why the ledger cannot be kept at ``path`` (None: it can); creates nothing, so that
     ``appliance check`` and ``serve`` say so before anything starts."""
+    return place_problem(path, _file_problem)
+
+
+def _file_problem(path: Path) -> str | None:
+    if not path.is_file():
+        return f"{path} is not a file"
+    if not os.access(path, os.R_OK | os.W_OK):
+        return f"{path} cannot be written"
     try:
-        return _path_problem(path)
-    except OSError as exc:  # a folder on the way that may not be searched, and such
-        return f"cannot use {path}: {exc.strerror or exc}"
-
-
-def _path_problem(path: Path) -> str | None:
-    if path.exists():
-        if not path.is_file():
-            return f"{path} is not a file"
-        if not os.access(path, os.R_OK | os.W_OK):
-            return f"{path} cannot be written"
-        try:
-            uri = path.resolve().as_uri() + "?mode=ro"
-            with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.DatabaseError as exc:
-            return f"{path} is not a usage ledger (SQLite: {exc})"
-        return None
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        return f"cannot create {path}: {folder} is not a folder"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"cannot create {path}: {folder} cannot be written"
+        uri = path.resolve().as_uri() + "?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        return f"{path} is not a usage ledger (SQLite: {exc})"
     return None
 
 

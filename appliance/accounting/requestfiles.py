@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import structlog
 
 from appliance.accounting.budgets import day_of
+from appliance.accounting.places import place_problem
 
 log = structlog.get_logger("appliance.requestlog")
 
@@ -48,28 +49,9 @@ CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE INDEX IF NOT EXISTS requests_id ON requests (id);
 """
 
-SUMMARY = (
-    "id",
-    "ts",
-    "key",
-    "model",
-    "served_by",
-    "route",
-    "status",
-    "latency_ms",
-    "input_tokens",
-    "output_tokens",
-    "trace_id",
-    "stream",
-)
-_INSERT = (
-    f"INSERT INTO requests ({', '.join(SUMMARY)}, request, reply, truncated) "
-    f"VALUES ({', '.join('?' * (len(SUMMARY) + 3))})"
-)
 
-
-class Entry(NamedTuple):
-    """One captured request as written: the summary, then prompt and reply as JSON text."""
+class Summary(NamedTuple):
+    """What the log lists of a captured request: all but its bodies (they are in ``Entry``)."""
 
     id: str
     ts: float
@@ -83,9 +65,26 @@ class Entry(NamedTuple):
     output_tokens: int
     trace_id: str | None
     stream: bool
+
+
+SUMMARY = Summary._fields
+_INSERT = (
+    f"INSERT INTO requests ({', '.join(SUMMARY)}, request, reply, truncated) "
+    f"VALUES ({', '.join('?' * (len(SUMMARY) + 3))})"
+)
+
+
+class Entry(NamedTuple):
+    """One captured request as written: the summary, then prompt and reply as JSON text."""
+
+    summary: Summary
     request: str | None
     reply: str | None
     truncated: bool  # the prompt or the reply was cut at capture.max_body_bytes
+
+    def row(self) -> tuple[Any, ...]:
+        """The values of an ``INSERT``, in the table's order."""
+        return (*self.summary, self.request, self.reply, self.truncated)
 
 
 def day_file(folder: Path, day: str) -> Path:
@@ -108,21 +107,13 @@ def day_files(folder: Path) -> list[tuple[str, Path]]:
 def folder_problem(folder: Path) -> str | None:
     """Why the log cannot be kept in ``folder`` (None: it can); creates nothing, so that
     ``appliance check`` and ``serve`` say so before anything starts."""
-    try:
-        if folder.exists():
-            if not folder.is_dir():
-                return f"{folder} is not a folder"
-            return None if os.access(folder, os.W_OK | os.X_OK) else f"{folder} cannot be written"
-        above = folder.parent
-        while not above.exists() and above != above.parent:
-            above = above.parent
-        if not above.is_dir():
-            return f"cannot create {folder}: {above} is not a folder"
-        if not os.access(above, os.W_OK | os.X_OK):
-            return f"cannot create {folder}: {above} cannot be written"
-        return None
-    except OSError as exc:
-        return f"cannot use {folder}: {exc.strerror or exc}"
+    return place_problem(folder, _folder_problem)
+
+
+def _folder_problem(folder: Path) -> str | None:
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    return None if os.access(folder, os.W_OK | os.X_OK) else f"{folder} cannot be written"
 
 
 class DayFiles:
@@ -136,11 +127,11 @@ class DayFiles:
         """Append ``entries``, one transaction per day file."""
         by_day: dict[str, list[Entry]] = {}
         for entry in entries:
-            by_day.setdefault(day_of(entry.ts), []).append(entry)
+            by_day.setdefault(day_of(entry.summary.ts), []).append(entry)
         for day, rows in by_day.items():
             conn = self._connection(day)
             with conn:
-                conn.executemany(_INSERT, rows)
+                conn.executemany(_INSERT, [entry.row() for entry in rows])
 
     def _connection(self, day: str) -> sqlite3.Connection:
         conn = self._open.get(day)

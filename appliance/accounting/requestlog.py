@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import orjson
 import structlog
 
-from appliance.accounting.requestfiles import DayFiles, Entry
+from appliance.accounting.requestfiles import DayFiles, Entry, Summary
 from appliance.config.capture import scrubber
 from appliance.wire.openai.assemble import Fold
 
@@ -39,18 +39,7 @@ _STOP = object()
 class Capture(NamedTuple):
     """One finished request to keep, as the event loop hands it over (nothing computed)."""
 
-    id: str
-    ts: float
-    key: str
-    model: str
-    served_by: str | None
-    route: str
-    status: int
-    latency_ms: float
-    input_tokens: int
-    output_tokens: int
-    trace_id: str | None
-    stream: bool
+    summary: Summary
     request: Any  # the body as parsed (a dict), never re-read
     reply: bytes | None  # a plain reply's body
     folded: Fold | None  # a stream's reply, folded as it was relayed
@@ -74,18 +63,7 @@ def entry_of(capture: Capture) -> Entry:
         reply_obj = None
     reply, cut_reply = _kept(scrub(reply_obj), capture.max_bytes)
     return Entry(
-        id=capture.id,
-        ts=capture.ts,
-        key=capture.key,
-        model=capture.model,
-        served_by=capture.served_by,
-        route=capture.route,
-        status=capture.status,
-        latency_ms=capture.latency_ms,
-        input_tokens=capture.input_tokens,
-        output_tokens=capture.output_tokens,
-        trace_id=capture.trace_id,
-        stream=capture.stream,
+        summary=capture.summary,
         request=request,
         reply=reply,
         truncated=cut_request or cut_reply or capture.folded_cut,
@@ -179,7 +157,7 @@ class RequestLog:
             try:
                 entries.append(entry_of(capture))
             except Exception:
-                log.exception("request_capture_failed", request_id=capture.id)
+                log.exception("request_capture_failed", request_id=capture.summary.id)
                 self.dropped("write_failed", 1)
         try:
             self._files.write(entries)

@@ -12,7 +12,7 @@ from appliance.accounting.budgets import SpendBook
 from appliance.accounting.ledger import Ledger
 from appliance.accounting.limits import Limiter, LocalLimiter
 from appliance.accounting.requestlog import RequestLog
-from appliance.config import ApplianceConfig, Settings, load_from_environment, tls_files
+from appliance.config import ApplianceConfig, Settings, load_from_environment
 from appliance.http import errors
 from appliance.http.access import AccessLayer
 from appliance.http.admin_relay import AdminRelay
@@ -44,20 +44,18 @@ from appliance.http.scope import Request, Sink
 from appliance.http.sinks import AccessLog, Counting
 from appliance.http.sse import LiveStreams
 from appliance.http.tracing import Spans
-from appliance.local import CONFIG_CHECKS
 from appliance.runtime import heap
+from appliance.runtime.certificate import export_expiry
 from appliance.runtime.logging import configure_logging
 from appliance.runtime.metrics import Metrics, Recent
 from appliance.runtime.signals import ignore_until_handled
+from appliance.serving import CHECKS
 from appliance.serving.cluster import Cluster, ClusterRef
 from appliance.serving.reload import Reloader
 from appliance.telemetry import settings as telemetry
 from appliance.wire.openai import protocol
 from appliance.wire.openai.protocol import Endpoint
 
-# What a served config must pass beyond its text (on reload too): local models fit, TLS
-# files load (the same as the CLI's).
-CHECKS = (*CONFIG_CHECKS, tls_files)
 if TYPE_CHECKING:
     from appliance.telemetry.tracer import Tracing
 
@@ -87,6 +85,7 @@ def create_app(
     """
     ref = ClusterRef(cluster or Cluster.from_config(config))
     live, metrics, recent = LiveStreams(), Metrics(), Recent()
+    export_expiry(metrics, config.server.tls)  # the certificate Granian serves
     ref.current.residency.observe(metrics)  # local model loads and unloads, across reloads
     hot = reloader(ref) if reloader else None
     book = SpendBook()

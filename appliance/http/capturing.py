@@ -11,6 +11,7 @@ SQLite) happens on the log's own thread.
 from __future__ import annotations
 
 from appliance.accounting.auth import ANONYMOUS
+from appliance.accounting.requestfiles import Summary
 from appliance.accounting.requestlog import Capture, RequestLog
 from appliance.http.scope import RequestScope
 from appliance.wire.openai.assemble import Fold
@@ -35,18 +36,20 @@ class Capturing:
         trace_id = scope.fields.get("trace_id")
         self.requests.add(
             Capture(
-                id=scope.request_id,
-                ts=scope.ts,
-                key=(scope.principal or ANONYMOUS).name,
-                model=charge.model,
-                served_by=scope.timing.model,
-                route=scope.route or scope.path,
-                status=scope.status,
-                latency_ms=round(scope.elapsed_s * 1000, 3),
-                input_tokens=usage.prompt,
-                output_tokens=usage.completion,
-                trace_id=str(trace_id) if trace_id is not None else None,
-                stream=charge.streamed,
+                summary=Summary(
+                    id=scope.request_id,
+                    ts=scope.ts,
+                    key=(scope.principal or ANONYMOUS).name,
+                    model=charge.model,
+                    served_by=scope.timing.model,
+                    route=scope.route or scope.path,
+                    status=scope.status,
+                    latency_ms=round(scope.elapsed_s * 1000, 3),
+                    input_tokens=usage.prompt,
+                    output_tokens=usage.completion,
+                    trace_id=str(trace_id) if trace_id is not None else None,
+                    stream=charge.streamed,
+                ),
                 request=charge.request,
                 reply=charge.body,
                 folded=folded,

@@ -15,9 +15,7 @@ why a load failed (the last line the child wrote to stderr, which for a Python c
 the exception, or the signal that killed it, said in words a person can act on), or
 that a child which served has exited. It is up while its child runs and serves.
 
-Every worker process of every Granian process is one child: a default ``n_threads`` is
-the machine's cores shared out among them (:func:`thread_share`), so that several local
-models, or several processes, do not oversubscribe the CPU.
+Each child computes with its share of the cores (:mod:`appliance.local.threads`).
 """
 
 from __future__ import annotations
@@ -33,12 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import structlog
 
 from appliance.backends.base import ReplyStream
 from appliance.backends.openai import OpenAIWorker, Upstream
 from appliance.child import CALL_HEADER
-from appliance.config import ApplianceConfig
 from appliance.config.backends import LlamaCppModel, OnnxModel
 from appliance.errors import (
     ModelCrashedError,
@@ -48,6 +46,7 @@ from appliance.errors import (
 )
 from appliance.local.stderr import StderrTail
 from appliance.local.stopping import CALL, StoppingStream, new_call, stop_call
+from appliance.local.threads import with_threads
 from appliance.runtime.self_command import self_command
 from appliance.wire.openai.protocol import Endpoint
 
@@ -59,23 +58,7 @@ _CRASH_SIGNALS = frozenset(
 )
 
 _STOP_GRACE_S = 5.0
-
-
-def available_cpus() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def thread_share(config: ApplianceConfig, cpus: int | None = None) -> int:
-    """The default ``n_threads`` of a local worker: the cores over all local workers.
-
-    Every Granian process starts its own local workers, so they count once per process.
-    """
-    cpus = available_cpus() if cpus is None else cpus
-    local = sum(m.workers for m in config.models if isinstance(m, LlamaCppModel | OnnxModel))
-    return max(1, cpus // max(1, local * config.server.processes))
+_HEALTH_WAIT_S = 5.0  # the child's /healthz, asked once it is ready
 
 
 @dataclass(frozen=True)
@@ -113,7 +96,13 @@ class LocalWorker(OpenAIWorker):
         worker_id: ``<model>/<n>``.
         config: The model's declaration.
         threads: The child's ``n_threads`` when the declaration does not set one (see
-            :func:`thread_share`); ``None``: the engine's own default (every core).
+            :func:`~appliance.local.threads.thread_share`); ``None``: the engine's own
+            default (every core).
+
+    Attributes:
+        cpu: What the last child's runtime computes with, as its ``/healthz`` said once
+            it was ready (llama.cpp: the CPU variant it chose and its features,
+            ``icelake: SSE3 ... AVX512``); ``None``: not said (ONNX), or no child yet.
     """
 
     config: LlamaCppModel | OnnxModel
@@ -131,7 +120,8 @@ class LocalWorker(OpenAIWorker):
         super().__init__(worker_id, config, upstream)
         self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0  # children started after one that ended by itself
-        self.spec = _spec(config, threads)
+        self.spec = with_threads(config, threads)
+        self.cpu: str | None = None
         self._ready = asyncio.Event()
         self._child: asyncio.Task[None] | None = None
         self._ended = False  # the last child ended by itself (not by unload)
@@ -243,6 +233,7 @@ class LocalWorker(OpenAIWorker):
         out["pid"] = self.pid()
         out["restarts"] = self.restarts
         out["n_threads"] = self.spec.options.n_threads
+        out["cpu"] = self.cpu
         return out
 
     def _running(self) -> bool:
@@ -266,6 +257,7 @@ class LocalWorker(OpenAIWorker):
             self._report(ChildEnded(reason, served=False))
             return
         self.base_url = f"http://127.0.0.1:{port}/v1"
+        self.cpu = await child_cpu(self._session, self.base_url.removesuffix("/v1"))
         self._ready.set()
         self._refresh()
         log.info(
@@ -335,9 +327,16 @@ class LocalWorker(OpenAIWorker):
             await process.wait()
 
 
-def _spec(config: LlamaCppModel | OnnxModel, threads: int | None) -> LlamaCppModel | OnnxModel:
-    """The declaration the child gets: ``n_threads`` filled in when it was left out."""
-    if threads is None or config.options.n_threads is not None:
-        return config
-    options = config.options.model_copy(update={"n_threads": threads})
-    return config.model_copy(update={"options": options})
+async def child_cpu(session: aiohttp.ClientSession | None, root: str) -> str | None:
+    """What the child at ``root`` computes with, as its ``/healthz`` says (see
+    :attr:`appliance.child.engines.base.Engine.cpu`); ``None`` if it says nothing."""
+    if session is None:
+        return None
+    try:
+        async with asyncio.timeout(_HEALTH_WAIT_S):
+            async with session.get(f"{root}/healthz") as response:
+                said = await response.json() if response.status == 200 else {}
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+        return None  # a child that died or hangs: its supervisor and health checks say so
+    cpu = said.get("cpu") if isinstance(said, dict) else None
+    return cpu if isinstance(cpu, str) else None

@@ -23,7 +23,8 @@ from appliance.errors import ModelNotFoundError
 from appliance.local.lifecycle import ModelLifecycle
 from appliance.local.residency import Residency
 from appliance.local.states import State
-from appliance.local.worker import LocalWorker, thread_share
+from appliance.local.threads import thread_share
+from appliance.local.worker import LocalWorker
 from appliance.serving.dispatch import Dispatcher
 from appliance.serving.health import HealthMonitor
 from appliance.serving.snapshots import ModelSnapshot, WorkerSnapshot

@@ -15,9 +15,10 @@ takes the new ``server.drain_timeout_s``, and ``server.watch_config`` turned off
 the watcher (on starts it). Settings read once at start (``server.host``, ``port``,
 ``processes``, ``tls``, ``auth.window_s``, ``state.*``, and a ``drain_timeout_s`` above
 the start value, which bounds shutdown) are logged as ``restart_needed`` while they differ
-from the values this process started with; so is a TLS certificate, key or CA file whose
-content was replaced since the start (Granian keeps serving what it read then). While the
-config is watched, so are the TLS files: replacing one says ``restart_needed`` at once.
+from the values this process started with, with the reload's ``reason``; so is a TLS
+certificate, key or CA file whose content was replaced since the start (Granian keeps
+serving what it read then). While the config is watched, so are the TLS files: replacing
+one says ``restart_needed`` at once (``reason: tls_files_changed``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import hashlib
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +183,7 @@ class Reloader:
         moved = read_at_start(self._initial, config)
         moved += tls_files_replaced(self._initial, config, self._tls_files)
         if moved:
-            log.warning("restart_needed", settings=moved)
+            log.warning("restart_needed", settings=moved, reason=reason)
         return outcome
 
     def _failed(self, reason: str, started: float, what: str, problems: list[str]) -> ReloadOutcome:
@@ -236,24 +237,7 @@ class Reloader:
             log.info("config_watch_stopped", file=str(self.watch))
 
     async def _watch(self, path: Path, stop: asyncio.Event) -> None:
-        import watchfiles
-
-        names = _watched_names(path)
-        # Watch the folder: editors replace the file by renaming a temporary one over it.
-        # Not its subfolders: a config in a big folder (/tmp, a home) would have the watcher
-        # walk and watch the whole tree, on the event loop, before the first request.
-        async for changes in watchfiles.awatch(
-            path.parent,
-            recursive=False,
-            debounce=self.debounce_ms,
-            step=50,
-            stop_event=stop,
-            watch_filter=lambda _change, name: Path(name).name in names,
-        ):
-            if stop.is_set():
-                return
-            if not changes:
-                continue
+        async for _ in _changes([path], self.debounce_ms, stop):
             digest = _digest(path)
             if digest == self._digest:
                 continue
@@ -262,23 +246,11 @@ class Reloader:
     async def _watch_tls(self, stop: asyncio.Event) -> None:
         """Say ``restart_needed`` as soon as a TLS file Granian read at start is replaced
         (a renewal by certbot or cert-manager): it serves the old one until a restart."""
-        import watchfiles
-
         tls = self._initial.server.tls
         assert tls is not None
         paths = [p.absolute() for p in (tls.cert_file, tls.key_file, tls.ca_file) if p]
-        names = set().union(*(_watched_names(p) for p in paths))
         said: list[str] = []
-        async for _ in watchfiles.awatch(
-            *{p.parent for p in paths},
-            recursive=False,
-            debounce=self.debounce_ms,
-            step=50,
-            stop_event=stop,
-            watch_filter=lambda _change, name: Path(name).name in names,
-        ):
-            if stop.is_set():
-                return
+        async for _ in _changes(paths, self.debounce_ms, stop):
             replaced = tls_files_replaced(self._initial, self._initial, self._tls_files)
             if replaced and replaced != said:
                 log.warning("restart_needed", settings=replaced, reason="tls_files_changed")
@@ -288,6 +260,30 @@ class Reloader:
         task: asyncio.Task[object] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+async def _changes(paths: list[Path], debounce_ms: int, stop: asyncio.Event) -> AsyncIterator[None]:
+    """Once per debounced burst of changes to ``paths``, until ``stop`` is set.
+
+    Watches their folders: editors replace a file by renaming a temporary one over it. Not
+    the subfolders: a file in a big folder (/tmp, a home) would have the watcher walk and
+    watch the whole tree, on the event loop, before the first request.
+    """
+    import watchfiles
+
+    names = set().union(*(_watched_names(p) for p in paths))
+    async for changes in watchfiles.awatch(
+        *{p.parent for p in paths},
+        recursive=False,
+        debounce=debounce_ms,
+        step=50,
+        stop_event=stop,
+        watch_filter=lambda _change, name: Path(name).name in names,
+    ):
+        if stop.is_set():
+            return
+        if changes:
+            yield
 
 
 def _watched_names(path: Path) -> set[str]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from appliance.config import ApplianceConfig
 from appliance.config.schema import StateConfig
 from appliance.config.tls import file_digests
-from appliance.local.worker import thread_share
+from appliance.local.threads import thread_share
 from appliance.serving.cluster import Cluster
 from appliance.serving.registry import ModelGroup, Registry
 

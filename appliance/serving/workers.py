@@ -7,7 +7,8 @@ from appliance.backends.openai import OpenAIWorker, Upstream
 from appliance.backends.scripted import ScriptedWorker
 from appliance.config import ModelConfig, OpenAIModel, ScriptedModel
 from appliance.config.backends import LlamaCppModel, OnnxModel
-from appliance.local.worker import LocalWorker, thread_share
+from appliance.local.threads import thread_share
+from appliance.local.worker import LocalWorker
 
 __all__ = ["ReplyStream", "Worker", "build_workers", "thread_share"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from appliance.accounting.requestfiles import DayFiles, day_files
+from appliance.accounting.requestfiles import DayFiles, Summary, day_files
 from appliance.accounting.requestlog import Capture, RequestLog, entry_of
 from appliance.accounting.requestquery import Query, one, search
 from appliance.cli import main
@@ -23,7 +23,7 @@ DAY_S = 86_400.0
 
 
 def capture(request_id: str, ts: float, **fields: object) -> Capture:
-    values: dict[str, object] = {
+    summary: dict[str, object] = {
         "id": request_id,
         "ts": ts,
         "key": "alice",
@@ -36,6 +36,8 @@ def capture(request_id: str, ts: float, **fields: object) -> Capture:
         "output_tokens": 2,
         "trace_id": None,
         "stream": False,
+    }
+    rest: dict[str, object] = {
         "request": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
         "reply": b'{"choices": [{"message": {"content": "hello"}}]}',
         "folded": None,
@@ -43,8 +45,9 @@ def capture(request_id: str, ts: float, **fields: object) -> Capture:
         "redact": (),
         "max_bytes": 65_536,
     }
-    values.update(fields)
-    return Capture(**values)  # type: ignore[arg-type]
+    for name, value in fields.items():
+        (summary if name in Summary._fields else rest)[name] = value
+    return Capture(Summary(**summary), **rest)  # type: ignore[arg-type]
 
 
 def test_the_trace_id_tracing_noted_is_kept_and_filters(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from tests.conftest import cluster_config
+from tests.support.browser import chromium
 from tests.support.poll import until
 from tests.support.schemas import assert_valid
 from tests.support.server import RunningServer
@@ -123,6 +124,37 @@ def test_rerank_orders_documents_by_relevance(server: RunningServer) -> None:
     assert [r["index"] for r in out["results"]][:2] == [1, 2]
     relevance = httpx.post(f"{server.base_url}/api/v1/beta/relevance", json=body).json()
     assert relevance["data"][1] > relevance["data"][0]
+
+
+def test_status_says_which_cpu_code_each_local_worker_runs(server: RunningServer) -> None:
+    """The llama.cpp CPU variant the child chose (its warm-up log line says it too) is on
+    /status.json and the status page; an ONNX worker says none."""
+    from selenium.webdriver.common.by import By
+
+    status = httpx.get(f"{server.base_url}/status.json").json()
+    models = {m["name"]: m for m in status["models"]}
+    [llama] = models["smollm2"]["workers"]
+    [warmed] = server.events("worker_warmed_up", model="smollm2")
+    assert llama["cpu"] == warmed["cpu"] and ": " in llama["cpu"]
+    assert [w["cpu"] for w in models["minilm"]["workers"]] == [None]
+    assert all("cpu" not in w for w in models["test-model-name-0"]["workers"])  # not local
+
+    with chromium() as driver:
+        driver.get(f"{server.base_url}/")  # type: ignore[attr-defined]
+
+        def cpu_cell() -> tuple[str, str] | None:
+            # Read in one script: the page re-renders every second.
+            found = driver.execute_script(  # type: ignore[attr-defined]
+                "const cell = document.querySelector(arguments[0]);"
+                "return cell ? [cell.textContent.trim(), cell.title] : null;",
+                'tr[data-worker="smollm2/0"] td.cpu',
+            )
+            return (str(found[0]), str(found[1])) if found else None
+
+        shown = until(cpu_cell, what="the status page's cpu cell of smollm2/0")
+        assert shown == (llama["cpu"].split(": ")[0], llama["cpu"])
+        headers = driver.find_elements(By.CSS_SELECTOR, 'section[data-model="minilm"] th')  # type: ignore[attr-defined]
+        assert "cpu" in [h.text for h in headers]
 
 
 def test_a_killed_worker_is_restarted_and_requests_keep_working(

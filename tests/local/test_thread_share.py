@@ -8,7 +8,8 @@ import orjson
 
 from appliance.config import ApplianceConfig
 from appliance.config.backends import LlamaCppModel
-from appliance.local.worker import LocalWorker, thread_share
+from appliance.local.threads import thread_share
+from appliance.local.worker import LocalWorker
 
 GGUF = {"path": "/models/x.gguf"}
 

@@ -7,10 +7,12 @@ replaced on disk.
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -174,7 +176,7 @@ def test_a_replaced_certificate_says_restart_needed_on_reload(
     )
     assert needed["settings"] == ["server.tls.cert_file", "server.tls.key_file"]
     assert server.event_count("config_reloaded", reason="sighup") == 1
-    assert "reason" not in needed
+    assert needed["reason"] == "sighup"  # what set the reload off, as config_reloaded says
     # Still serving, with the certificate it started with (both are signed by the CA).
     assert served_certificate(server.port, pki.client_context()) == before
     reply = sdk(server, pki.client_context()).chat.completions.create(model="m", messages=MESSAGES)
@@ -213,13 +215,14 @@ def test_the_readme_tls_section_runs_as_written(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Its openssl line makes the files its config names; check passes; its curl and SDK
-    examples get an answer over verified HTTPS."""
-    config, make, curl, python = [b for b in readme.blocks() if b.section == "TLS"]
-    assert [config.language, make.language, curl.language, python.language] == [
+    examples get an answer over verified HTTPS; its alert's metric is on /metrics."""
+    config, make, curl, python, rule = [b for b in readme.blocks() if b.section == "TLS"]
+    assert [b.language for b in (config, make, curl, python, rule)] == [
         "yaml",
         "sh",
         "sh",
         "python",
+        "",
     ]
     subprocess.run(["bash", "-euo", "pipefail", "-c", make.text], cwd=tmp_path, check=True)
     path = tmp_path / "cluster.yaml"
@@ -237,3 +240,7 @@ def test_the_readme_tls_section_runs_as_written(
         done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert "echo" in done.stdout
+    # The alert's expression: the certificate openssl made for 30 days has 30 days left.
+    [metric] = re.findall(r"appliance_\w+", rule.text)
+    left_days = (server.metric(metric) - time.time()) / 86_400
+    assert 29 < left_days <= 30

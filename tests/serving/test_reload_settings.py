@@ -139,11 +139,29 @@ async def test_settings_read_at_start_are_named_in_restart_needed(tmp_path: Path
         "state.on_error",
         "state.timeout_s",
     ]
+    assert needed["reason"] == "test"  # the reload's, as config_reloaded says it
 
     write(path, with_server(start, drain_timeout_s=5))  # back to the start values
     with capture_logs() as logs:
         assert (await reloader.reload("test")).ok
     assert [e for e in logs if e["event"] == "restart_needed"] == []
+    await reloader.stop()
+    await ref.current.close()
+
+
+async def test_a_watched_edit_that_needs_a_restart_says_the_file_changed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.yaml"
+    ref, reloader = await serving(path, with_server(BASE, port=8000))
+    with capture_logs() as logs:
+        await write_until(path, with_server(BASE, port=8001), lambda: reloader.reloads > 0)
+        [needed] = await until_async(
+            lambda: [e for e in logs if e["event"] == "restart_needed"],
+            what="restart_needed after the watched edit",
+        )
+    assert needed["settings"] == ["server.port"]
+    assert needed["reason"] == "file_changed"
     await reloader.stop()
     await ref.current.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +39,12 @@ class Pki:
     def key_file(self) -> Path:
         return self.folder / "key.pem"
 
-    def issue_server(self, cert_file: Path, key_file: Path) -> None:
-        """A new server certificate (and key) for 127.0.0.1, chain first-to-last."""
-        issued = self.ca.issue_cert("127.0.0.1", "localhost")
+    def issue_server(
+        self, cert_file: Path, key_file: Path, not_after: datetime.datetime | None = None
+    ) -> None:
+        """A new server certificate (and key) for 127.0.0.1, chain first-to-last; valid
+        until ``not_after`` (trustme's default: far away)."""
+        issued = self.ca.issue_cert("127.0.0.1", "localhost", not_after=not_after)
         cert_file.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
         issued.private_key_pem.write_to_path(str(key_file))
 

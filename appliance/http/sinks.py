@@ -9,6 +9,7 @@ request the same status.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import Histogram
 
@@ -67,23 +68,24 @@ class AccessLog:
     def __call__(self, scope: RequestScope) -> None:
         if not self.ref.current.config.logging.access_log:
             return
-        served = scope.timing.model
-        self.log.get().info(
-            "request",
-            method=clip(scope.method),
-            path=clip(scope.path),
-            status=scope.status,
-            duration_ms=round(scope.elapsed_s * 1000, 2),
-            **({"client_gone": True} if scope.client_gone else {}),
-            **({"key_name": scope.principal.name} if _named(scope) and scope.principal else {}),
-            **({"served_by": served} if served is not None else {}),
-            **(
-                {"spilled": [s.as_dict() for s in spills]}
-                if (spills := scope.timing.spills)
-                else {}
-            ),
-            **{name: clip_value(value) for name, value in scope.fields.items()},
-        )
+        timing = scope.timing
+        line: dict[str, Any] = {
+            "method": clip(scope.method),
+            "path": clip(scope.path),
+            "status": scope.status,
+            "duration_ms": round(scope.elapsed_s * 1000, 2),
+        }
+        if scope.client_gone:
+            line["client_gone"] = True
+        if _named(scope) and scope.principal:
+            line["key_name"] = scope.principal.name
+        if timing.model is not None:
+            line["served_by"] = timing.model
+        if timing.spills:
+            line["spilled"] = [s.as_dict() for s in timing.spills]
+        for name, value in scope.fields.items():
+            line[name] = clip_value(value)
+        self.log.info("request", line)
 
 
 def _named(scope: RequestScope) -> bool:

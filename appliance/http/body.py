@@ -12,7 +12,6 @@ Every route that takes a body reads it here, so the limits hold for all of them 
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from typing import Any, TypeVar
@@ -27,6 +26,7 @@ from appliance.errors import (
     RequestTimeoutError,
     UnsupportedMediaTypeError,
 )
+from appliance.runtime.deadline import Deadline
 from appliance.serving.gateway import Timing
 from appliance.wire.openai import protocol
 
@@ -67,7 +67,7 @@ async def read_json(
         raise too_large
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout_s):
+        with Deadline(timeout_s):
             raw = await req.stream.read(max_bytes + 1)
     except TimeoutError:
         raise RequestTimeoutError(

@@ -12,7 +12,6 @@ Every route that takes a body reads it here, so the limits hold for all of them 
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from typing import Any, TypeVar
@@ -27,6 +26,7 @@ from appliance.errors import (
     RequestTimeoutError,
     UnsupportedMediaTypeError,
 )
+from appliance.runtime.deadline import Deadline
 from appliance.serving.gateway import Timing
 from appliance.wire.openai import protocol
 
@@ -59,15 +59,12 @@ async def read_json(
         raise UnsupportedMediaTypeError(
             f"Unsupported Content-Type {clip(content_type)!r}; send application/json."
         )
-    too_large = PayloadTooLargeError(
-        f"The request body is larger than the limit of {max_bytes} bytes."
-    )
     length = req.content_length
     if length is not None and length > max_bytes:
-        raise too_large
+        raise _too_large(max_bytes)
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout_s):
+        with Deadline(timeout_s):
             raw = await req.stream.read(max_bytes + 1)
     except TimeoutError:
         raise RequestTimeoutError(
@@ -80,7 +77,7 @@ async def read_json(
         if timing is not None:
             timing.client_s += time.perf_counter() - started
     if len(raw) > max_bytes:
-        raise too_large
+        raise _too_large(max_bytes)
     if not raw:
         raise InvalidRequestError("The request body is empty; send a JSON object.")
     try:
@@ -100,6 +97,10 @@ async def read_json(
             code="invalid_json",
         )
     return body
+
+
+def _too_large(max_bytes: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"The request body is larger than the limit of {max_bytes} bytes.")
 
 
 def too_deep(raw: bytes, limit: int) -> bool:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from appliance.errors import APIError
 from appliance.http.scope import SCOPE, RequestScope
+from appliance.runtime.deadline import Deadline
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -151,7 +152,7 @@ class Exchange:
         still not taking it when the drain ends the streams."""
         self.live.sending.add(self)
         try:
-            async with asyncio.timeout(self.account.cluster.config.server.send_timeout_s):
+            with Deadline(self.account.cluster.config.server.send_timeout_s):
                 await self._send(message)
         except TimeoutError:
             self._client_left()

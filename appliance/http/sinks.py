@@ -9,8 +9,9 @@ request the same status.
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from appliance.clip import clip, clip_value
 from appliance.http.scope import RequestScope
@@ -31,15 +32,25 @@ class Counting:
     def __init__(self, metrics: Metrics, recent: Recent) -> None:
         self.metrics = metrics
         self.recent = recent
+        # Each label set's series, looked up once (labels() takes a lock and builds a
+        # tuple of strings each time); the label values are bounded (see above).
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._waits: dict[tuple[str, str], Histogram] = {}  # queue_wait by (model, class)
 
     def __call__(self, scope: RequestScope) -> None:
         route = scope.route or "unmatched"
         model = scope.cluster.registry.served_as(scope.fields.get("model"))
         elapsed = scope.elapsed_s
-        self.metrics.requests.labels(route, model, str(scope.status)).inc()
-        self.metrics.latency.labels(route, model).observe(elapsed)
-        self.recent.add(time.time(), elapsed, scope.status >= 500)
+        status = scope.status
+        series = self._series.get((route, model, status))
+        if series is None:
+            series = self._series[route, model, status] = (
+                self.metrics.requests.labels(route, model, str(status)),
+                self.metrics.latency.labels(route, model),
+            )
+        series[0].inc()
+        series[1].observe(elapsed)
+        self.recent.add(time.time(), elapsed, status >= 500)
         timing = scope.timing
         if timing.queued_s and scope.principal is not None:  # it asked a model for a slot
             labels = (timing.model or model, scope.principal.priority)
@@ -67,23 +78,24 @@ class AccessLog:
     def __call__(self, scope: RequestScope) -> None:
         if not self.ref.current.config.logging.access_log:
             return
-        served = scope.timing.model
-        self.log.get().info(
-            "request",
-            method=clip(scope.method),
-            path=clip(scope.path),
-            status=scope.status,
-            duration_ms=round(scope.elapsed_s * 1000, 2),
-            **({"client_gone": True} if scope.client_gone else {}),
-            **({"key_name": scope.principal.name} if _named(scope) and scope.principal else {}),
-            **({"served_by": served} if served is not None else {}),
-            **(
-                {"spilled": [s.as_dict() for s in spills]}
-                if (spills := scope.timing.spills)
-                else {}
-            ),
-            **{name: clip_value(value) for name, value in scope.fields.items()},
-        )
+        timing = scope.timing
+        line: dict[str, Any] = {
+            "method": clip(scope.method),
+            "path": clip(scope.path),
+            "status": scope.status,
+            "duration_ms": round(scope.elapsed_s * 1000, 2),
+        }
+        if scope.client_gone:
+            line["client_gone"] = True
+        if _named(scope) and scope.principal:
+            line["key_name"] = scope.principal.name
+        if timing.model is not None:
+            line["served_by"] = timing.model
+        if timing.spills:
+            line["spilled"] = [s.as_dict() for s in timing.spills]
+        for name, value in scope.fields.items():
+            line[name] = clip_value(value)
+        self.log.info("request", line)
 
 
 def _named(scope: RequestScope) -> bool:

@@ -173,6 +173,10 @@ class Metrics:
             registry=own,
         )
 
+        # The token counters' series, each looked up once (labels() takes a lock and
+        # builds a tuple of strings each time), and made only once it counts something.
+        self._tokens: dict[tuple[str, str], Counter] = {}
+
     def model_loaded(self, model: str, seconds: float, *, ok: bool) -> None:
         """A local model loaded (``ok``), or an attempt to load it failed."""
         self.model_loads.labels(model, "ok" if ok else "failed").inc()
@@ -191,9 +195,15 @@ class Metrics:
     def count_usage(self, model: str, usage: Usage) -> None:
         """Add a request's usage to the token counters."""
         if usage.prompt:
-            self.tokens.labels(model, "prompt").inc(usage.prompt)
+            self._token_series(model, "prompt").inc(usage.prompt)
         if usage.completion:
-            self.tokens.labels(model, "completion").inc(usage.completion)
+            self._token_series(model, "completion").inc(usage.completion)
+
+    def _token_series(self, model: str, kind: str) -> Counter:
+        series = self._tokens.get((model, kind))
+        if series is None:
+            series = self._tokens[model, kind] = self.tokens.labels(model, kind)
+        return series
 
 
 class Recent:

@@ -31,6 +31,7 @@ from appliance.errors import (
     UpstreamConnectionError,
     UpstreamTimeoutError,
 )
+from appliance.runtime.deadline import Deadline
 from appliance.serving.registry import ModelGroup, Registry
 from appliance.serving.spill import Spill, spill_past
 from appliance.wire import usage
@@ -185,7 +186,7 @@ class Gateway:
         """
         policy = targets.groups[0].config
         try:
-            async with asyncio.timeout(policy.timeout_s):
+            with Deadline(policy.timeout_s):
                 return await self._failover(
                     targets, operation, policy.retries + 1, hold, timing or Timing(), session
                 )

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import re
 import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
+import orjson
+import pytest
+import structlog
 from structlog.testing import capture_logs
 
-from appliance.runtime.logging import REDACTED, BoundOnce, Redactor, stdlib_formatter
+from appliance.config import LoggingConfig
+from appliance.runtime.logging import (
+    REDACTED,
+    BoundOnce,
+    Redactor,
+    UtcStamp,
+    configure_logging,
+    stdlib_formatter,
+)
 
 
 def run(redactor: Redactor, **event: object) -> dict[str, object]:
@@ -95,3 +110,83 @@ def test_a_logger_bound_once_follows_every_reconfiguration() -> None:
         bound.get().info("two")
     assert [e["event"] for e in first] == ["one"]
     assert [e["event"] for e in second] == ["two"]
+
+
+def test_a_secret_is_replaced_on_every_line_not_only_the_first() -> None:
+    """The redactor remembers what it made of a string: the remembered answer is the
+    redacted one, and a name's masking is remembered as well."""
+    redact = Redactor(["sk-live-123456789", "adm"])
+    for _ in range(3):
+        out = run(redact, path="/v1/sk-live-123456789", model="adm", token=5, n=1, ok=True)
+        assert out == {
+            "path": f"/v1/{REDACTED}",
+            "model": REDACTED,
+            "token": REDACTED,
+            "n": 1,
+            "ok": True,
+        }
+
+
+def test_the_redactor_forgets_rather_than_grows_without_bound() -> None:
+    redact = Redactor(["sk-live-123456789"])
+    for i in range(10_000):
+        run(redact, **{f"field{i}": f"value {i} sk-live-123456789"})
+    assert len(redact._names) <= 4096 and len(redact._strings) <= 4096
+    assert run(redact, field1="sk-live-123456789") == {"field1": REDACTED}
+
+
+def test_the_timestamp_is_structlogs_iso_utc_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    stamp = UtcStamp("ts")
+    ours = stamp(None, "info", {})["ts"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", ours)
+    for ns in (1_765_000_000_000_000_000, 1_765_000_000_000_001_999, 1_765_000_061_250_000_000):
+        monkeypatch.setattr("time.time_ns", lambda ns=ns: ns)
+        when = datetime.fromtimestamp(ns // 1000 / 1e6, tz=UTC)
+        assert stamp(None, "info", {})["ts"] == when.isoformat().replace("+00:00", "Z")
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """structlog's configuration and the root level as they were before the test."""
+    saved, level = structlog.get_config(), logging.getLogger().level
+    yield
+    structlog.configure(**saved)
+    logging.getLogger().setLevel(level)
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_a_hot_path_line_is_the_line_structlog_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BoundOnce.info writes under the JSON configuration what get().info writes."""
+    out = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", type("Out", (), {"buffer": out})())
+    configure_logging(LoggingConfig(format="json"), ["sk-live-123456789"])
+    monkeypatch.setattr("time.time_ns", lambda: 1_765_000_000_123_456_000)
+    bound = BoundOnce("appliance.test")
+    fields = {"path": "/v1/sk-live-123456789", "status": 200, "nested": {"api_key": "x"}}
+    structlog.contextvars.bind_contextvars(request_id="req_1")
+    try:
+        bound.get().info("request", **fields)
+        bound.info("request", dict(fields))
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    first, second = out.getvalue().splitlines()
+    assert first == second
+    assert orjson.loads(first) == {
+        "path": f"/v1/{REDACTED}",
+        "status": 200,
+        "nested": {"api_key": REDACTED},
+        "event": "request",
+        "request_id": "req_1",
+        "level": "info",
+        "ts": "2025-12-06T05:46:40.123456Z",
+    }
+    configure_logging(LoggingConfig(format="json", level="warning"), [])
+    bound.info("request", {"dropped": True})  # below the level: nothing
+    assert len(out.getvalue().splitlines()) == 2
+
+
+def test_a_hot_path_line_goes_through_any_other_configuration() -> None:
+    bound = BoundOnce("appliance.test")
+    with capture_logs() as logs:
+        bound.info("request", {"status": 200})
+    assert logs == [{"event": "request", "status": 200, "log_level": "info"}]

@@ -250,16 +250,21 @@ class _UpstreamStream:
     def __init__(self, response: aiohttp.ClientResponse, choices: int) -> None:
         self._response = response
         self._body = response.content
-        self._choices = choices
+        self._payloads = payloads(self._read, choices)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return payloads(self._read, self._choices)
+        return self._payloads
 
     async def _read(self) -> bytes:
         return await _guard(self._body.readany())
 
     async def aclose(self) -> None:
-        self._response.close()
+        if self._payloads.ended and not self._body.is_eof():
+            # The body's own end (its last chunk) usually comes right after [DONE], often
+            # in a read of its own: one turn of the loop takes it in, and the connection
+            # goes back to the pool instead of being closed.
+            await asyncio.sleep(0)
+        self._response.close()  # nothing left to do once the connection went back
 
 
 def _looks_like_object(raw: bytes) -> bool:

@@ -73,6 +73,12 @@ class Payloads:
     def __aiter__(self) -> Payloads:
         return self
 
+    @property
+    def ended(self) -> bool:
+        """Whether the next :meth:`batch` raises at once (the end, or the stream's error):
+        the last read brought the stream's end with its payloads."""
+        return self._finished or self._failed is not None
+
     async def __anext__(self) -> bytes:
         while not self._held:
             self._held = await self.batch()
@@ -81,7 +87,8 @@ class Payloads:
 
     async def batch(self) -> list[bytes]:
         """The payloads of the next read that completes any (never an empty list); raises
-        ``StopAsyncIteration`` at the end, or the stream's error after what came before it."""
+        ``StopAsyncIteration`` at the end, or the stream's error after what came before it.
+        It may be cancelled while it waits for a read, and called again: nothing is lost."""
         while True:
             if self._failed is not None:
                 failed, self._failed = self._failed, None

@@ -21,6 +21,7 @@ import structlog
 
 from appliance import telemetry
 from appliance.backends.base import ReplyStream, Worker
+from appliance.backends.deadlines import Deadlines
 from appliance.backends.tls import client_context
 from appliance.backends.upstream_body import UpstreamStream, guard
 from appliance.config import ModelConfig, OpenAIModel
@@ -80,7 +81,8 @@ class OpenAIWorker(Worker):
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=upstream.connect_timeout_s, sock_read=upstream.idle_timeout_s
         )
-        self._first_byte_s = upstream.first_byte_timeout_s
+        self._first_byte = Deadlines(upstream.first_byte_timeout_s)
+        self._urls = {endpoint: f"{self.base_url}/{endpoint.value}" for endpoint in Endpoint}
         self._idle_s = upstream.idle_timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._refuses_stream_options = False
@@ -106,6 +108,7 @@ class OpenAIWorker(Worker):
 
     async def close(self) -> None:
         await super().close()
+        self._first_byte.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -198,18 +201,21 @@ class OpenAIWorker(Worker):
         if self._session is None:
             raise UpstreamConnectionError(f"worker {self.worker_id} is not started")
         payload = orjson.dumps({**body, "model": self.upstream_model})
-        url = f"{self.base_url}/{endpoint.value}"
+        url = self._urls[endpoint]
+        first_byte = self._first_byte
+        task = first_byte.start()
         try:
-            async with asyncio.timeout(self._first_byte_s):
-                response = await guard(
-                    self._session.post(
-                        url, data=payload, headers=self._call_headers(), allow_redirects=False
-                    )
+            response = await guard(
+                self._session.post(
+                    url, data=payload, headers=self._call_headers(), allow_redirects=False
                 )
-        except TimeoutError:
-            raise UpstreamTimeoutError(
-                f"The upstream did not begin to answer within {self._first_byte_s:g}s"
-            ) from None
+            )
+        except asyncio.CancelledError:
+            if first_byte.expired(task):
+                raise UpstreamTimeoutError(
+                    f"The upstream did not begin to answer within {first_byte.seconds:g}s"
+                ) from None
+            raise
         except UpstreamConnectionError as exc:
             log.warning(
                 "upstream_unreachable",
@@ -219,6 +225,8 @@ class OpenAIWorker(Worker):
                 detail=str(exc.__cause__ or exc),
             )
             raise
+        finally:
+            first_byte.stop(task)
         if response.status >= 400:
             try:
                 raw = await guard(response.content.read(_MAX_ERROR_BODY))

@@ -193,15 +193,17 @@ class Relay:
         if getattr(source, "batch", None) is None:  # payload by payload: read ahead
             source = self._prefetch = Prefetch(source)
         batch = source.batch
-        task = self._task = asyncio.current_task()
-        assert task is not None
-        self._cancelling = task.cancelling()
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.ping_s, self._tick)
         failure: APIError | None = None
         last = b""  # the last payloads' frames, held to go out with the end
         try:
             while not self._ended:
+                # The task that waits (each ``anext`` may come from another) is the one a
+                # wake cancels: the server's, as a rule.
+                task = self._task = asyncio.current_task()
+                assert task is not None
+                self._cancelling = task.cancelling()
                 self._since = loop.time()
                 self._reading = True
                 try:

@@ -176,6 +176,12 @@ async def test_a_slow_client_holds_the_worker_back() -> None:
     await relay.aclose()
 
 
+def current_task_cancelling() -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    return task.cancelling()
+
+
 class GatedUpstream:
     """An upstream's SSE body (read as :func:`payloads` reads it) whose next read waits
     for ``gate``: a slow model between two chunks. Records its reads and being closed."""
@@ -184,11 +190,16 @@ class GatedUpstream:
         self.pieces = pieces
         self.gate = asyncio.Event()
         self.reads = 0
+        self.waiting = False  # a read waits for the gate now
         self.closed = False
 
     async def read(self) -> bytes:
         if len(self.pieces) == 1:
-            await self.gate.wait()  # the last piece comes only once the test says so
+            self.waiting = True
+            try:
+                await self.gate.wait()  # the last piece comes only once the test says so
+            finally:
+                self.waiting = False
         self.reads += 1
         return self.pieces.pop(0) if self.pieces else b""
 
@@ -220,8 +231,9 @@ async def test_a_client_leaving_while_the_relay_waits_for_the_upstream_ends_it_a
     events = relay.events()
     assert await anext(events) is not None
     pending = asyncio.ensure_future(anext(events, "finished"))
-    await until_async(lambda: upstream.reads == 1 and not pending.done())
+    await until_async(lambda: upstream.waiting, what="the relay to wait for the upstream")
     relay.client_gone()  # as the access layer reports it, from another task
+    assert current_task_cancelling() == 0, "the wake went to the task waiting, not this one"
     assert await asyncio.wait_for(pending, 10) == "finished"  # no ping, no [DONE]: it ended
     assert upstream.closed and settled.failures == [None]
     assert upstream.reads == 1, "nothing more was read from the upstream"
@@ -233,8 +245,9 @@ async def test_a_drain_ends_a_waiting_relay_with_its_error_event() -> None:
     events = relay.events()
     assert await anext(events) is not None
     pending = asyncio.ensure_future(anext(events))
-    await until_async(lambda: upstream.reads == 1 and not pending.done())
+    await until_async(lambda: upstream.waiting, what="the relay to wait for the upstream")
     relay.end(UpstreamConnectionError("The server is shutting down"))
+    assert current_task_cancelling() == 0, "the wake went to the task waiting, not this one"
     last = await asyncio.wait_for(pending, 10)
     assert last is not None and last.serialize().startswith(b'data: {"error":')
     assert last.serialize().endswith(b"data: [DONE]\n\n") and upstream.closed
@@ -248,7 +261,7 @@ async def test_cancelling_the_task_that_sends_a_stream_is_not_taken_for_a_ping()
         return [event async for event in relay.events()]
 
     task = asyncio.ensure_future(send())
-    await until_async(lambda: upstream.reads == 1)
+    await until_async(lambda: upstream.waiting, what="the relay to wait for the upstream")
     task.cancel()  # a drain giving up on a client, or the server stopping
     with pytest.raises(asyncio.CancelledError):
         await task

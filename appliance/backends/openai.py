@@ -82,10 +82,19 @@ class OpenAIWorker(Worker):
             total=None, connect=upstream.connect_timeout_s, sock_read=upstream.idle_timeout_s
         )
         self._first_byte = Deadlines(upstream.first_byte_timeout_s)
-        self._urls = {endpoint: f"{self.base_url}/{endpoint.value}" for endpoint in Endpoint}
         self._idle_s = upstream.idle_timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._refuses_stream_options = False
+
+    @property
+    def base_url(self) -> str:
+        """The upstream's base URL (a local model's worker learns its port late)."""
+        return self._base_url
+
+    @base_url.setter
+    def base_url(self, url: str) -> None:
+        self._base_url = url
+        self._urls = {endpoint: f"{url}/{endpoint.value}" for endpoint in Endpoint}
 
     async def start(self) -> None:
         # An https upstream's context is the appliance's own (see .tls), never aiohttp's.

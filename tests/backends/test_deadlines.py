@@ -25,10 +25,10 @@ async def wait(deadlines: Deadlines, answer: asyncio.Event) -> str:
 
 
 async def test_each_request_times_out_at_its_own_deadline() -> None:
-    deadlines = Deadlines(0.3)
+    deadlines = Deadlines(0.6)
     never = asyncio.Event()
     first = asyncio.ensure_future(wait(deadlines, never))
-    await asyncio.sleep(0.15)  # the second request begins later: its deadline is later
+    await asyncio.sleep(0.3)  # the second request begins later: its deadline is later
     second = asyncio.ensure_future(wait(deadlines, never))
     assert await asyncio.wait_for(first, 10) == "timed out"
     assert not second.done(), "the second request's deadline has not come"

@@ -128,12 +128,12 @@ async def test_a_stream_longer_than_its_idle_timeout_but_never_silent_that_long_
     """The timeout is the longest wait for one read, not the stream's length: the stream's
     one timer follows each read."""
     async with Trickle() as upstream:
-        proxy = await worker(upstream.base_url, idle_s=0.4)
+        proxy = await worker(upstream.base_url, idle_s=0.8)
         try:
-            body = {**CHAT, "stream": True, "x_chunks": 8, "x_gap_s": 0.1}
+            body = {**CHAT, "stream": True, "x_chunks": 12, "x_gap_s": 0.1}
             stream = await proxy.open_stream(Endpoint.CHAT, body)
             try:
-                assert len(await asyncio.wait_for(read_all(aiter(stream)), 20)) == 9
+                assert len(await asyncio.wait_for(read_all(aiter(stream)), 20)) == 13
             finally:
                 await stream.aclose()
         finally:

@@ -5,16 +5,13 @@ talks to one base URL over a pooled keep-alive aiohttp session (aiohttp costs a 
 of httpx's CPU per request here; see FINDINGS). The client's JSON object is forwarded with
 only ``model`` replaced (and, for streams the appliance charges, ``include_usage`` asked
 for); replies and stream payloads are relayed as bytes.
-aiohttp's exceptions are translated into :mod:`appliance.errors` here and nowhere else.
+aiohttp's exceptions are translated into :mod:`appliance.errors` here and in
+:mod:`.upstream_body` (its :func:`~.upstream_body.guard`), nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import ssl
-from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,8 +21,9 @@ import structlog
 
 from appliance import telemetry
 from appliance.backends.base import ReplyStream, Worker
+from appliance.backends.deadlines import Deadlines
 from appliance.backends.tls import client_context
-from appliance.backends.upstream_sse import payloads
+from appliance.backends.upstream_body import UpstreamStream, guard
 from appliance.config import ModelConfig, OpenAIModel
 from appliance.errors import (
     UpstreamConnectionError,
@@ -83,9 +81,20 @@ class OpenAIWorker(Worker):
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=upstream.connect_timeout_s, sock_read=upstream.idle_timeout_s
         )
-        self._first_byte_s = upstream.first_byte_timeout_s
+        self._first_byte = Deadlines(upstream.first_byte_timeout_s)
+        self._idle_s = upstream.idle_timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._refuses_stream_options = False
+
+    @property
+    def base_url(self) -> str:
+        """The upstream's base URL (a local model's worker learns its port late)."""
+        return self._base_url
+
+    @base_url.setter
+    def base_url(self, url: str) -> None:
+        self._base_url = url
+        self._urls = {endpoint: f"{url}/{endpoint.value}" for endpoint in Endpoint}
 
     async def start(self) -> None:
         # An https upstream's context is the appliance's own (see .tls), never aiohttp's.
@@ -108,6 +117,7 @@ class OpenAIWorker(Worker):
 
     async def close(self) -> None:
         await super().close()
+        self._first_byte.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -115,7 +125,7 @@ class OpenAIWorker(Worker):
     async def call(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
         response = await self._post(endpoint, body)
         try:
-            raw = await _guard(response.read())
+            raw = await guard(response.read())
         finally:
             response.release()
         if not _looks_like_object(raw):
@@ -142,7 +152,7 @@ class OpenAIWorker(Worker):
                 f"The upstream answered a stream request with {content_type or 'no type'}"
             )
         n = body.get("n")
-        return _UpstreamStream(response, n if isinstance(n, int) and n > 1 else 1)
+        return UpstreamStream(response, n if isinstance(n, int) and n > 1 else 1, self._idle_s)
 
     async def _post_asking_usage(
         self, endpoint: Endpoint, body: dict[str, Any], options: dict[str, Any]
@@ -179,10 +189,10 @@ class OpenAIWorker(Worker):
         """``GET {base_url}/models``: cheap on every OpenAI-compatible server, never billed."""
         if self._session is None:
             raise UpstreamConnectionError(f"worker {self.worker_id} is not started")
-        response = await _guard(self._session.get(f"{self.base_url}/models", headers=self._headers))
+        response = await guard(self._session.get(f"{self.base_url}/models", headers=self._headers))
         try:
             if response.status >= 400:
-                raise _status_error(response, await _guard(response.content.read(1024)))
+                raise _status_error(response, await guard(response.content.read(1024)))
         finally:
             response.release()
 
@@ -200,18 +210,21 @@ class OpenAIWorker(Worker):
         if self._session is None:
             raise UpstreamConnectionError(f"worker {self.worker_id} is not started")
         payload = orjson.dumps({**body, "model": self.upstream_model})
-        url = f"{self.base_url}/{endpoint.value}"
+        url = self._urls[endpoint]
+        first_byte = self._first_byte
+        task = first_byte.start()
         try:
-            async with asyncio.timeout(self._first_byte_s):
-                response = await _guard(
-                    self._session.post(
-                        url, data=payload, headers=self._call_headers(), allow_redirects=False
-                    )
+            response = await guard(
+                self._session.post(
+                    url, data=payload, headers=self._call_headers(), allow_redirects=False
                 )
-        except TimeoutError:
-            raise UpstreamTimeoutError(
-                f"The upstream did not begin to answer within {self._first_byte_s:g}s"
-            ) from None
+            )
+        except asyncio.CancelledError:
+            if first_byte.expired(task):
+                raise UpstreamTimeoutError(
+                    f"The upstream did not begin to answer within {first_byte.seconds:g}s"
+                ) from None
+            raise
         except UpstreamConnectionError as exc:
             log.warning(
                 "upstream_unreachable",
@@ -221,9 +234,11 @@ class OpenAIWorker(Worker):
                 detail=str(exc.__cause__ or exc),
             )
             raise
+        finally:
+            first_byte.stop(task)
         if response.status >= 400:
             try:
-                raw = await _guard(response.content.read(_MAX_ERROR_BODY))
+                raw = await guard(response.content.read(_MAX_ERROR_BODY))
             finally:
                 response.close()
             error = _status_error(response, raw)
@@ -244,66 +259,11 @@ class _FieldRefused(Exception):
         self.error = error
 
 
-class _UpstreamStream:
-    """The payloads of one upstream response (see :mod:`.upstream_sse`)."""
-
-    def __init__(self, response: aiohttp.ClientResponse, choices: int) -> None:
-        self._response = response
-        self._body = response.content
-        self._choices = choices
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return payloads(self._read, self._choices)
-
-    async def _read(self) -> bytes:
-        return await _guard(self._body.readany())
-
-    async def aclose(self) -> None:
-        self._response.close()
-
-
 def _looks_like_object(raw: bytes) -> bool:
     """Whether ``raw`` is shaped like a JSON object: the whole body is not parsed here
     (replies can be large); whatever reads it next parses it."""
     body = raw.strip()
     return body[:1] == b"{" and body[-1:] == b"}"
-
-
-async def _guard(operation: Awaitable[T]) -> T:
-    """Await ``operation``, mapping aiohttp's failures into the error tree."""
-    try:
-        return await operation
-    except TimeoutError as exc:
-        raise UpstreamTimeoutError("The upstream did not answer in time") from exc
-    except aiohttp.ClientConnectorError as exc:
-        # The client is told why, never where (the upstream's host and port are the
-        # operator's): the address stays in the log (see ``OpenAIWorker._post``).
-        raise UpstreamConnectionError(
-            f"Cannot connect to the upstream: {_reason(exc.os_error)}"
-        ) from exc
-    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-        raise UpstreamConnectionError(
-            f"The upstream connection failed: {type(exc).__name__}"
-        ) from exc
-    except ValueError as exc:  # aiohttp: a line longer than the read buffer
-        raise UpstreamConnectionError("The upstream sent an oversized chunk") from exc
-
-
-def _reason(error: OSError) -> str:
-    """What went wrong with a connection, without the address it was going to."""
-    if isinstance(error, socket.gaierror):
-        return "its host name could not be resolved"
-    if isinstance(error, ssl.SSLError):
-        return "the TLS handshake failed"
-    if error.errno:
-        text = os.strerror(error.errno)
-        if not text.startswith("Unknown error"):
-            return text.lower()
-    return {
-        ConnectionRefusedError: "connection refused",
-        ConnectionResetError: "connection reset",
-        TimeoutError: "connection timed out",
-    }.get(type(error), "connection failed")
 
 
 def _status_error(response: aiohttp.ClientResponse, raw: bytes) -> UpstreamStatusError:

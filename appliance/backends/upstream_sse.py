@@ -73,6 +73,12 @@ class Payloads:
     def __aiter__(self) -> Payloads:
         return self
 
+    @property
+    def ended(self) -> bool:
+        """Whether the next :meth:`batch` raises at once (the end, or the stream's error):
+        the last read brought the stream's end with its payloads."""
+        return self._finished or self._failed is not None
+
     async def __anext__(self) -> bytes:
         while not self._held:
             self._held = await self.batch()
@@ -81,7 +87,8 @@ class Payloads:
 
     async def batch(self) -> list[bytes]:
         """The payloads of the next read that completes any (never an empty list); raises
-        ``StopAsyncIteration`` at the end, or the stream's error after what came before it."""
+        ``StopAsyncIteration`` at the end, or the stream's error after what came before it.
+        It may be cancelled while it waits for a read, and called again: nothing is lost."""
         while True:
             if self._failed is not None:
                 failed, self._failed = self._failed, None
@@ -104,34 +111,37 @@ class Payloads:
         """Read one piece of the body: its complete payloads into ``out``; at ``[DONE]`` or
         at the body's end (``b""``), check how the stream ended and finish."""
         end = not chunk
-        data, ending = self._data, self._ending
+        data = self._data
+        size = self._size  # of the event being read, in this local until the read is done
         for line in self._lines.feed(chunk):
-            done = False
+            if not line:  # a blank line: the event's end
+                if data:
+                    payload = data[0] if len(data) == 1 else b"\n".join(data)
+                    data.clear()
+                    size = 0
+                    self._payload(payload, end, out)
+                continue
             if line.startswith(b"data:"):
                 payload = line[6:] if line[5:6] == b" " else line[5:]  # one space, no more
-                done = len(payload) < 16 and payload.strip() == b"[DONE]"
-                if not done:
-                    data.append(payload)
-                    self._size += len(payload) + 1  # with the newline that joins them
-                    if self._size > MAX_EVENT:  # one event, however many lines it takes
-                        raise UpstreamConnectionError("The upstream sent an oversized chunk")
-                    continue
-            elif line:
-                if line.startswith((b"error:", b"{")):
-                    _raise_error_line(line)
-                continue
-            if data:  # the event's end (or [DONE] right after its lines, without a blank)
-                payload = data[0] if len(data) == 1 else b"\n".join(data)
-                data.clear()
-                self._size = 0
-                self._payload(payload, end, out)
-            if done:
-                self._finished = True
-                ending.check(done=True)
-                return
+                if len(payload) < 16 and payload.strip() == b"[DONE]":
+                    if data:  # [DONE] right after an event's lines, without a blank
+                        joined = data[0] if len(data) == 1 else b"\n".join(data)
+                        data.clear()
+                        self._payload(joined, end, out)
+                    self._size = 0
+                    self._finished = True
+                    self._ending.check(done=True)
+                    return
+                data.append(payload)
+                size += len(payload) + 1  # with the newline that joins them
+                if size > MAX_EVENT:  # one event, however many lines it takes
+                    raise UpstreamConnectionError("The upstream sent an oversized chunk")
+            elif line.startswith((b"error:", b"{")):
+                _raise_error_line(line)
+        self._size = size
         if end:
             self._finished = True
-            ending.check(done=False)
+            self._ending.check(done=False)
 
     def _payload(self, payload: bytes, end: bool, out: list[bytes]) -> None:
         """One event's payload: into ``out`` if it is one (see the module's rules)."""
@@ -145,9 +155,13 @@ class Payloads:
             return
         if end and _parse(payload) is None:
             return  # a last line cut off: not sent
+        ending = self._ending
         if b'"error"' in payload or b"response.failed" in payload:
-            self._ending.failure = _error_in(payload) or self._ending.failure
-        self._ending.seen(payload)
+            ending.failure = _error_in(payload) or ending.failure
+        if ending.choices > 1:
+            ending.seen(payload)
+        else:  # as seen() keeps them, without the call
+            ending.before, ending.last = ending.last, payload
         out.append(payload)
 
 

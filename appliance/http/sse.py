@@ -1,15 +1,16 @@
 """Relaying a worker's stream as server-sent events.
 
-One task per stream reads the worker's payloads into a small bounded queue (a slow client
-holds the worker back, as before: nothing piles up); the events go out as they come, and
-payloads that are already there when the client's side is ready go out together as one
-write (an upstream that sends a burst costs one hand-off to the server, not one per
-token). While the next chunk is slow to come, this yields ``None`` every ``ping_s``
-(sent as the comment ``: ping``, which OpenAI clients ignore, and which keeps proxies from
-timing out). A client that leaves is reported by the access layer through
-:meth:`Relay.client_gone`, which stops reading from the worker at once. Errors never
-escape: once streaming has begun they become an ``{"error": ...}`` event followed by
-``[DONE]``, which the openai SDK raises.
+The relay reads the worker's stream in the task that sends the response: a read's worth
+of payloads at a time (an upstream's :meth:`~appliance.backends.upstream_sse.Payloads.batch`;
+a stream that offers payloads one by one is read ahead by a :class:`Prefetch`), and what
+one read brought goes out as one write (an upstream that sends a burst costs one hand-off
+to the server, not one per token). No task, queue or timer per read: one timer per
+stream wakes a wait for the next read that lasted ``ping_s``, and the relay then yields
+``None`` (sent as the comment ``: ping``, which OpenAI clients ignore, and which keeps
+proxies from timing out). A client that leaves is reported by the access layer through
+:meth:`Relay.client_gone`, which interrupts that wait at once. Errors never escape: once
+streaming has begun they become an ``{"error": ...}`` event followed by ``[DONE]``,
+which the openai SDK raises.
 
 The relay owns the worker's stream from the moment it exists: :meth:`Relay.aclose`
 closes it (freeing the worker's slot and charging the request) whether or not the event
@@ -24,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import structlog
 
 from appliance.backends.base import ReplyStream
 from appliance.clip import clip
 from appliance.errors import APIError
+from appliance.http.prefetch import Prefetch
 from appliance.runtime.metrics import StreamStats
 from appliance.wire.sse import Framing, OpenAIFraming
 from appliance.wire.usage import StreamTally
@@ -48,10 +50,6 @@ class Event:
 
     def serialize(self, handler: Any = None) -> bytes:
         return self.frame
-
-
-_QUEUE = 32  # reads (or payloads) read ahead of the client at most
-_END = object()  # the reader's last item after the stream's last payload
 
 
 class Endable(Protocol):
@@ -106,12 +104,17 @@ class Relay:
     """
 
     __slots__ = (
+        "_cancelling",
         "_closed",
         "_ended",
         "_error",
         "_failure",
-        "_queue",
-        "_reader",
+        "_prefetch",
+        "_reading",
+        "_since",
+        "_task",
+        "_timer",
+        "_woken",
         "framing",
         "live",
         "on_close",
@@ -138,8 +141,13 @@ class Relay:
         self.stats = stats
         self.on_close = on_close
         self.framing: Framing = framing or OpenAIFraming()
-        self._queue: asyncio.Queue[object] = asyncio.Queue(_QUEUE)
-        self._reader: asyncio.Task[None] | None = None
+        self._prefetch: Prefetch | None = None
+        self._task: asyncio.Task[Any] | None = None  # the one sending the events
+        self._timer: asyncio.TimerHandle | None = None
+        self._reading = False  # the events wait for the worker's next read
+        self._woken = False  # and were woken (for a ping, or to end)
+        self._since = 0.0  # when that wait began (loop time)
+        self._cancelling = 0
         self._ended = False
         self._closed = False
         self._error: APIError | None = None
@@ -148,10 +156,9 @@ class Relay:
     def end(self, error: APIError | None = None) -> None:
         """Stop relaying: with ``error`` the client gets it as an event; without, nothing."""
         self._ended, self._error = True, error
-        if self._reader is not None:
-            self._reader.cancel()
-        if not self._queue.full():
-            self._queue.put_nowait(_END)  # wakes the relay if it waits
+        if self._prefetch is not None:
+            self._prefetch.stop()
+        self._wake()
 
     def client_gone(self) -> None:
         """The client left: stop reading from the worker now."""
@@ -163,10 +170,11 @@ class Relay:
             return
         self._closed = True
         self.live.relays.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
         try:
-            if self._reader is not None and not self._reader.done():
-                self._reader.cancel()  # the reader never raises: it queues what it met
-                await asyncio.gather(self._reader, return_exceptions=True)
+            if self._prefetch is not None:
+                await self._prefetch.aclose()
             await self.stream.aclose()
         finally:
             if self.on_close is not None:
@@ -175,39 +183,56 @@ class Relay:
     async def events(self) -> AsyncGenerator[Event | None, None]:
         """The stream's payloads as SSE events, then the end; the stream is always closed.
 
-        The frames that end the stream go out in the same write as the last payloads
-        when those were there together (a burst's last read: one write, not two)."""
+        Each read's payloads go out as one write, and the frames that end the stream in
+        the same write as the last payloads when the read that brought those also ended
+        the stream (a burst's last read: one write, not two)."""
         if self._closed:
             return
         self.live.relays.add(self)
-        self._reader = asyncio.ensure_future(self._read())
+        source: Any = aiter(self.stream)
+        if getattr(source, "batch", None) is None:  # payload by payload: read ahead
+            source = self._prefetch = Prefetch(source)
+        batch = source.batch
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.ping_s, self._tick)
         failure: APIError | None = None
         last = b""  # the last payloads' frames, held to go out with the end
-        queue = self._queue
         try:
-            done = False
-            while not done and not self._ended:
-                if queue.empty():
-                    try:
-                        async with asyncio.timeout(self.ping_s):
-                            items = [await queue.get()]
-                    except TimeoutError:
-                        yield None
-                        continue
-                else:
-                    items = []
-                while not queue.empty():
-                    items.append(queue.get_nowait())
-                frames, done, error = self._frames(items)
+            while not self._ended:
+                # The task that waits (each ``anext`` may come from another) is the one a
+                # wake cancels: the server's, as a rule.
+                task = self._task = asyncio.current_task()
+                assert task is not None
+                self._cancelling = task.cancelling()
+                self._since = loop.time()
+                self._reading = True
+                try:
+                    items = await batch()
+                except StopAsyncIteration:
+                    if self.tally is not None:
+                        self.tally.finished()
+                    break
+                except asyncio.CancelledError:
+                    if not self._woken or task.uncancel() > self._cancelling:
+                        raise
+                    self._woken = False
+                    if not self._ended:
+                        yield None  # nothing came for ping_s
+                    continue
+                finally:
+                    self._reading = False
+                if self.stats is not None:
+                    self.stats.chunk(time.perf_counter())
+                frames, error = self._frames(items)
                 if error is not None:
-                    if frames:
-                        yield Event(frames)
+                    last = frames
                     raise error
-                if done:
+                if source.ended:
                     last = frames
                 elif frames:
                     yield Event(frames)
             if self._error is not None:
+                last = b""
                 raise self._error
             if self._ended:
                 return
@@ -231,53 +256,44 @@ class Relay:
         if end:
             yield Event(end)
 
-    def _frames(self, items: list[object]) -> tuple[bytes, bool, Exception | None]:
-        """The events for payloads read so far (single payloads, or a read's worth in a
-        list), whether the stream's end is among them, and the error the worker's stream
-        raised, if it did (after the payloads before it)."""
+    def _tick(self) -> None:
+        """Once a ``ping_s`` at most: wake a wait that has lasted that long, to ping."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = self._since + self.ping_s
+        if self._reading and now >= due - _EARLY:
+            self._wake()
+            due = now + self.ping_s
+        elif not self._reading:
+            due = now + self.ping_s
+        self._timer = loop.call_at(due, self._tick)
+
+    def _wake(self) -> None:
+        """Interrupt the events' wait for the worker's next read (they are suspended there,
+        so that is where the cancellation lands; they take it back, as ``asyncio.timeout``
+        does)."""
+        if self._reading and not self._woken and self._task is not None:
+            self._woken = True
+            self._task.cancel()
+
+    def _frames(self, payloads: list[bytes]) -> tuple[bytes, Exception | None]:
+        """The events for one read's payloads, and the error that ends the stream among
+        them, if there is one (after the payloads before it)."""
         frames: list[bytes] = []
-        tally, chunk, stats = self.tally, self.framing.chunk, self.stats
-        for item in items:
+        tally, chunk = self.tally, self.framing.chunk
+        for payload in payloads:
             if self._ended:
                 break
-            if item is _END:
-                if tally is not None:
-                    tally.finished()
-                return b"".join(frames), True, None
-            if isinstance(item, Exception):
-                return b"".join(frames), True, item
-            if stats is not None:
-                stats.chunk(time.perf_counter())
-            for payload in cast(list[bytes], item) if type(item) is list else (item,):
-                if tally is not None:
-                    try:
-                        shown = tally.chunk(cast(bytes, payload))
-                    except APIError as exc:  # a chunk that is not JSON: after what came before
-                        return b"".join(frames), True, exc
-                    if shown is None:
-                        continue
-                    payload = shown
-                frames.extend(chunk(cast(bytes, payload)))
-        return b"".join(frames), False, None
+            if tally is not None:
+                try:
+                    shown = tally.chunk(payload)
+                except APIError as exc:  # a chunk that is not JSON: after what came before
+                    return b"".join(frames), exc
+                if shown is None:
+                    continue
+                payload = shown
+            frames.extend(chunk(payload))
+        return b"".join(frames), None
 
-    async def _read(self) -> None:
-        """Read the worker's payloads into the queue, then the end (or the error): a
-        read's worth at a time where the stream offers it (``batch()``, see
-        :class:`appliance.backends.upstream_sse.Payloads`), else one by one."""
-        queue = self._queue
-        try:
-            payloads = aiter(self.stream)
-            batch = getattr(payloads, "batch", None)
-            if batch is None:
-                async for payload in payloads:
-                    await queue.put(payload)
-            else:
-                while True:
-                    try:
-                        items = await batch()
-                    except StopAsyncIteration:
-                        break
-                    await queue.put(items)
-            await queue.put(_END)
-        except Exception as exc:  # the relay raises it, in order, after what came before
-            await queue.put(exc)
+
+_EARLY = 0.01  # a timer may fire this much before its time

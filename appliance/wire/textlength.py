@@ -25,18 +25,24 @@ def generated_text_length(obj: Any) -> int:
         return 0
     length = 0
     for choice in choices:
-        if type(choice) is not dict:
-            continue
-        part = choice.get("delta") or choice.get("message")
-        if type(part) is dict:
-            content = part.get("content")
-            if type(content) is str and len(part) <= 2:  # the usual {"content"[, "role"]}
-                length += len(content)
-            else:
-                length += _message_length(part)
-        text = choice.get("text")
-        if type(text) is str:
-            length += len(text)
+        if type(choice) is dict:
+            length += choice_text_length(choice)
+    return length
+
+
+def choice_text_length(choice: dict[str, Any]) -> int:
+    """Characters of generated text in one choice of a reply or chunk."""
+    length = 0
+    part = choice.get("delta") or choice.get("message")
+    if type(part) is dict:
+        content = part.get("content")
+        if type(content) is str and len(part) <= 2:  # the usual {"content"[, "role"]}
+            length += len(content)
+        else:
+            length += _message_length(part)
+    text = choice.get("text")
+    if type(text) is str:
+        length += len(text)
     return length
 
 

@@ -20,7 +20,12 @@ import orjson
 import structlog
 
 from appliance.errors import UpstreamError
-from appliance.wire.textlength import generated_text_length, prompt_text_length, tokens_in
+from appliance.wire.textlength import (
+    choice_text_length,
+    generated_text_length,
+    prompt_text_length,
+    tokens_in,
+)
 
 MAX_COUNT = 10**8  # tokens in one request, past any model's context: a larger figure is broken
 
@@ -69,6 +74,18 @@ def usage_of(obj: Any) -> Usage | None:
     raw = obj.get("usage")
     if not isinstance(raw, dict):
         return None
+    prompt = raw.get("prompt_tokens")
+    completion = raw.get("completion_tokens")
+    total = raw.get("total_tokens")
+    if (  # as every OpenAI-compatible server writes it: three counts in range
+        type(prompt) is int
+        and type(completion) is int
+        and type(total) is int
+        and 0 <= prompt <= MAX_COUNT
+        and 0 <= completion <= MAX_COUNT
+        and 0 <= total <= MAX_COUNT
+    ):
+        return Usage(prompt, completion, total)
     figures = (
         raw.get("prompt_tokens", raw.get("input_tokens")),
         raw.get("completion_tokens", raw.get("output_tokens")),
@@ -218,18 +235,22 @@ class StreamTally:
 
     def chunk(self, payload: bytes) -> bytes | None:
         """Read one chunk; returns what the client sees (None: nothing)."""
-        obj = parse(payload)
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            obj = None
         if not isinstance(obj, dict):
             raise not_json()
-        self.chars += generated_text_length(obj)
+        choices = obj.get("choices")
+        if type(choices) is list:  # its text and finish reasons, in one pass
+            for choice in choices:
+                if type(choice) is dict:
+                    self.chars += choice_text_length(choice)
+                    reason = choice.get("finish_reason")
+                    if type(reason) is str:
+                        self.finish_reasons.append(reason)
         if self.kept is not None and self.chars <= self.keep_chars:
             self.kept.add(obj)
-        choices = obj.get("choices")
-        if isinstance(choices, list):
-            for choice in choices:
-                reason = choice.get("finish_reason") if isinstance(choice, dict) else None
-                if isinstance(reason, str):
-                    self.finish_reasons.append(reason)
         if "usage" not in obj:
             return payload
         found = usage_of(obj)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import pytest
+
 from appliance.backends.upstream_sse import payloads
 from appliance.errors import APIError, UpstreamConnectionError, UpstreamError
 from appliance.http.sse import LiveStreams, Relay
 from appliance.wire.sse import data
 from appliance.wire.usage import StreamTally
-from tests.support.poll import settled_async
+from tests.support.poll import settled_async, until_async
 
 
 class FakeStream:
@@ -172,3 +174,95 @@ async def test_a_slow_client_holds_the_worker_back() -> None:
     assert await settled_async(lambda: len(produced)) < 100
     await events.aclose()
     await relay.aclose()
+
+
+def current_task_cancelling() -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    return task.cancelling()
+
+
+class GatedUpstream:
+    """An upstream's SSE body (read as :func:`payloads` reads it) whose next read waits
+    for ``gate``: a slow model between two chunks. Records its reads and being closed."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+        self.gate = asyncio.Event()
+        self.reads = 0
+        self.waiting = False  # a read waits for the gate now
+        self.closed = False
+
+    async def read(self) -> bytes:
+        if len(self.pieces) == 1:
+            self.waiting = True
+            try:
+                await self.gate.wait()  # the last piece comes only once the test says so
+            finally:
+                self.waiting = False
+        self.reads += 1
+        return self.pieces.pop(0) if self.pieces else b""
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return payloads(self.read)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_slow_upstream_is_pinged_and_the_ping_loses_no_read() -> None:
+    """While the next read is slow the relay pings (``None``); the read it interrupted is
+    read again afterwards, nothing lost, nothing twice."""
+    upstream = GatedUpstream([b'data: {"a":1}\n\n', b'data: {"a":2}\n\ndata: [DONE]\n\n'])
+    relay = Relay(upstream, 0.05, LiveStreams(), StreamTally(client_asked=False))
+    events = relay.events()
+    first = await anext(events)
+    assert first is not None and first.serialize() == b'data: {"a":1}\n\n'
+    assert await anext(events) is None and await anext(events) is None  # two pings
+    upstream.gate.set()
+    rest = [event.serialize() async for event in events if event is not None]
+    assert rest == [b'data: {"a":2}\n\ndata: [DONE]\n\n']
+    assert upstream.reads == 2 and upstream.closed
+
+
+async def test_a_client_leaving_while_the_relay_waits_for_the_upstream_ends_it_at_once() -> None:
+    upstream, settled = GatedUpstream([b'data: {"a":1}\n\n', b"never read"]), Settled()
+    relay = Relay(upstream, 30.0, LiveStreams(), on_close=settled)
+    events = relay.events()
+    assert await anext(events) is not None
+    pending = asyncio.ensure_future(anext(events, "finished"))
+    await until_async(lambda: upstream.waiting, what="the relay to wait for the upstream")
+    relay.client_gone()  # as the access layer reports it, from another task
+    assert current_task_cancelling() == 0, "the wake went to the task waiting, not this one"
+    assert await asyncio.wait_for(pending, 10) == "finished"  # no ping, no [DONE]: it ended
+    assert upstream.closed and settled.failures == [None]
+    assert upstream.reads == 1, "nothing more was read from the upstream"
+
+
+async def test_a_drain_ends_a_waiting_relay_with_its_error_event() -> None:
+    upstream = GatedUpstream([b'data: {"a":1}\n\n', b"never read"])
+    relay = Relay(upstream, 30.0, LiveStreams())
+    events = relay.events()
+    assert await anext(events) is not None
+    pending = asyncio.ensure_future(anext(events))
+    await until_async(lambda: upstream.waiting, what="the relay to wait for the upstream")
+    relay.end(UpstreamConnectionError("The server is shutting down"))
+    assert current_task_cancelling() == 0, "the wake went to the task waiting, not this one"
+    last = await asyncio.wait_for(pending, 10)
+    assert last is not None and last.serialize().startswith(b'data: {"error":')
+    assert last.serialize().endswith(b"data: [DONE]\n\n") and upstream.closed
+
+
+async def test_cancelling_the_task_that_sends_a_stream_is_not_taken_for_a_ping() -> None:
+    upstream = GatedUpstream([b'data: {"a":1}\n\n', b"never read"])
+    relay = Relay(upstream, 30.0, LiveStreams())
+
+    async def send() -> list[object]:
+        return [event async for event in relay.events()]
+
+    task = asyncio.ensure_future(send())
+    await until_async(lambda: upstream.waiting, what="the relay to wait for the upstream")
+    task.cancel()  # a drain giving up on a client, or the server stopping
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert upstream.closed

@@ -1,0 +1,125 @@
+"""An upstream's response body as the relay reads it, and aiohttp's failures as errors.
+
+:class:`UpstreamStream` is an ``openai`` worker's stream: the JSON payloads of the
+response's SSE body (see :mod:`.upstream_sse`), read as the relay asks for them, with the
+upstream's idle timeout (``idle_timeout_s``: the longest wait for its next read) kept by
+one timer per stream rather than by aiohttp's ``sock_read``, which re-arms a timer for
+every network read (a 16-chunk stream arrives in as many). The wait for the response to
+begin keeps aiohttp's timeout, as a plain call's does.
+
+:func:`guard` maps aiohttp's exceptions into :mod:`appliance.errors` (with
+:mod:`.openai`, the only place that sees them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import aiohttp
+
+from appliance.backends.upstream_sse import Payloads, payloads
+from appliance.errors import UpstreamConnectionError, UpstreamTimeoutError
+
+T = TypeVar("T")
+
+_EARLY = 0.01  # a timer may fire this much before its time
+
+
+class UpstreamStream:
+    """The payloads of one upstream response; closing it closes the response (its
+    connection goes back to the pool when the body was read to its end)."""
+
+    __slots__ = ("_body", "_idle_s", "_payloads", "_response", "_since", "_timer", "_waiting")
+
+    def __init__(self, response: aiohttp.ClientResponse, choices: int, idle_s: float) -> None:
+        self._response = response
+        self._body = response.content
+        self._payloads = payloads(self._read, choices)
+        self._idle_s = idle_s
+        self._since = 0.0  # when the read now waiting began (loop time)
+        self._waiting = False
+        self._timer: asyncio.TimerHandle | None = None
+        connection = response.connection
+        if connection is not None and connection.protocol is not None:
+            # From here the idle timeout is this stream's (see the module docstring);
+            # aiohttp drops its own timer at the next network read.
+            connection.protocol.read_timeout = None
+
+    def __aiter__(self) -> Payloads:
+        return self._payloads
+
+    async def _read(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        self._since = loop.time()
+        if self._timer is None:
+            self._timer = loop.call_at(self._since + self._idle_s, self._check)
+        self._waiting = True
+        try:
+            return await guard(self._body.readany())
+        finally:
+            self._waiting = False
+
+    def _check(self) -> None:
+        """Once an ``idle_s`` at most: fail a read that has waited that long."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = self._since + self._idle_s
+        if self._waiting and now >= due - _EARLY:
+            self._timer = None
+            # As aiohttp's sock_read does: the waiting read raises it (see guard).
+            self._body.set_exception(aiohttp.SocketTimeoutError("Timeout on reading data"))
+            return
+        self._timer = loop.call_at(due if self._waiting else now + self._idle_s, self._check)
+
+    async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._payloads.ended and not self._body.is_eof():
+            # The body's own end (its last chunk) usually comes right after [DONE], often
+            # in a read of its own: one turn of the loop takes it in, and the connection
+            # goes back to the pool instead of being closed.
+            await asyncio.sleep(0)
+        self._response.close()  # nothing left to do once the connection went back
+
+
+async def guard(operation: Awaitable[T]) -> T:
+    """Await ``operation``, mapping aiohttp's failures into the error tree."""
+    try:
+        return await operation
+    except TimeoutError as exc:
+        raise UpstreamTimeoutError("The upstream did not answer in time") from exc
+    except aiohttp.ClientConnectorError as exc:
+        # The client is told why, never where (the upstream's host and port are the
+        # operator's): the address stays in the log (see ``OpenAIWorker._post``).
+        raise UpstreamConnectionError(
+            f"Cannot connect to the upstream: {reason(exc.os_error)}"
+        ) from exc
+    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+        raise UpstreamConnectionError(
+            f"The upstream connection failed: {type(exc).__name__}"
+        ) from exc
+    except ValueError as exc:  # aiohttp: a line longer than the read buffer
+        raise UpstreamConnectionError("The upstream sent an oversized chunk") from exc
+
+
+def reason(error: OSError) -> str:
+    """What went wrong with a connection, without the address it was going to."""
+    if isinstance(error, socket.gaierror):
+        return "its host name could not be resolved"
+    if isinstance(error, ssl.SSLError):
+        return "the TLS handshake failed"
+    if error.errno:
+        text = os.strerror(error.errno)
+        if not text.startswith("Unknown error"):
+            return text.lower()
+    return {
+        ConnectionRefusedError: "connection refused",
+        ConnectionResetError: "connection reset",
+        TimeoutError: "connection timed out",
+    }.get(type(error), "connection failed")

@@ -23,7 +23,7 @@ from appliance import telemetry
 from appliance.backends.base import ReplyStream, Worker
 from appliance.backends.deadlines import Deadlines
 from appliance.backends.tls import client_context
-from appliance.backends.upstream_body import UpstreamStream, guard
+from appliance.backends.upstream_body import UpstreamStream, guard, idle_from_here
 from appliance.config import ModelConfig, OpenAIModel
 from appliance.errors import (
     UpstreamConnectionError,
@@ -81,6 +81,11 @@ class OpenAIWorker(Worker):
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=upstream.connect_timeout_s, sock_read=upstream.idle_timeout_s
         )
+        # A request's wait for the response to begin is first_byte_timeout_s's alone (a
+        # plain reply's headers come when it is fully generated): no sock_read until then.
+        self._post_timeout = aiohttp.ClientTimeout(
+            total=None, connect=upstream.connect_timeout_s, sock_read=None
+        )
         self._first_byte = Deadlines(upstream.first_byte_timeout_s)
         self._idle_s = upstream.idle_timeout_s
         self._session: aiohttp.ClientSession | None = None
@@ -124,6 +129,7 @@ class OpenAIWorker(Worker):
 
     async def call(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
         response = await self._post(endpoint, body)
+        idle_from_here(response, self._idle_s)
         try:
             raw = await guard(response.read())
         finally:
@@ -216,7 +222,11 @@ class OpenAIWorker(Worker):
         try:
             response = await guard(
                 self._session.post(
-                    url, data=payload, headers=self._call_headers(), allow_redirects=False
+                    url,
+                    data=payload,
+                    headers=self._call_headers(),
+                    allow_redirects=False,
+                    timeout=self._post_timeout,
                 )
             )
         except asyncio.CancelledError:
@@ -237,6 +247,7 @@ class OpenAIWorker(Worker):
         finally:
             first_byte.stop(task)
         if response.status >= 400:
+            idle_from_here(response, self._idle_s)
             try:
                 raw = await guard(response.content.read(_MAX_ERROR_BODY))
             finally:

@@ -5,7 +5,10 @@ response's SSE body (see :mod:`.upstream_sse`), read as the relay asks for them,
 upstream's idle timeout (``idle_timeout_s``: the longest wait for its next read) kept by
 one timer per stream rather than by aiohttp's ``sock_read``, which re-arms a timer for
 every network read (a 16-chunk stream arrives in as many). The wait for the response to
-begin keeps aiohttp's timeout, as a plain call's does.
+begin is the worker's first-byte deadline alone (``first_byte_timeout_s``: aiohttp's
+``sock_read`` would cut a reply that takes longer than ``idle_timeout_s`` to generate);
+a plain reply's body, and an error's, are then read under aiohttp's ``sock_read`` of
+``idle_timeout_s`` (:func:`idle_from_here`).
 
 :func:`guard` maps aiohttp's exceptions into :mod:`appliance.errors` (with
 :mod:`.openai`, the only place that sees them).
@@ -86,6 +89,15 @@ class UpstreamStream:
             # goes back to the pool instead of being closed.
             await asyncio.sleep(0)
         self._response.close()  # nothing left to do once the connection went back
+
+
+def idle_from_here(response: aiohttp.ClientResponse, idle_s: float) -> None:
+    """From now on, ``response``'s body must not stay silent for ``idle_s`` (aiohttp's
+    ``sock_read``, armed now: the next network read re-arms it, the body's end drops it)."""
+    connection = response.connection
+    if connection is not None and connection.protocol is not None:
+        connection.protocol.read_timeout = idle_s
+        connection.protocol.start_timeout()
 
 
 async def guard(operation: Awaitable[T]) -> T:

@@ -95,7 +95,10 @@ class OpenAIOptions(Strict):
         "headers come when it is fully generated).",
     )
     idle_timeout_s: float = Field(
-        60.0, gt=0, description="Longest silence between two reads (stream chunks)."
+        60.0,
+        gt=0,
+        description="Longest silence between two reads once the response began (stream "
+        "chunks, a reply's body); the wait for it to begin is first_byte_timeout_s's.",
     )
     responses: Literal["translate", "passthrough"] = Field(
         "translate",

@@ -168,6 +168,41 @@ def test_idle_stream_times_out_with_an_error_event(
     assert payloads[-2]["error"]["code"] == "upstream_timeout"
 
 
+def test_a_plain_reply_may_take_longer_than_the_idle_timeout_to_begin(
+    two_upstreams: list[FakeUpstream], start_server: Callable[..., RunningServer]
+) -> None:
+    """A plain reply's headers come when it is fully generated: its wait is
+    first_byte_timeout_s's, not idle_timeout_s's (the silence between two reads)."""
+    options = {"idle_timeout_s": 0.3, "first_byte_timeout_s": 10.0}
+    server = start_server(
+        cluster_config(upstream_model("slow-start", [two_upstreams[0].base_url], options=options))
+    )
+    body = {"model": "slow-start", "messages": MESSAGES, "x_first_delay_ms": 1000}
+    response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "fake reply"
+
+
+def test_a_plain_reply_that_stalls_after_its_headers_times_out(
+    two_upstreams: list[FakeUpstream], start_server: Callable[..., RunningServer]
+) -> None:
+    fake = two_upstreams[0]
+    options = {"model": "ok+slow-body", "idle_timeout_s": 0.3, "first_byte_timeout_s": 10.0}
+    server = start_server(
+        cluster_config(upstream_model("stalls", [fake.base_url], options=options))
+    )
+    body = {"model": "stalls", "messages": MESSAGES, "x_body_delay_ms": 5000}
+    started = time.monotonic()
+    response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=10)
+    assert response.status_code == 504, response.text
+    assert response.json()["error"]["code"] == "upstream_timeout"
+    assert time.monotonic() - started < 4.5, "the idle timeout (0.3 s), not the body's delay"
+    # The same upstream answering at once still serves (the pool is not poisoned).
+    quick = {"model": "stalls", "messages": MESSAGES, "x_body_delay_ms": 0}
+    again = httpx.post(f"{server.base_url}/v1/chat/completions", json=quick, timeout=10)
+    assert again.status_code == 200, again.text
+
+
 @pytest.fixture(scope="module")
 def patient() -> Iterator[tuple[FakeUpstream, RunningServer]]:
     """An upstream that takes its time, behind an appliance (own module-level pair)."""

@@ -44,6 +44,8 @@ after ``+`` (``ok+indented+nousage``):
 - ``huge-usage``: the usage it reports (plain, or a stream's usage chunk) claims
   :data:`HUGE_TOKENS` (10^19) prompt tokens, as a broken server might: a figure no
   ledger column can hold.
+- ``slow-body``: a plain reply's headers go at once, its body ``x_body_delay_ms`` later
+  (an upstream or proxy that stalls mid-reply).
 - ``toolcall``: a chat reply that calls ``get_weather({"city": "Paris"})``; streamed in
   OpenAI's delta shape (id and name first, then the arguments in two pieces).
 
@@ -234,7 +236,21 @@ class FakeUpstream:
         reply = _completion(model, "fake reply")
         if "huge-usage" in traits:
             reply["usage"] = _usage(HUGE_TOKENS, PLAIN_COMPLETION_TOKENS)
+        if "slow-body" in traits:
+            return await self._slow_body(request, body, _dumps(reply, traits))
         return _json_response(reply, traits)
+
+    async def _slow_body(
+        self, request: web.Request, body: dict[str, Any], data: bytes
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"content-type": "application/json", "content-length": str(len(data))}
+        )
+        await response.prepare(request)
+        await self._wait(request, float(body.get("x_body_delay_ms", 0)) / 1000)
+        await response.write(data)
+        await response.write_eof()
+        return response
 
     async def _tool_call(
         self, request: web.Request, body: dict[str, Any], model: str, traits: frozenset[str]

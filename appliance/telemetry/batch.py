@@ -1,10 +1,11 @@
 """Spans on their way to the collector: a bounded queue and one exporting thread.
 
 OpenTelemetry's ``BatchSpanProcessor`` drops spans when its queue is full with nothing but
-a log line, and does not count the batches its exporter failed to deliver. This processor
+a log line, and does not count the batches its exporter failed to deliver. This batch
 does the same job and counts both (``appliance_spans_dropped_total``): a span ends on the
-request's path with one append to a bounded deque; a thread exports the queue in batches
-(OTLP/HTTP, each export bounded by the exporter's timeout, retries included). A collector
+request's path with one append of its :class:`~.spans.Record` to a bounded deque; a thread
+exports the queue in batches (:class:`~.otlp.Wire`: OTLP/HTTP, each export bounded by the
+exporter's timeout, retries included). A collector
 that is down, slow or refusing only makes the queue fill and the count rise; after a
 failed export the next :data:`PAUSE_S` seconds of spans are dropped without being encoded
 or sent, so a collector that is down costs less CPU than one that takes the spans.
@@ -16,12 +17,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import structlog
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from appliance.telemetry.spans import Record
 
 log = structlog.get_logger("appliance.telemetry")
 
@@ -31,11 +32,21 @@ REPORT_EVERY_S = 60.0  # drops are logged at most this often (they are counted a
 PAUSE_S = 5.0  # after a failed export, spans are dropped unsent this long
 
 
-class BoundedBatch(SpanProcessor):
+class Sender(Protocol):
+    """Where batches go (:class:`~.otlp.Wire`)."""
+
+    def send(self, records: Sequence[Record]) -> bool:
+        """Export ``records``; True when the collector took them."""
+
+    def shutdown(self) -> None:
+        """No more exports."""
+
+
+class BoundedBatch:
     """Exports ended spans in batches off the request path; see the module docstring.
 
     Args:
-        exporter: Where batches go (the OTLP/HTTP exporter).
+        exporter: Where batches go.
         dropped: Called with the number of spans dropped (a metric's ``inc``).
         max_queue: Spans that may wait; one more is dropped.
         timeout_s: The exporter's own timeout, to bound the last flush at shutdown.
@@ -43,7 +54,7 @@ class BoundedBatch(SpanProcessor):
 
     def __init__(
         self,
-        exporter: SpanExporter,
+        exporter: Sender,
         dropped: Callable[[int], object],
         *,
         max_queue: int,
@@ -53,7 +64,7 @@ class BoundedBatch(SpanProcessor):
         self.dropped = dropped
         self.max_queue = max_queue
         self.timeout_s = timeout_s
-        self._queue: deque[ReadableSpan] = deque()
+        self._queue: deque[Record] = deque()
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -69,10 +80,8 @@ class BoundedBatch(SpanProcessor):
             self._thread = threading.Thread(target=self._run, name="appliance-spans", daemon=True)
             self._thread.start()
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        pass
-
-    def on_end(self, span: ReadableSpan) -> None:
+    def add(self, span: Record) -> None:
+        """Queue an ended span (dropped, and counted, when the queue is full)."""
         queue = self._queue
         if self._stopping or len(queue) >= self.max_queue:
             self._drop(1)
@@ -118,7 +127,7 @@ class BoundedBatch(SpanProcessor):
                 self._drop(len(batch))  # the collector failed just now: not even encoded
                 continue
             try:
-                ok = self.exporter.export(batch) is SpanExportResult.SUCCESS
+                ok = self.exporter.send(batch)
             except Exception:
                 ok = False
             if not ok:

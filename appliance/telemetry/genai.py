@@ -66,7 +66,7 @@ def response_attributes(
         if usage.estimated:
             out["appliance.usage.estimated"] = True
     if finish_reasons:
-        out["gen_ai.response.finish_reasons"] = finish_reasons
+        out["gen_ai.response.finish_reasons"] = list(finish_reasons)
     return out
 
 

@@ -87,7 +87,7 @@ class BoundedBatch:
             self._drop(1)
             return
         queue.append(span)
-        if len(queue) >= BATCH_SPANS:
+        if len(queue) >= BATCH_SPANS and not self._wake.is_set():
             self._wake.set()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:

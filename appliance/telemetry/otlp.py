@@ -1,18 +1,27 @@
 """Records on their way out: OpenTelemetry's OTLP/HTTP exporter, fed by the exporting thread.
 
 The exporter (``OTLPSpanExporter``) owns the wire: the endpoint, the headers, the
-``OTEL_EXPORTER_OTLP_*`` variables (compression, certificates, timeout), retries. Each
-batch of :class:`~.spans.Record` becomes the SDK's ``ReadableSpan`` s, with one SDK
-``Resource`` (``Resource.create``: ``OTEL_RESOURCE_ATTRIBUTES`` too) and one instrumentation
-scope made at the start, and the exporter encodes and sends them. The SDK's span limits
-on attribute length (``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``...) are applied here.
+``OTEL_EXPORTER_OTLP_*`` variables (compression, certificates, timeout), retries. The
+resource (``Resource.create``: ``OTEL_RESOURCE_ATTRIBUTES`` too) and the instrumentation
+scope are the SDK's, made once; so are the span limits on an attribute's length
+(``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``...), applied here.
+
+A batch of :class:`~.spans.Record` s is encoded by :mod:`.protobuf` and handed, as bytes,
+to the exporter's own sending path (its HTTP client: compression, retries, timeout).
+Measured on a batch of chat requests' spans, the SDK's route (each record made a
+``ReadableSpan``, which the exporter's encoder turns into generated protobuf objects) costs
+about 33 µs of CPU a span; the direct encoding about 7 µs: the difference between tracing
+costing a third more CPU per request and about a tenth (see the README's Tracing). Should
+an exporter of another version have no such path, the batch takes the SDK's route
+(:func:`readable`), which a test also keeps: it is what the direct bytes are compared to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits
@@ -20,7 +29,8 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from appliance.telemetry.spans import Record
+from appliance.telemetry import protobuf
+from appliance.telemetry.spans import SERVER, Record
 
 SCOPE = "appliance"
 KINDS = {1: SpanKind.INTERNAL, 2: SpanKind.SERVER, 3: SpanKind.CLIENT}
@@ -44,21 +54,37 @@ class Wire:
         self.resource = Resource.create({"service.name": service_name})
         self.scope = InstrumentationScope(SCOPE)
         self.max_length = SpanLimits().max_span_attribute_length
+        self._frame = frame(self.resource, self.scope)
+        self._post = _sending_path(self.exporter)
 
     def send(self, records: Sequence[Record]) -> bool:
         """Export ``records``; True when the collector took them."""
-        spans = readable(records, self.resource, self.scope, self.max_length)
-        return self.exporter.export(spans) is SpanExportResult.SUCCESS
+        if self.max_length is not None:
+            records = [clipped(record, self.max_length) for record in records]
+        if self._post is None:
+            spans = readable(records, self.resource, self.scope)
+            return self.exporter.export(spans) is SpanExportResult.SUCCESS
+        return bool(self._post(protobuf.request(records, *self._frame)).success)
 
     def shutdown(self) -> None:
-        self.exporter.shutdown()
+        self.exporter.shutdown()  # type: ignore[no-untyped-call]
+
+
+def frame(resource: Resource, scope: InstrumentationScope) -> tuple[bytes, bytes, tuple[str, str]]:
+    """The serialized resource and scope and their schema URLs, by the SDK's encoder (of
+    one span, of which only these are kept)."""
+    record = Record("frame", 1, 0, SERVER, {})
+    encoded = encode_spans(readable([record.end()], resource, scope)).resource_spans[0]
+    scope_spans = encoded.scope_spans[0]
+    return (
+        encoded.resource.SerializeToString(),
+        scope_spans.scope.SerializeToString(),
+        (encoded.schema_url, scope_spans.schema_url),
+    )
 
 
 def readable(
-    records: Sequence[Record],
-    resource: Resource,
-    scope: InstrumentationScope,
-    max_length: int | None = None,
+    records: Sequence[Record], resource: Resource, scope: InstrumentationScope
 ) -> list[ReadableSpan]:
     """``records`` as the SDK's finished spans."""
     out = []
@@ -70,16 +96,13 @@ def readable(
             if record.parent_id
             else None
         )
-        attributes = record.attributes
-        if max_length is not None:
-            attributes = {k: _clipped(v, max_length) for k, v in attributes.items()}
         out.append(
             ReadableSpan(
                 record.name,
                 context,
                 parent,
                 resource,
-                attributes,
+                record.attributes,
                 kind=KINDS[record.kind],
                 status=Status(StatusCode(record.status), record.description),
                 start_time=record.start_ns,
@@ -94,6 +117,20 @@ def _members(tracestate: str) -> list[tuple[str, str]]:
     if not tracestate:
         return []
     return [(k, v) for k, _, v in (m.partition("=") for m in tracestate.split(","))]
+
+
+def clipped(record: Record, limit: int) -> Record:
+    """``record`` with its attribute values cut as the SDK's span limits say."""
+    record.attributes = {k: _clipped(v, limit) for k, v in record.attributes.items()}
+    return record
+
+
+def _sending_path(exporter: OTLPSpanExporter) -> Callable[[bytes], Any] | None:
+    """The exporter's HTTP client's ``export(bytes)`` (compression, retries, timeout), if
+    this version of it has one; its result says ``success``."""
+    client = getattr(exporter, "_client", None)
+    post = getattr(client, "export", None)
+    return post if callable(post) else None
 
 
 def _clipped(value: Any, limit: int) -> Any:

@@ -23,22 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from appliance.clip import clip
 from appliance.config.capture import scrubber
-from appliance.errors import APIError
 from appliance.telemetry import genai, propagation
 from appliance.telemetry.batch import BoundedBatch, Seldom
 from appliance.telemetry.context import CURRENT
+from appliance.telemetry.nodes import Node
 from appliance.telemetry.otlp import Wire
 from appliance.telemetry.settings import Exporting
-from appliance.telemetry.spans import CLIENT, INTERNAL, SERVER, Record, Sampler, span_id, trace_id
+from appliance.telemetry.spans import CLIENT, SERVER, Record, Sampler, span_id, trace_id
 from appliance.wire.usage import Usage
 
 UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -47,7 +45,6 @@ EXPORTER_LOGGERS = (
     "opentelemetry.exporter.otlp.common.http",
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
 )
-WAIT_SPAN_NS = 1_000_000  # a wait for a slot shorter than this has no span
 
 
 class Tracing:
@@ -88,98 +85,6 @@ class Tracing:
         return Trace(self, method, path, propagation.parent(headers))
 
 
-class Node:
-    """A span that is current for a request's code (see :class:`.context.Active`)."""
-
-    __slots__ = ("span_id", "trace")
-
-    def __init__(self, trace: Trace, span_id: int) -> None:
-        self.trace = trace
-        self.span_id = span_id
-
-    @contextmanager
-    def waiting(self, model: str, loading: Callable[[], bool]) -> Iterator[None]:
-        if not self.trace.recording:
-            yield
-            return
-        cold = loading()
-        started = time.time_ns()
-        failure: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            if cold or failure is not None or time.time_ns() - started >= WAIT_SPAN_NS:
-                what = "load" if cold else "queue"
-                attributes = {"appliance.model": model, "appliance.wait": what}
-                self._record(f"{what} {model}", attributes, started, failure)
-
-    @contextmanager
-    def attempt(self, worker_id: str, backend: str) -> Iterator[None]:
-        trace = self.trace
-        if not trace.recording:
-            yield
-            return
-        trace.provider, trace.worker = backend, worker_id
-        attributes: dict[str, Any] = {"appliance.worker": worker_id, "appliance.backend": backend}
-        name = f"attempt {worker_id}"
-        trace.attempts += 1
-        if trace.attempts == 1:  # the model call's span stands for it, unless it fails
-            started = time.time_ns()
-            try:
-                yield
-            except BaseException as exc:
-                self._record(name, attributes, started, exc)
-                raise
-            return
-        span = trace.child(name, self.span_id, INTERNAL, attributes)
-        token = CURRENT.set(Node(trace, span.span_id))
-        try:
-            yield
-        except BaseException as exc:
-            _failed(span, trace, exc, attempt=True)
-            raise
-        finally:
-            CURRENT.reset(token)
-            trace.tracing.batch.add(span.end())
-
-    def traceparent(self) -> str:
-        trace = self.trace
-        return f"00-{trace.trace_id}-{self.span_id:016x}-{'01' if trace.recording else '00'}"
-
-    def _record(
-        self,
-        name: str,
-        attributes: dict[str, Any],
-        started: int,
-        failure: BaseException | None,
-    ) -> None:
-        """A child span of what happened from ``started`` until now."""
-        span = self.trace.child(name, self.span_id, INTERNAL, attributes, started)
-        if failure is not None:
-            _failed(span, self.trace, failure, attempt=name.startswith("attempt "))
-        self.trace.tracing.batch.add(span.end())
-
-
-def _failed(span: Record, trace: Trace, exc: BaseException, *, attempt: bool) -> None:
-    """Record on ``span`` the error it ended with, and why the request failed over."""
-    kind = type(exc).__name__
-    attributes = span.attributes
-    attributes["error.type"] = kind
-    span.fail(clip(str(exc)))
-    if isinstance(exc, APIError):
-        attributes["appliance.error.status"] = exc.status  # what the client gets
-        upstream_status = getattr(exc, "upstream_status", None)
-        if isinstance(upstream_status, int) and not isinstance(upstream_status, bool):
-            attributes["appliance.upstream.status_code"] = upstream_status
-        if attempt:
-            trace.error = kind
-            attributes["appliance.failover"] = bool(exc.retryable)
-            attributes["appliance.failover.reason"] = clip(exc.message)
-
-
 class Trace:
     """One request's spans (see the module docstring and :class:`.context.RequestTrace`).
 
@@ -189,6 +94,7 @@ class Trace:
 
     __slots__ = (
         "_token",
+        "_trace",
         "attempts",
         "error",
         "method",
@@ -202,7 +108,6 @@ class Trace:
         "tracestate",
         "tracing",
         "worker",
-        "_trace",
     )
 
     def __init__(

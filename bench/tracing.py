@@ -12,7 +12,8 @@ apps built side by side in one process:
   spans are dropped and counted).
 
 The apps take turns, 50 requests at a time, so that a machine whose load drifts (other
-work on it) weighs on each alike. A request's CPU is the serving thread's while it runs
+work on it) weighs on each alike; they log as a server does (JSON access lines, rendered
+and then thrown away). A request's CPU is the serving thread's while it runs
 (``time.thread_time``) plus, for the traced apps, their exporting thread's whole CPU
 (encoding and sending the spans) shared out over their requests. It prints each mode's
 CPU per request and its ratio to ``off``. It is a benchmark: it prints figures and fails
@@ -42,14 +43,26 @@ async def measure(requests: int, collector: str, closed: str) -> dict[str, dict[
     """CPU microseconds per plain and per streamed request, per mode."""
     import logging
 
+    import orjson
     import structlog
 
     from appliance.config import ApplianceConfig
     from appliance.http.app import create_app
+    from appliance.runtime.logging import Redactor, processors
     from appliance.serving.cluster import Cluster
 
     logging.disable(logging.CRITICAL)
-    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+    # The server's own chain (JSON lines, secrets redacted), returned instead of written:
+    # the access line, with its trace_id and span_id when traced, costs what it costs there.
+    secrets = ApplianceConfig.model_validate(CONFIG).secrets()
+    structlog.configure(
+        processors=[
+            *processors(Redactor(secrets)),
+            structlog.processors.JSONRenderer(serializer=orjson.dumps),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.ReturnLoggerFactory(),
+    )
     telemetry: dict[str, dict[str, Any] | None] = {
         "off": None,
         "on": {"otlp_endpoint": collector},

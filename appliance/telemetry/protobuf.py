@@ -24,10 +24,11 @@ HAS_IS_REMOTE, IS_REMOTE = 0x100, 0x200  # SpanFlags: whether the parent is remo
 _DOUBLE = struct.Struct("<d").pack
 _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
-# Attributes with a short string value repeat (a method, a route, a model's name): each
-# one's encoding is kept, up to MAX_PAIRS of them (then the lot is forgotten).
+# Attributes with a number or a short string for a value repeat (a method, a route, a
+# model's name, a status, a count of tokens): each one's encoding is kept, by its value's
+# type, key and value, up to MAX_PAIRS of them (then the lot is forgotten).
 SHORT, MAX_PAIRS = 64, 4096
-_PAIRS: dict[tuple[str, str], bytes] = {}
+_PAIRS: dict[tuple[type, str, Any], bytes] = {}
 
 
 def request(
@@ -68,13 +69,14 @@ def span(record: Record) -> bytes:
     out += _FIXED64(record.end_ns)
     pairs = _PAIRS
     for key, value in record.attributes.items():
-        if type(value) is str and len(value) <= SHORT:
-            found = pairs.get((key, value))
+        kind = type(value)
+        if kind is int or kind is bool or (kind is str and len(value) <= SHORT):
+            found = pairs.get((kind, key, value))
             if found is None:
                 found = _attribute(key, value)
                 if len(pairs) >= MAX_PAIRS:
                     pairs.clear()
-                pairs[key, value] = found
+                pairs[kind, key, value] = found
             out += found
         else:
             out += _attribute(key, value)

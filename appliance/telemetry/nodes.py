@@ -14,18 +14,39 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from contextvars import Token
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from appliance.clip import clip
 from appliance.errors import APIError
 from appliance.telemetry.context import CURRENT, Active
 from appliance.telemetry.spans import INTERNAL, Record
 
-if TYPE_CHECKING:
-    from appliance.telemetry.tracer import Trace
-
 WAIT_SPAN_NS = 1_000_000  # a wait for a slot shorter than this has no span
 NOTHING: AbstractContextManager[None] = nullcontext()
+
+
+class Trace(Protocol):
+    """What a node needs of its request's trace (:class:`.tracer.Trace`)."""
+
+    trace_id: str
+    recording: bool
+    attempts: int
+    provider: str | None  # the backend of the last attempt
+    worker: str | None  # the worker of the last attempt
+    error: str | None  # the error of the last failed attempt
+
+    def child(
+        self,
+        name: str,
+        parent_id: int,
+        kind: int,
+        attributes: dict[str, Any],
+        started: int | None = None,
+    ) -> Record:
+        """A new span of the trace under ``parent_id``, begun at ``started`` (or now)."""
+
+    def ended(self, span: Record) -> None:
+        """``span`` ends now: it goes to the batch."""
 
 
 class Node:
@@ -62,7 +83,7 @@ class Node:
         span = self.trace.child(name, self.span_id, INTERNAL, attributes, started)
         if failure is not None:
             _failed(span, self.trace, failure, attempt=name.startswith("attempt "))
-        self.trace.tracing.batch.add(span.end())
+        self.trace.ended(span)
 
 
 class _Waiting(AbstractContextManager[None]):
@@ -127,7 +148,7 @@ class _Attempt(AbstractContextManager[None]):
             _failed(span, trace, failure, attempt=True)
         if self.token is not None:
             CURRENT.reset(self.token)
-        trace.tracing.batch.add(span.end())
+        trace.ended(span)
 
 
 def _failed(span: Record, trace: Trace, exc: BaseException, *, attempt: bool) -> None:

@@ -166,6 +166,9 @@ class Trace:
             tracestate=self.tracestate,
         )
 
+    def ended(self, span: Record) -> None:
+        self.tracing.batch.add(span.end())
+
     def model_call(
         self, operation: str, model: str, request: dict[str, Any], redact: tuple[str, ...]
     ) -> None:
@@ -210,7 +213,7 @@ class Trace:
         if error is not None:
             attributes["error.type"] = self.error or error
             span.fail()
-        self.tracing.batch.add(span.end())
+        self.ended(span)
 
     def end(self, *, route: str | None, status: int) -> None:
         server = self.server
@@ -224,7 +227,7 @@ class Trace:
         if status >= 500:
             attributes["error.type"] = str(status)
             server.fail()
-        self.tracing.batch.add(server.end())
+        self.ended(server)
 
     def detach(self) -> None:
         CURRENT.reset(self._token)

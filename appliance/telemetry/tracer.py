@@ -185,8 +185,9 @@ class Trace:
         CURRENT.set(Node(self, self.model.span_id))  # reset with the request's (see detach)
 
     def first_token(self, seconds: float) -> None:
-        if self.model is not None:
-            self.model.attributes["gen_ai.server.time_to_first_token"] = float(seconds)
+        model = self.model
+        if model is not None and not model.end_ns:  # an ended span is the exporter's
+            model.attributes["gen_ai.server.time_to_first_token"] = float(seconds)
 
     def end_model_call(
         self,

@@ -6,17 +6,19 @@ apps built side by side in one process:
 
 - ``off``: no ``telemetry:`` section (the default);
 - ``on``: every trace recorded and exported to a collector that takes them (a minimal
-  OTLP/HTTP sink in another process, so its CPU is not counted);
+  OTLP/HTTP sink in another process, so its CPU is not counted, that keeps connections
+  open as a collector does);
 - ``on-10%``: the same with ``sample_ratio: 0.1``;
 - ``down``: every trace recorded and exported to a closed port (each export fails; the
   spans are dropped and counted).
 
 The apps take turns, 50 requests at a time, so that a machine whose load drifts (other
-work on it) weighs on each alike. A request's CPU is the serving thread's while it runs
+work on it) weighs on each alike; they log as a server does (JSON access lines, rendered
+and then thrown away). A request's CPU is the serving thread's while it runs
 (``time.thread_time``) plus, for the traced apps, their exporting thread's whole CPU
 (encoding and sending the spans) shared out over their requests. It prints each mode's
-CPU per request and its ratio to ``off``. It is a benchmark: it prints figures and fails
-on nothing.
+CPU per request and its ratio to ``off``, medians of ``--runs`` runs. It is a benchmark:
+it prints figures and fails on nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -42,14 +45,26 @@ async def measure(requests: int, collector: str, closed: str) -> dict[str, dict[
     """CPU microseconds per plain and per streamed request, per mode."""
     import logging
 
+    import orjson
     import structlog
 
     from appliance.config import ApplianceConfig
     from appliance.http.app import create_app
+    from appliance.runtime.logging import Redactor, processors
     from appliance.serving.cluster import Cluster
 
     logging.disable(logging.CRITICAL)
-    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+    # The server's own chain (JSON lines, secrets redacted), returned instead of written:
+    # the access line, with its trace_id and span_id when traced, costs what it costs there.
+    secrets = ApplianceConfig.model_validate(CONFIG).secrets()
+    structlog.configure(
+        processors=[
+            *processors(Redactor(secrets)),
+            structlog.processors.JSONRenderer(serializer=orjson.dumps),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.ReturnLoggerFactory(),
+    )
     telemetry: dict[str, dict[str, Any] | None] = {
         "off": None,
         "on": {"otlp_endpoint": collector},
@@ -109,6 +124,8 @@ def sink(port: int) -> None:
     """A collector that takes every export and does nothing with it."""
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # connections kept open, as a collector keeps them
+
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length") or 0))
             self.send_response(200)
@@ -130,6 +147,7 @@ def free_port() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--runs", type=int, default=3, help="figures are their medians")
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sink:
@@ -137,19 +155,27 @@ def main() -> None:
         return
     up, closed = free_port(), free_port()
     collector = subprocess.Popen([sys.executable, __file__, "--sink", str(up)])
+    runs = []
     try:
-        figures = asyncio.run(
-            measure(args.requests, f"http://127.0.0.1:{up}", f"http://127.0.0.1:{closed}")
-        )
+        for _ in range(args.runs):
+            runs.append(
+                asyncio.run(
+                    measure(args.requests, f"http://127.0.0.1:{up}", f"http://127.0.0.1:{closed}")
+                )
+            )
     finally:
         collector.terminate()
         collector.wait()
-    print(f"CPU microseconds per request, {args.requests} requests per mode, in turns of {TURN}")
+    print(
+        f"CPU microseconds per request, {args.requests} requests per mode in turns of {TURN}, "
+        f"medians of {args.runs} runs (ratio: the median of each run's ratio to off)"
+    )
     print(f"{'':8}" + "".join(f"{mode:>10}" for mode in MODES))
     for kind in ("plain", "stream"):
-        base = figures["off"][kind]
-        print(f"{kind:8}" + "".join(f"{figures[m][kind]:>10.1f}" for m in MODES))
-        print(f"{'  ratio':8}" + "".join(f"{figures[m][kind] / base:>10.2f}" for m in MODES))
+        cpu = [statistics.median(run[m][kind] for run in runs) for m in MODES]
+        ratio = [statistics.median(run[m][kind] / run["off"][kind] for run in runs) for m in MODES]
+        print(f"{kind:8}" + "".join(f"{value:>10.1f}" for value in cpu))
+        print(f"{'  ratio':8}" + "".join(f"{value:>10.2f}" for value in ratio))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -30,6 +30,8 @@ OPERATIONS = {
 }
 CONTENT_CHARS = 16384  # captured content, each of prompt and reply, at most
 
+_LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")  # the first one set
+_SAMPLING = (("temperature", "gen_ai.request.temperature"), ("top_p", "gen_ai.request.top_p"))
 _FINISH = re.compile(rb'"finish_reason"\s*:\s*"([A-Za-z_]{1,40})"')
 
 
@@ -41,13 +43,15 @@ def operation(route: str | None) -> str:
 def request_attributes(model: str, request: dict[str, Any], op: str) -> dict[str, Any]:
     """The attributes known when the call begins."""
     out: dict[str, Any] = {"gen_ai.operation.name": op, "gen_ai.request.model": clip(model)}
-    limit = _first_number(request, "max_completion_tokens", "max_tokens", "max_output_tokens")
-    if limit is not None:
-        out["gen_ai.request.max_tokens"] = int(limit)
-    for name in ("temperature", "top_p"):
-        value = _first_number(request, name)
-        if value is not None:
-            out[f"gen_ai.request.{name}"] = float(value)
+    for name in _LIMITS:
+        value = request.get(name)
+        if _is_number(value):
+            out["gen_ai.request.max_tokens"] = int(value)
+            break
+    for name, attribute in _SAMPLING:
+        value = request.get(name)
+        if _is_number(value):
+            out[attribute] = float(value)
     if request.get("stream"):
         out["appliance.stream"] = True
     return out
@@ -66,7 +70,7 @@ def response_attributes(
         if usage.estimated:
             out["appliance.usage.estimated"] = True
     if finish_reasons:
-        out["gen_ai.response.finish_reasons"] = finish_reasons
+        out["gen_ai.response.finish_reasons"] = list(finish_reasons)
     return out
 
 
@@ -102,9 +106,5 @@ def _json(value: Any) -> str:
     return text if len(text) <= CONTENT_CHARS else text[:CONTENT_CHARS] + "…"
 
 
-def _first_number(request: dict[str, Any], *names: str) -> float | None:
-    for name in names:
-        value = request.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return value
-    return None
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)

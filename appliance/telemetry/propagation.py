@@ -2,23 +2,16 @@
 
 OpenTelemetry's own propagator logs a warning for each header it rejects (too long,
 malformed members): a caller could write a log line per request at will. This reads the
-two headers itself, as the W3C Trace Context grammar says, and silently ignores what does
-not fit it: a bad ``traceparent`` starts a new trace, a bad ``tracestate`` is left out.
+two headers itself, into a plain :class:`Parent`, as the W3C Trace Context grammar says,
+and silently ignores what does not fit it: a bad ``traceparent`` starts a new trace, a bad
+``tracestate`` is left out.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-
-from opentelemetry.context import Context
-from opentelemetry.trace import (
-    NonRecordingSpan,
-    SpanContext,
-    TraceFlags,
-    TraceState,
-    set_span_in_context,
-)
+from typing import NamedTuple
 
 MAX_TRACEPARENT = 512  # what the propagator accepts, in characters
 MAX_TRACESTATE = 512  # kept at most (the W3C minimum a vendor must pass on)
@@ -32,7 +25,16 @@ _VALUE = r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
 _MEMBER = re.compile(f"({_KEY})=({_VALUE})")
 
 
-def parent(headers: Sequence[tuple[bytes, bytes]]) -> Context | None:
+class Parent(NamedTuple):
+    """The caller's span: the parent of the request's."""
+
+    trace_id: int
+    span_id: int
+    sampled: bool  # the caller's sampled flag, which decides for the whole trace
+    tracestate: str  # as OTLP carries it: ``key=value`` members joined by commas
+
+
+def parent(headers: Sequence[tuple[bytes, bytes]]) -> Parent | None:
     """The caller's span as the parent of the request's, or None (a new trace)."""
     traceparent: bytes | None = None
     tracestate: list[bytes] = []
@@ -51,20 +53,14 @@ def parent(headers: Sequence[tuple[bytes, bytes]]) -> Context | None:
     version, trace_id, span_id = found["version"], int(found["trace"], 16), int(found["span"], 16)
     if version == "ff" or (version == "00" and found["rest"]) or not trace_id or not span_id:
         return None
-    context = SpanContext(
-        trace_id,
-        span_id,
-        is_remote=True,
-        trace_flags=TraceFlags(int(found["flags"], 16)),
-        trace_state=_state(b",".join(tracestate)),
-    )
-    return set_span_in_context(NonRecordingSpan(context))
+    sampled = bool(int(found["flags"], 16) & 1)
+    return Parent(trace_id, span_id, sampled, _state(b",".join(tracestate)))
 
 
-def _state(header: bytes) -> TraceState:
+def _state(header: bytes) -> str:
     """The caller's ``tracestate``; empty when any of it does not fit the grammar."""
     if not header or len(header) > MAX_TRACESTATE:
-        return TraceState()
+        return ""
     pairs: dict[str, str] = {}
     for member in header.decode("latin-1").split(","):
         member = member.strip(" \t")
@@ -72,6 +68,6 @@ def _state(header: bytes) -> TraceState:
             continue
         found = _MEMBER.fullmatch(member)
         if found is None or found[1] in pairs or len(pairs) == MAX_MEMBERS:
-            return TraceState()
+            return ""
         pairs[found[1]] = found[2]
-    return TraceState(list(pairs.items()))
+    return ",".join(f"{key}={value}" for key, value in pairs.items())

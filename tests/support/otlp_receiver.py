@@ -9,6 +9,7 @@ the request and never answers, until stopped).
 from __future__ import annotations
 
 import gzip
+import secrets
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -130,6 +131,31 @@ class OTLPReceiver:
         handler.send_header("content-length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+
+
+def caller() -> tuple[str, dict[str, str]]:
+    """A caller's new trace: its id and the ``traceparent`` header that continues it."""
+    trace_id = secrets.token_hex(16)
+    return trace_id, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+
+
+def spans_of(receiver: OTLPReceiver, trace_id: str) -> list[Span]:
+    """A request's spans, once its server span (the last to end) has come."""
+    return until(
+        lambda: receiver.in_trace(trace_id),
+        accept=lambda spans: any(s.kind == "server" for s in spans),
+        what=f"the spans of trace {trace_id}",
+    )
+
+
+def trace(receiver: OTLPReceiver, trace_id: str) -> dict[str, list[Span]]:
+    """A request's spans by kind of name (``server``, ``chat``, ``attempt``, ``queue``...),
+    once its server span (the last to end) has come."""
+    out: dict[str, list[Span]] = {}
+    for span in spans_of(receiver, trace_id):
+        key = "server" if span.kind == "server" else span.name.split(" ")[0]
+        out.setdefault(key, []).append(span)
+    return out
 
 
 def _spans(request: ExportTraceServiceRequest) -> Any:

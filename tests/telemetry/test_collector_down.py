@@ -3,10 +3,9 @@ the spans it did not take are counted in ``appliance_spans_dropped_total``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import openai
-import pytest
 
 from tests.conftest import cluster_config, scripted
 from tests.support.otlp_receiver import OTLPReceiver
@@ -15,20 +14,6 @@ from tests.support.server import RunningServer, free_port
 
 ASK = [{"role": "user", "content": "Say hello."}]
 DROPPED = "appliance_spans_dropped_total"
-
-
-@pytest.fixture(scope="module")
-def hanging() -> Iterator[OTLPReceiver]:
-    collector = OTLPReceiver(mode="hang").start()
-    yield collector
-    collector.stop()
-
-
-@pytest.fixture(scope="module")
-def refusing() -> Iterator[OTLPReceiver]:
-    collector = OTLPReceiver(mode="refuse").start()
-    yield collector
-    collector.stop()
 
 
 def serve(start: Callable[..., RunningServer], endpoint: str) -> RunningServer:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import openai
@@ -12,20 +12,13 @@ import pytest
 
 from tests.conftest import cluster_config, scripted
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.otlp_receiver import OTLPReceiver, Span
+from tests.support.otlp_receiver import OTLPReceiver, caller, spans_of
 from tests.support.poll import until
 from tests.support.server import RunningServer
 
 KEY = "sk-" + "A1b2C3d4E5f6G7h8I9j0K1l2"
 CARD = "4111 1111 1111 1111"
 REDACT = ["sk-[A-Za-z0-9]{20,}", r"\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}\b"]  # the README's
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[OTLPReceiver]:
-    collector = OTLPReceiver().start()
-    yield collector
-    collector.stop()
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +48,6 @@ def server(
 @pytest.fixture(scope="module")
 def api(server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="none", max_retries=0)
-
-
-def spans_of(receiver: OTLPReceiver, trace_id: str) -> list[Span]:
-    """A request's spans, once its server span (the last to end) has come."""
-    return until(
-        lambda: receiver.in_trace(trace_id),
-        accept=lambda spans: any(s.kind == "server" for s in spans),
-        what=f"the spans of trace {trace_id}",
-    )
-
-
-def caller() -> tuple[str, dict[str, str]]:
-    trace_id = secrets.token_hex(16)
-    return trace_id, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
 
 
 def test_captured_content_has_the_redact_patterns_applied(

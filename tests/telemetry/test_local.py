@@ -3,24 +3,15 @@ model's load, and with ``capture_content`` the prompt and reply ride on the mode
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import openai
 import pytest
 
 from tests.conftest import cluster_config
 from tests.local.models import ASK, minilm, smollm2
-from tests.support.otlp_receiver import OTLPReceiver
+from tests.support.otlp_receiver import OTLPReceiver, caller, trace
 from tests.support.server import RunningServer
-from tests.telemetry.test_tracer import trace
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[OTLPReceiver]:
-    collector = OTLPReceiver().start()
-    yield collector
-    collector.stop()
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +24,6 @@ def api(start_server: Callable[..., RunningServer], receiver: OTLPReceiver) -> o
         )
     )
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="none", max_retries=0)
-
-
-def caller() -> tuple[str, dict[str, str]]:
-    trace_id = secrets.token_hex(16)
-    return trace_id, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
 
 
 def test_a_cold_start_shows_the_load_and_the_content_when_opted_in(

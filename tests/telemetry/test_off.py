@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import openai
-import pytest
 
 from tests.conftest import cluster_config
 from tests.support.fake_upstream import FakeUpstream
@@ -19,13 +18,6 @@ from tests.support.server import RunningServer
 
 ASK = [{"role": "user", "content": "Say hello."}]
 CALLERS = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
-
-
-@pytest.fixture
-def receiver() -> Iterator[OTLPReceiver]:
-    collector = OTLPReceiver().start()
-    yield collector
-    collector.stop()
 
 
 def proxy(upstream: FakeUpstream) -> dict[str, object]:
@@ -38,10 +30,10 @@ def ask(server: RunningServer) -> None:
 
 
 def test_off_sends_no_spans_and_no_traceparent_upstream(
-    start_server: Callable[..., RunningServer], upstream: FakeUpstream, receiver: OTLPReceiver
+    start_server: Callable[..., RunningServer], upstream: FakeUpstream, own_receiver: OTLPReceiver
 ) -> None:
     # The collector is named, and OTEL_SDK_DISABLED turns tracing off all the same.
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SDK_DISABLED": "true"}
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": own_receiver.endpoint, "OTEL_SDK_DISABLED": "true"}
     server = start_server(cluster_config(proxy(upstream)), env)
     before = len(upstream.requests)
     ask(server)
@@ -49,17 +41,17 @@ def test_off_sends_no_spans_and_no_traceparent_upstream(
     assert "traceparent" not in seen.headers
     (line,) = until(lambda: server.events("request", path="/v1/chat/completions"))
     assert "trace_id" not in line and "span_id" not in line
-    assert settled(lambda: receiver.posts, quiet_s=1.5) == 0
+    assert settled(lambda: own_receiver.posts, quiet_s=1.5) == 0
     assert "appliance_spans_dropped_total 0.0" in server.metrics_text()
 
 
 def test_the_otel_endpoint_variable_turns_tracing_on(
-    start_server: Callable[..., RunningServer], upstream: FakeUpstream, receiver: OTLPReceiver
+    start_server: Callable[..., RunningServer], upstream: FakeUpstream, own_receiver: OTLPReceiver
 ) -> None:
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SERVICE_NAME": "from-env"}
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": own_receiver.endpoint, "OTEL_SERVICE_NAME": "from-env"}
     server = start_server(cluster_config(proxy(upstream)), env)
     ask(server)
-    (span,) = receiver.wait_for("chat up")
+    (span,) = own_receiver.wait_for("chat up")
     assert span.trace_id == CALLERS["traceparent"].split("-")[1]
     assert span.resource["service.name"] == "from-env"
 
@@ -80,9 +72,9 @@ def test_off_imports_nothing_of_opentelemetry() -> None:
 
 
 def test_a_trace_not_sampled_exports_nothing_and_still_propagates(
-    start_server: Callable[..., RunningServer], upstream: FakeUpstream, receiver: OTLPReceiver
+    start_server: Callable[..., RunningServer], upstream: FakeUpstream, own_receiver: OTLPReceiver
 ) -> None:
-    telemetry = {"otlp_endpoint": receiver.endpoint, "sample_ratio": 0}
+    telemetry = {"otlp_endpoint": own_receiver.endpoint, "sample_ratio": 0}
     server = start_server(cluster_config(proxy(upstream), telemetry=telemetry))
     before = len(upstream.requests)
     api = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="none", max_retries=0)
@@ -92,4 +84,4 @@ def test_a_trace_not_sampled_exports_nothing_and_still_propagates(
     assert int(flags, 16) & 1 == 0  # not sampled, as the upstream is told
     (line,) = until(lambda: server.events("request", path="/v1/chat/completions"))
     assert line["trace_id"] == trace_id  # logs still join the upstream's
-    assert settled(lambda: receiver.posts, quiet_s=1.5) == 0
+    assert settled(lambda: own_receiver.posts, quiet_s=1.5) == 0

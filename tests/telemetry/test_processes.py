@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import openai
-import pytest
 
 from tests.conftest import cluster_config, scripted
-from tests.support.otlp_receiver import OTLPReceiver
+from tests.support.otlp_receiver import OTLPReceiver, trace
 from tests.support.server import RunningServer
-from tests.telemetry.test_tracer import trace
-
-
-@pytest.fixture
-def receiver() -> Iterator[OTLPReceiver]:
-    collector = OTLPReceiver().start()
-    yield collector
-    collector.stop()
 
 
 def test_every_process_exports_its_spans(
-    start_server: Callable[..., RunningServer], receiver: OTLPReceiver
+    start_server: Callable[..., RunningServer], own_receiver: OTLPReceiver
 ) -> None:
     server = start_server(
         cluster_config(
             scripted("bot", ["Hi."]),
             server={"processes": 2},
-            telemetry={"otlp_endpoint": receiver.endpoint},
+            telemetry={"otlp_endpoint": own_receiver.endpoint},
         )
     )
     traces = [secrets.token_hex(16) for _ in range(12)]
@@ -41,6 +32,6 @@ def test_every_process_exports_its_spans(
                 extra_headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
             )
     for trace_id in traces:
-        spans = trace(receiver, trace_id)
+        spans = trace(own_receiver, trace_id)
         assert spans["chat"][0].parent_id == spans["server"][0].span_id
     assert server.metric("appliance_spans_dropped_total") == 0

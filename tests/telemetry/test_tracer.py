@@ -4,7 +4,7 @@ GenAI attributes, failover, and propagation from the caller and to the upstream.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import anthropic
 import httpx
@@ -13,19 +13,12 @@ import pytest
 
 from tests.conftest import cluster_config, scripted
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.otlp_receiver import OTLPReceiver, Span
+from tests.support.otlp_receiver import OTLPReceiver, caller, trace
 from tests.support.poll import in_background, until
 from tests.support.server import RunningServer
 
 ASK = [{"role": "user", "content": "Say hello."}]
 PROBES = ("/healthz", "/readyz", "/metrics")
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[OTLPReceiver]:
-    collector = OTLPReceiver().start()
-    yield collector
-    collector.stop()
 
 
 @pytest.fixture(scope="module")
@@ -61,29 +54,6 @@ def server(
 @pytest.fixture(scope="module")
 def api(server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="none", max_retries=0)
-
-
-def caller() -> tuple[str, dict[str, str]]:
-    """A caller's new trace: its id and the ``traceparent`` header that continues it."""
-    trace_id = secrets.token_hex(16)
-    return trace_id, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
-
-
-def trace(receiver: OTLPReceiver, trace_id: str) -> dict[str, list[Span]]:
-    """The spans of one request's trace by kind of name (``server``, ``chat``, ``attempt``,
-    ``queue``...), once its server span (the last to end) has come."""
-
-    def complete() -> dict[str, list[Span]] | None:
-        spans = receiver.in_trace(trace_id)
-        if not any(s.kind == "server" for s in spans):
-            return None
-        out: dict[str, list[Span]] = {}
-        for span in spans:
-            key = "server" if span.kind == "server" else span.name.split(" ")[0]
-            out.setdefault(key, []).append(span)
-        return out
-
-    return until(complete, what=f"the spans of trace {trace_id}")
 
 
 def test_a_chat_call_has_a_server_span_a_chat_span_and_its_queue_and_attempt(

@@ -37,7 +37,16 @@ class UpstreamStream:
     """The payloads of one upstream response; closing it closes the response (its
     connection goes back to the pool when the body was read to its end)."""
 
-    __slots__ = ("_body", "_idle_s", "_payloads", "_response", "_since", "_timer", "_waiting")
+    __slots__ = (
+        "_body",
+        "_idle_s",
+        "_interrupted",
+        "_payloads",
+        "_response",
+        "_since",
+        "_timer",
+        "_waiting",
+    )
 
     def __init__(self, response: aiohttp.ClientResponse, choices: int, idle_s: float) -> None:
         self._response = response
@@ -46,6 +55,9 @@ class UpstreamStream:
         self._idle_s = idle_s
         self._since = 0.0  # when the read now waiting began (loop time)
         self._waiting = False
+        # A read the relay interrupted (to send a ping): the next read goes on waiting for
+        # the same silence, the ping is not the upstream's sign of life.
+        self._interrupted = False
         self._timer: asyncio.TimerHandle | None = None
         connection = response.connection
         if connection is not None and connection.protocol is not None:
@@ -58,12 +70,18 @@ class UpstreamStream:
 
     async def _read(self) -> bytes:
         loop = asyncio.get_running_loop()
-        self._since = loop.time()
+        if self._interrupted:
+            self._interrupted = False
+        else:
+            self._since = loop.time()
         if self._timer is None:
             self._timer = loop.call_at(self._since + self._idle_s, self._check)
         self._waiting = True
         try:
             return await guard(self._body.readany())
+        except asyncio.CancelledError:
+            self._interrupted = True
+            raise
         finally:
             self._waiting = False
 
@@ -72,12 +90,13 @@ class UpstreamStream:
         loop = asyncio.get_running_loop()
         now = loop.time()
         due = self._since + self._idle_s
-        if self._waiting and now >= due - _EARLY:
+        silent = self._waiting or self._interrupted  # a wait for the upstream is under way
+        if silent and now >= due - _EARLY:
             self._timer = None
-            # As aiohttp's sock_read does: the waiting read raises it (see guard).
+            # As aiohttp's sock_read does: the waiting (or next) read raises it (see guard).
             self._body.set_exception(aiohttp.SocketTimeoutError("Timeout on reading data"))
             return
-        self._timer = loop.call_at(due if self._waiting else now + self._idle_s, self._check)
+        self._timer = loop.call_at(due if silent else now + self._idle_s, self._check)
 
     async def aclose(self) -> None:
         if self._timer is not None:

@@ -173,9 +173,11 @@ class Relay:
         if self._timer is not None:
             self._timer.cancel()
         try:
-            if self._prefetch is not None:
-                await self._prefetch.aclose()
-            await self.stream.aclose()
+            try:
+                if self._prefetch is not None:
+                    await self._prefetch.aclose()
+            finally:  # a second cancellation on the way must not keep the slot
+                await self.stream.aclose()
         finally:
             if self.on_close is not None:
                 await self.on_close(self._failure)

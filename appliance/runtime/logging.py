@@ -134,7 +134,8 @@ class BoundOnce:
 
     def get(self) -> Any:
         config = structlog.get_config()
-        seen = (config["processors"], config["wrapper_class"], config["logger_factory"])
+        # A tuple: structlog's capture_logs changes the processors list in place.
+        seen = (tuple(config["processors"]), config["wrapper_class"], config["logger_factory"])
         if seen != self._seen:
             self._logger, self._seen = self._proxy.bind(), seen
             self._direct = _direct(config, self._logger)

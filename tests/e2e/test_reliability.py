@@ -168,6 +168,33 @@ def test_idle_stream_times_out_with_an_error_event(
     assert payloads[-2]["error"]["code"] == "upstream_timeout"
 
 
+def test_an_idle_stream_times_out_while_pings_go_out(
+    two_upstreams: list[FakeUpstream], start_server: Callable[..., RunningServer]
+) -> None:
+    """The relay's pings to the client are not the upstream's sign of life: an upstream
+    silent for idle_timeout_s ends the stream with the timeout's error event, however
+    many pings went out meanwhile."""
+    fake = two_upstreams[0]
+    server = start_server(
+        cluster_config(
+            upstream_model("idle", [fake.base_url], options={"idle_timeout_s": 0.5}),
+            server={"stream_ping_s": 0.1},
+        )
+    )
+    body = {
+        "model": "idle",
+        "messages": MESSAGES,
+        "stream": True,
+        "x_chunks": 3,
+        "x_chunk_delay_ms": 1500,
+    }
+    response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=10)
+    assert ": ping" in response.text, "pings went out while the upstream was silent"
+    payloads = sse_payloads(response.text)
+    assert payloads[-1] == "[DONE]"
+    assert payloads[-2]["error"]["code"] == "upstream_timeout"
+
+
 def test_a_plain_reply_may_take_longer_than_the_idle_timeout_to_begin(
     two_upstreams: list[FakeUpstream], start_server: Callable[..., RunningServer]
 ) -> None:

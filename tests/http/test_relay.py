@@ -266,3 +266,46 @@ async def test_cancelling_the_task_that_sends_a_stream_is_not_taken_for_a_ping()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert upstream.closed
+
+
+class _SlowToStop:
+    """A local model's stream (read through a prefetch task): stopping it takes a turn of
+    the loop, as a child's stop call does; ``closed`` counts the slot given back."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+        self.reading = False
+
+    async def _payloads(self) -> AsyncIterator[bytes]:
+        self.reading = True
+        try:
+            while True:
+                await asyncio.sleep(10)
+                yield b'{"choices": []}'
+        finally:
+            await asyncio.sleep(0)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._payloads()
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+async def test_a_second_cancellation_while_closing_still_gives_the_slot_back() -> None:
+    stream, settled = _SlowToStop(), []
+
+    async def on_close(failure: BaseException | None) -> None:
+        settled.append(failure)
+
+    relay = Relay(stream, 5, LiveStreams(), on_close=on_close)
+    reading = asyncio.ensure_future(relay.events().__anext__())
+    await until_async(lambda: stream.reading)
+    relay.client_gone()
+    await asyncio.sleep(0)  # the relay is closing: it awaits its reader's end
+    reading.cancel()  # a shutdown's cancellation lands there
+    with pytest.raises((asyncio.CancelledError, StopAsyncIteration)):
+        await reading
+    await relay.aclose()  # the request's own close: a no-op by now
+    assert stream.closed == 1, "the worker's stream (its slot) was closed"
+    assert len(settled) == 1

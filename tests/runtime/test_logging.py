@@ -190,3 +190,20 @@ def test_a_hot_path_line_goes_through_any_other_configuration() -> None:
     with capture_logs() as logs:
         bound.info("request", {"status": 200})
     assert logs == [{"event": "request", "status": 200, "log_level": "info"}]
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_a_hot_path_line_follows_capture_logs_entered_after_it_was_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """capture_logs changes structlog's processor list in place: a line written the
+    direct way before it must not keep writing past the capture."""
+    out = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", type("Out", (), {"buffer": out})())
+    configure_logging(LoggingConfig(format="json"), [])
+    bound = BoundOnce("appliance.test")
+    bound.info("request", {"n": 1})
+    with capture_logs() as logs:
+        bound.info("request", {"n": 2})
+    assert logs == [{"event": "request", "n": 2, "log_level": "info"}]
+    assert len(out.getvalue().splitlines()) == 1

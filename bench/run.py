@@ -382,6 +382,11 @@ def main() -> None:
         "`make run` installs, as a user has it; test tools change what loads at start)",
     )
     args = parser.parse_args()
+    if args.chart:
+        try:
+            import matplotlib  # noqa: F401 - only to fail now, not after the whole run
+        except ImportError:
+            parser.error("--chart needs matplotlib (make bench installs it)")
 
     up_port = free_port()
     upstream = Proc([sys.executable, str(HERE / "upstream.py"), str(up_port)])
@@ -531,11 +536,11 @@ def report(
                 f"{rate}: {p50:.2f} / {p99:.2f}" + (f", {dropped} dropped" if dropped else "")
             )
         print(f"  {system:>10}  " + " | ".join(cells))
-    if args.chart and loops["appliance"]:
-        chart(loops, args.chart)
     print("\ntargets (issue 30):")
     for target in targets.judge(runs, extra):
         print(target.line())
+    if args.chart and loops["appliance"]:
+        chart(loops, args.chart)
 
 
 def chart(loops: dict[str, dict[float, tuple[list[float], int]]], path: Path) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import orjson
@@ -32,8 +32,6 @@ from appliance.errors import (
     UpstreamTimeoutError,
 )
 from appliance.wire.openai.protocol import Endpoint
-
-T = TypeVar("T")
 
 log = structlog.get_logger("appliance.upstream")
 

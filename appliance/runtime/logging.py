@@ -34,6 +34,11 @@ _REMEMBERED = 4096
 _REMEMBERED_CHARS = 256
 
 
+def _sensitive(name: Any) -> bool:
+    """Whether values under the field ``name`` are masked whatever they hold."""
+    return isinstance(name, str) and name.lower() in _SENSITIVE_KEYS
+
+
 class Redactor:
     """A processor that removes secrets from log events.
 
@@ -78,7 +83,7 @@ class Redactor:
 
     def _masked(self, name: Any) -> bool:
         """Whether values under ``name`` are masked whatever they hold (remembered)."""
-        masked = isinstance(name, str) and name.lower() in _SENSITIVE_KEYS
+        masked = _sensitive(name)
         if len(self._names) >= _REMEMBERED:
             self._names.clear()
         self._names[name] = masked
@@ -103,7 +108,7 @@ class Redactor:
         return value
 
     def _clean(self, name: Any, value: Any) -> Any:
-        if isinstance(name, str) and name.lower() in _SENSITIVE_KEYS and value is not None:
+        if _sensitive(name) and value is not None:
             return REDACTED
         if isinstance(value, str):
             return self._scrub(value)

@@ -3,8 +3,9 @@
 Starts ``bench/upstream.py`` and one appliance from each tree (``OLD`` and ``NEW`` first on
 ``PYTHONPATH``, the benchmark's config: one key, an ``openai`` model, the access log on),
 then measures them in short alternating blocks (plain requests at c16, 16-chunk streams
-at c8), the order flipping every round, and prints the server CPU per request of each
-and the median of the round-by-round ratios new/old. On a shared machine whose speed
+at c8, plain requests one at a time), the order flipping every round, and prints the
+server CPU per request of each (for the last, the median latency) and the median of the
+round-by-round ratios new/old. On a shared machine whose speed
 drifts, blocks this short side by side show a change that whole ``bench/run.py`` runs, one
 after the other, cannot. It is a benchmark: it prints figures and fails on nothing.
 """
@@ -45,10 +46,14 @@ def start(tree: str, upstream: str, folder: Path, python: str) -> tuple[Proc, st
 
 
 async def block(proc: Proc, base: str, kind: str, count: int) -> float:
-    """Server CPU milliseconds per request over one block."""
+    """Server CPU milliseconds per request over one block; for ``c1``, the median
+    latency in milliseconds of plain requests sent one at a time."""
     before = cpu_seconds(proc.pid)
     if kind == "plain":
         await plain(base, 16, count)
+    elif kind == "c1":
+        latencies, _ = await plain(base, 1, count)
+        return statistics.median(latencies) * 1000
     else:
         await streams(base, 8, count)
     return (cpu_seconds(proc.pid) - before) * 1000 / count
@@ -59,7 +64,7 @@ async def measure(servers: dict[str, tuple[Proc, str]], rounds: int, count: int)
         await block(proc, base, "plain", 300)
         await block(proc, base, "stream", 100)
     names = list(servers)
-    for kind, n in (("plain", count), ("stream", count // 3)):
+    for kind, n in (("plain", count), ("stream", count // 3), ("c1", count // 2)):
         figures: dict[str, list[float]] = {name: [] for name in names}
         for i in range(rounds):
             for name in names if i % 2 == 0 else names[::-1]:
@@ -67,8 +72,9 @@ async def measure(servers: dict[str, tuple[Proc, str]], rounds: int, count: int)
                 figures[name].append(await block(proc, base, kind, n))
         old, new = figures[names[0]], figures[names[1]]
         ratios = [b / a for a, b in zip(old, new, strict=True)]
+        what = "p50 latency ms at c1" if kind == "c1" else "CPU ms per request"
         print(
-            f"{kind:6} CPU ms per request: old {statistics.median(old):.3f}, "
+            f"{kind:6} {what}: old {statistics.median(old):.3f}, "
             f"new {statistics.median(new):.3f}, new/old (median of rounds) "
             f"{statistics.median(ratios):.3f} [{min(ratios):.2f}-{max(ratios):.2f}]"
         )

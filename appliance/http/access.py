@@ -33,7 +33,7 @@ import structlog
 from appliance.errors import APIError, HeadersTooLargeError, URITooLongError
 from appliance.http.errors import envelope_for
 from appliance.http.exchange import Exchange, Receive, Scope, Send
-from appliance.http.scope import SCOPE, RequestScope, Sink
+from appliance.http.scope import SCOPE, Report, RequestScope, Sink
 from appliance.http.sse import LiveStreams
 from appliance.serving.cluster import ClusterRef
 
@@ -64,7 +64,9 @@ class AccessLayer:
         app: The Falcon app.
         ref: The serving cluster's reference (each request is pinned to the current one).
         live: Requests not yet answered and open streams, for the drain.
-        sinks: Where each finished request's account goes, in order.
+        sinks: Where each finished request's account goes, in order, before its last
+            bytes are sent (what settles it).
+        reports: Where it goes after the response is out (what only reports it).
         tracing: Begins each request's trace when tracing is on (None: off).
     """
 
@@ -74,6 +76,7 @@ class AccessLayer:
         ref: ClusterRef,
         live: LiveStreams,
         sinks: Sequence[Sink],
+        reports: Sequence[Report] = (),
         tracing: Tracing | None = None,
     ) -> None:
         self.app = app
@@ -81,6 +84,7 @@ class AccessLayer:
         self.ref = ref
         self.live = live
         self.sinks = list(sinks)
+        self.reports = list(reports)
         # Unique ids without a system call per request: a random prefix per process.
         self._prefix = f"req_{secrets.token_hex(6)}"
         self._counter = itertools.count()
@@ -97,7 +101,7 @@ class AccessLayer:
         request_id = _incoming_id(scope) or self._next_id()
         cluster = self.ref.current
         account = scope[SCOPE] = RequestScope(
-            request_id.decode(), scope["method"], scope["path"], cluster, self.sinks
+            request_id.decode(), scope["method"], scope["path"], cluster, self.sinks, self.reports
         )
         if self.tracing is not None:
             trace = account.trace = self.tracing.begin(
@@ -133,6 +137,7 @@ class AccessLayer:
                 except Exception:
                     log.exception("cleanup_failed", closer=repr(closer))
             await account.finish(exchange.status, completed=exchange.completed)
+            account.report()
             if account.trace is not None:
                 account.trace.detach()
             await cluster.leave()

@@ -40,7 +40,7 @@ from appliance.http.routes.requests import RequestResource, RequestsResource
 from appliance.http.routes.rerank import RelevanceResource, RerankResource
 from appliance.http.routes.responses import ResponsesResource
 from appliance.http.routes.usage import UsageResource
-from appliance.http.scope import Request, Sink
+from appliance.http.scope import Report, Request, Sink
 from appliance.http.sinks import AccessLog, Counting
 from appliance.http.sse import LiveStreams
 from appliance.http.tracing import Spans
@@ -152,15 +152,16 @@ def create_app(
     app.add_route("/admin/requests", RequestsResource(requests))
     app.add_route("/admin/requests/{request_id}", RequestResource(requests))
     app.add_route("/", StatusPage())
-    # What every finished request feeds, in this order (see appliance.http.scope).
-    sinks: list[Sink] = [
-        Charging(metrics, limiter, ledger),
+    # What every finished request feeds, in this order (see appliance.http.scope): what
+    # settles it before its last bytes go, what reports it once they are out.
+    sinks: list[Sink] = [Charging(metrics, limiter, ledger)]
+    reports: list[Report] = [
         Counting(metrics, recent),
         AccessLog(ref),
         *([Capturing(requests)] if requests is not None else []),
         Spans(),
     ]
-    return AccessLayer(app, ref, live, sinks, tracing)
+    return AccessLayer(app, ref, live, sinks, reports, tracing)
 
 
 def _limiter(config: ApplianceConfig, metrics: Metrics, book: SpendBook) -> Limiter:

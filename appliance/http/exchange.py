@@ -136,8 +136,8 @@ class Exchange:
             message["headers"] = headers
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             self.completed = not self.gone
-            # Accounted before the client has it all: a client that reads the metrics or
-            # spends again right after its reply sees this request counted.
+            # Charged before the client has it all: a client that spends again right
+            # after its reply finds this request charged (the reports come after).
             await self.account.finish(self.status, completed=self.completed)
         if self.gone:
             return  # nobody to send to: a reply finished after its client left

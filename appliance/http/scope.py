@@ -7,11 +7,18 @@ caller (:attr:`principal`), the access level its resource declares, where its ti
 (:attr:`timing`), the model call's :class:`~.charge.Charge`, and how it ended.
 
 When the request is over, however it ended (answered, failed at the model, cancelled by
-its client, cut by a drain, or refused before any model), the edge calls
-:meth:`RequestScope.finish` exactly once. It settles the outcome (:attr:`status`: one
-status for the ledger, the metrics and the access line) and feeds the scope to the
-sinks assembled in the app factory (:mod:`.sinks`), each a plain callable; one that
-fails is logged and never keeps the others from running.
+its client, cut by a drain, or refused before any model), :meth:`RequestScope.finish`
+runs exactly once. It settles the outcome (:attr:`status`: one status for the ledger,
+the metrics and the access line) and feeds the scope to the sinks assembled in the app
+factory (:mod:`.sinks`), each a plain callable; one that fails is logged and never keeps
+the others from running. The sinks come in two kinds:
+
+- those that *settle* the request (its charge: the key's spend, its budget, the ledger's
+  row) run in :meth:`~RequestScope.finish`, before the response's last bytes go, so that
+  a client that spends again the moment it has its reply finds this one charged;
+- those that only *report* it (the metrics, the access line, the request log, the
+  spans) run in :meth:`~RequestScope.report`, which the edge calls once the response is
+  out: their work is not on the way to the client.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ SCOPE = "appliance.scope"  # the ASGI scope's key for the request's RequestScope
 CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection"
 
 Sink = Callable[["RequestScope"], Awaitable[None] | None]
+Report = Callable[["RequestScope"], None]
 
 
 class Access(StrEnum):
@@ -92,6 +100,7 @@ class RequestScope:
         "path",
         "principal",
         "quota",
+        "reports",
         "request_id",
         "route",
         "sinks",
@@ -109,9 +118,11 @@ class RequestScope:
         path: str,
         cluster: Cluster,
         sinks: Sequence[Sink] = (),
+        reports: Sequence[Report] = (),
     ) -> None:
         self.request_id = request_id
         self.sinks = sinks
+        self.reports = reports
         self.method = method
         self.path = path
         self.cluster = cluster
@@ -157,7 +168,8 @@ class RequestScope:
         return time.perf_counter() - self.started
 
     async def finish(self, http_status: int, *, completed: bool) -> None:
-        """Settle how the request ended and feed every sink; only the first call acts.
+        """Settle how the request ended and feed the sinks that settle it; only the first
+        call acts.
 
         Args:
             http_status: The status sent (0: no response began).
@@ -185,6 +197,19 @@ class RequestScope:
                 result = sink(self)
                 if result is not None:
                     await result
+            except Exception:
+                log.exception("sink_failed", sink=getattr(sink, "__name__", repr(sink)))
+
+    def report(self) -> None:
+        """Feed the sinks that report the request (metrics, access line, request log,
+        spans), once the response is out: once, after :meth:`finish` (before it, and
+        after the first time, it does nothing)."""
+        if not self._finished:
+            return
+        reports, self.reports = self.reports, ()
+        for sink in reports:
+            try:
+                sink(self)
             except Exception:
                 log.exception("sink_failed", sink=getattr(sink, "__name__", repr(sink)))
 

@@ -1,4 +1,4 @@
-"""RequestScope.finish in process: every sink runs, once, whatever one of them does.
+"""RequestScope.finish and report: every sink runs, once, whatever one of them does.
 
 The sinks are plain callables that write what they saw into a list (no mocks): a sink
 that raises is logged and the ones after it still run; a second ``finish`` does nothing;
@@ -7,11 +7,16 @@ the status every sink reads is the one the scope settled.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import orjson
 import pytest
 import structlog
 
 from appliance.config import ApplianceConfig
 from appliance.errors.upstream import UpstreamStreamError
+from appliance.http.app import create_app
 from appliance.http.scope import CLIENT_CLOSED, RequestScope, Sink
 from appliance.serving.cluster import Cluster
 
@@ -90,3 +95,80 @@ async def test_a_stream_that_failed_after_its_200_has_the_failures_status() -> N
     await scope.finish(200, completed=True)
     assert seen == [failure.status]
     assert failure.status >= 500
+
+
+async def test_reports_run_once_after_the_settling_sinks() -> None:
+    seen: list[tuple[str, int]] = []
+
+    def broken(scope: RequestScope) -> None:
+        seen.append(("broken", scope.status))
+        raise RuntimeError("this report is broken")
+
+    scope = RequestScope(
+        "req-unit",
+        "POST",
+        "/v1/chat/completions",
+        CLUSTER,
+        [lambda s: seen.append(("charge", s.status))],
+        [broken, lambda s: seen.append(("access", s.status))],
+    )
+    scope.report()  # before the request is settled: nothing to report yet
+    assert seen == []
+    await scope.finish(200, completed=True)
+    assert seen == [("charge", 200)]  # what settles it runs before the last bytes go
+    with structlog.testing.capture_logs() as logs:
+        scope.report()
+    scope.report()  # the edge's second word changes nothing
+    assert seen == [("charge", 200), ("broken", 200), ("access", 200)]
+    assert [e["sink"] for e in logs if e["event"] == "sink_failed"] == ["broken"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_charge_goes_before_the_last_bytes_and_the_reports_after(stream: bool) -> None:
+    """Through the whole app: a client that spends again the moment it has its reply
+    finds this one charged, and the reports (metrics, access line) are not on the way."""
+    config = ApplianceConfig.model_validate(
+        {"models": [{"name": "m", "backend": "scripted", "options": {"reply": ["a b c"]}}]}
+    )
+    cluster = Cluster.from_config(config)
+    await cluster.start()
+    app = create_app(config, cluster=cluster)
+    order: list[str] = []
+    app.sinks.append(lambda scope: order.append(f"settled {scope.status}"))
+    app.reports.append(lambda scope: order.append(f"reported {scope.status}"))
+    body = orjson.dumps(
+        {"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    asked = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client stays
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            order.append("last bytes sent")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+    }
+    try:
+        await app(scope, receive, send)
+    finally:
+        await cluster.close()
+    assert order == ["settled 200", "last bytes sent", "reported 200"]

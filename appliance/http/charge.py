@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from appliance.errors import APIError
+from appliance.telemetry.genai import chunk_model, reply_model
 from appliance.wire.openai.assemble import Fold
 from appliance.wire.usage import StreamTally, Usage, estimate, of_reply
 
@@ -69,3 +71,64 @@ class Charge:
         if client_left:
             return estimate(self.request, 0)
         return NOTHING
+
+
+class TracedCharge(Charge):
+    """The charge of a call whose trace records: it also notes, for the model call's span,
+    whether a reply came (:attr:`replied`: a plain reply, or a stream's first chunk) and
+    the model it names (:attr:`response_model`). Read where the usage is read, without
+    parsing anything again: a plain reply's bytes are searched for the key, a stream's
+    first chunk is taken as the tally parsed it (:class:`_FirstChunk`). An untraced call
+    is a plain :class:`Charge` and pays for none of it.
+    """
+
+    __slots__ = ("first", "replied", "response_model")
+
+    def __init__(self, model: str, request: dict[str, Any]) -> None:
+        super().__init__(model, request)
+        self.replied = False
+        self.response_model: str | None = None
+        self.first: _FirstChunk | None = None
+
+    def reply(self, body: bytes) -> Usage:
+        usage = super().reply(body)
+        self.replied = True
+        self.response_model = reply_model(body)
+        return usage
+
+    def stream(self, client_asked: bool, kind: type[StreamTally] = StreamTally) -> StreamTally:
+        tally = super().stream(client_asked, kind)
+        self.first = _FirstChunk(self, tally)
+        return tally
+
+    async def settle(self, failure: APIError | None = None) -> None:
+        if self.first is not None:  # no chunk came: the tally's fold is its own again
+            self.first.done()
+        await super().settle(failure)
+
+
+class _FirstChunk:
+    """Takes a stream's first parsed chunk as the tally's fold (:meth:`StreamTally.keep`),
+    notes the model it names, and gives the tally its own fold back (the request log's,
+    if it keeps the reply) with that chunk: one call per stream, no parse of its own."""
+
+    __slots__ = ("charge", "fold", "fold_chars", "tally")
+
+    def __init__(self, charge: TracedCharge, tally: StreamTally) -> None:
+        self.charge = charge
+        self.tally = tally
+        self.fold, self.fold_chars = tally.kept, tally.keep_chars
+        tally.keep(self, sys.maxsize)
+
+    def add(self, chunk: Any) -> None:
+        self.done()
+        charge = self.charge
+        charge.replied = True
+        charge.response_model = chunk_model(chunk)
+        tally, fold = self.tally, self.fold
+        if fold is not None and tally.chars <= self.fold_chars:
+            fold.add(chunk)
+
+    def done(self) -> None:
+        self.tally.kept, self.tally.keep_chars = self.fold, self.fold_chars
+        self.charge.first = None

@@ -32,7 +32,7 @@ import falcon.asgi
 import structlog
 
 from appliance.errors import APIError
-from appliance.http.charge import Charge
+from appliance.http.charge import Charge, TracedCharge
 from appliance.serving.gateway import Timing
 from appliance.telemetry.genai import operation
 
@@ -148,14 +148,17 @@ class RequestScope:
     def open_charge(self, model: str, request: dict[str, Any]) -> Charge:
         """The charge of this request's model call (as the client named the model); the
         request log keeps its reply if ``capture:`` selects the key and model."""
-        self.charge = Charge(model, request)
+        trace = self.trace
+        self.charge = (Charge if trace is None or not trace.recording else TracedCharge)(
+            model, request
+        )
         capture = self.cluster.config.capture
         if capture.enabled:
             key = self.principal.name if self.principal is not None else "anonymous"
             if capture.wants(key, model, self.cluster.registry.routes.get(model, ())):
                 self.charge.keep(capture.max_body_bytes)
-        if self.trace is not None:
-            self.trace.model_call(operation(self.route), model, request, tuple(capture.redact))
+        if trace is not None:
+            trace.model_call(operation(self.route), model, request, tuple(capture.redact))
         return self.charge
 
     @property

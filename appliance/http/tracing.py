@@ -3,12 +3,14 @@
 The edge begins a request's trace when tracing is on (:class:`~.access.AccessLayer`), and a
 model route's charge begins its model call's span
 (:meth:`~appliance.http.scope.RequestScope.open_charge`). When the request is over, this
-sink gives both their outcome, as the other sinks see it: the model that answered, the
-usage charged, the finish reasons, the error, and the status sent.
+sink gives both their outcome, as the other sinks see it: if a reply came, the model it
+names (else the model that answered) and the usage charged; the finish reasons, the
+error, and the status sent.
 """
 
 from __future__ import annotations
 
+from appliance.http.charge import TracedCharge
 from appliance.http.scope import RequestScope
 from appliance.telemetry import genai
 
@@ -29,9 +31,15 @@ class Spans:
             if error is None and scope.status >= 400:
                 error = str(scope.status)
             tally = charge.tally
+            # What the reply says belongs to a call that got one (a plain reply, or a
+            # stream's first chunk: a stream cut later was charged what it relayed).
+            named, used = None, None
+            if isinstance(charge, TracedCharge) and charge.replied:
+                named = charge.response_model or scope.timing.model
+                used = charge.used(scope.client_gone)
             trace.end_model_call(
-                response_model=scope.timing.model,
-                usage=charge.used(scope.client_gone) if scope.reached_model else None,
+                response_model=named,
+                usage=used,
                 finish_reasons=(
                     tally.finish_reasons if tally is not None else genai.finish_reasons(charge.body)
                 ),

@@ -33,6 +33,8 @@ CONTENT_CHARS = 16384  # captured content, each of prompt and reply, at most
 _LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")  # the first one set
 _SAMPLING = (("temperature", "gen_ai.request.temperature"), ("top_p", "gen_ai.request.top_p"))
 _FINISH = re.compile(rb'"finish_reason"\s*:\s*"([A-Za-z_]{1,40})"')
+_MODEL_KEY = b'"model"'
+_MODEL_VALUE = re.compile(rb'\s*:\s*"([^"\\]{1,256})"')  # after the key: a plain string
 
 
 def operation(route: str | None) -> str:
@@ -79,6 +81,33 @@ def finish_reasons(reply: bytes | None) -> list[str]:
     if not reply:
         return []
     return [match.decode() for match in _FINISH.findall(reply)]
+
+
+def reply_model(reply: bytes) -> str | None:
+    """The model a plain reply names (its ``model`` key), None if it names none.
+
+    Read from the bytes, not parsed again: found from the end (an embeddings reply, often
+    megabytes, names it after its data). In valid JSON a quoted ``"model"`` followed by a
+    colon is a key (a string's own quotes are escaped); a value with escapes is not read.
+    """
+    end = len(reply)
+    while (at := reply.rfind(_MODEL_KEY, 0, end)) >= 0:
+        found = _MODEL_VALUE.match(reply, at + len(_MODEL_KEY))
+        if found is not None:
+            return found.group(1).decode(errors="replace")
+        end = at
+    return None
+
+
+def chunk_model(chunk: Any) -> str | None:
+    """The model a parsed stream chunk names: a chat chunk's ``model``, or the response's
+    in an upstream's Responses event (``response.created``); None if it names none."""
+    if not isinstance(chunk, dict):
+        return None
+    named = chunk.get("model")
+    if named is None and isinstance(response := chunk.get("response"), dict):
+        named = response.get("model")
+    return clip(named) if isinstance(named, str) and named else None
 
 
 def input_messages(request: dict[str, Any], scrub: Callable[[Any], Any]) -> str | None:

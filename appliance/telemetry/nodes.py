@@ -6,14 +6,22 @@ attempt runs. Each makes the spans of what happens under it: a wait for a slot
 (``queue {model}``, ``load {model}`` for a cold start) and an attempt on a worker
 (``attempt {worker}``), as context managers cheaper than generator-based ones; and tells
 the upstream its ``traceparent``. A trace not sampled makes none of them.
+
+A failed attempt's span says whether the request failed over after it
+(``appliance.failover``), which is known only later: when the same task begins its next
+attempt (it did), or when the model call ends (it did not). A span cut by a cancellation
+(the client left, the deadline passed, a drain) does not know why: it takes its model
+call's outcome (``error.type``) when that ends. Until then such a span is held by its
+trace (:meth:`Trace.hold`).
 """
 
 from __future__ import annotations
 
 import time
+from asyncio import CancelledError
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from contextvars import Token
+from contextvars import ContextVar, Token
 from typing import Any, Protocol
 
 from appliance.clip import clip
@@ -23,6 +31,9 @@ from appliance.telemetry.spans import INTERNAL, Record
 
 WAIT_SPAN_NS = 1_000_000  # a wait for a slot shorter than this has no span
 NOTHING: AbstractContextManager[None] = nullcontext()
+# The task's failed attempt whose failover is open: its next attempt says the request
+# failed over. Each task's own: the parts of a split request fail over each on its own.
+FAILED: ContextVar[Record | None] = ContextVar("appliance_failed_attempt", default=None)
 
 
 class Trace(Protocol):
@@ -47,6 +58,13 @@ class Trace(Protocol):
 
     def ended(self, span: Record) -> None:
         """``span`` ends now: it goes to the batch."""
+
+    def hold(self, span: Record) -> None:
+        """``span`` ends now; it goes to the batch once what it led to is known (a failed
+        attempt: whether the request failed over; a cancelled span: the call's outcome)."""
+
+    def failed_over(self, span: Record) -> None:
+        """The request moved on to another attempt after ``span``, a held attempt."""
 
 
 class Node:
@@ -81,9 +99,10 @@ class Node:
     ) -> None:
         """A child span of what happened from ``started`` until now."""
         span = self.trace.child(name, self.span_id, INTERNAL, attributes, started)
-        if failure is not None:
+        if failure is None:
+            self.trace.ended(span)
+        else:
             _failed(span, self.trace, failure, attempt=name.startswith("attempt "))
-        self.trace.ended(span)
 
 
 class _Waiting(AbstractContextManager[None]):
@@ -130,6 +149,10 @@ class _Attempt(AbstractContextManager[None]):
     def __enter__(self) -> None:
         node = self.node
         trace = node.trace
+        failed = FAILED.get()
+        if failed is not None:  # this task's last attempt failed: the request moved on
+            FAILED.set(None)
+            trace.failed_over(failed)
         trace.attempts += 1
         if trace.attempts == 1:  # the model call's span stands for it, unless it fails
             self.started = time.time_ns()
@@ -144,17 +167,25 @@ class _Attempt(AbstractContextManager[None]):
                 self.node._record(self.name, self.attributes, self.started, failure)
             return
         trace = self.node.trace
-        if failure is not None:
-            _failed(span, trace, failure, attempt=True)
         if self.token is not None:
             CURRENT.reset(self.token)
-        trace.ended(span)
+        if failure is None:
+            trace.ended(span)
+        else:
+            _failed(span, trace, failure, attempt=True)
 
 
 def _failed(span: Record, trace: Trace, exc: BaseException, *, attempt: bool) -> None:
-    """Record on ``span`` the error it ended with, and why the request failed over."""
-    kind = type(exc).__name__
+    """End ``span`` with the error it ended with, and why the attempt failed; a span that
+    waits to know what it led to is held (see the module docstring)."""
     attributes = span.attributes
+    if isinstance(exc, CancelledError):  # why is its model call's to say, when it ends
+        span.fail()
+        if attempt:
+            trace.error = None  # the call ended with its cancellation, not an earlier error
+        trace.hold(span)
+        return
+    kind = type(exc).__name__
     attributes["error.type"] = kind
     span.fail(clip(str(exc)))
     if isinstance(exc, APIError):
@@ -164,5 +195,10 @@ def _failed(span: Record, trace: Trace, exc: BaseException, *, attempt: bool) ->
             attributes["appliance.upstream.status_code"] = upstream_status
         if attempt:
             trace.error = kind
-            attributes["appliance.failover"] = bool(exc.retryable)
             attributes["appliance.failover.reason"] = clip(exc.message)
+            if exc.retryable:  # the gateway may try another worker: known at its next try
+                FAILED.set(span)
+                trace.hold(span)
+                return
+            attributes["appliance.failover"] = False
+    trace.ended(span)

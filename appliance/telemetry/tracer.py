@@ -11,10 +11,11 @@ OTLP/HTTP exporter (:mod:`.otlp`). A request's trace is made of:
 - under it, the model call's GenAI span (``chat {model}``, ``embeddings {model}``...);
 - under that, one span per wait for a slot (``queue {model}``, or ``load {model}`` when the
   request waited for a local model to load) and one per attempt on a worker
-  (``attempt {worker}``), with why it failed over. A first attempt has no span while it
-  runs (its upstream's ``traceparent`` names the model call's span); its ``attempt`` span
-  is recorded only if it fails. Each attempt after it has its own span, which its upstream
-  is told.
+  (``attempt {worker}``), with why it failed and whether the request failed over after
+  it. A first attempt has no span while it runs (its upstream's ``traceparent`` names the
+  model call's span); its ``attempt`` span is recorded only if it fails. Each attempt after
+  it has its own span, which its upstream is told. A span that ends before what it led to
+  is known is held until it is (:meth:`Trace.hold`).
 
 A caller's ``traceparent`` is read by :mod:`.propagation`, which never logs.
 """
@@ -97,12 +98,14 @@ class Trace:
         "_trace",
         "attempts",
         "error",
+        "held",
         "method",
         "model",
         "provider",
         "recording",
         "scrub",
         "server",
+        "settled",
         "span_id",
         "trace_id",
         "tracestate",
@@ -144,6 +147,8 @@ class Trace:
         self.error: str | None = None  # the error of the last failed attempt
         self.worker: str | None = None  # the worker of the last attempt
         self.attempts = 0
+        self.held: list[Record] | None = None  # see hold
+        self.settled: str | None = None  # once the call is over: its error.type ("" none)
         self.scrub: Callable[[Any], Any] = _unchanged  # capture.redact, with content only
         self._token = CURRENT.set(Node(self, server_id))
 
@@ -168,6 +173,41 @@ class Trace:
 
     def ended(self, span: Record) -> None:
         self.tracing.batch.add(span.end())
+
+    def hold(self, span: Record) -> None:
+        """``span`` ends now and waits for what it led to: a failed attempt for whether
+        the request failed over (:meth:`failed_over`, else not), a cancelled span for its
+        model call's outcome. Both are known when the model call ends (:meth:`_settle`)."""
+        span.end()
+        if self.settled is not None:  # a part that ended after its call (split requests)
+            self._release(span)
+        elif self.held is None:
+            self.held = [span]
+        else:
+            self.held.append(span)
+
+    def failed_over(self, span: Record) -> None:
+        held = self.held
+        if held is not None and span in held:
+            held.remove(span)
+            span.attributes["appliance.failover"] = True
+            self.tracing.batch.add(span)
+
+    def _settle(self, outcome: str) -> None:
+        """The model call is over with ``outcome`` (its ``error.type``, "" if none): the
+        held spans are complete."""
+        self.settled = outcome
+        held, self.held = self.held, None
+        for span in held or ():
+            self._release(span)
+
+    def _release(self, span: Record) -> None:
+        attributes = span.attributes
+        if "error.type" in attributes:  # a failed attempt the request did not move on from
+            attributes["appliance.failover"] = False
+        else:  # cut by a cancellation: what ended its call ended it
+            attributes["error.type"] = self.settled or "_OTHER"
+        self.tracing.batch.add(span)
 
     def model_call(
         self, operation: str, model: str, request: dict[str, Any], redact: tuple[str, ...]
@@ -201,6 +241,8 @@ class Trace:
         span = self.model
         if span is None:
             return
+        failed = None if error is None else self.error or error
+        self._settle(failed or "")
         attributes = span.attributes
         attributes.update(genai.response_attributes(response_model, usage, finish_reasons))
         if self.provider is not None:
@@ -211,8 +253,8 @@ class Trace:
             content = genai.output_messages(reply, self.scrub)
             if content is not None:
                 attributes["gen_ai.output.messages"] = content
-        if error is not None:
-            attributes["error.type"] = self.error or error
+        if failed is not None:
+            attributes["error.type"] = failed
             span.fail()
         self.ended(span)
 
@@ -220,6 +262,8 @@ class Trace:
         server = self.server
         if server is None:
             return
+        if self.settled is None:  # attempts without a model call: the request's outcome
+            self._settle(str(status) if status >= 400 else "")
         attributes = server.attributes
         attributes["http.response.status_code"] = status
         if route is not None:

@@ -46,6 +46,7 @@ after ``+`` (``ok+indented+nousage``):
   ledger column can hold.
 - ``slow-body``: a plain reply's headers go at once, its body ``x_body_delay_ms`` later
   (an upstream or proxy that stalls mid-reply).
+- ``unnamed``: replies and stream chunks without a ``model`` key (a server that names none).
 - ``toolcall``: a chat reply that calls ``get_weather({"city": "Paris"})``; streamed in
   OpenAI's delta shape (id and name first, then the arguments in two pieces).
 
@@ -441,6 +442,8 @@ def _dumps(obj: Any, traits: frozenset[str]) -> bytes:
     """JSON in the layout the traits ask for."""
     if "nousage" in traits and isinstance(obj, dict):
         obj = {k: v for k, v in obj.items() if k != "usage"}
+    if "unnamed" in traits and isinstance(obj, dict):
+        obj = {k: v for k, v in obj.items() if k != "model"}
     if "indented" in traits:
         return json.dumps(obj, indent=2).encode()
     if "spaced" in traits:

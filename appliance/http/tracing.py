@@ -14,6 +14,8 @@ from appliance.http.charge import TracedCharge
 from appliance.http.scope import RequestScope
 from appliance.telemetry import genai
 
+_FINISHING = frozenset({"chat", "text_completion"})  # operations whose replies state one
+
 
 class Spans:
     """Ends a traced request's model-call span and its server span."""
@@ -37,12 +39,16 @@ class Spans:
             if isinstance(charge, TracedCharge) and charge.replied:
                 named = charge.response_model or scope.timing.model
                 used = charge.used(scope.client_gone)
+            if tally is not None:
+                reasons = tally.finish_reasons
+            elif genai.operation(scope.route) in _FINISHING:
+                reasons = genai.finish_reasons(charge.body)
+            else:  # an embeddings or rerank reply, often megabytes, states none
+                reasons = []
             trace.end_model_call(
                 response_model=named,
                 usage=used,
-                finish_reasons=(
-                    tally.finish_reasons if tally is not None else genai.finish_reasons(charge.body)
-                ),
+                finish_reasons=reasons,
                 error=error,
                 reply=charge.body,
             )

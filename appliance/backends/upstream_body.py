@@ -79,7 +79,7 @@ class UpstreamStream:
             self._body.set_exception(aiohttp.SocketTimeoutError("Timeout on reading data"))
 
     async def aclose(self) -> None:
-        self._idle.cancel()
+        self._idle.close()
         if self._payloads.ended and not self._body.is_eof():
             # The body's own end (its last chunk) usually comes right after [DONE], often
             # in a read of its own: one turn of the loop takes it in, and the connection

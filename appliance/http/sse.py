@@ -119,7 +119,6 @@ class Relay:
         "framing",
         "live",
         "on_close",
-        "ping_s",
         "stats",
         "stream",
         "tally",
@@ -136,7 +135,6 @@ class Relay:
         framing: Framing | None = None,
     ) -> None:
         self.stream = stream
-        self.ping_s = ping_s
         self.live = live
         self.tally = tally
         self.stats = stats
@@ -170,7 +168,7 @@ class Relay:
             return
         self._closed = True
         self.live.relays.discard(self)
-        self._pinger.cancel()
+        self._pinger.close()
         try:
             try:
                 if self._prefetch is not None:

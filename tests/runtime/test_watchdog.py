@@ -8,6 +8,8 @@ is asserted once a probe armed for later has fired (timers run in the order they
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 from appliance.runtime.watchdog import EARLY, Watchdog
 from tests.support.poll import until_async
@@ -81,6 +83,33 @@ async def test_a_cancelled_watchdog_does_not_call_back() -> None:
     await later_than(0.2)
     assert fired.at == []
     watchdog.cancel()  # idle: nothing to do
+
+
+class Owner:
+    """A watchdog's owner, as a stream is: the callback is its method."""
+
+    def __init__(self) -> None:
+        self.pings = 0
+        self.watchdog = Watchdog(self.ping, 0.05)
+
+    def ping(self) -> None:
+        self.pings += 1
+
+
+async def test_a_closed_watchdog_lets_go_of_its_owner_and_calls_back_no_more() -> None:
+    owner = Owner()
+    owner.watchdog.feed()
+    owner.watchdog.close()
+    owner.watchdog.feed()  # a late feed (a read after the stream closed) is harmless
+    await later_than(0.2)
+    assert owner.pings == 0
+    gone = weakref.ref(owner)
+    gc.disable()  # freed by reference counting, not by a collection
+    try:
+        del owner
+        assert gone() is None, "the owner and its watchdog no longer hold each other"
+    finally:
+        gc.enable()
 
 
 async def test_a_deadline_pushed_later_is_honoured() -> None:

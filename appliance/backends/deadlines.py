@@ -3,38 +3,37 @@
 Each request to an upstream may wait ``first_byte_timeout_s`` for its response to begin.
 ``asyncio.timeout`` would arm (and cancel) a timer per request, about 4 us under uvloop,
 as much as the rest of the worker's own code for the request. Here a request's deadline is
-an entry in a dict, and one timer, armed for the earliest deadline, fires at most once per
-``first_byte_timeout_s`` while requests keep coming: it cancels the requests past their
-deadline, which take the cancellation back and raise their timeout, as ``asyncio.timeout``
-does (:meth:`Deadlines.expired`).
+an entry in a dict, and one :class:`~appliance.runtime.watchdog.Watchdog`, watching the
+earliest deadline, fires at most once per ``first_byte_timeout_s`` while requests keep
+coming: it cancels the requests past their deadline, which take the cancellation back and
+raise their timeout, as ``asyncio.timeout`` does (:meth:`Deadlines.expired`).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-_EARLY = 0.01  # a timer may fire this much before its time
+from appliance.runtime.watchdog import Watchdog
 
 
 class Deadlines:
     """The deadlines of the requests now waiting, ``seconds`` after each began."""
 
-    __slots__ = ("_due", "_expired", "_timer", "seconds")
+    __slots__ = ("_due", "_expired", "_watchdog", "seconds")
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._due: dict[asyncio.Task[object], tuple[float, int]] = {}  # and its cancelling()
         self._expired: dict[asyncio.Task[object], int] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._watchdog = Watchdog(self._expire)  # the earliest deadline, or one before it
 
     def start(self) -> asyncio.Task[object]:
         """The current task's wait begins; returns the task, for :meth:`stop`."""
         task: asyncio.Task[object] = asyncio.current_task()  # type: ignore[assignment]
-        loop = asyncio.get_running_loop()
-        due = loop.time() + self.seconds
+        due = asyncio.get_running_loop().time() + self.seconds
         self._due[task] = (due, task.cancelling())
-        if self._timer is None:
-            self._timer = loop.call_at(due, self._fire)
+        if self._watchdog.idle:  # else it watches an earlier deadline
+            self._watchdog.push(due)
         return task
 
     def stop(self, task: asyncio.Task[object]) -> None:
@@ -49,21 +48,18 @@ class Deadlines:
         return cancelling is not None and task.uncancel() <= cancelling
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._watchdog.cancel()
 
-    def _fire(self) -> None:
-        loop = asyncio.get_running_loop()
-        late = loop.time() + _EARLY
-        self._timer = None
+    def _expire(self) -> None:
+        """Cancel the requests past their deadline; watch the earliest of the others."""
+        passed = self._watchdog.passed
         earliest: float | None = None
         for task, (due, cancelling) in list(self._due.items()):
-            if due <= late:
+            if passed(due):
                 del self._due[task]
                 self._expired[task] = cancelling
                 task.cancel()
             elif earliest is None or due < earliest:
                 earliest = due
         if earliest is not None:
-            self._timer = loop.call_at(earliest, self._fire)
+            self._watchdog.push(earliest)

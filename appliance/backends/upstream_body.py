@@ -3,12 +3,13 @@
 :class:`UpstreamStream` is an ``openai`` worker's stream: the JSON payloads of the
 response's SSE body (see :mod:`.upstream_sse`), read as the relay asks for them, with the
 upstream's idle timeout (``idle_timeout_s``: the longest wait for its next read) kept by
-one timer per stream rather than by aiohttp's ``sock_read``, which re-arms a timer for
-every network read (a 16-chunk stream arrives in as many). The wait for the response to
-begin is the worker's first-byte deadline alone (``first_byte_timeout_s``: aiohttp's
-``sock_read`` would cut a reply that takes longer than ``idle_timeout_s`` to generate);
-a plain reply's body, and an error's, are then read under aiohttp's ``sock_read`` of
-``idle_timeout_s`` (:func:`idle_from_here`).
+one :class:`~appliance.runtime.watchdog.Watchdog` per stream, fed as each read begins,
+rather than by aiohttp's ``sock_read``, which re-arms a timer for every network read (a
+16-chunk stream arrives in as many). The wait for the response to begin is the worker's
+first-byte deadline alone (``first_byte_timeout_s``: aiohttp's ``sock_read`` would cut a
+reply that takes longer than ``idle_timeout_s`` to generate); a plain reply's body, and an
+error's, are then read under aiohttp's ``sock_read`` of ``idle_timeout_s``
+(:func:`idle_from_here`).
 
 :func:`guard` maps aiohttp's exceptions into :mod:`appliance.errors` (with
 :mod:`.openai`, the only place that sees them).
@@ -27,38 +28,26 @@ import aiohttp
 
 from appliance.backends.upstream_sse import Payloads, payloads
 from appliance.errors import UpstreamConnectionError, UpstreamTimeoutError
+from appliance.runtime.watchdog import Watchdog
 
 T = TypeVar("T")
-
-_EARLY = 0.01  # a timer may fire this much before its time
 
 
 class UpstreamStream:
     """The payloads of one upstream response; closing it closes the response (its
     connection goes back to the pool when the body was read to its end)."""
 
-    __slots__ = (
-        "_body",
-        "_idle_s",
-        "_interrupted",
-        "_payloads",
-        "_response",
-        "_since",
-        "_timer",
-        "_waiting",
-    )
+    __slots__ = ("_body", "_idle", "_interrupted", "_payloads", "_response", "_waiting")
 
     def __init__(self, response: aiohttp.ClientResponse, choices: int, idle_s: float) -> None:
         self._response = response
         self._body = response.content
         self._payloads = payloads(self._read, choices)
-        self._idle_s = idle_s
-        self._since = 0.0  # when the read now waiting began (loop time)
+        self._idle = Watchdog(self._timed_out, idle_s)  # fed as a read begins
         self._waiting = False
         # A read the relay interrupted (to send a ping): the next read goes on waiting for
         # the same silence, the ping is not the upstream's sign of life.
         self._interrupted = False
-        self._timer: asyncio.TimerHandle | None = None
         connection = response.connection
         if connection is not None and connection.protocol is not None:
             # From here the idle timeout is this stream's (see the module docstring);
@@ -69,13 +58,10 @@ class UpstreamStream:
         return self._payloads
 
     async def _read(self) -> bytes:
-        loop = asyncio.get_running_loop()
         if self._interrupted:
             self._interrupted = False
         else:
-            self._since = loop.time()
-        if self._timer is None:
-            self._timer = loop.call_at(self._since + self._idle_s, self._check)
+            self._idle.feed()
         self._waiting = True
         try:
             return await guard(self._body.readany())
@@ -85,23 +71,15 @@ class UpstreamStream:
         finally:
             self._waiting = False
 
-    def _check(self) -> None:
-        """Once an ``idle_s`` at most: fail a read that has waited that long."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        due = self._since + self._idle_s
-        silent = self._waiting or self._interrupted  # a wait for the upstream is under way
-        if silent and now >= due - _EARLY:
-            self._timer = None
+    def _timed_out(self) -> None:
+        """``idle_s`` since a read began: fail it if the upstream is still awaited (if the
+        relay was what took that long, the next read begins the wait afresh)."""
+        if self._waiting or self._interrupted:
             # As aiohttp's sock_read does: the waiting (or next) read raises it (see guard).
             self._body.set_exception(aiohttp.SocketTimeoutError("Timeout on reading data"))
-            return
-        self._timer = loop.call_at(due if silent else now + self._idle_s, self._check)
 
     async def aclose(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._idle.close()
         if self._payloads.ended and not self._body.is_eof():
             # The body's own end (its last chunk) usually comes right after [DONE], often
             # in a read of its own: one turn of the loop takes it in, and the connection

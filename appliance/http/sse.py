@@ -4,10 +4,11 @@ The relay reads the worker's stream in the task that sends the response: a read'
 of payloads at a time (an upstream's :meth:`~appliance.backends.upstream_sse.Payloads.batch`;
 a stream that offers payloads one by one is read ahead by a :class:`Prefetch`), and what
 one read brought goes out as one write (an upstream that sends a burst costs one hand-off
-to the server, not one per token). No task, queue or timer per read: one timer per
-stream wakes a wait for the next read that lasted ``ping_s``, and the relay then yields
-``None`` (sent as the comment ``: ping``, which OpenAI clients ignore, and which keeps
-proxies from timing out). A client that leaves is reported by the access layer through
+to the server, not one per token). No task, queue or timer per read: a watchdog fed as
+each read begins (:class:`~appliance.runtime.watchdog.Watchdog`, one timer per stream)
+wakes a wait for the next read that lasted ``ping_s``, and the relay then yields ``None``
+(sent as the comment ``: ping``, which OpenAI clients ignore, and which keeps proxies from
+timing out). A client that leaves is reported by the access layer through
 :meth:`Relay.client_gone`, which interrupts that wait at once. Errors never escape: once
 streaming has begun they become an ``{"error": ...}`` event followed by ``[DONE]``,
 which the openai SDK raises.
@@ -34,6 +35,7 @@ from appliance.clip import clip
 from appliance.errors import APIError
 from appliance.http.prefetch import Prefetch
 from appliance.runtime.metrics import StreamStats
+from appliance.runtime.watchdog import Watchdog
 from appliance.wire.sse import Framing, OpenAIFraming
 from appliance.wire.usage import StreamTally
 
@@ -109,16 +111,14 @@ class Relay:
         "_ended",
         "_error",
         "_failure",
+        "_pinger",
         "_prefetch",
         "_reading",
-        "_since",
         "_task",
-        "_timer",
         "_woken",
         "framing",
         "live",
         "on_close",
-        "ping_s",
         "stats",
         "stream",
         "tally",
@@ -135,7 +135,6 @@ class Relay:
         framing: Framing | None = None,
     ) -> None:
         self.stream = stream
-        self.ping_s = ping_s
         self.live = live
         self.tally = tally
         self.stats = stats
@@ -143,10 +142,9 @@ class Relay:
         self.framing: Framing = framing or OpenAIFraming()
         self._prefetch: Prefetch | None = None
         self._task: asyncio.Task[Any] | None = None  # the one sending the events
-        self._timer: asyncio.TimerHandle | None = None
         self._reading = False  # the events wait for the worker's next read
         self._woken = False  # and were woken (for a ping, or to end)
-        self._since = 0.0  # when that wait began (loop time)
+        self._pinger = Watchdog(self._wake, ping_s)  # fed as each read begins
         self._cancelling = 0
         self._ended = False
         self._closed = False
@@ -170,8 +168,7 @@ class Relay:
             return
         self._closed = True
         self.live.relays.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._pinger.close()
         try:
             try:
                 if self._prefetch is not None:
@@ -195,8 +192,7 @@ class Relay:
         if getattr(source, "batch", None) is None:  # payload by payload: read ahead
             source = self._prefetch = Prefetch(source)
         batch = source.batch
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.ping_s, self._tick)
+        feed = self._pinger.feed
         failure: APIError | None = None
         last = b""  # the last payloads' frames, held to go out with the end
         try:
@@ -206,7 +202,7 @@ class Relay:
                 task = self._task = asyncio.current_task()
                 assert task is not None
                 self._cancelling = task.cancelling()
-                self._since = loop.time()
+                feed()  # a wait that lasts ping_s is woken, to ping
                 self._reading = True
                 try:
                     items = await batch()
@@ -258,22 +254,10 @@ class Relay:
         if end:
             yield Event(end)
 
-    def _tick(self) -> None:
-        """Once a ``ping_s`` at most: wake a wait that has lasted that long, to ping."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        due = self._since + self.ping_s
-        if self._reading and now >= due - _EARLY:
-            self._wake()
-            due = now + self.ping_s
-        elif not self._reading:
-            due = now + self.ping_s
-        self._timer = loop.call_at(due, self._tick)
-
     def _wake(self) -> None:
-        """Interrupt the events' wait for the worker's next read (they are suspended there,
-        so that is where the cancellation lands; they take it back, as ``asyncio.timeout``
-        does)."""
+        """Interrupt the events' wait for the worker's next read, if they wait (they are
+        suspended there, so that is where the cancellation lands; they take it back, as
+        ``asyncio.timeout`` does). The pinger calls it when that wait lasted ``ping_s``."""
         if self._reading and not self._woken and self._task is not None:
             self._woken = True
             self._task.cancel()
@@ -296,6 +280,3 @@ class Relay:
                 payload = shown
             frames.extend(chunk(payload))
         return b"".join(frames), None
-
-
-_EARLY = 0.01  # a timer may fire this much before its time

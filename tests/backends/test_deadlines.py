@@ -47,7 +47,7 @@ async def test_answered_requests_are_not_touched_and_the_timer_goes_quiet() -> N
     await asyncio.sleep(0.05)
     late.set()
     assert await asyncio.wait_for(pending, 10) == "answered"
-    await until_async(lambda: deadlines._timer is None, what="the timer to stop re-arming")
+    await until_async(lambda: deadlines._watchdog.idle, what="the timer to stop re-arming")
     assert await wait(deadlines, answer) == "answered"  # and it arms again when needed
     deadlines.close()
 

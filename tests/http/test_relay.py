@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 
 import pytest
@@ -309,3 +311,20 @@ async def test_a_second_cancellation_while_closing_still_gives_the_slot_back() -
     await relay.aclose()  # the request's own close: a no-op by now
     assert stream.closed == 1, "the worker's stream (its slot) was closed"
     assert len(settled) == 1
+
+
+async def test_a_finished_relay_is_freed_at_once_not_by_the_garbage_collector() -> None:
+    """Nothing of a relay is left in a reference cycle once it closed (its pinger's
+    callback is its own method): one per stream, a collector left to free them cost
+    about 10% of the relay's CPU."""
+    upstream = GatedUpstream([b'data: {"a":1}\n\ndata: [DONE]\n\n'])
+    upstream.gate.set()
+    gone = weakref.ref(upstream)
+    gc.disable()
+    try:
+        relay = Relay(upstream, 5.0, LiveStreams(), StreamTally(client_asked=False))
+        assert [event async for event in relay.events() if event is not None]
+        del relay, upstream
+        assert gone() is None, "the relay and its worker's stream were freed"
+    finally:
+        gc.enable()

@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import Counter, Histogram
-
 from appliance.clip import clip, clip_value
 from appliance.http.scope import RequestScope
 from appliance.runtime.logging import BoundOnce
@@ -32,34 +30,24 @@ class Counting:
     def __init__(self, metrics: Metrics, recent: Recent) -> None:
         self.metrics = metrics
         self.recent = recent
-        # Each label set's series, looked up once (labels() takes a lock and builds a
-        # tuple of strings each time); the label values are bounded (see above).
-        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
-        self._waits: dict[tuple[str, str], Histogram] = {}  # queue_wait by (model, class)
 
     def __call__(self, scope: RequestScope) -> None:
+        metrics = self.metrics
         route = scope.route or "unmatched"
         model = scope.cluster.registry.served_as(scope.fields.get("model"))
         elapsed = scope.elapsed_s
         status = scope.status
-        series = self._series.get((route, model, status))
-        if series is None:
-            series = self._series[route, model, status] = (
-                self.metrics.requests.labels(route, model, str(status)),
-                self.metrics.latency.labels(route, model),
-            )
-        series[0].inc()
-        series[1].observe(elapsed)
+        metrics.labels(metrics.requests, route, model, status).inc()
+        metrics.labels(metrics.latency, route, model).observe(elapsed)
         self.recent.add(time.time(), elapsed, status >= 500)
         timing = scope.timing
         if timing.queued_s and scope.principal is not None:  # it asked a model for a slot
-            labels = (timing.model or model, scope.principal.priority)
-            wait = self._waits.get(labels)
-            if wait is None:
-                wait = self._waits[labels] = self.metrics.queue_wait.labels(*labels)
+            wait = metrics.labels(
+                metrics.queue_wait, timing.model or model, scope.principal.priority
+            )
             wait.observe(timing.queued_s)
         for spill in timing.spills or ():
-            self.metrics.spills.labels(spill.model, spill.reason).inc()
+            metrics.spills.labels(spill.model, spill.reason).inc()
 
 
 class AccessLog:

@@ -16,14 +16,8 @@ import structlog
 from structlog.testing import capture_logs
 
 from appliance.config import LoggingConfig
-from appliance.runtime.logging import (
-    REDACTED,
-    BoundOnce,
-    Redactor,
-    UtcStamp,
-    configure_logging,
-    stdlib_formatter,
-)
+from appliance.runtime.logging import BoundOnce, UtcStamp, configure_logging, stdlib_formatter
+from appliance.runtime.redaction import REDACTED, Redactor
 
 
 def run(redactor: Redactor, **event: object) -> dict[str, object]:

@@ -30,24 +30,23 @@ class Counting:
     def __init__(self, metrics: Metrics, recent: Recent) -> None:
         self.metrics = metrics
         self.recent = recent
+        self._requests = metrics.series(metrics.requests)  # by (route, model, status)
+        self._latency = metrics.series(metrics.latency)  # by (route, model)
+        self._waits = metrics.series(metrics.queue_wait)  # by (model, priority)
 
     def __call__(self, scope: RequestScope) -> None:
-        metrics = self.metrics
         route = scope.route or "unmatched"
         model = scope.cluster.registry.served_as(scope.fields.get("model"))
         elapsed = scope.elapsed_s
         status = scope.status
-        metrics.labels(metrics.requests, route, model, status).inc()
-        metrics.labels(metrics.latency, route, model).observe(elapsed)
+        self._requests[route, model, status].inc()
+        self._latency[route, model].observe(elapsed)
         self.recent.add(time.time(), elapsed, status >= 500)
         timing = scope.timing
         if timing.queued_s and scope.principal is not None:  # it asked a model for a slot
-            wait = metrics.labels(
-                metrics.queue_wait, timing.model or model, scope.principal.priority
-            )
-            wait.observe(timing.queued_s)
+            self._waits[timing.model or model, scope.principal.priority].observe(timing.queued_s)
         for spill in timing.spills or ():
-            metrics.spills.labels(spill.model, spill.reason).inc()
+            self.metrics.spills.labels(spill.model, spill.reason).inc()
 
 
 class AccessLog:

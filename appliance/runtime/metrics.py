@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -176,8 +176,9 @@ class Metrics:
             registry=own,
         )
 
-        # Each label set's series (a metric's child), looked up once: see labels().
-        self._children: dict[tuple[object, tuple[object, ...]], Any] = {}
+        # The series of the metrics counted on the request path (see series()).
+        self._series: dict[object, Any] = {}
+        self._tokens = self.series(self.tokens)
 
     def model_loaded(self, model: str, seconds: float, *, ok: bool) -> None:
         """A local model loaded (``ok``), or an attempt to load it failed."""
@@ -197,21 +198,36 @@ class Metrics:
     def count_usage(self, model: str, usage: Usage) -> None:
         """Add a request's usage to the token counters."""
         if usage.prompt:
-            self.labels(self.tokens, model, "prompt").inc(usage.prompt)
+            self._tokens[model, "prompt"].inc(usage.prompt)
         if usage.completion:
-            self.labels(self.tokens, model, "completion").inc(usage.completion)
+            self._tokens[model, "completion"].inc(usage.completion)
 
-    def labels(self, metric: M, *values: object) -> M:
-        """``metric.labels(*values)``, remembered: the request path's series are each
-        looked up once (``labels()`` takes a lock and builds a tuple of strings each
-        time). A series is made only once it counts something. For bounded label values
-        only (a route's template, a served model, a status), as every label should be.
-        """
-        key = (metric, values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return cast(M, child)
+    def series(self, metric: M) -> Series[M]:
+        """``metric``'s series by label values, each made once (the same mapping on
+        every call): what the request path counts into (see :class:`Series`)."""
+        try:
+            found: Series[M] = self._series[metric]
+        except KeyError:
+            found = self._series[metric] = Series(metric)
+        return found
+
+
+class Series(dict[tuple[object, ...], M]):
+    """A metric's series (``metric.labels(*values)``) by their label values, each looked
+    up once: ``labels()`` takes a lock and builds a tuple of strings on every call, a
+    lookup here is one dict access. A series is made only once it is asked for (so it
+    counts something). For bounded label values only (a route's template, a served
+    model, a status, a priority class), as every label should be.
+    """
+
+    def __init__(self, metric: M) -> None:
+        super().__init__()
+        self.metric: M = metric
+
+    def __missing__(self, values: tuple[object, ...]) -> M:
+        child: M = self.metric.labels(*values)
+        self[values] = child
+        return child
 
 
 class Recent:

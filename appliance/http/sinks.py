@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from appliance.clip import clip, clip_value
+from appliance.clip import ECHO_CHARS, clip
 from appliance.http.scope import RequestScope
 from appliance.runtime.logging import BoundOnce
 from appliance.runtime.metrics import Metrics, Recent
@@ -66,25 +66,25 @@ class AccessLog:
         if not self.ref.current.config.logging.access_log:
             return
         timing = scope.timing
+        method, path = scope.method, scope.path
         line: dict[str, Any] = {
-            "method": clip(scope.method),
-            "path": clip(scope.path),
+            "method": method if len(method) <= ECHO_CHARS else clip(method),
+            "path": path if len(path) <= ECHO_CHARS else clip(path),
             "status": scope.status,
             "duration_ms": round(scope.elapsed_s * 1000, 2),
         }
         if scope.client_gone:
             line["client_gone"] = True
-        if _named(scope) and scope.principal:
-            line["key_name"] = scope.principal.name
+        principal = scope.principal
+        if principal is not None and scope.cluster.auth.enabled:  # only when keys are in use
+            line["key_name"] = principal.name
         if timing.model is not None:
             line["served_by"] = timing.model
         if timing.spills:
             line["spilled"] = [s.as_dict() for s in timing.spills]
         for name, value in scope.fields.items():
-            line[name] = clip_value(value)
+            # clip_value(value), without a call for what needs no clipping.
+            if isinstance(value, str) and len(value) > ECHO_CHARS:
+                value = clip(value)
+            line[name] = value
         self.log.info("request", line)
-
-
-def _named(scope: RequestScope) -> bool:
-    """Whether the access line names the caller's key (only when keys are in use)."""
-    return scope.principal is not None and scope.cluster.auth.enabled

@@ -50,7 +50,8 @@ async def measure(requests: int, collector: str, closed: str) -> dict[str, dict[
 
     from appliance.config import ApplianceConfig
     from appliance.http.app import create_app
-    from appliance.runtime.logging import Redactor, processors
+    from appliance.runtime.logging import processors
+    from appliance.runtime.redaction import Redactor
     from appliance.serving.cluster import Cluster
 
     logging.disable(logging.CRITICAL)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import Counter, Histogram
-
-from appliance.clip import clip, clip_value
+from appliance.clip import ECHO_CHARS, clip
 from appliance.http.scope import RequestScope
 from appliance.runtime.logging import BoundOnce
 from appliance.runtime.metrics import Metrics, Recent
@@ -32,32 +30,21 @@ class Counting:
     def __init__(self, metrics: Metrics, recent: Recent) -> None:
         self.metrics = metrics
         self.recent = recent
-        # Each label set's series, looked up once (labels() takes a lock and builds a
-        # tuple of strings each time); the label values are bounded (see above).
-        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
-        self._waits: dict[tuple[str, str], Histogram] = {}  # queue_wait by (model, class)
+        self._requests = metrics.series(metrics.requests)  # by (route, model, status)
+        self._latency = metrics.series(metrics.latency)  # by (route, model)
+        self._waits = metrics.series(metrics.queue_wait)  # by (model, priority)
 
     def __call__(self, scope: RequestScope) -> None:
         route = scope.route or "unmatched"
         model = scope.cluster.registry.served_as(scope.fields.get("model"))
         elapsed = scope.elapsed_s
         status = scope.status
-        series = self._series.get((route, model, status))
-        if series is None:
-            series = self._series[route, model, status] = (
-                self.metrics.requests.labels(route, model, str(status)),
-                self.metrics.latency.labels(route, model),
-            )
-        series[0].inc()
-        series[1].observe(elapsed)
+        self._requests[route, model, status].inc()
+        self._latency[route, model].observe(elapsed)
         self.recent.add(time.time(), elapsed, status >= 500)
         timing = scope.timing
         if timing.queued_s and scope.principal is not None:  # it asked a model for a slot
-            labels = (timing.model or model, scope.principal.priority)
-            wait = self._waits.get(labels)
-            if wait is None:
-                wait = self._waits[labels] = self.metrics.queue_wait.labels(*labels)
-            wait.observe(timing.queued_s)
+            self._waits[timing.model or model, scope.principal.priority].observe(timing.queued_s)
         for spill in timing.spills or ():
             self.metrics.spills.labels(spill.model, spill.reason).inc()
 
@@ -79,25 +66,25 @@ class AccessLog:
         if not self.ref.current.config.logging.access_log:
             return
         timing = scope.timing
+        method, path = scope.method, scope.path
         line: dict[str, Any] = {
-            "method": clip(scope.method),
-            "path": clip(scope.path),
+            "method": method if len(method) <= ECHO_CHARS else clip(method),
+            "path": path if len(path) <= ECHO_CHARS else clip(path),
             "status": scope.status,
             "duration_ms": round(scope.elapsed_s * 1000, 2),
         }
         if scope.client_gone:
             line["client_gone"] = True
-        if _named(scope) and scope.principal:
-            line["key_name"] = scope.principal.name
+        principal = scope.principal
+        if principal is not None and scope.cluster.auth.enabled:  # only when keys are in use
+            line["key_name"] = principal.name
         if timing.model is not None:
             line["served_by"] = timing.model
         if timing.spills:
             line["spilled"] = [s.as_dict() for s in timing.spills]
         for name, value in scope.fields.items():
-            line[name] = clip_value(value)
+            # clip_value(value), without a call for what needs no clipping.
+            if isinstance(value, str) and len(value) > ECHO_CHARS:
+                value = clip(value)
+            line[name] = value
         self.log.info("request", line)
-
-
-def _named(scope: RequestScope) -> bool:
-    """Whether the access line names the caller's key (only when keys are in use)."""
-    return scope.principal is not None and scope.cluster.auth.enabled

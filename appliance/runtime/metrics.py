@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -31,6 +32,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _LOAD = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
+M = TypeVar("M", Counter, Gauge, Histogram)
+
 _OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
@@ -173,9 +176,9 @@ class Metrics:
             registry=own,
         )
 
-        # The token counters' series, each looked up once (labels() takes a lock and
-        # builds a tuple of strings each time), and made only once it counts something.
-        self._tokens: dict[tuple[str, str], Counter] = {}
+        # The series of the metrics counted on the request path (see series()).
+        self._series: dict[object, Any] = {}
+        self._tokens = self.series(self.tokens)
 
     def model_loaded(self, model: str, seconds: float, *, ok: bool) -> None:
         """A local model loaded (``ok``), or an attempt to load it failed."""
@@ -195,15 +198,36 @@ class Metrics:
     def count_usage(self, model: str, usage: Usage) -> None:
         """Add a request's usage to the token counters."""
         if usage.prompt:
-            self._token_series(model, "prompt").inc(usage.prompt)
+            self._tokens[model, "prompt"].inc(usage.prompt)
         if usage.completion:
-            self._token_series(model, "completion").inc(usage.completion)
+            self._tokens[model, "completion"].inc(usage.completion)
 
-    def _token_series(self, model: str, kind: str) -> Counter:
-        series = self._tokens.get((model, kind))
-        if series is None:
-            series = self._tokens[model, kind] = self.tokens.labels(model, kind)
-        return series
+    def series(self, metric: M) -> Series[M]:
+        """``metric``'s series by label values, each made once (the same mapping on
+        every call): what the request path counts into (see :class:`Series`)."""
+        try:
+            found: Series[M] = self._series[metric]
+        except KeyError:
+            found = self._series[metric] = Series(metric)
+        return found
+
+
+class Series(dict[tuple[object, ...], M]):
+    """A metric's series (``metric.labels(*values)``) by their label values, each looked
+    up once: ``labels()`` takes a lock and builds a tuple of strings on every call, a
+    lookup here is one dict access. A series is made only once it is asked for (so it
+    counts something). For bounded label values only (a route's template, a served
+    model, a status, a priority class), as every label should be.
+    """
+
+    def __init__(self, metric: M) -> None:
+        super().__init__()
+        self.metric: M = metric
+
+    def __missing__(self, values: tuple[object, ...]) -> M:
+        child: M = self.metric.labels(*values)
+        self[values] = child
+        return child
 
 
 class Recent:

@@ -16,14 +16,8 @@ import structlog
 from structlog.testing import capture_logs
 
 from appliance.config import LoggingConfig
-from appliance.runtime.logging import (
-    REDACTED,
-    BoundOnce,
-    Redactor,
-    UtcStamp,
-    configure_logging,
-    stdlib_formatter,
-)
+from appliance.runtime.logging import BoundOnce, UtcStamp, configure_logging, stdlib_formatter
+from appliance.runtime.redaction import REDACTED, Redactor
 
 
 def run(redactor: Redactor, **event: object) -> dict[str, object]:
@@ -132,6 +126,7 @@ def test_the_redactor_forgets_rather_than_grows_without_bound() -> None:
     for i in range(10_000):
         run(redact, **{f"field{i}": f"value {i} sk-live-123456789"})
     assert len(redact._names) <= 4096 and len(redact._strings) <= 4096
+    assert len(redact._once) <= 4096
     assert run(redact, field1="sk-live-123456789") == {"field1": REDACTED}
 
 

@@ -1,0 +1,132 @@
+"""The log processor that keeps secrets out of the logs (:class:`Redactor`).
+
+Any configured secret that appears anywhere in a string field of an event, however deep
+in a dict or a list, is replaced by :data:`REDACTED`; values under key-like names
+(``api_key``, ``Authorization``, ...) are masked whatever they hold.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+REDACTED = "[REDACTED]"
+SHORT_SECRET = 12  # characters; shorter secrets are matched as whole words only
+
+_SENSITIVE_KEYS = frozenset({"authorization", "api_key", "apikey", "key", "password", "token"})
+# Field values that are never cleaned (unless under a key-like name), by exact type.
+_PLAIN = frozenset({int, float, bool, type(None)})
+# The redactor remembers this many names and cleaned strings, of at most _REMEMBERED_CHARS.
+_REMEMBERED = 4096
+_REMEMBERED_CHARS = 256
+# Up to this many short secrets, a string is looked for each of them (``in``) before the
+# whole-word pattern runs: most strings hold none, and ``in`` is far cheaper than a search.
+_FEW_SHORT = 8
+
+
+def _sensitive(name: Any) -> bool:
+    """Whether values under the field ``name`` are masked whatever they hold."""
+    return isinstance(name, str) and name.lower() in _SENSITIVE_KEYS
+
+
+class Redactor:
+    """A processor that removes secrets from log events.
+
+    Most fields of most lines repeat (the access line's method, path, key, model, level,
+    event name): what it made of a name, or of a short string seen twice, is remembered,
+    so that each is looked at once, not on every line. A string seen once (a request id)
+    is cleaned each time and only noted as seen: one-off strings neither fill nor churn
+    what is remembered.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # Longest first, so a secret that contains another is replaced whole.
+        ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.secrets = [s for s in ordered if len(s) >= SHORT_SECRET]
+        # A short secret ("adm") is also part of ordinary words ("readmitted"): it is
+        # replaced where it stands alone, not inside a word (which would both mangle the
+        # log and show which words hold it).
+        short = [s for s in ordered if len(s) < SHORT_SECRET]
+        self._short = (
+            re.compile(
+                rf"(?<![A-Za-z0-9_\-])(?:{'|'.join(map(re.escape, short))})(?![A-Za-z0-9_\-])"
+            )
+            if short
+            else None
+        )
+        self._short_words = short if len(short) <= _FEW_SHORT else None
+        self._names: dict[Any, bool] = {}  # name: whether its values are masked
+        self._strings: dict[str, str] = {}  # string seen twice: it cleaned
+        self._once: set[str] = set()  # strings seen once lately
+
+    def __call__(
+        self, logger: Any, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        names, strings = self._names, self._strings
+        for name, value in event.items():
+            masked = names.get(name)
+            if masked is None:
+                masked = self._masked(name)
+            if masked:
+                if value is not None:
+                    event[name] = REDACTED
+            elif type(value) is str:
+                cleaned = strings.get(value)
+                if cleaned is None:
+                    cleaned = self._fresh(value)
+                if cleaned is not value:
+                    event[name] = cleaned
+            elif type(value) not in _PLAIN:
+                event[name] = self._clean(name, value)
+        return event
+
+    def _masked(self, name: Any) -> bool:
+        """Whether values under ``name`` are masked whatever they hold (remembered)."""
+        masked = _sensitive(name)
+        if len(self._names) >= _REMEMBERED:
+            self._names.clear()
+        self._names[name] = masked
+        return masked
+
+    def _fresh(self, value: str) -> str:
+        """:meth:`_scrub` of a string not remembered; remembered if it is short and was
+        seen once already (a second chance: a one-off string is never remembered)."""
+        cleaned = self._scrub(value)
+        if len(value) <= _REMEMBERED_CHARS:
+            once = self._once
+            if value in once:
+                if len(self._strings) >= _REMEMBERED:
+                    self._strings.clear()
+                self._strings[value] = cleaned
+            else:
+                if len(once) >= _REMEMBERED:
+                    once.clear()
+                once.add(value)
+        return cleaned
+
+    def _scrub(self, value: str) -> str:
+        """``value`` with every secret in it replaced."""
+        for secret in self.secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        short = self._short
+        if short is not None:
+            words = self._short_words
+            if words is None:
+                return short.sub(REDACTED, value)
+            for word in words:
+                if word in value:
+                    return short.sub(REDACTED, value)
+        return value
+
+    def _clean(self, name: Any, value: Any) -> Any:
+        if _sensitive(name) and value is not None:
+            return REDACTED
+        if isinstance(value, str):
+            return self._scrub(value)
+        if isinstance(value, dict):
+            return {k: self._clean(k, v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._clean(None, v) for v in value]
+        return value

@@ -1,0 +1,143 @@
+"""What each sink of a finished request costs, inside real requests through the whole app.
+
+``python bench/sinks.py`` drives the app in-process as ``bench/edge.py`` does (raw ASGI
+calls, uvloop, the scripted model, the served JSON logging written to ``/dev/null``) and
+times every sink of :meth:`~appliance.http.scope.RequestScope.finish` (charging, counting,
+the access line, ...) with ``perf_counter`` around each call, so that each is measured
+where it runs: after the request's own work, with its caches as a real request leaves
+them. It prints the median and the mean microseconds of each sink over plain and
+streamed requests.
+
+``python bench/sinks.py --compare OLD NEW`` runs it with each tree's ``appliance``
+package first on ``PYTHONPATH``, alternating, and prints the median of each sink's
+medians and their ratio. It is a benchmark: it prints figures and fails on nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from edge import BODY, CONFIG, STREAM, _one
+
+
+class Timed:
+    """A sink, timed: the nanoseconds of each call go to ``samples``."""
+
+    def __init__(self, sink: Callable[[Any], Any], samples: list[int]) -> None:
+        self.sink = sink
+        self.samples = samples
+        self.__name__ = getattr(sink, "__name__", type(sink).__name__)
+
+    def __call__(self, scope: Any) -> Any:
+        started = time.perf_counter_ns()
+        result = self.sink(scope)
+        self.samples.append(time.perf_counter_ns() - started)
+        return result
+
+
+async def measure(requests: int) -> dict[str, dict[str, float]]:
+    """Each sink's median and mean microseconds per request, keyed ``name``."""
+    import logging
+
+    from appliance.config import ApplianceConfig
+    from appliance.http.app import create_app
+    from appliance.runtime.logging import configure_logging
+    from appliance.serving.cluster import Cluster
+
+    config = ApplianceConfig.model_validate(CONFIG)
+    nowhere = open(os.devnull, "w")  # noqa: SIM115, ASYNC230  (open while the app logs)
+    stdout, sys.stdout = sys.stdout, nowhere
+    try:
+        configure_logging(config.logging, config.secrets())
+    finally:
+        sys.stdout = stdout
+    logging.disable(logging.CRITICAL)
+    cluster = Cluster.from_config(config)
+    await cluster.start()
+    app = create_app(config, cluster=cluster)
+    samples: dict[str, list[int]] = {}
+    timed = [Timed(sink, samples.setdefault(_name(sink), [])) for sink in app.sinks]
+    app.sinks[:] = timed
+    try:
+        for body in (BODY, STREAM):
+            for _ in range(50):  # warm
+                await _one(app, body)
+        for each in samples.values():
+            each.clear()
+        for i in range(requests):
+            status = await _one(app, BODY if i % 2 else STREAM)
+            assert status == 200, status
+    finally:
+        await cluster.close()
+    return {
+        name: {"median": statistics.median(ns) / 1000, "mean": statistics.fmean(ns) / 1000}
+        for name, ns in samples.items()
+    }
+
+
+def _name(sink: Any) -> str:
+    return str(getattr(sink, "__name__", type(sink).__name__))
+
+
+def compare(old: str, new: str, requests: int, rounds: int) -> None:
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {old: [], new: []}
+    for i in range(rounds):
+        for tree in (old, new) if i % 2 == 0 else (new, old):
+            env = {**os.environ, "PYTHONPATH": tree}
+            done = subprocess.run(
+                [sys.executable, __file__, "--requests", str(requests), "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            runs[tree].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"Microseconds per sink call, median of each run's median, {rounds} runs each")
+    print(f"{'':14}{'old':>9}{'new':>9}{'new/old':>9}   runs old | new")
+    for name in runs[old][0]:
+        a = [r[name]["median"] for r in runs[old]]
+        b = [r[name]["median"] for r in runs[new] if name in r]
+        if not b:
+            continue
+        ma, mb = statistics.median(a), statistics.median(b)
+        spread = " ".join(f"{v:.1f}" for v in a) + " | " + " ".join(f"{v:.1f}" for v in b)
+        print(f"{name:14}{ma:>9.2f}{mb:>9.2f}{mb / ma:>9.2f}   {spread}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.compare:
+        compare(*args.compare, args.requests, args.rounds)
+        return
+    try:  # the loop the appliance serves on
+        import uvloop
+
+        figures = uvloop.run(measure(args.requests))
+    except ImportError:
+        figures = asyncio.run(measure(args.requests))
+    if args.json:
+        print(json.dumps(figures))
+        return
+    print(f"Microseconds per sink call over {args.requests} requests (half of them streams)")
+    for name, figure in figures.items():
+        print(f"{name:14} median {figure['median']:7.2f}   mean {figure['mean']:7.2f}")
+
+
+if __name__ == "__main__":
+    main()

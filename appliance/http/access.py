@@ -130,18 +130,29 @@ class AccessLayer:
                 await _answer(exchange.send, exchange.ended, scope["path"])
         finally:
             self.live.unanswered.discard(exchange)
-            await exchange.finish()
-            for closer in scope.get(CLEANUP, ()):
+            try:
+                await _close(scope, exchange)
+            finally:
+                # Settled, reported and gone from its cluster even if a second
+                # cancellation (a shutdown) cut the closing short.
                 try:
-                    await closer()
-                except Exception:
-                    log.exception("cleanup_failed", closer=repr(closer))
-            await account.finish(exchange.status, completed=exchange.completed)
-            account.report()
-            if account.trace is not None:
-                account.trace.detach()
-            await cluster.leave()
-            structlog.contextvars.reset_contextvars(**tokens)
+                    await account.finish(exchange.status, completed=exchange.completed)
+                finally:
+                    account.report()
+                    if account.trace is not None:
+                        account.trace.detach()
+                    await cluster.leave()
+                    structlog.contextvars.reset_contextvars(**tokens)
+
+
+async def _close(scope: Scope, exchange: Exchange) -> None:
+    """Stop watching the client, then run the cleanups a resource registered."""
+    await exchange.finish()
+    for closer in scope.get(CLEANUP, ()):
+        try:
+            await closer()
+        except Exception:
+            log.exception("cleanup_failed", closer=repr(closer))
 
 
 def _head_too_large(scope: Scope) -> APIError | None:

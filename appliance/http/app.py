@@ -231,10 +231,14 @@ def app_from_settings(settings: Settings, config: ApplianceConfig) -> AccessLaye
     A reload loads the file again with the same environment overrides; logging follows the
     new config's ``logging:`` section.
     """
-    configure_logging(config.logging, config.secrets())
+    # Every secret a config of this process named stays redacted: a key a reload removed
+    # may still come in (and so be logged, as a request id, a path) after it.
+    secrets = set(config.secrets())
+    configure_logging(config.logging, secrets)
 
     def apply_logging(new: ApplianceConfig) -> None:
-        configure_logging(new.logging, new.secrets())
+        secrets.update(new.secrets())
+        configure_logging(new.logging, secrets)
 
     def reloader(ref: ClusterRef) -> Reloader:
         # Watching and drain time follow the serving config's server section.

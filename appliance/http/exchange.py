@@ -63,6 +63,7 @@ class Exchange:
 
     __slots__ = (
         "_body_done",
+        "_gone",
         "_left",
         "_receive",
         "_send",
@@ -103,6 +104,7 @@ class Exchange:
         self._timer: asyncio.TimerHandle | None = None
         self._left: int | None = None
         self._body_done = False
+        self._gone = False
 
     async def receive(self) -> Message:
         if self._body_done:
@@ -119,13 +121,14 @@ class Exchange:
                 self._body_done = True
                 self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._watch_now)
         elif message["type"] == "http.disconnect":
-            self.account.client_gone = True
+            self._gone = True
+            self.account.left()
         return message
 
     @property
     def gone(self) -> bool:
-        """Whether the client left (the request's scope holds it)."""
-        return self.account.client_gone
+        """Whether the client left (also after the request's account was settled)."""
+        return self._gone
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -137,7 +140,8 @@ class Exchange:
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             self.completed = not self.gone
             # Charged before the client has it all: a client that spends again right
-            # after its reply finds this request charged (the reports come after).
+            # after its reply finds this request charged. The reports (metrics, access
+            # line) follow in this task as soon as the last bytes are handed over.
             await self.account.finish(self.status, completed=self.completed)
         if self.gone:
             return  # nobody to send to: a reply finished after its client left
@@ -189,9 +193,10 @@ class Exchange:
 
     def _client_left(self) -> None:
         """The client is gone: said once, to everyone who asked (the relay stops)."""
-        if self.gone and self._told:
+        if self._gone and self._told:
             return
-        self.account.client_gone = self._told = True
+        self._gone = self._told = True
+        self.account.left()
         for callback in self.scope.get(DISCONNECT, ()):
             callback()
 

@@ -84,8 +84,11 @@ class RequestScope:
         route: The matched route's template (a bounded metric label).
         fields: Extra fields for its access line.
         trace: Its trace when tracing is on (:mod:`appliance.telemetry`), else None.
-        client_gone: Whether the client left before the response was complete.
+        client_gone: Whether the client left (:meth:`left`), as of the request's end:
+            from :meth:`finish` on it no longer changes, so the reports say what the
+            charge saw.
         status: How it ended, set by :meth:`finish` (see there).
+        ended: When it was settled (``perf_counter``; 0 before): its duration ends there.
     """
 
     __slots__ = (
@@ -95,6 +98,7 @@ class RequestScope:
         "charge",
         "client_gone",
         "cluster",
+        "ended",
         "fields",
         "method",
         "path",
@@ -138,6 +142,7 @@ class RequestScope:
         self.fields: dict[str, Any] = {}
         self.client_gone = False
         self.status = 0
+        self.ended = 0.0
         self.trace: RequestTrace | None = None
         self._finished = False
 
@@ -168,7 +173,13 @@ class RequestScope:
 
     @property
     def elapsed_s(self) -> float:
-        return time.perf_counter() - self.started
+        """Its duration so far, or in all once it is settled."""
+        return (self.ended or time.perf_counter()) - self.started
+
+    def left(self) -> None:
+        """The client left: noted unless the request is settled already."""
+        if not self._finished:
+            self.client_gone = True
 
     async def finish(self, http_status: int, *, completed: bool) -> None:
         """Settle how the request ended and feed the sinks that settle it; only the first
@@ -188,6 +199,7 @@ class RequestScope:
         if self._finished:
             return
         self._finished = True
+        self.ended = time.perf_counter()
         failure: APIError | None = self.charge.failure if self.charge is not None else None
         if self.client_gone and not completed:
             self.status = CLIENT_CLOSED

@@ -10,9 +10,14 @@ error, and the status sent.
 
 from __future__ import annotations
 
-from appliance.http.charge import TracedCharge
+from typing import TYPE_CHECKING
+
+from appliance.http.charge import Charge, TracedCharge
 from appliance.http.scope import RequestScope
 from appliance.telemetry import genai
+
+if TYPE_CHECKING:
+    from appliance.telemetry import RequestTrace
 
 _FINISHING = frozenset({"chat", "text_completion"})  # operations whose replies state one
 
@@ -26,30 +31,36 @@ class Spans:
         trace = scope.trace
         if trace is None or not trace.recording:
             return
-        charge = scope.charge
-        if charge is not None:
-            failure = charge.failure
-            error = type(failure).__name__ if failure is not None else None
-            if error is None and scope.status >= 400:
-                error = str(scope.status)
-            tally = charge.tally
-            # What the reply says belongs to a call that got one (a plain reply, or a
-            # stream's first chunk: a stream cut later was charged what it relayed).
-            named, used = None, None
-            if isinstance(charge, TracedCharge) and charge.replied:
-                named = charge.response_model or scope.timing.model
-                used = charge.used(scope.client_gone)
-            if tally is not None:
-                reasons = tally.finish_reasons
-            elif genai.operation(scope.route) in _FINISHING:
-                reasons = genai.finish_reasons(charge.body)
-            else:  # an embeddings or rerank reply, often megabytes, states none
-                reasons = []
-            trace.end_model_call(
-                response_model=named,
-                usage=used,
-                finish_reasons=reasons,
-                error=error,
-                reply=charge.body,
-            )
-        trace.end(route=scope.route, status=scope.status)
+        try:
+            if scope.charge is not None:
+                _end_call(trace, scope, scope.charge)
+        finally:  # held attempts and the server span go out whatever happened above
+            trace.end(route=scope.route, status=scope.status)
+
+
+def _end_call(trace: RequestTrace, scope: RequestScope, charge: Charge) -> None:
+    """End the model call's span with what the request's charge saw."""
+    failure = charge.failure
+    error = type(failure).__name__ if failure is not None else None
+    if error is None and scope.status >= 400:
+        error = str(scope.status)
+    tally = charge.tally
+    # What the reply says belongs to a call that got one (a plain reply, or a
+    # stream's first chunk: a stream cut later was charged what it relayed).
+    named, used = None, None
+    if isinstance(charge, TracedCharge) and charge.replied:
+        named = charge.response_model or scope.timing.model
+        used = charge.used(scope.client_gone)
+    if tally is not None:
+        reasons = tally.finish_reasons
+    elif genai.operation(scope.route) in _FINISHING:
+        reasons = genai.finish_reasons(charge.body)
+    else:  # an embeddings or rerank reply, often megabytes, states none
+        reasons = []
+    trace.end_model_call(
+        response_model=named,
+        usage=used,
+        finish_reasons=reasons,
+        error=error,
+        reply=charge.body,
+    )

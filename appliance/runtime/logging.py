@@ -18,7 +18,14 @@ from typing import Any
 
 import orjson
 import structlog
-from structlog.contextvars import _CONTEXT_VARS, STRUCTLOG_KEY_PREFIX, merge_contextvars
+from structlog.contextvars import STRUCTLOG_KEY_PREFIX, merge_contextvars
+
+try:  # structlog's own registry of the variables bind_contextvars made (private)
+    from structlog.contextvars import _CONTEXT_VARS as _VARS
+
+    _CONTEXT_VARS: dict[str, ContextVar[Any]] | None = _VARS
+except ImportError:  # a structlog without it: its own merge does it all
+    _CONTEXT_VARS = None
 
 from appliance.config import LoggingConfig
 from appliance.runtime.redaction import Redactor
@@ -137,7 +144,8 @@ class ContextMerge:
     structlog's ``bind_contextvars`` made (structlog keeps them by name). Unbound ones
     (never set here, reset, or unbound: ``...``) are left out, and a field the line
     already has wins, as in structlog's. Where two or more are bound, their order in the
-    line is the context's own: structlog's processor merges them.
+    line is the context's own: structlog's processor merges them. With a structlog that
+    no longer keeps its variables by name there, structlog's processor does it all.
     """
 
     def __init__(self) -> None:
@@ -146,6 +154,8 @@ class ContextMerge:
     def __call__(
         self, logger: Any, method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
+        if _CONTEXT_VARS is None:
+            return merge_contextvars(logger, method, event)
         known = self._vars
         if len(known) != len(_CONTEXT_VARS):  # structlog only ever adds to it
             # list(): one step under the GIL, while another thread may bind a new name.

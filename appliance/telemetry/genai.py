@@ -34,6 +34,7 @@ _LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")  # the fi
 _SAMPLING = (("temperature", "gen_ai.request.temperature"), ("top_p", "gen_ai.request.top_p"))
 _FINISH = re.compile(rb'"finish_reason"\s*:\s*"([A-Za-z_]{1,40})"')
 _MODEL_KEY = b'"model"'
+PARSED_UP_TO = 262144  # bytes of a plain reply parsed to find its model (traced calls only)
 _MODEL_VALUE = re.compile(rb'\s*:\s*"([^"\\]{1,256})"')  # after the key: a plain string
 
 
@@ -84,17 +85,25 @@ def finish_reasons(reply: bytes | None) -> list[str]:
 
 
 def reply_model(reply: bytes) -> str | None:
-    """The model a plain reply names (its ``model`` key), None if it names none.
+    """The model a plain reply names (its top-level ``model``), None if it names none.
 
-    Read from the bytes, not parsed again: found from the end (an embeddings reply, often
-    megabytes, names it after its data). In valid JSON a quoted ``"model"`` followed by a
-    colon is a key (a string's own quotes are escaped); a value with escapes is not read.
+    A reply of up to :data:`PARSED_UP_TO` bytes is parsed (a nested ``model``, such as a
+    Responses reply's ``metadata`` echoing the caller's, is not the reply's). A larger
+    one (an embeddings reply, megabytes of vectors) is searched from its end for the key,
+    where OpenAI's layouts put it, rather than parsed: in valid JSON a quoted
+    ``"model"`` followed by a colon is a key (a string's own quotes are escaped); a value
+    with escapes is not read.
     """
+    if len(reply) <= PARSED_UP_TO:
+        try:
+            return chunk_model(orjson.loads(reply))
+        except orjson.JSONDecodeError:
+            return None
     end = len(reply)
     while (at := reply.rfind(_MODEL_KEY, 0, end)) >= 0:
         found = _MODEL_VALUE.match(reply, at + len(_MODEL_KEY))
         if found is not None:
-            return found.group(1).decode(errors="replace")
+            return clip(found.group(1).decode(errors="replace"))
         end = at
     return None
 

@@ -173,6 +173,35 @@ def test_sighup_reloads_in_place(start_server: Callable[..., RunningServer]) -> 
     assert server.event_count("config_reloaded", reason="sighup") == 1
 
 
+def test_a_key_a_reload_removed_stays_redacted(start_server: Callable[..., RunningServer]) -> None:
+    """A key taken out of the config may still come in (a client not yet told): it is
+    still a secret, and the log must not show it."""
+    removed = "sk-removed-by-reload-0001"
+    config = cluster_config(
+        scripted("m", ["hi"]),
+        auth={"api_keys": [{"name": "load", "key": KEY}, {"name": "old", "key": removed}]},
+        server={"watch_config": False},
+    )
+    server = start_server(config)
+    config["auth"]["api_keys"] = [{"name": "load", "key": KEY}]
+    rewrite(server.config_path, config, in_place=False)
+    os.kill(server.process.pid, signal.SIGHUP)
+    until(lambda: server.event_count("config_reloaded") == 1, what="the reload")
+    with httpx.Client(base_url=server.base_url, timeout=10) as client:
+        refused = client.get("/v1/models", headers={"Authorization": f"Bearer {removed}"})
+        assert refused.status_code == 401  # no longer a key of this server
+        for _ in range(2):  # a fresh string, then a remembered one
+            sent = client.get(
+                "/v1/models",
+                headers={"Authorization": f"Bearer {KEY}", "x-request-id": f"req-{removed}"},
+            )
+            assert sent.status_code == 200
+    until(lambda: server.event_count("request") >= 3, what="the access lines")
+    ids = [line.get("request_id") for line in server.events("request")]
+    assert ids.count("req-[REDACTED]") == 2
+    assert removed not in server.log()
+
+
 def _stream_then_sigterm(server: RunningServer, after_chunks: int) -> tuple[list[Any], float]:
     payloads: list[Any] = []
     body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "x"}]}

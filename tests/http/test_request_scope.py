@@ -172,3 +172,34 @@ async def test_the_charge_goes_before_the_last_bytes_and_the_reports_after(strea
     finally:
         await cluster.close()
     assert order == ["settled 200", "last bytes sent", "reported 200"]
+
+
+async def test_what_the_reports_read_is_what_the_charge_saw() -> None:
+    """A client that leaves after the request is settled (its last bytes on their way)
+    changes nothing the reports read: the charge, the access line and the request log
+    give one account, with one duration."""
+    seen: list[tuple[str, bool, float]] = []
+    scope = RequestScope(
+        "req-unit",
+        "POST",
+        "/v1/chat/completions",
+        CLUSTER,
+        [lambda s: seen.append(("charge", s.client_gone, s.elapsed_s))],
+        [lambda s: seen.append(("report", s.client_gone, s.elapsed_s))],
+    )
+    await scope.finish(200, completed=True)
+    scope.left()  # the disconnect comes in after the last bytes went
+    await asyncio.sleep(0.01)
+    scope.report()
+    (_, gone_then, took), (_, gone_later, reported) = seen
+    assert gone_then is gone_later is False
+    assert took == reported == scope.elapsed_s
+    assert scope.status == 200
+
+
+async def test_a_client_that_leaves_before_the_end_is_noted() -> None:
+    scope = scope_with([])
+    scope.left()
+    await scope.finish(200, completed=False)
+    assert scope.client_gone
+    assert scope.status == CLIENT_CLOSED

@@ -16,6 +16,7 @@ import pytest
 import structlog
 
 from appliance.config import LoggingConfig
+from appliance.runtime import logging as logging_module
 from appliance.runtime.logging import BoundOnce, ContextMerge, UtcStamp, configure_logging
 from appliance.runtime.redaction import REDACTED, Redactor
 
@@ -145,7 +146,13 @@ def same_as_structlog(event: dict[str, Any] | None = None) -> None:
     assert ours == merged(structlog.contextvars.merge_contextvars, event)
 
 
-def test_the_context_merge_is_structlogs_for_bound_unbound_and_reset_variables() -> None:
+@pytest.mark.parametrize("registry", ["structlog's", "none (a structlog without it)"])
+def test_the_context_merge_is_structlogs_for_bound_unbound_and_reset_variables(
+    registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if registry.startswith("none"):
+        monkeypatch.setattr(logging_module, "_CONTEXT_VARS", None)
+
     def scenario() -> None:
         same_as_structlog()  # nothing bound
         first = structlog.contextvars.bind_contextvars(request_id="r1")

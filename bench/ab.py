@@ -23,12 +23,14 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import KEY, Proc, cpu_seconds, free_port, plain, streams, wait_http
+from run import KEY, Proc, cpu_seconds, free_port, merged, plain, streams, wait_http
 
 HERE = Path(__file__).resolve().parent
 
 
-def start(tree: str, upstream: str, folder: Path, python: str) -> tuple[Proc, str]:
+def start(
+    tree: str, upstream: str, folder: Path, python: str, variant: str = ""
+) -> tuple[Proc, str]:
     port = free_port()
     config = folder / f"ab-{port}.yaml"
     settings = {
@@ -38,7 +40,7 @@ def start(tree: str, upstream: str, folder: Path, python: str) -> tuple[Proc, st
             {"name": "bench", "backend": "openai", "options": {"base_url": upstream}},
         ],
     }
-    config.write_text(yaml.safe_dump(settings))
+    config.write_text(yaml.safe_dump(merged(settings, yaml.safe_load(variant) or {})))
     argv = [python, "-m", "appliance", "serve", "-c", str(config), "--port", str(port)]
     proc = Proc(argv, env={"PYTHONPATH": tree, "APPLIANCE_LOG_LEVEL": "info"})
     wait_http(f"http://127.0.0.1:{port}/readyz")
@@ -87,6 +89,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--count", type=int, default=900, help="plain requests a block")
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument(
+        "--config", default="", help="YAML merged into both configs (a feature turned on)"
+    )
     args = parser.parse_args()
     port = free_port()
     upstream = Proc([sys.executable, str(HERE / "upstream.py"), str(port)])
@@ -96,7 +101,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             for name in (args.old, args.new):
                 servers[name] = start(
-                    name, f"http://127.0.0.1:{port}/v1", Path(folder), args.python
+                    name, f"http://127.0.0.1:{port}/v1", Path(folder), args.python, args.config
                 )
             started = time.monotonic()
             asyncio.run(measure(servers, args.rounds, args.count))

@@ -140,9 +140,15 @@ class Exchange:
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             self.completed = not self.gone
             # Charged before the client has it all: a client that spends again right
-            # after its reply finds this request charged. The reports (metrics, access
-            # line) follow in this task as soon as the last bytes are handed over.
+            # after its reply finds this request charged.
             await self.account.finish(self.status, completed=self.completed)
+            if not self.gone:
+                await self._send(message)
+            # Reported as soon as the last bytes are handed over, before this task waits
+            # for anything else: a client that reads the metrics right after its reply
+            # finds the request counted.
+            self.account.report()
+            return
         if self.gone:
             return  # nobody to send to: a reply finished after its client left
         if message["type"] == "http.response.body" and message.get("more_body", False):

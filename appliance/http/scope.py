@@ -17,8 +17,10 @@ the others from running. The sinks come in two kinds:
   row) run in :meth:`~RequestScope.finish`, before the response's last bytes go, so that
   a client that spends again the moment it has its reply finds this one charged;
 - those that only *report* it (the metrics, the access line, the request log, the
-  spans) run in :meth:`~RequestScope.report`, which the edge calls once the response is
-  out: their work is not on the way to the client.
+  spans) run in :meth:`~RequestScope.report`, called as soon as the response's last
+  bytes are handed over (by the edge when the request is over, for one that sent
+  none): their work is not on the way to the client, and a client that reads the
+  metrics right after its reply finds it counted.
 """
 
 from __future__ import annotations

@@ -40,13 +40,12 @@ _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 _SCALARS = (str, int, float, bool)
 
 
-async def read_json(
-    req: falcon.asgi.Request, max_bytes: int, timeout_s: float | None = None
-) -> dict[str, Any]:
+async def read_json(req: falcon.asgi.Request) -> dict[str, Any]:
     """The body as a JSON object.
 
-    Neither Falcon nor Granian limits bodies, so this does: a declared length over the
-    limit is refused before reading, and a chunked body is read to at most one byte past it.
+    Neither Falcon nor Granian limits bodies, so this does: a declared length over
+    ``server.max_body_bytes`` is refused before reading, and a chunked body is read to at
+    most one byte past it; the whole body must arrive within ``server.body_timeout_s``.
 
     Raises:
         UnsupportedMediaTypeError: the content type is set and is not JSON.
@@ -59,12 +58,15 @@ async def read_json(
         raise UnsupportedMediaTypeError(
             f"Unsupported Content-Type {clip(content_type)!r}; send application/json."
         )
+    cluster = req.context.cluster
+    max_bytes = cluster.config.server.max_body_bytes
+    timeout_s = cluster.config.server.body_timeout_s
     length = req.content_length
     if length is not None and length > max_bytes:
         raise _too_large(max_bytes)
     started = time.perf_counter()
     try:
-        with Deadline(timeout_s):
+        with Deadline(timeout_s, cluster.timers):
             raw = await req.stream.read(max_bytes + 1)
     except TimeoutError:
         raise RequestTimeoutError(
@@ -133,8 +135,7 @@ async def read_request(req: falcon.asgi.Request, schema: type[T]) -> tuple[dict[
     value (``"dimensions": 8.0`` travels as ``8``); nested objects, such as the messages,
     and fields unknown to the schema travel as sent.
     """
-    server = req.context.cluster.config.server
-    body = await read_json(req, server.max_body_bytes, server.body_timeout_s)
+    body = await read_json(req)
     request = protocol.validate(schema, body)
     declared = type(request).model_fields
     for name in request.model_fields_set:

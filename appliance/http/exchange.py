@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from appliance.errors import APIError
 from appliance.http.scope import SCOPE, RequestScope
 from appliance.runtime.deadline import Deadline
+from appliance.runtime.timers import Timer
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -101,7 +102,7 @@ class Exchange:
         self.ended: APIError | None = None
         self.task = asyncio.current_task()
         self._watcher: asyncio.Future[Message] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._left: int | None = None
         self._body_done = False
         self._gone = False
@@ -119,7 +120,7 @@ class Exchange:
             self._left -= len(message.get("body", b""))
             if not message.get("more_body", False) or self._left <= 0:
                 self._body_done = True
-                self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._watch_now)
+                self._timer = self.account.cluster.timers.call_later(WATCH_AFTER_S, self._watch_now)
         elif message["type"] == "http.disconnect":
             self._gone = True
             self.account.left()
@@ -162,7 +163,8 @@ class Exchange:
         still not taking it when the drain ends the streams."""
         self.live.sending.add(self)
         try:
-            with Deadline(self.account.cluster.config.server.send_timeout_s):
+            cluster = self.account.cluster
+            with Deadline(cluster.config.server.send_timeout_s, cluster.timers):
                 await self._send(message)
         except TimeoutError:
             self._client_left()

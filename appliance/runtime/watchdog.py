@@ -46,6 +46,11 @@ class Watchdog:
         self._handle: asyncio.TimerHandle | None = None
 
     @property
+    def deadline(self) -> float:
+        """The deadline watched (loop time), unless :attr:`idle`."""
+        return self._deadline
+
+    @property
     def idle(self) -> bool:
         """Whether no deadline is watched (none yet, it passed, or :meth:`cancel`)."""
         return self._handle is None

@@ -15,6 +15,7 @@ import structlog
 from appliance.accounting.auth import Authenticator
 from appliance.config import ApplianceConfig
 from appliance.local.residency import Residency
+from appliance.runtime.timers import Timers
 from appliance.serving.gateway import Gateway
 from appliance.serving.registry import Registry
 from appliance.serving.snapshots import ModelSnapshot
@@ -49,7 +50,10 @@ class Cluster:
         self.registry = registry
         self.residency = residency or Residency()
         self.auth = Authenticator(config.auth.api_keys)
-        self.gateway = Gateway(registry)
+        # The time limits of this cluster's requests (body, model call, sends, the watch
+        # for a client that leaves), on one loop timer.
+        self.timers = Timers()
+        self.gateway = Gateway(registry, self.timers)
         self.active = 0
 
     def enter(self) -> None:

@@ -32,6 +32,7 @@ from appliance.errors import (
     UpstreamTimeoutError,
 )
 from appliance.runtime.deadline import Deadline
+from appliance.runtime.timers import Timers
 from appliance.serving.registry import ModelGroup, Registry
 from appliance.serving.spill import Spill, spill_past
 from appliance.wire import usage
@@ -76,8 +77,9 @@ class Timing:
 class Gateway:
     """Runs requests against the registry's workers."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, timers: Timers) -> None:
         self.registry = registry
+        self.timers = timers
 
     async def call(
         self,
@@ -186,7 +188,7 @@ class Gateway:
         """
         policy = targets.groups[0].config
         try:
-            with Deadline(policy.timeout_s):
+            with Deadline(policy.timeout_s, self.timers):
                 return await self._failover(
                     targets, operation, policy.retries + 1, hold, timing or Timing(), session
                 )

@@ -29,8 +29,7 @@ class _AdminModelAction:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
-        server = cluster.config.server
-        body = await read_json(req, server.max_body_bytes, server.body_timeout_s)
+        body = await read_json(req)
         lifecycle = admin_relay.lifecycle_of(cluster, body.get("model"))
         processes = await admin_relay.everywhere(lifecycle, self.action)
         resp.data = orjson.dumps(

@@ -44,8 +44,7 @@ class MessagesResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
-        server = cluster.config.server
-        body = await read_json(req, server.max_body_bytes, server.body_timeout_s)
+        body = await read_json(req)
         request = anthropic.parse(anthropic.MessagesRequest, body)
         req.context.note(model=request.model, stream=bool(request.stream))
         chat = to_chat.to_chat(request)
@@ -86,8 +85,7 @@ class CountTokensResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         cluster: Cluster = req.context.cluster
-        server = cluster.config.server
-        body = await read_json(req, server.max_body_bytes, server.body_timeout_s)
+        body = await read_json(req)
         request = anthropic.parse(anthropic.CountTokensRequest, body)
         req.context.note(model=request.model)
         chat = {**to_chat.to_chat(request), "max_tokens": 1}

@@ -16,10 +16,6 @@ It is a benchmark: it prints figures and fails on nothing.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import alternate
 from run import Proc, free_port, wait_http
 
 HERE = Path(__file__).resolve().parent
@@ -112,58 +109,39 @@ async def measure(base: str, requests: int, streams: int) -> dict[str, float]:
     return out
 
 
-def compare(old: str, new: str, args: argparse.Namespace) -> None:
-    runs: dict[str, list[dict[str, float]]] = {old: [], new: []}
-    for _ in range(args.rounds):
-        for tree in (old, new):
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--json",
-                    "--requests",
-                    str(args.requests),
-                    "--streams",
-                    str(args.streams),
-                ],
-                env={**os.environ, "PYTHONPATH": tree},
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            runs[tree].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"CPU microseconds, client side, medians of {args.rounds} runs each")
-    for figure in runs[old][0]:
-        a = statistics.median(run[figure] for run in runs[old])
-        b = statistics.median(run[figure] for run in runs[new])
-        print(f"{figure:14} old {a:7.1f}  new {b:7.1f}  new/old {b / a:.2f}")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--streams", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
-    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.compare:
-        compare(*args.compare, args)
-        return
-    import uvloop
-
+def here(args: argparse.Namespace) -> dict[str, float]:
+    """One run: the upstream started in a process of its own, the client measured here."""
     port = free_port()
     upstream = Proc([sys.executable, str(HERE / "upstream.py"), str(port)])
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models")
-        figures = uvloop.run(measure(f"http://127.0.0.1:{port}/v1", args.requests, args.streams))
+        base = f"http://127.0.0.1:{port}/v1"
+        return alternate.on_uvloop(measure(base, args.requests, args.streams))
     finally:
         upstream.stop()
-    if args.json:
-        print(json.dumps(figures))
-        return
+
+
+def show(args: argparse.Namespace, figures: dict[str, float]) -> None:
     for figure, value in figures.items():
         print(f"{figure:14} {value:7.1f} CPU microseconds")
+
+
+TABLE = alternate.Table(
+    title="CPU microseconds, client side, medians of {rounds} runs each",
+    row="{name:14} old {old:7.1f}  new {new:7.1f}  new/old {ratio:.2f}",
+)
+
+
+def main() -> None:
+    alternate.main(
+        __doc__,
+        __file__,
+        {"requests": 3000, "streams": 1000},
+        rounds=5,
+        measure=here,
+        show=show,
+        table=TABLE,
+    )
 
 
 if __name__ == "__main__":

@@ -21,11 +21,13 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
-import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import alternate
 
 CONFIG = {
     "models": [{"name": "m", "backend": "scripted", "options": {"reply": ["one two three four"]}}],
@@ -115,50 +117,28 @@ async def _one(app: Any, body: bytes) -> int:
     return status
 
 
-def compare(old: str, new: str, requests: int, rounds: int) -> None:
-    runs: dict[str, list[dict[str, float]]] = {old: [], new: []}
-    for _ in range(rounds):
-        for tree in (old, new):
-            env = {**os.environ, "PYTHONPATH": tree}
-            done = subprocess.run(
-                [sys.executable, __file__, "--requests", str(requests), "--json"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            runs[tree].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"CPU microseconds per request, {requests} requests a run, {rounds} runs each")
-    print(f"{'':8}{'old (median)':>14}{'new (median)':>14}{'new/old':>9}   runs old | new")
-    for kind in ("plain", "stream"):
-        a = [r[kind] for r in runs[old]]
-        b = [r[kind] for r in runs[new]]
-        ma, mb = statistics.median(a), statistics.median(b)
-        spread = " ".join(f"{v:.0f}" for v in a) + " | " + " ".join(f"{v:.0f}" for v in b)
-        print(f"{kind:8}{ma:>14.1f}{mb:>14.1f}{mb / ma:>9.2f}   {spread}")
+def show(args: argparse.Namespace, figures: dict[str, float]) -> None:
+    for kind, value in figures.items():
+        print(f"{kind}: {value:.1f} CPU microseconds per request")
+
+
+TABLE = alternate.Table(
+    title="CPU microseconds per request, {requests} requests a run, {rounds} runs each",
+    header=f"{'':8}{'old (median)':>14}{'new (median)':>14}{'new/old':>9}   runs old | new",
+    row="{name:8}{old:>14.1f}{new:>14.1f}{ratio:>9.2f}   {runs}",
+)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
-    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.compare:
-        compare(*args.compare, args.requests, args.rounds)
-        return
-    try:  # the loop the appliance serves on
-        import uvloop
-
-        figures = uvloop.run(measure(args.requests))
-    except ImportError:
-        figures = asyncio.run(measure(args.requests))
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for kind, value in figures.items():
-            print(f"{kind}: {value:.1f} CPU microseconds per request")
+    alternate.main(
+        __doc__,
+        __file__,
+        {"requests": 2000},
+        rounds=5,
+        measure=lambda args: alternate.on_uvloop(measure(args.requests)),
+        show=show,
+        table=TABLE,
+    )
 
 
 if __name__ == "__main__":

@@ -15,16 +15,13 @@ on ``PYTHONPATH``, alternating five times, and prints both with their medians (a
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import alternate
 from upstream import chunk
 
 USAGE = b'{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1,"model":"bench",'
@@ -66,43 +63,27 @@ async def measure(streams: int) -> float:
     return (time.process_time() - started) * 1e6 / streams
 
 
-def compare(old: str, new: str, streams: int, rounds: int) -> None:
-    runs: dict[str, list[float]] = {old: [], new: []}
-    for _ in range(rounds):
-        for tree in (old, new):
-            env = {**os.environ, "PYTHONPATH": tree}
-            done = subprocess.run(
-                [sys.executable, __file__, "--streams", str(streams), "--json"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            runs[tree].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    a, b = runs[old], runs[new]
-    ma, mb = statistics.median(a), statistics.median(b)
-    print(f"CPU microseconds per 16-chunk stream, {streams} a run, {rounds} runs each")
-    print(f"old {ma:.1f}, new {mb:.1f}, new/old {mb / ma:.2f}")
-    print("runs: " + " ".join(f"{v:.0f}" for v in a) + " | " + " ".join(f"{v:.0f}" for v in b))
+def show(args: argparse.Namespace, figure: float) -> None:
+    print(f"{figure:.1f} CPU microseconds per 16-chunk stream (the relay alone)")
+
+
+TABLE = alternate.Table(
+    title="CPU microseconds per 16-chunk stream, {streams} a run, {rounds} runs each",
+    row="old {old:.1f}, new {new:.1f}, new/old {ratio:.2f}\nruns: {runs}",
+)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
-    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.compare:
-        compare(*args.compare, args.streams, args.rounds)
-        return
-    import uvloop
-
-    figure = uvloop.run(measure(args.streams))
-    if args.json:
-        print(json.dumps(figure))
-    else:
-        print(f"{figure:.1f} CPU microseconds per 16-chunk stream (the relay alone)")
+    alternate.main(
+        __doc__,
+        __file__,
+        {"streams": 5000},
+        rounds=5,
+        measure=lambda args: alternate.on_uvloop(measure(args.streams)),
+        show=show,
+        table=TABLE,
+        figures=lambda figure: {"stream": figure},
+    )
 
 
 if __name__ == "__main__":

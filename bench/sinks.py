@@ -16,11 +16,8 @@ medians and their ratio. It is a benchmark: it prints figures and fails on nothi
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import alternate
 from edge import BODY, CONFIG, STREAM, _one
 
 
@@ -92,53 +90,31 @@ def _name(sink: Any) -> str:
     return str(getattr(sink, "__name__", type(sink).__name__))
 
 
-def compare(old: str, new: str, requests: int, rounds: int) -> None:
-    runs: dict[str, list[dict[str, dict[str, float]]]] = {old: [], new: []}
-    for i in range(rounds):
-        for tree in (old, new) if i % 2 == 0 else (new, old):
-            env = {**os.environ, "PYTHONPATH": tree}
-            done = subprocess.run(
-                [sys.executable, __file__, "--requests", str(requests), "--json"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            runs[tree].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"Microseconds per sink call, median of each run's median, {rounds} runs each")
-    print(f"{'':14}{'old':>9}{'new':>9}{'new/old':>9}   runs old | new")
-    for name in runs[old][0]:
-        a = [r[name]["median"] for r in runs[old]]
-        b = [r[name]["median"] for r in runs[new] if name in r]
-        if not b:
-            continue
-        ma, mb = statistics.median(a), statistics.median(b)
-        spread = " ".join(f"{v:.1f}" for v in a) + " | " + " ".join(f"{v:.1f}" for v in b)
-        print(f"{name:14}{ma:>9.2f}{mb:>9.2f}{mb / ma:>9.2f}   {spread}")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--requests", type=int, default=4000)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
-    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.compare:
-        compare(*args.compare, args.requests, args.rounds)
-        return
-    try:  # the loop the appliance serves on
-        import uvloop
-
-        figures = uvloop.run(measure(args.requests))
-    except ImportError:
-        figures = asyncio.run(measure(args.requests))
-    if args.json:
-        print(json.dumps(figures))
-        return
+def show(args: argparse.Namespace, figures: dict[str, dict[str, float]]) -> None:
     print(f"Microseconds per sink call over {args.requests} requests (half of them streams)")
     for name, figure in figures.items():
         print(f"{name:14} median {figure['median']:7.2f}   mean {figure['mean']:7.2f}")
+
+
+TABLE = alternate.Table(
+    title="Microseconds per sink call, median of each run's median, {rounds} runs each",
+    header=f"{'':14}{'old':>9}{'new':>9}{'new/old':>9}   runs old | new",
+    row="{name:14}{old:>9.2f}{new:>9.2f}{ratio:>9.2f}   {runs}",
+    digits=1,
+)
+
+
+def main() -> None:
+    alternate.main(
+        __doc__ or "",
+        __file__,
+        {"requests": 4000},
+        rounds=6,
+        measure=lambda args: alternate.on_uvloop(measure(args.requests)),
+        show=show,
+        table=TABLE,
+        figures=lambda run: {name: figure["median"] for name, figure in run.items()},
+    )
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ def chat(server: RunningServer, model: str, request_id: str) -> httpx.Response:
 
 
 def ledger_ids(state: Path) -> list[str]:
-    return [row[0] for row in ledger_rows(state / "usage.sqlite", "SELECT request_id FROM requests")]
+    return [
+        row[0] for row in ledger_rows(state / "usage.sqlite", "SELECT request_id FROM requests")
+    ]
 
 
 def logged_request(server: RunningServer, request_id: str) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from secrets import token_hex
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -35,6 +35,7 @@ from appliance.http.errors import envelope_for
 from appliance.http.exchange import Exchange, Receive, Scope, Send
 from appliance.http.scope import SCOPE, Report, RequestScope, Sink
 from appliance.http.sse import LiveStreams
+from appliance.runtime.redaction import Secrets
 from appliance.serving.cluster import ClusterRef
 
 if TYPE_CHECKING:
@@ -68,6 +69,9 @@ class AccessLayer:
             bytes are sent (what settles it).
         reports: Where it goes after the response is out (what only reports it).
         tracing: Begins each request's trace when tracing is on (None: off).
+        secrets: The configs' secrets (a reload adds to them): a caller's ``x-request-id``
+            that holds one is not adopted, as one that is not valid (too long, odd
+            characters), so that no header, log, ledger row or request log holds it.
     """
 
     def __init__(
@@ -78,15 +82,17 @@ class AccessLayer:
         sinks: Sequence[Sink],
         reports: Sequence[Report] = (),
         tracing: Tracing | None = None,
+        secrets: Secrets | None = None,
     ) -> None:
         self.app = app
+        self.secrets = secrets if secrets is not None else Secrets()
         self.tracing = tracing
         self.ref = ref
         self.live = live
         self.sinks = list(sinks)
         self.reports = list(reports)
         # Unique ids without a system call per request: a random prefix per process.
-        self._prefix = f"req_{secrets.token_hex(6)}"
+        self._prefix = f"req_{token_hex(6)}"
         self._counter = itertools.count()
 
     def _next_id(self) -> bytes:
@@ -98,7 +104,7 @@ class AccessLayer:
             return
         if scope.get("http_version") == "1":
             scope["http_version"] = "1.0"
-        request_id = _incoming_id(scope) or self._next_id()
+        request_id = _incoming_id(scope, self.secrets) or self._next_id()
         cluster = self.ref.current
         account = scope[SCOPE] = RequestScope(
             request_id.decode(), scope["method"], scope["path"], cluster, self.sinks, self.reports
@@ -191,8 +197,13 @@ async def _answer(send: Send, error: APIError, path: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _incoming_id(scope: Scope) -> bytes | None:
+def _incoming_id(scope: Scope, secrets: Secrets) -> bytes | None:
+    """The caller's ``x-request-id``, if it is valid and holds no secret."""
     for name, value in scope.get("headers", ()):
-        if name == b"x-request-id" and _VALID_ID.match(value):
+        if (
+            name == b"x-request-id"
+            and _VALID_ID.match(value)
+            and not secrets.found_in(value.decode())
+        ):
             return bytes(value)
     return None

@@ -48,6 +48,7 @@ from appliance.runtime import heap
 from appliance.runtime.certificate import export_expiry
 from appliance.runtime.logging import configure_logging
 from appliance.runtime.metrics import Metrics, Recent
+from appliance.runtime.redaction import Secrets
 from appliance.runtime.signals import ignore_until_handled
 from appliance.serving import CHECKS
 from appliance.serving.cluster import Cluster, ClusterRef
@@ -69,6 +70,7 @@ def create_app(
     reloader: Callable[[ClusterRef], Reloader] | None = None,
     source: str | None = None,
     tune_heap: bool = False,
+    secrets: Secrets | None = None,
 ) -> AccessLayer:
     """Build the appliance for ``config``.
 
@@ -79,6 +81,8 @@ def create_app(
         source: Where the config came from, for the status page.
         tune_heap: Set the garbage collector for serving once started (a serving
             process; see :mod:`appliance.runtime.heap`).
+        secrets: Every secret a config of this process named, kept by the reloader;
+            ``config``'s if absent. A caller's request id that holds one is not adopted.
 
     Returns:
         The ASGI application. Workers (and the reloader) start with the ASGI lifespan.
@@ -161,7 +165,8 @@ def create_app(
         *([Capturing(requests)] if requests is not None else []),
         Spans(),
     ]
-    return AccessLayer(app, ref, live, sinks, reports, tracing)
+    secrets = secrets if secrets is not None else Secrets(config.secrets())
+    return AccessLayer(app, ref, live, sinks, reports, tracing, secrets)
 
 
 def _limiter(config: ApplianceConfig, metrics: Metrics, book: SpendBook) -> Limiter:
@@ -231,13 +236,13 @@ def app_from_settings(settings: Settings, config: ApplianceConfig) -> AccessLaye
     A reload loads the file again with the same environment overrides; logging follows the
     new config's ``logging:`` section.
     """
-    # Every secret a config of this process named stays redacted: a key a reload removed
-    # may still come in (and so be logged, as a request id, a path) after it.
-    secrets = set(config.secrets())
+    # Every secret a config of this process named stays redacted (and out of request ids):
+    # a key a reload removed may still come in (as a request id, a path) after it.
+    secrets = Secrets(config.secrets())
     configure_logging(config.logging, secrets)
 
     def apply_logging(new: ApplianceConfig) -> None:
-        secrets.update(new.secrets())
+        secrets.add(new.secrets())
         configure_logging(new.logging, secrets)
 
     def reloader(ref: ClusterRef) -> Reloader:
@@ -250,4 +255,10 @@ def app_from_settings(settings: Settings, config: ApplianceConfig) -> AccessLaye
             settle=heap.settle,
         )
 
-    return create_app(config, reloader=reloader, source=str(settings.config), tune_heap=True)
+    return create_app(
+        config,
+        reloader=reloader,
+        source=str(settings.config),
+        tune_heap=True,
+        secrets=secrets,
+    )

@@ -74,7 +74,8 @@ class RequestScope:
     """One request's account; see the module docstring.
 
     Attributes:
-        request_id: Its id (the caller's ``x-request-id`` if valid, else ours).
+        request_id: Its id (the caller's ``x-request-id`` if valid and holding no secret,
+            else ours).
         cluster: The cluster it runs on, pinned when it arrived (a reload does not move it).
         principal: The caller, once authenticated (None before, or on public routes).
         access: The access level of the resource that served it.

@@ -1,4 +1,5 @@
-"""The log processor that keeps secrets out of the logs (:class:`Redactor`).
+"""The log processor that keeps secrets out of the logs (:class:`Redactor`), and the
+secrets it looks for (:class:`Secrets`).
 
 Any configured secret that appears anywhere in a string field of an event, however deep
 in a dict or a list, is replaced by :data:`REDACTED`; values under key-like names
@@ -8,7 +9,7 @@ in a dict or a list, is replaced by :data:`REDACTED`; values under key-like name
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -30,6 +31,62 @@ def _sensitive(name: Any) -> bool:
     return isinstance(name, str) and name.lower() in _SENSITIVE_KEYS
 
 
+class Secrets:
+    """The secret values the configs of this process named, and whether a string holds one.
+
+    A secret of :data:`SHORT_SECRET` characters or more is found anywhere; a shorter one
+    ("adm") also is part of ordinary words ("readmitted"), so it is found only where it
+    stands alone, not inside a word. :meth:`add` (a reload's, its one writer) only adds: a
+    key a reload removed may still come in, and is still a secret.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._all: frozenset[str] = frozenset()
+        self.long: list[str] = []  # the long ones, longest first
+        self.short: re.Pattern[str] | None = None  # the short ones, as whole words
+        self.short_words: list[str] | None = None  # the short ones, if few
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Add ``secrets`` (empty strings are none)."""
+        known = self._all | {s for s in secrets if s}
+        if known == self._all:
+            return
+        # Longest first, so a secret that contains another is replaced whole.
+        ordered = sorted(known, key=len, reverse=True)
+        short = [s for s in ordered if len(s) < SHORT_SECRET]
+        pattern = (
+            re.compile(
+                rf"(?<![A-Za-z0-9_\-])(?:{'|'.join(map(re.escape, short))})(?![A-Za-z0-9_\-])"
+            )
+            if short
+            else None
+        )
+        self.long = [s for s in ordered if len(s) >= SHORT_SECRET]
+        self.short = pattern
+        self.short_words = short if len(short) <= _FEW_SHORT else None
+        self._all = known
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all)
+
+    def found_in(self, value: str) -> bool:
+        """Whether ``value`` holds one of the secrets (as :class:`Redactor` finds them)."""
+        for secret in self.long:
+            if secret in value:
+                return True
+        short = self.short
+        if short is None:
+            return False
+        words = self.short_words
+        if words is None:
+            return short.search(value) is not None
+        for word in words:
+            if word in value:
+                return short.search(value) is not None
+        return False
+
+
 class Redactor:
     """A processor that removes secrets from log events.
 
@@ -41,21 +98,13 @@ class Redactor:
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a secret that contains another is replaced whole.
-        ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
-        self.secrets = [s for s in ordered if len(s) >= SHORT_SECRET]
-        # A short secret ("adm") is also part of ordinary words ("readmitted"): it is
-        # replaced where it stands alone, not inside a word (which would both mangle the
-        # log and show which words hold it).
-        short = [s for s in ordered if len(s) < SHORT_SECRET]
-        self._short = (
-            re.compile(
-                rf"(?<![A-Za-z0-9_\-])(?:{'|'.join(map(re.escape, short))})(?![A-Za-z0-9_\-])"
-            )
-            if short
-            else None
-        )
-        self._short_words = short if len(short) <= _FEW_SHORT else None
+        # Those of now: a later Secrets.add (a reload) configures a new Redactor.
+        # A short secret is replaced where it stands alone, not inside a word (which would
+        # both mangle the log and show which words hold it).
+        found = Secrets(secrets)
+        self.secrets = found.long
+        self._short = found.short
+        self._short_words = found.short_words
         self._names: dict[Any, bool] = {}  # name: whether its values are masked
         self._strings: dict[str, str] = {}  # string seen twice: it cleaned
         self._once: set[str] = set()  # strings seen once lately

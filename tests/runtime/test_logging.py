@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from appliance.config import LoggingConfig
 from appliance.runtime.logging import BoundOnce, UtcStamp, configure_logging, stdlib_formatter
-from appliance.runtime.redaction import REDACTED, Redactor
+from appliance.runtime.redaction import REDACTED, Redactor, Secrets
 
 
 def run(redactor: Redactor, **event: object) -> dict[str, object]:
@@ -92,6 +92,26 @@ def test_a_short_secret_is_replaced_where_it_stands_alone_not_inside_words() -> 
         "header": f"Bearer {REDACTED}",
         "k": REDACTED,
     }
+
+
+@pytest.mark.parametrize("few", [True, False], ids=["few-short", "many-short"])
+def test_secrets_are_found_where_the_redactor_would_replace_them(few: bool) -> None:
+    """What the edge asks of a caller's request id: found as the redactor finds them."""
+    others = [] if few else [f"s{n}x" for n in range(10)]  # past the few looked for by ``in``
+    found = Secrets(["sk-long-secret-value", "adm", "", *others])
+    for value in ("sk-long-secret-value", "req-sk-long-secret-value-1", "adm", "req.adm:1"):
+        assert found.found_in(value), value
+        assert run(Redactor(found), v=value)["v"] != value
+    for value in ("readmitted", "req-adm-1", "sk-long-secret", "trace-0f3c", ""):
+        assert not found.found_in(value), value
+        assert run(Redactor(found), v=value)["v"] == value
+
+
+def test_secrets_only_grow() -> None:
+    found = Secrets(["sk-before-the-reload"])
+    found.add(["sk-after-the-reload", "new"])
+    assert set(found) == {"sk-before-the-reload", "sk-after-the-reload", "new"}
+    assert found.found_in("x-sk-before-the-reload") and found.found_in("new:1")
 
 
 def test_a_logger_bound_once_follows_every_reconfiguration() -> None:

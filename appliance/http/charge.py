@@ -8,7 +8,7 @@ from typing import Any
 from appliance.errors import APIError
 from appliance.telemetry.genai import chunk_model, reply_model
 from appliance.wire.openai.assemble import Fold
-from appliance.wire.usage import StreamTally, Usage, estimate, of_reply
+from appliance.wire.usage import UNPARSED, StreamTally, Usage, estimate, of_reply, read_reply
 
 NOTHING = Usage(0, 0, 0)
 
@@ -76,25 +76,29 @@ class Charge:
 class TracedCharge(Charge):
     """The charge of a call whose trace records: it also notes, for the model call's span,
     whether a reply came (:attr:`replied`: a plain reply, or a stream's first chunk) and
-    the model it names (:attr:`response_model`). Read where the usage is read, without
-    parsing anything again: a plain reply's bytes are searched for the key, a stream's
-    first chunk is taken as the tally parsed it (:class:`_FirstChunk`). An untraced call
+    the model it names (:attr:`response_model`). Read where the usage is read, parsing
+    nothing twice: a plain reply as the usage read parsed it (:attr:`parsed`, kept for
+    the span's captured content), or, one whose usage was read from its end
+    (``UNPARSED``), as :func:`~appliance.telemetry.genai.reply_model` reads it; a
+    stream's first chunk as the tally parsed it (:class:`_FirstChunk`). An untraced call
     is a plain :class:`Charge` and pays for none of it.
     """
 
-    __slots__ = ("first", "replied", "response_model")
+    __slots__ = ("first", "parsed", "replied", "response_model")
 
     def __init__(self, model: str, request: dict[str, Any]) -> None:
         super().__init__(model, request)
         self.replied = False
         self.response_model: str | None = None
         self.first: _FirstChunk | None = None
+        self.parsed: Any = UNPARSED
 
     def reply(self, body: bytes) -> Usage:
-        usage = super().reply(body)
+        self.body = body
+        self.usage, self.parsed = read_reply(body, self.request)  # Charge.reply's, and its parse
         self.replied = True
-        self.response_model = reply_model(body)
-        return usage
+        self.response_model = reply_model(body, self.parsed)
+        return self.usage
 
     def stream(self, client_asked: bool, kind: type[StreamTally] = StreamTally) -> StreamTally:
         tally = super().stream(client_asked, kind)

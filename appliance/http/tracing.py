@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from appliance.http.charge import Charge, TracedCharge
 from appliance.http.scope import RequestScope
 from appliance.telemetry import genai
+from appliance.wire.usage import UNPARSED
 
 if TYPE_CHECKING:
     from appliance.telemetry import RequestTrace
@@ -63,4 +64,5 @@ def _end_call(trace: RequestTrace, scope: RequestScope, charge: Charge) -> None:
         finish_reasons=reasons,
         error=error,
         reply=charge.body,
+        parsed=charge.parsed if isinstance(charge, TracedCharge) else UNPARSED,
     )

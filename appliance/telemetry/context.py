@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from typing import Any, Protocol
 
-from appliance.wire.usage import Usage
+from appliance.wire.usage import UNPARSED, Usage
 
 
 class Active(Protocol):
@@ -55,8 +55,11 @@ class RequestTrace(Protocol):
         finish_reasons: list[str],
         error: str | None,
         reply: bytes | None,
+        parsed: Any = UNPARSED,
     ) -> None:
-        """The model call is over: its outcome, then its span ends."""
+        """The model call is over: its outcome, then its span ends. ``parsed`` is the
+        plain ``reply`` as the usage read parsed it, if it did (see
+        :func:`~appliance.wire.usage.read_reply`): what it says is read there."""
 
     def end(self, *, route: str | None, status: int) -> None:
         """The request is over: its server span ends."""

@@ -15,7 +15,7 @@ from typing import Any, TypeGuard
 import orjson
 
 from appliance.clip import clip
-from appliance.wire.usage import Usage
+from appliance.wire.usage import UNPARSED, Usage
 
 # By route template; what the conventions name no operation for keeps the route's word.
 OPERATIONS = {
@@ -84,16 +84,20 @@ def finish_reasons(reply: bytes | None) -> list[str]:
     return [match.decode() for match in _FINISH.findall(reply)]
 
 
-def reply_model(reply: bytes) -> str | None:
+def reply_model(reply: bytes, parsed: Any = UNPARSED) -> str | None:
     """The model a plain reply names (its top-level ``model``), None if it names none.
 
-    A reply of up to :data:`PARSED_UP_TO` bytes is parsed (a nested ``model``, such as a
-    Responses reply's ``metadata`` echoing the caller's, is not the reply's). A larger
-    one (an embeddings reply, megabytes of vectors) is searched from its end for the key,
-    where OpenAI's layouts put it, rather than parsed: in valid JSON a quoted
-    ``"model"`` followed by a colon is a key (a string's own quotes are escaped); a value
-    with escapes is not read.
+    ``parsed`` is the reply as the usage read parsed it
+    (:func:`~appliance.wire.usage.read_reply`), if it did: the model is read from it and
+    the bytes are not parsed again. Else a reply of up to :data:`PARSED_UP_TO` bytes is
+    parsed (a nested ``model``, such as a Responses reply's ``metadata`` echoing the
+    caller's, is not the reply's). A larger one (an embeddings reply, megabytes of
+    vectors) is searched from its end for the key, where OpenAI's layouts put it, rather
+    than parsed: in valid JSON a quoted ``"model"`` followed by a colon is a key (a
+    string's own quotes are escaped); a value with escapes is not read.
     """
+    if parsed is not UNPARSED:
+        return chunk_model(parsed)
     if len(reply) <= PARSED_UP_TO:
         try:
             return chunk_model(orjson.loads(reply))
@@ -127,14 +131,18 @@ def input_messages(request: dict[str, Any], scrub: Callable[[Any], Any]) -> str 
     return None
 
 
-def output_messages(reply: bytes | None, scrub: Callable[[Any], Any]) -> str | None:
-    """``gen_ai.output.messages``: a plain reply's choices, scrubbed, as JSON (clipped)."""
+def output_messages(
+    reply: bytes | None, scrub: Callable[[Any], Any], parsed: Any = UNPARSED
+) -> str | None:
+    """``gen_ai.output.messages``: a plain reply's choices, scrubbed, as JSON (clipped);
+    read from ``parsed``, the reply as it was already parsed, if it was."""
     if not reply:
         return None
-    try:
-        parsed = orjson.loads(reply)
-    except orjson.JSONDecodeError:
-        return None
+    if parsed is UNPARSED:
+        try:
+            parsed = orjson.loads(reply)
+        except orjson.JSONDecodeError:
+            return None
     choices = parsed.get("choices") if isinstance(parsed, dict) else None
     return None if choices is None else _json(scrub(choices))
 

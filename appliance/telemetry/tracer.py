@@ -38,7 +38,7 @@ from appliance.telemetry.nodes import Node
 from appliance.telemetry.otlp import Wire
 from appliance.telemetry.settings import Exporting
 from appliance.telemetry.spans import CLIENT, SERVER, Record, Sampler, span_id, trace_id
-from appliance.wire.usage import Usage
+from appliance.wire.usage import UNPARSED, Usage
 
 UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
 # The exporter's loggers: what they say of a failed export is said once a minute at most.
@@ -237,6 +237,7 @@ class Trace:
         finish_reasons: list[str],
         error: str | None,
         reply: bytes | None,
+        parsed: Any = UNPARSED,
     ) -> None:
         span = self.model
         if span is None:
@@ -250,7 +251,7 @@ class Trace:
         if self.worker is not None:
             attributes["appliance.worker"] = self.worker
         if self.tracing.capture_content:
-            content = genai.output_messages(reply, self.scrub)
+            content = genai.output_messages(reply, self.scrub, parsed)
             if content is not None:
                 attributes["gen_ai.output.messages"] = content
         if failed is not None:

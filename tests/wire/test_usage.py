@@ -9,7 +9,15 @@ import orjson
 import pytest
 
 from appliance.errors import UpstreamError
-from appliance.wire.usage import StreamTally, Usage, estimate, of_reply, usage_of
+from appliance.wire.usage import (
+    UNPARSED,
+    StreamTally,
+    Usage,
+    estimate,
+    of_reply,
+    read_reply,
+    usage_of,
+)
 
 REPLY = {
     "id": "chatcmpl-1",
@@ -195,3 +203,20 @@ def test_a_usage_key_inside_a_string_of_a_large_reply_is_not_usage() -> None:
     assert usage.estimated and usage.prompt == 1
     body = big_embeddings(orjson.dumps, usage={"prompt_tokens": 7, "total_tokens": 7}, note=decoy)
     assert of_reply(body, {"input": ["abcd"]}) == Usage(7, 0, 7)
+
+
+def test_read_reply_reads_the_usage_of_reply_reads_and_hands_on_its_parse() -> None:
+    small = orjson.dumps(REPLY)
+    unstated = orjson.dumps({"choices": [{"message": {"content": "x" * 40}}]})
+    for body in (small, unstated):
+        assert read_reply(body, REQUEST) == (of_reply(body, REQUEST), orjson.loads(body))
+    assert read_reply(b"not json", REQUEST)[1] is None
+    # A large reply's usage is read from its end: nothing was parsed to hand on...
+    large = big_embeddings(orjson.dumps, usage={"prompt_tokens": 40, "total_tokens": 40})
+    assert read_reply(large, REQUEST) == (Usage(40, 0, 40), UNPARSED)
+    # ... unless it states none there, and the whole of it was parsed to estimate it.
+    large = big_embeddings(orjson.dumps)
+    assert read_reply(large, {"input": ["x"]}) == (
+        of_reply(large, {"input": ["x"]}),
+        orjson.loads(large),
+    )

@@ -13,9 +13,11 @@ Responses, Messages) sees the same stream:
 - An error the upstream reports inside its stream raises :class:`UpstreamStreamError`
   with its message, type and code: OpenAI's ``{"error": {...}}`` (with or without
   ``choices``, as OpenRouter sends it), TGI's ``{"error": "...", "error_type": ...}``,
-  vLLM's ``{"object": "error", ...}``, llama.cpp's ``error:`` line, and a bare JSON error
-  line outside any field. A Responses stream's own ``error`` or ``response.failed`` event
-  is relayed as it is, and the stream then fails at its end (logged and recorded).
+  vLLM's ``{"object": "error", ...}``, llama.cpp's ``error:`` line, a bare JSON error
+  line outside any field, and an event named ``error`` (``event: error``) whatever its
+  payload (``{"message": ..., "code": 529}``, or plain text). A Responses stream's own
+  ``error`` or ``response.failed`` event is relayed as it is, and the stream then fails
+  at its end (logged and recorded).
 - The stream ends at ``[DONE]``. A body that ends without it counts as finished only if
   the reply did finish: its last payload is a Responses ``response.completed``-like event
   or carries a ``finish_reason`` (with ``n`` asked for: every choice that came finished),
@@ -58,7 +60,17 @@ class Payloads:
     per payload). Nothing is parsed here but what must be: a payload that may report an
     error, and the last ones when a body ends without ``[DONE]``."""
 
-    __slots__ = ("_data", "_ending", "_failed", "_finished", "_held", "_lines", "_read", "_size")
+    __slots__ = (
+        "_data",
+        "_ending",
+        "_failed",
+        "_finished",
+        "_held",
+        "_lines",
+        "_named_error",
+        "_read",
+        "_size",
+    )
 
     def __init__(self, read: Callable[[], Awaitable[bytes]], choices: int) -> None:
         self._read = read
@@ -66,6 +78,7 @@ class Payloads:
         self._ending = _Ending(choices)
         self._data: list[bytes] = []  # the data lines of the event being read
         self._size = 0  # their length
+        self._named_error = False  # the event being read is named ``error``
         self._held: list[bytes] = []  # payloads read but not yet taken one at a time
         self._failed: Exception | None = None  # raised after the payloads before it
         self._finished = False
@@ -119,7 +132,10 @@ class Payloads:
                     payload = data[0] if len(data) == 1 else b"\n".join(data)
                     data.clear()
                     size = 0
+                    if self._named_error:
+                        _raise_named_error(payload)
                     self._payload(payload, end, out)
+                self._named_error = False
                 continue
             if line.startswith(b"data:"):
                 payload = line[6:] if line[5:6] == b" " else line[5:]  # one space, no more
@@ -136,6 +152,8 @@ class Payloads:
                 size += len(payload) + 1  # with the newline that joins them
                 if size > MAX_EVENT:  # one event, however many lines it takes
                     raise UpstreamConnectionError("The upstream sent an oversized chunk")
+            elif line.startswith(b"event:"):
+                self._named_error = line[6:].strip() == b"error"
             elif line.startswith((b"error:", b"{")):
                 _raise_error_line(line)
         self._size = size
@@ -281,6 +299,19 @@ def _raise_error_line(line: bytes) -> None:
         found = obj
     if found is not None:
         raise _stream_error(found)
+
+
+def _raise_named_error(payload: bytes) -> None:
+    """The payload of an event named ``error``: the error it reports, in any layout (its
+    fields at the top, ``{"message": ..., "code": 529}``, or plain text). A Responses
+    stream's ``error`` event (``"type": "error"``) is read as its other events are."""
+    obj = _parse(payload)
+    if isinstance(obj, dict):
+        if obj.get("type") in _RESPONSE_FAILURES:
+            return
+        raise _stream_error(_reported(obj) or obj)
+    text = payload.decode(errors="replace").strip()
+    raise UpstreamStreamError(text[:500] or "The upstream's stream failed.")
 
 
 def _reported(obj: dict[str, Any]) -> dict[str, Any] | None:

@@ -297,3 +297,38 @@ def test_a_response_failed_without_an_error_field_still_fails() -> None:
 def test_a_last_line_cut_off_mid_json_is_not_sent_and_the_stream_fails_as_cut() -> None:
     with pytest.raises(UpstreamConnectionError, match="before the reply was finished"):
         read([events(CHUNK) + b'data: {"choices":[{"index":0,"del'])
+
+
+@pytest.mark.parametrize(
+    ("data", "message", "code"),
+    [
+        (b'{"message":"overloaded","code":529}', "overloaded", "529"),
+        (b'{"error":{"message":"overloaded","type":"overloaded_error"}}', "overloaded", None),
+        (b"the model is overloaded", "the model is overloaded", None),
+    ],
+    ids=["fields-at-the-top", "openai-layout", "plain-text"],
+)
+def test_an_event_named_error_raises_whatever_its_payload(
+    data: bytes, message: str, code: str | None
+) -> None:
+    """``event: error`` says the stream failed even when its payload is not an error
+    layout we know: never relayed to the client as a chunk (it has no choices)."""
+    body = events(CHUNK) + b"event: error\ndata: " + data + b"\n\n" + events(FINISH)
+    seen: list[bytes] = []
+    with pytest.raises(UpstreamStreamError) as caught:
+        read([body], seen=seen)
+    assert seen == [CHUNK]
+    assert caught.value.message == message
+    assert caught.value.code == (code or "upstream_error")
+
+
+def test_other_event_names_and_a_responses_error_event_are_read_as_before() -> None:
+    """Only an event named ``error`` is taken as one; the name holds for its own event
+    only; a Responses stream's ``event: error`` is relayed first, as its other events."""
+    named = b"event: message\ndata: " + CHUNK + b"\n\nevent: chunk\ndata: " + FINISH + b"\n\n"
+    assert read([named + b"data: [DONE]\n\n"]) == [CHUNK, FINISH]
+    event = b'{"type":"error","code":"server_error","message":"boom","sequence_number":1}'
+    seen: list[bytes] = []
+    with pytest.raises(UpstreamStreamError, match="boom"):
+        read([b"event: error\ndata: " + event + b"\n\n"], seen=seen)
+    assert seen == [event]

@@ -124,7 +124,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     from appliance.child.server import run
     from appliance.config import LoggingConfig
-    from appliance.runtime.logging import configure_logging
+    from appliance.runtime.logging import configure_logging, route_stdlib
 
     try:
         if args.spec:
@@ -151,6 +151,7 @@ def _worker(args: argparse.Namespace) -> int:
             print(f"  - {problem}", file=sys.stderr)
         return 2
     configure_logging(logging_config, [])
+    route_stdlib(logging_config)  # aiohttp's own records, as JSON lines too
     run(model, args.host, args.port, args.port_file, args.exit_with_parent)
     return 0
 

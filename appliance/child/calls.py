@@ -154,6 +154,10 @@ async def stream(
             await response.prepare(request)
         await response.write(b"data: [DONE]\n\n")
         return response
+    except ConnectionResetError:
+        # The caller (the appliance) left: the model stops (below), and the response is
+        # over; aiohttp would log a traceback for an exception, not for a 499.
+        return response if response is not None else web.Response(status=499)
     finally:
         stopped = call.stop.is_set() or not finished
         call.stop.set()

@@ -237,6 +237,15 @@ def stdlib_formatter(fmt: str = "json") -> logging.Formatter:
     return structlog.stdlib.ProcessorFormatter(processor=renderer, foreign_pre_chain=chain)
 
 
+def route_stdlib(config: LoggingConfig) -> None:
+    """Send the standard library's records (aiohttp's, in a model's worker process) to
+    stdout as lines like ours, instead of Python's last resort (plain text on stderr,
+    tracebacks over many lines). The server's own are routed by Granian's log config."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(stdlib_formatter(config.format))
+    logging.getLogger().handlers[:] = [handler]
+
+
 def granian_log_config(config: LoggingConfig) -> dict[str, Any]:
     """A ``logging.config`` dict that makes Granian's own lines match ours."""
     return {

@@ -108,6 +108,10 @@ def test_an_abandoned_request_stops_and_frees_the_model(
     generated = event.get("completion_tokens", event.get("chunks"))
     assert isinstance(generated, int) and generated < LONG["max_tokens"], event
     assert server.events("local_call_stopped")  # the worker waited for the child to stop
+    # The child saw its caller leave mid-answer: said in one JSON line (the stop above),
+    # never as aiohttp's multi-line traceback that breaks a JSON-lines log.
+    log = server.log()
+    assert "Traceback" not in log and "Error handling request" not in log, log[-3000:]
     assert server.events("local_call_stopped")[-1]["running"] is True
     # A ratio on a shared machine, with the margin of a whole generation: the short
     # request did not wait for the abandoned one's remaining tokens.

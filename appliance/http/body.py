@@ -81,7 +81,9 @@ async def read_json(req: falcon.asgi.Request) -> dict[str, Any]:
     if len(raw) > max_bytes:
         raise _too_large(max_bytes)
     if not raw:
-        raise InvalidRequestError("The request body is empty; send a JSON object.")
+        raise InvalidRequestError(
+            "The request body is empty; send a JSON object.", code="invalid_json"
+        )
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -49,6 +49,9 @@ _SERVES = {
     Endpoint.RESPONSES: "llm",
 }
 
+# What each type of model is, in a sentence.
+_KINDS = {"llm": "a language model", "embedding": "an embedding model", "rerank": "a rerank model"}
+
 log = structlog.get_logger("appliance.gateway")
 
 
@@ -166,7 +169,8 @@ class Gateway:
         kind = groups[0].config.type
         if kind != _SERVES[endpoint]:
             raise InvalidRequestError(
-                f"The model `{name}` is a {kind} model; it does not serve /{endpoint.value}.",
+                f"The model `{name}` is {_KINDS.get(kind, kind)}; it does not serve "
+                f"/{endpoint.value}.",
                 param="model",
                 code="model_not_supported",
             )

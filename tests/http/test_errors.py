@@ -57,7 +57,7 @@ async def expect_error(
         (b'{"model": "m", "messages": [', "invalid_json"),
         (b"\xff\xfe not utf-8", "invalid_json"),
         (b"[1, 2]", "invalid_json"),
-        (b"", None),
+        (b"", "invalid_json"),
         (b"[" * 2000 + b"]" * 2000, "invalid_json"),
     ],
 )
@@ -114,7 +114,8 @@ async def test_unknown_model_is_404_listing_models(app_client: Any) -> None:
 async def test_wrong_model_type_is_400(app_client: Any) -> None:
     async with app_client(CONFIG, AUTH) as client:
         response = await client.post("/v1/chat/completions", json={**GOOD, "model": "vec"})
-        await expect_error(client, response, 400, "model_not_supported")
+        error = await expect_error(client, response, 400, "model_not_supported")
+    assert error["message"].startswith("The model `vec` is an embedding model;"), error
 
 
 async def test_body_over_limit_is_413(app_client: Any) -> None:

@@ -44,3 +44,25 @@ def test_model_restriction() -> None:
     principal.check("embed")
     with pytest.raises(PermissionDeniedError):
         principal.check("chat")
+
+
+def test_every_one_of_thousands_of_keys_names_its_own_caller() -> None:
+    """Keys are looked up by digest (not compared with each in turn): each of 2,000 keys,
+    plain and hashed, finds its own name, a near miss of any finds none, and a key
+    written twice under two names is the first name's."""
+    many = [
+        ApiKeyConfig(name=f"team-{i}", key=f"sk-team-{i:05d}")  # type: ignore[arg-type]
+        if i % 2
+        else ApiKeyConfig(
+            name=f"team-{i}", key_sha256=hashlib.sha256(f"sk-team-{i:05d}".encode()).hexdigest()
+        )
+        for i in range(2000)
+    ]
+    many.append(ApiKeyConfig(name="again", key="sk-team-00007"))  # type: ignore[arg-type]
+    auth = Authenticator(many)
+    for i in (0, 1, 7, 1234, 1999):
+        assert auth.authenticate(f"Bearer sk-team-{i:05d}").name == f"team-{i}"
+    for miss in ("sk-team-0000", "sk-team-000000", "sk-team-02000", "sk-TEAM-00001"):
+        with pytest.raises(AuthenticationError):
+            auth.authenticate(f"Bearer {miss}")
+    assert auth.key_count == 2000

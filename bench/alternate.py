@@ -21,6 +21,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -63,6 +64,12 @@ def main(
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.compare:
+        if args.rounds < 1:
+            parser.error("--compare needs --rounds of 1 or more")
+        for tree in args.compare:
+            # Not there, the child would import the installed appliance, and compare it.
+            if not (Path(tree) / "appliance" / "__init__.py").is_file():
+                parser.error(f"{tree} holds no appliance package")
         argv = [sys.executable, script, "--json"]
         for name in counts:
             argv += [f"--{name}", str(getattr(args, name))]
@@ -86,8 +93,10 @@ def alternate(argv: list[str], trees: list[str], rounds: int) -> tuple[list[Any]
                 env={**os.environ, "PYTHONPATH": trees[at]},
                 capture_output=True,
                 text=True,
-                check=True,
+                check=False,
             )
+            if done.returncode != 0:  # what it said, not only that it failed
+                sys.exit(f"a run with {trees[at]} failed ({done.returncode}):\n{done.stderr}")
             runs[at].append(json.loads(done.stdout.strip().splitlines()[-1]))
     return runs
 

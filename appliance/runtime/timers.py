@@ -8,11 +8,13 @@ Here a timer is an entry in a bucket of due times: arming it is a dict insert, c
 it a dict removal, and one :class:`~appliance.runtime.watchdog.Watchdog` watches the
 earliest bucket.
 
-Timers fire late by at most their bucket's width, never early: a delay under a second is
-kept to 10 ms, under a minute to 100 ms, longer ones to a second (a 300 s model deadline
-at 2,000 requests a second then holds 300 buckets, not 30,000). What they are used for
-(limits of seconds, a watch after 50 ms) does not need more. A bucket whose timers were
-all cancelled stays until its time: the loop timer wakes at most once per bucket.
+Timers fire late by at most their bucket's width (and early by at most the watchdog's
+``EARLY``): a delay under a second is kept to 10 ms, under a minute to 100 ms, under 1,000 s
+to a second, longer ones to a power of ten of at most 1% of the delay (a 300 s model deadline
+at 2,000 requests a second then holds 300 buckets, not 30,000; a day's holds at most 1,000,
+not 86,400). What they are used for (limits of seconds, a watch after 50 ms) does not need
+more. A bucket whose timers were all cancelled stays until its time: the loop timer wakes
+at most once per bucket. A delay of :data:`NEVER_S` or more (an infinite limit) never fires.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from appliance.runtime.watchdog import EARLY, Watchdog
 
 TICK_S = 0.01
 """A bucket's width for delays under a second; 10 and 100 ticks for longer ones."""
+
+NEVER_S = 1e9
+"""A delay this long (about 31 years, ``inf`` included) never fires: no bucket is kept."""
+
+_NEVER = -1  # the key of a timer that never fires: no bucket has it
 
 
 class Timer:
@@ -69,7 +76,11 @@ class Timers:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._adopt(loop)
-        step = 1 if delay < 1 else 10 if delay < 60 else 100
+        if not delay < NEVER_S:  # inf (a limit of none), or later than the process lives
+            return Timer(self, _NEVER, callback)
+        # Under 1,000 buckets for any one delay, however long it is: emptied buckets are
+        # kept until their time, one per step while requests come.
+        step = 1 if delay < 1 else 10 if delay < 60 else 100 if delay < 1000 else _step(delay)
         key = -(-math.ceil((loop.time() + delay) / TICK_S) // step) * step  # rounded up
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -119,6 +130,12 @@ class Timers:
         self._buckets.clear()
         self._keys.clear()
         self._loop = loop
+
+
+def _step(delay: float) -> int:
+    """A bucket's width in ticks for a delay of 1,000 s or more: at most 1% of it."""
+    exponent: int = int(math.log10(delay))
+    return int(10**exponent)
 
 
 def _nothing() -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import tracemalloc
 from typing import Any
 
-from appliance.runtime.timers import TICK_S, Timers
+from appliance.runtime.deadline import Deadline
+from appliance.runtime.timers import NEVER_S, TICK_S, Timers
 from appliance.runtime.watchdog import EARLY
 from tests.support.poll import until_async
 
@@ -112,4 +114,56 @@ async def test_arming_and_cancelling_at_the_same_delay_keeps_no_memory() -> None
     finally:
         tracemalloc.stop()
     assert grown < 64 * 1024, grown  # a tick kept per request would be about 3 MB
+    assert len(timers) == 0
+
+
+async def test_an_infinite_or_astronomical_delay_never_fires_and_raises_nothing() -> None:
+    """``timeout_s: .inf`` is a valid config: a limit of none, as ``call_later`` takes it."""
+    timers = Timers()
+    fired: list[float] = []
+    for delay in (math.inf, 1e307, NEVER_S):
+        timers.call_later(delay, lambda delay=delay: fired.append(delay))  # type: ignore[misc]
+    with Deadline(math.inf, timers):
+        await asyncio.sleep(0)
+    cancelled = timers.call_later(math.inf, lambda: fired.append(0.0))
+    cancelled.cancel()
+    timers.call_later(0.02, lambda: fired.append(0.02))
+    await until_async(lambda: fired)
+    assert fired == [0.02]
+    assert len(timers) == 0
+
+
+class _Clock(asyncio.SelectorEventLoop):
+    """A loop whose clock the test moves (hours pass in a moment)."""
+
+    now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_long_delays_keep_a_bounded_number_of_buckets() -> None:
+    """A day's model deadline (or a longer one), armed and cancelled by a request every
+    tenth of a second for hours: the emptied buckets kept until their time must not grow
+    with the hours (one a second would be 86,400, about 26 MB)."""
+    timers = Timers()
+    loop = _Clock()
+
+    async def requests(hours: float, delay: float) -> None:
+        start = loop.now
+        for step in range(int(hours * 36_000)):
+            loop.now = start + step / 10
+            timers.call_later(delay, lambda: None).cancel()
+
+    try:
+        loop.run_until_complete(requests(0.1, 86_400))  # warm
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        loop.run_until_complete(requests(3, 86_400))
+        loop.run_until_complete(requests(3, 1e8))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        loop.close()
+    assert grown < 256 * 1024, grown  # a bucket a second would be 21,600 (about 6 MB)
     assert len(timers) == 0

@@ -43,6 +43,9 @@ class Secrets:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._all: frozenset[str] = frozenset()
         self.long: list[str] = []  # the long ones, longest first
+        # The long ones by their first SHORT_SECRET characters: with many secrets, a string
+        # is looked up window by window instead of looked for each secret in turn.
+        self._starts: dict[str, list[str]] = {}
         self.short: re.Pattern[str] | None = None  # the short ones, as whole words
         self.short_words: list[str] | None = None  # the short ones, if few
         self.add(secrets)
@@ -63,6 +66,10 @@ class Secrets:
             else None
         )
         self.long = [s for s in ordered if len(s) >= SHORT_SECRET]
+        starts: dict[str, list[str]] = {}
+        for secret in self.long:  # each list longest first, as self.long
+            starts.setdefault(secret[:SHORT_SECRET], []).append(secret)
+        self._starts = starts
         self.short = pattern
         self.short_words = short if len(short) <= _FEW_SHORT else None
         self._all = known
@@ -70,11 +77,32 @@ class Secrets:
     def __iter__(self) -> Iterator[str]:
         return iter(self._all)
 
+    def long_in(self, value: str) -> list[str]:
+        """The long secrets ``value`` holds, longest first.
+
+        Each is looked for in turn while there are fewer than the string has windows of
+        :data:`SHORT_SECRET` characters (a handful of keys: a few ``in``); with more
+        (thousands of keys), each window is looked up among the secrets' beginnings, so
+        that the cost follows the string's length, not the number of keys.
+        """
+        long = self.long
+        windows = len(value) - SHORT_SECRET + 1
+        if len(long) <= 2 * windows:
+            return [secret for secret in long if secret in value]
+        starts = self._starts
+        found: list[str] = []
+        for i in range(windows):
+            candidates = starts.get(value[i : i + SHORT_SECRET])
+            if candidates is not None:
+                found.extend(s for s in candidates if s not in found and s in value)
+        if len(found) > 1:
+            found.sort(key=len, reverse=True)
+        return found
+
     def found_in(self, value: str) -> bool:
         """Whether ``value`` holds one of the secrets (as :class:`Redactor` finds them)."""
-        for secret in self.long:
-            if secret in value:
-                return True
+        if self.long_in(value):
+            return True
         short = self.short
         if short is None:
             return False
@@ -101,7 +129,7 @@ class Redactor:
         # Those of now: a later Secrets.add (a reload) configures a new Redactor.
         # A short secret is replaced where it stands alone, not inside a word (which would
         # both mangle the log and show which words hold it).
-        found = Secrets(secrets)
+        found = self._found = Secrets(secrets)
         self.secrets = found.long
         self._short = found.short
         self._short_words = found.short_words
@@ -156,9 +184,8 @@ class Redactor:
 
     def _scrub(self, value: str) -> str:
         """``value`` with every secret in it replaced."""
-        for secret in self.secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
+        for secret in self._found.long_in(value):
+            value = value.replace(secret, REDACTED)
         short = self._short
         if short is not None:
             words = self._short_words

@@ -107,6 +107,29 @@ def test_secrets_are_found_where_the_redactor_would_replace_them(few: bool) -> N
         assert run(Redactor(found), v=value)["v"] == value
 
 
+def test_with_thousands_of_keys_every_one_is_found_and_replaced() -> None:
+    """Thousands of keys are looked up by their beginnings, not each in turn: found at the
+    start, inside and at the end of a string, two in one string, one inside a longer one
+    (replaced whole), never a near miss; the same with a handful of keys."""
+    many = [f"sk-team-{n:05d}-0123456789" for n in range(3000)]
+    outer = "sk-team-00042-0123456789-and-more"  # holds another key whole
+    for keys in (many, many[:3]):
+        found = Secrets([*keys, outer])
+        redactor = Redactor(found)
+        first, last = keys[0], keys[-1]
+        for value, left in (
+            (first, REDACTED),
+            (f"id:{last}", f"id:{REDACTED}"),
+            (f"{first}/{last}!", f"{REDACTED}/{REDACTED}!"),
+            (f"x{outer}x", f"x{REDACTED}x"),
+        ):
+            assert found.found_in(value), value
+            assert run(redactor, v=value)["v"] == left
+        for value in ("sk-team-0000", first[:-1], first.upper(), "sk-team-99999-0123456789"):
+            assert not found.found_in(value), value
+            assert run(redactor, v=value)["v"] == value
+
+
 def test_secrets_only_grow() -> None:
     found = Secrets(["sk-before-the-reload"])
     found.add(["sk-after-the-reload", "new"])

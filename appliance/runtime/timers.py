@@ -98,6 +98,13 @@ class Timers:
         """How many timers are armed."""
         return sum(len(bucket) for bucket in self._buckets.values())
 
+    def close(self) -> None:
+        """Drop every timer and the loop timer (their cluster is done): nothing calls back."""
+        self._watchdog.close()
+        self._watchdog = Watchdog(self._fire)
+        self._buckets.clear()
+        self._keys.clear()
+
     def _cancel(self, key: int, timer: Timer) -> None:
         # An emptied bucket stays until its tick comes: dropped and made again by the next
         # request, it would push its tick on the heap once per request.
@@ -125,10 +132,7 @@ class Timers:
             self._watchdog.push(keys[0] * TICK_S)
 
     def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._watchdog.close()
-        self._watchdog = Watchdog(self._fire)
-        self._buckets.clear()
-        self._keys.clear()
+        self.close()
         self._loop = loop
 
 

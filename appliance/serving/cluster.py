@@ -97,9 +97,11 @@ class Cluster:
         )
 
     async def close(self) -> None:
-        """Stop every worker."""
+        """Stop every worker; drop its timers (a retired cluster's emptied buckets, kept
+        until their time, would otherwise stay as long as its longest limit)."""
         await self.residency.stop()
         await self.registry.close()
+        self.timers.close()
 
 
 class ClusterRef:

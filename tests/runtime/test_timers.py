@@ -167,3 +167,17 @@ def test_long_delays_keep_a_bounded_number_of_buckets() -> None:
         loop.close()
     assert grown < 256 * 1024, grown  # a bucket a second would be 21,600 (about 6 MB)
     assert len(timers) == 0
+
+
+async def test_closed_timers_call_nothing_back_and_keep_nothing() -> None:
+    timers = Timers()
+    fired: list[str] = []
+    timers.call_later(0.02, lambda: fired.append("closed"))
+    kept = timers.call_later(300, lambda: fired.append("closed"))
+    timers.close()
+    assert len(timers) == 0
+    kept.cancel()  # after the close: nothing happens
+    await asyncio.sleep(5 * TICK_S)
+    timers.call_later(0.02, lambda: fired.append("after"))  # still usable
+    await until_async(lambda: fired)
+    assert fired == ["after"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
 
 
@@ -77,7 +78,7 @@ def _lock(path: Path) -> int:
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_exclusive(fd)
         except BlockingIOError:
             content = _read(fd)
             os.close(fd)
@@ -90,6 +91,22 @@ def _lock(path: Path) -> int:
         if _same_file(fd, path):
             return fd
         os.close(fd)
+
+
+def _flock_exclusive(fd: int) -> None:
+    """Lock ``fd``, or raise BlockingIOError if a live holder keeps it: :func:`running_pid`
+    takes the lock for an instant to learn it is free, so a few tries a few milliseconds
+    apart tell that from a holder."""
+    for _ in range(_TRIES - 1):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.01)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+_TRIES = 5
 
 
 def _same_file(fd: int, path: Path) -> bool:

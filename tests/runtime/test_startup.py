@@ -7,6 +7,7 @@ the PID they name may be given to another program.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -22,7 +23,7 @@ import yaml
 from appliance.runtime.server import default_pid_file
 from tests.conftest import cluster_config, scripted
 from tests.support.poll import until
-from tests.support.server import RunningServer, free_port
+from tests.support.server import RunningServer, descendants, free_port
 
 
 def write_config(folder: Path, reply: str, **sections: object) -> Path:
@@ -152,12 +153,26 @@ def test_processes_2_share_the_port_and_a_second_server_is_still_refused(
     first = start_serve(config, port)
     try:
         assert {reply(port) for _ in range(4)} == {"one"}
+        workers = [pid for pid in descendants(first.pid) if pid != first.pid]
+        assert len(workers) == 2
+        pid_file = str(default_pid_file(port))
+        for pid in workers:  # forked: the lock ends with the main process, not with them
+            assert pid_file not in open_files(pid)
+        assert pid_file in open_files(first.pid)
         done = appliance("serve", "-c", write_config(tmp_path, "two"), "--port", port)
         assert done.returncode == 1
         assert f"127.0.0.1:{port} is already in use" in done.stderr
         assert reply(port) == "one"
     finally:
         stop(first)
+
+
+def open_files(pid: int) -> list[str]:
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile (a connection)
+            found.append(os.readlink(fd))
+    return found
 
 
 def test_reload_refuses_a_pid_file_whose_server_was_killed(

@@ -13,10 +13,13 @@ a share of the connections. Before Granian starts, ``serve``:
   too), and with ``SO_REUSEADDR`` the connections of a server just stopped (TIME_WAIT)
   do not stand in the way of its restart.
 
-What remains: a process other than the appliance that starts listening with
-``SO_REUSEPORT``, as the same user, between the probe and Granian's own bind (a fraction
-of a second) would still share the port. One that listens without the option makes
-Granian's bind fail, which ``serve`` reports in one line like the probe's.
+What remains: between the probe and Granian's own bind (a fraction of a second with one
+process, up to a worker's start-up with several) a process of the same user that starts
+listening there with ``SO_REUSEPORT`` would still share the port: a program other than the
+appliance, or an appliance whose lock file differs (another spelling of the address, such
+as ``0.0.0.0`` against ``127.0.0.1``, or another temporary folder). One that listens
+without the option makes Granian's bind fail, which ``serve`` reports in one line like the
+probe's.
 """
 
 from __future__ import annotations

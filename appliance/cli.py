@@ -67,8 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(describe(settings.config, config))
         return 0
+    from appliance.runtime.address import AddressError
     from appliance.runtime.logging import configure_logging
-    from appliance.runtime.processes import PidFileError
+    from appliance.runtime.pidfile import PidFileError
     from appliance.runtime.server import default_pid_file, serve
 
     pid_file = args.pid_file or default_pid_file(config.server.port)
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return serve(config, build, FACTORY, pid_file)
-    except PidFileError as exc:
+    except (AddressError, PidFileError) as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -194,11 +195,20 @@ def _prepare_metrics_folder(port: int) -> str | None:
 
 
 def _signal_reload(pid_file: Path) -> int:
-    """Ask a running server to reload; the config was validated first."""
+    """Ask a running server to reload; the config was validated first.
+
+    Only a PID whose file a running server holds is signalled: a file left by a server
+    that is gone may name a PID the system has since given to another program.
+    """
+    from appliance.runtime.pidfile import PidFileError, running_pid
+
     try:
-        pid = int(pid_file.read_text().strip())
+        pid = running_pid(pid_file)
         os.kill(pid, signal.SIGHUP)
-    except (OSError, ValueError) as exc:
+    except PidFileError as exc:
+        print(f"appliance: cannot signal the server: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
         print(f"appliance: cannot signal the server via {pid_file}: {exc}", file=sys.stderr)
         return 1
     print(f"configuration is valid; reload signalled to PID {pid}")

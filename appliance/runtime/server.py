@@ -13,6 +13,7 @@ import asyncio
 import logging
 import math
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -28,9 +29,10 @@ from granian.log import LogLevels
 from granian.server.mp import MPServer
 
 from appliance.config import ApplianceConfig
-from appliance.runtime import eventloop
+from appliance.runtime import address, eventloop
 from appliance.runtime import processes as runtime
 from appliance.runtime.logging import granian_log_config
+from appliance.runtime.pidfile import claim_pid_file
 from appliance.runtime.signals import DRAIN_SIGNAL, RELOAD_SIGNAL, ignore_until_handled
 
 log = structlog.get_logger("appliance.server")
@@ -123,15 +125,38 @@ def serve(
     HTTP/1.1 only: Granian's automatic HTTP/2 detection waits for a new connection's first
     bytes without any time limit, so a client that connects and sends nothing would hold
     its connection forever.
+
+    Refused (:class:`~appliance.runtime.address.AddressError`,
+    :class:`~appliance.runtime.pidfile.PidFileError`) while the address is in use or
+    another running server holds the PID file.
     """
-    pid_file = pid_file or default_pid_file(config.server.port)
-    if config.server.processes == 1:
-        return serve_in_process(config, build, pid_file)
-    serve_processes(config, factory, pid_file)
-    return 0
+    ignore_until_handled()  # a reload signal once the PID file names this process
+    host, port = config.server.host, config.server.port
+    held_address = address.claim(host, port)
+    try:
+        held_pid = claim_pid_file(pid_file or default_pid_file(port))
+        try:
+            if config.server.processes == 1:
+                return serve_in_process(config, build)
+            serve_processes(config, factory)
+            return 0
+        except RuntimeError as exc:
+            # Granian's own bind, failed after the probe passed (someone bound it since).
+            if not _OS_ERROR.search(str(exc)):
+                raise
+            shown = address.shown(host, port)
+            raise address.AddressError(f"cannot listen on {shown}: {exc}") from None
+        finally:
+            held_pid.close()
+    finally:
+        held_address.close()
 
 
-def serve_processes(config: ApplianceConfig, factory: str, pid_file: Path) -> None:
+# How an OS error from Granian's Rust side (its bind) reads: "... (os error 98)".
+_OS_ERROR = re.compile(r"\(os error \d+\)$")
+
+
+def serve_processes(config: ApplianceConfig, factory: str) -> None:
     """Granian's multi-process server: this process supervises, the workers serve."""
     folder = runtime.create_folder(config.server.port)
     os.environ[runtime.RUNTIME_ENV] = str(folder)
@@ -146,21 +171,18 @@ def serve_processes(config: ApplianceConfig, factory: str, pid_file: Path) -> No
             # In-flight requests get drain_timeout_s after SIGTERM (then the app ends or
             # answers them), the app's shutdown the grace; then the process goes.
             workers_kill_timeout=kill_timeout_s(config),
-            pid_file=pid_file,
         )
         server.serve()
     finally:
         runtime.remove_folder(folder)
 
 
-def serve_in_process(config: ApplianceConfig, build: Callable[[], Any], pid_file: Path) -> int:
+def serve_in_process(config: ApplianceConfig, build: Callable[[], Any]) -> int:
     """Granian's embedded server on this process's loop: the app's own signal handlers
     (SIGHUP reloads, the drain signal) are this process's; SIGTERM/SIGINT start the drain
     and stop accepting, and in-flight requests finish within the drain time."""
     from granian.server.embed import Server
 
-    ignore_until_handled()
-    runtime.claim_pid_file(pid_file)
     server = Server(
         build,
         **granian_options(config),
@@ -192,8 +214,6 @@ def serve_in_process(config: ApplianceConfig, build: Callable[[], Any], pid_file
         eventloop.run(run())
     except FatalError:
         return 1  # the app did not start; Granian logged why
-    finally:
-        runtime.release_pid_file(pid_file)
     return 0
 
 

@@ -56,24 +56,6 @@ def test_one_process_serves_reloads_on_sighup_and_stops_on_sigterm(
     assert "experimental" not in server.log()  # no event names it: any line would be wrong
 
 
-def test_a_second_server_with_a_live_pid_file_is_refused(
-    start_server: Callable[..., RunningServer], tmp_path: Path
-) -> None:
-    server = start_server(cluster_config(scripted("a", ["one"])))
-    config = tmp_path / "cluster.yaml"
-    config.write_text(yaml.safe_dump(cluster_config(scripted("a", ["one"]))))
-    done = subprocess.run(
-        serve_argv(config, server.port),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 1
-    assert f"names process {server.process.pid}, which is running" in done.stderr
-    assert chat(server, "a").status_code == 200, "the first server is left alone"
-    assert default_pid_file(server.port).read_text() == str(server.process.pid)
-
-
 def test_a_pid_file_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

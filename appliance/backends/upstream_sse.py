@@ -24,6 +24,8 @@ Responses, Messages) sees the same stream:
   instead of passing for a whole reply.
 - An event over :data:`MAX_EVENT` bytes (on one line or many) ends the stream with an
   error: an upstream cannot make the appliance hold an event of any size.
+- What the upstream reports of an error reaches the client scrubbed of its worker's
+  secrets (its :class:`~.scrub.Scrubber`): the errors raised, and the error events relayed.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ from typing import Any
 import orjson
 import structlog
 
-from appliance.errors import UpstreamConnectionError, UpstreamStreamError
+from appliance.backends.scrub import Scrubber
+from appliance.errors import APIError, UpstreamConnectionError, UpstreamStreamError
 
 log = structlog.get_logger("appliance.upstream")
 
+_NO_SECRETS = Scrubber()
 MAX_EVENT = 2 * 1024 * 1024  # one SSE event (one chunk) may be this long, over all its lines
 
 # The last event of a Responses stream, however it ended; and those that say it failed.
@@ -45,11 +49,13 @@ _RESPONSE_ENDS = frozenset({"response.completed", "response.incomplete", "respon
 _RESPONSE_FAILURES = frozenset({"error", "response.failed"})
 
 
-def payloads(read: Callable[[], Awaitable[bytes]], choices: int = 1) -> Payloads:
+def payloads(
+    read: Callable[[], Awaitable[bytes]], choices: int = 1, scrub: Scrubber | None = None
+) -> Payloads:
     """The JSON payloads of the SSE body that ``read`` returns piece by piece (``b""`` at
     its end), until ``[DONE]``; raises as the module says. ``choices``: how many a chat
-    or completion reply has (``n``)."""
-    return Payloads(read, choices)
+    or completion reply has (``n``); ``scrub``: the worker's secrets' scrubber."""
+    return Payloads(read, choices, scrub or _NO_SECRETS)
 
 
 class Payloads:
@@ -58,10 +64,21 @@ class Payloads:
     per payload). Nothing is parsed here but what must be: a payload that may report an
     error, and the last ones when a body ends without ``[DONE]``."""
 
-    __slots__ = ("_data", "_ending", "_failed", "_finished", "_held", "_lines", "_read", "_size")
+    __slots__ = (
+        "_data",
+        "_ending",
+        "_failed",
+        "_finished",
+        "_held",
+        "_lines",
+        "_read",
+        "_scrub",
+        "_size",
+    )
 
-    def __init__(self, read: Callable[[], Awaitable[bytes]], choices: int) -> None:
+    def __init__(self, read: Callable[[], Awaitable[bytes]], choices: int, scrub: Scrubber) -> None:
         self._read = read
+        self._scrub = scrub
         self._lines = _Lines()
         self._ending = _Ending(choices)
         self._data: list[bytes] = []  # the data lines of the event being read
@@ -100,6 +117,8 @@ class Payloads:
             try:
                 self._feed(await self._read(), out)
             except Exception as exc:  # sent after the payloads the same read completed
+                if isinstance(exc, APIError):
+                    self._scrub.error(exc)  # the upstream's words, to the client
                 if not out:
                     self._finished = True
                     raise
@@ -157,6 +176,7 @@ class Payloads:
             return  # a last line cut off: not sent
         ending = self._ending
         if b'"error"' in payload or b"response.failed" in payload:
+            payload = self._scrub.payload(payload)  # relayed as it came, if a failure
             ending.failure = _error_in(payload) or ending.failure
         if ending.choices > 1:
             ending.seen(payload)

@@ -46,12 +46,13 @@ class Upstream:
 
     base_url: str
     model: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     headers: dict[str, str] = field(default_factory=dict)
     connect_timeout_s: float = 5.0
     first_byte_timeout_s: float = 300.0
     idle_timeout_s: float = 60.0
-    secrets: tuple[str, ...] = ()  # what it is sent that is secret, never echoed to clients
+    # What it is sent that is secret (see .scrub): never shown, never echoed to clients.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def of(cls, config: OpenAIModel, base_url: str) -> Upstream:

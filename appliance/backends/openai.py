@@ -22,6 +22,7 @@ import structlog
 from appliance import telemetry
 from appliance.backends.base import ReplyStream, Worker
 from appliance.backends.deadlines import Deadlines
+from appliance.backends.scrub import Scrubber, without_userinfo
 from appliance.backends.tls import client_context
 from appliance.backends.upstream_body import UpstreamStream, guard, idle_from_here
 from appliance.config import ModelConfig, OpenAIModel
@@ -45,11 +46,13 @@ class Upstream:
 
     base_url: str
     model: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     headers: dict[str, str] = field(default_factory=dict)
     connect_timeout_s: float = 5.0
     first_byte_timeout_s: float = 300.0
     idle_timeout_s: float = 60.0
+    # What it is sent that is secret (see .scrub): never shown, never echoed to clients.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def of(cls, config: OpenAIModel, base_url: str) -> Upstream:
@@ -63,6 +66,7 @@ class Upstream:
             connect_timeout_s=opts.connect_timeout_s,
             first_byte_timeout_s=opts.first_byte_timeout_s,
             idle_timeout_s=opts.idle_timeout_s,
+            secrets=tuple(opts.secrets()),
         )
 
 
@@ -88,6 +92,7 @@ class OpenAIWorker(Worker):
         self._idle_s = upstream.idle_timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._refuses_stream_options = False
+        self._scrub = Scrubber(upstream.secrets)
 
     @property
     def base_url(self) -> str:
@@ -97,6 +102,7 @@ class OpenAIWorker(Worker):
     @base_url.setter
     def base_url(self, url: str) -> None:
         self._base_url = url
+        self.display_url = without_userinfo(url)  # for the logs: never a password
         self._urls = {endpoint: f"{url}/{endpoint.value}" for endpoint in Endpoint}
 
     async def start(self) -> None:
@@ -156,7 +162,8 @@ class OpenAIWorker(Worker):
                 f"The upstream answered a stream request with {content_type or 'no type'}"
             )
         n = body.get("n")
-        return UpstreamStream(response, n if isinstance(n, int) and n > 1 else 1, self._idle_s)
+        choices = n if isinstance(n, int) and n > 1 else 1
+        return UpstreamStream(response, choices, self._idle_s, self._scrub)
 
     async def _post_asking_usage(
         self, endpoint: Endpoint, body: dict[str, Any], options: dict[str, Any]
@@ -196,7 +203,8 @@ class OpenAIWorker(Worker):
         response = await guard(self._session.get(f"{self.base_url}/models", headers=self._headers))
         try:
             if response.status >= 400:
-                raise _status_error(response, await guard(response.content.read(1024)))
+                raw = await guard(response.content.read(1024))
+                raise _status_error(response, raw, self._scrub)
         finally:
             response.release()
 
@@ -237,7 +245,7 @@ class OpenAIWorker(Worker):
             log.warning(
                 "upstream_unreachable",
                 worker=self.worker_id,
-                url=url,
+                url=f"{self.display_url}/{endpoint.value}",
                 error=exc.message,
                 detail=str(exc.__cause__ or exc),
             )
@@ -250,7 +258,7 @@ class OpenAIWorker(Worker):
                 raw = await guard(response.content.read(_MAX_ERROR_BODY))
             finally:
                 response.close()
-            error = _status_error(response, raw)
+            error = _status_error(response, raw, self._scrub)
             if refused_field and response.status in (400, 422) and refused_field in raw:
                 raise _FieldRefused(error)
             raise error
@@ -275,7 +283,11 @@ def _looks_like_object(raw: bytes) -> bool:
     return body[:1] == b"{" and body[-1:] == b"}"
 
 
-def _status_error(response: aiohttp.ClientResponse, raw: bytes) -> UpstreamStatusError:
+def _status_error(
+    response: aiohttp.ClientResponse, raw: bytes, scrub: Scrubber
+) -> UpstreamStatusError:
+    """The error for an upstream's error status and body, with its own words (scrubbed of
+    what it was sent that is secret: servers quote the key they were sent)."""
     message, kind, param, code = f"HTTP {response.status}", None, None, None
     try:
         parsed = orjson.loads(raw)
@@ -296,7 +308,7 @@ def _status_error(response: aiohttp.ClientResponse, raw: bytes) -> UpstreamStatu
             retry_after = float(header)
         except ValueError:
             retry_after = None
-    return UpstreamStatusError.of(
+    error = UpstreamStatusError.of(
         response.status,
         message,
         upstream_type=kind if isinstance(kind, str) else None,
@@ -304,3 +316,4 @@ def _status_error(response: aiohttp.ClientResponse, raw: bytes) -> UpstreamStatu
         code=code if isinstance(code, str) else None,
         retry_after=retry_after,
     )
+    return scrub.error(error)

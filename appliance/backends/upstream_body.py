@@ -26,6 +26,7 @@ from typing import TypeVar
 
 import aiohttp
 
+from appliance.backends.scrub import Scrubber
 from appliance.backends.upstream_sse import Payloads, payloads
 from appliance.errors import UpstreamConnectionError, UpstreamTimeoutError
 from appliance.runtime.watchdog import Watchdog
@@ -39,10 +40,16 @@ class UpstreamStream:
 
     __slots__ = ("_body", "_idle", "_interrupted", "_payloads", "_response", "_waiting")
 
-    def __init__(self, response: aiohttp.ClientResponse, choices: int, idle_s: float) -> None:
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        choices: int,
+        idle_s: float,
+        scrub: Scrubber | None = None,
+    ) -> None:
         self._response = response
         self._body = response.content
-        self._payloads = payloads(self._read, choices)
+        self._payloads = payloads(self._read, choices, scrub)
         self._idle = Watchdog(self._timed_out, idle_s)  # fed as a read begins
         self._waiting = False
         # A read the relay interrupted (to send a ping): the next read goes on waiting for

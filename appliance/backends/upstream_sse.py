@@ -26,6 +26,8 @@ Responses, Messages) sees the same stream:
   instead of passing for a whole reply.
 - An event over :data:`MAX_EVENT` bytes (on one line or many) ends the stream with an
   error: an upstream cannot make the appliance hold an event of any size.
+- What the upstream reports of an error reaches the client scrubbed of its worker's
+  secrets (its :class:`~.scrub.Scrubber`): the errors raised, and the error events relayed.
 """
 
 from __future__ import annotations
@@ -33,25 +35,33 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 import structlog
 
-from appliance.errors import UpstreamConnectionError, UpstreamStreamError
+from appliance.backends.scrub import Scrubber
+from appliance.backends.stream_errors import (
+    error_in,
+    parse,
+    raise_error_line,
+    raise_named_error,
+)
+from appliance.errors import APIError, UpstreamConnectionError, UpstreamStreamError
 
 log = structlog.get_logger("appliance.upstream")
 
+_NO_SECRETS = Scrubber()
 MAX_EVENT = 2 * 1024 * 1024  # one SSE event (one chunk) may be this long, over all its lines
 
 # The last event of a Responses stream, however it ended; and those that say it failed.
 _RESPONSE_ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
-_RESPONSE_FAILURES = frozenset({"error", "response.failed"})
 
 
-def payloads(read: Callable[[], Awaitable[bytes]], choices: int = 1) -> Payloads:
+def payloads(
+    read: Callable[[], Awaitable[bytes]], choices: int = 1, scrub: Scrubber | None = None
+) -> Payloads:
     """The JSON payloads of the SSE body that ``read`` returns piece by piece (``b""`` at
     its end), until ``[DONE]``; raises as the module says. ``choices``: how many a chat
-    or completion reply has (``n``)."""
-    return Payloads(read, choices)
+    or completion reply has (``n``); ``scrub``: the worker's secrets' scrubber."""
+    return Payloads(read, choices, scrub or _NO_SECRETS)
 
 
 class Payloads:
@@ -69,11 +79,13 @@ class Payloads:
         "_lines",
         "_named_error",
         "_read",
+        "_scrub",
         "_size",
     )
 
-    def __init__(self, read: Callable[[], Awaitable[bytes]], choices: int) -> None:
+    def __init__(self, read: Callable[[], Awaitable[bytes]], choices: int, scrub: Scrubber) -> None:
         self._read = read
+        self._scrub = scrub
         self._lines = _Lines()
         self._ending = _Ending(choices)
         self._data: list[bytes] = []  # the data lines of the event being read
@@ -113,6 +125,8 @@ class Payloads:
             try:
                 self._feed(await self._read(), out)
             except Exception as exc:  # sent after the payloads the same read completed
+                if isinstance(exc, APIError):
+                    self._scrub.error(exc)  # the upstream's words, to the client
                 if not out:
                     self._finished = True
                     raise
@@ -133,7 +147,7 @@ class Payloads:
                     data.clear()
                     size = 0
                     if self._named_error:
-                        _raise_named_error(payload)
+                        raise_named_error(payload)
                     self._payload(payload, end, out)
                 self._named_error = False
                 continue
@@ -155,7 +169,7 @@ class Payloads:
             elif line.startswith(b"event:"):
                 self._named_error = line[6:].strip() == b"error"
             elif line.startswith((b"error:", b"{")):
-                _raise_error_line(line)
+                raise_error_line(line)
         self._size = size
         if end:
             self._finished = True
@@ -171,11 +185,12 @@ class Payloads:
                 start = payload[:64].decode(errors="replace")
                 log.warning("upstream_sent_non_json", start=start, size=len(payload))
             return
-        if end and _parse(payload) is None:
+        if end and parse(payload) is None:
             return  # a last line cut off: not sent
         ending = self._ending
         if b'"error"' in payload or b"response.failed" in payload:
-            ending.failure = _error_in(payload) or ending.failure
+            payload = self._scrub.payload(payload)  # relayed as it came, if a failure
+            ending.failure = error_in(payload) or ending.failure
         if ending.choices > 1:
             ending.seen(payload)
         else:  # as seen() keeps them, without the call
@@ -232,7 +247,7 @@ class _Ending:
     def seen(self, payload: bytes) -> None:
         self.before, self.last = self.last, payload
         if self.choices > 1:  # parsed only then: n > 1 is rare, and this is the hot path
-            obj = _parse(payload)
+            obj = parse(payload)
             for choice in _choices(obj):
                 index = choice.get("index", 0)
                 if not isinstance(index, int):
@@ -251,7 +266,7 @@ class _Ending:
 
     def _whole(self) -> bool:
         """The last payload ends the reply, or is the usage chunk right after the end."""
-        last = _parse(self.last) if self.last else None
+        last = parse(self.last) if self.last else None
         if not isinstance(last, dict):
             return False
         if last.get("type") in _RESPONSE_ENDS:
@@ -261,7 +276,7 @@ class _Ending:
         if _finishes(last):
             return True
         usage_chunk = not last.get("choices") and bool(last.get("usage"))
-        return usage_chunk and _finishes(_parse(self.before) if self.before else None)
+        return usage_chunk and _finishes(parse(self.before) if self.before else None)
 
 
 def _finishes(obj: Any) -> bool:
@@ -269,89 +284,6 @@ def _finishes(obj: Any) -> bool:
     return any(c.get("finish_reason") is not None for c in _choices(obj))
 
 
-def _error_in(payload: bytes) -> UpstreamStreamError | None:
-    """For a payload that may report an error: raise the error it reports (a chat stream's);
-    return a Responses stream's failure (relayed first, raised at the end); else None (a
-    chunk with ``"error": null``)."""
-    obj = _parse(payload)
-    if not isinstance(obj, dict):
-        return None
-    if obj.get("type") in _RESPONSE_FAILURES:  # the error nested, or its fields at the top
-        response = obj.get("response")
-        nested = response.get("error") if isinstance(response, dict) else obj.get("error")
-        return _stream_error(nested if isinstance(nested, dict) and nested else obj)
-    found = _reported(obj)
-    if found is not None:
-        raise _stream_error(found)
-    return None
-
-
-def _raise_error_line(line: bytes) -> None:
-    """An error written outside ``data:``: llama.cpp's ``error: {...}`` line (the error's
-    own fields), or a JSON error on a line of its own, read as a payload is; other such
-    lines are ignored, as SSE says."""
-    named = line.startswith(b"error:")
-    obj = _parse(line[6:] if named else line)
-    if not isinstance(obj, dict):
-        return
-    found = _reported(obj)
-    if found is None and named and obj:
-        found = obj
-    if found is not None:
-        raise _stream_error(found)
-
-
-def _raise_named_error(payload: bytes) -> None:
-    """The payload of an event named ``error``: the error it reports, in any layout (its
-    fields at the top, ``{"message": ..., "code": 529}``, or plain text). A Responses
-    stream's ``error`` event (``"type": "error"``) is read as its other events are."""
-    obj = _parse(payload)
-    if isinstance(obj, dict):
-        if obj.get("type") in _RESPONSE_FAILURES:
-            return
-        raise _stream_error(_reported(obj) or obj)
-    text = payload.decode(errors="replace").strip()
-    raise UpstreamStreamError(text[:500] or "The upstream's stream failed.")
-
-
-def _reported(obj: dict[str, Any]) -> dict[str, Any] | None:
-    """The error's fields if ``obj`` reports one, in any layout upstreams write."""
-    error = obj.get("error")
-    if isinstance(error, dict) and error:
-        return error
-    if isinstance(error, str) and error:  # TGI: {"error": "...", "error_type": "..."}
-        return {"message": error, "type": obj.get("error_type")}
-    if obj.get("object") == "error":  # vLLM's older servers: the error's fields at the top
-        return obj
-    return None
-
-
-def _stream_error(found: dict[str, Any]) -> UpstreamStreamError:
-    message = found.get("message")
-    return UpstreamStreamError(
-        message if isinstance(message, str) and message else "The upstream's stream failed.",
-        upstream_type=_text(found.get("type")),
-        param=_text(found.get("param")),
-        code=_text(found.get("code")),
-    )
-
-
 def _choices(obj: Any) -> list[dict[str, Any]]:
     choices = obj.get("choices") if isinstance(obj, dict) else None
     return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
-
-
-def _parse(payload: bytes) -> Any:
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-
-
-def _text(value: Any) -> str | None:
-    """A string field as it is; a number (vLLM's ``"code": 400``) as its digits."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    return value if isinstance(value, str) and value else None

@@ -10,6 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from appliance.config.credentials import header_secrets, url_secrets
 from appliance.config.model import LocatedValueError, ModelBase, Strict
 
 
@@ -77,7 +78,9 @@ class OpenAIOptions(Strict):
     """Options of the proxy to an OpenAI-compatible upstream server."""
 
     base_url: list[str] = Field(
-        description="Upstream base URL ending in /v1; a list gives one worker per URL.",
+        description="Upstream base URL ending in /v1; a list gives one worker per URL. "
+        "A user:password@ in it is sent as Basic auth (then no api_key), and is a secret: "
+        "never logged, never relayed.",
         min_length=1,
     )
     api_key: SecretStr | None = Field(None, description="Bearer key sent to the upstream.")
@@ -85,7 +88,11 @@ class OpenAIOptions(Strict):
         None, description="Model name the upstream serves; defaults to the public name."
     )
     headers: dict[str, str] = Field(
-        default_factory=dict, description="Extra headers sent with every upstream request."
+        default_factory=dict,
+        description="Extra headers sent with every upstream request. The values of those "
+        "whose name holds auth, key, token, secret, password, cookie, session, signature or "
+        "credential, or that begin with an auth scheme (Bearer ...), are secrets: never "
+        "logged, and scrubbed from what the upstream echoes back to clients.",
     )
     connect_timeout_s: float = Field(5.0, gt=0, description="TCP connect timeout.")
     first_byte_timeout_s: float = Field(
@@ -119,6 +126,29 @@ class OpenAIOptions(Strict):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"base_url {url!r} must start with http:// or https://")
         return [url.rstrip("/") for url in value]
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> OpenAIOptions:
+        sent = self.api_key is not None or any(
+            name.lower() == "authorization" for name in self.headers
+        )
+        if sent and any(url_secrets(url) for url in self.base_url):
+            raise ValueError(
+                "base_url has a user:password@ (sent as Basic auth) and api_key or an "
+                "Authorization header is set too: an upstream gets one Authorization, "
+                "keep one of them"
+            )
+        return self
+
+    def secrets(self) -> list[str]:
+        """What these options send upstream that is secret (see
+        :mod:`appliance.config.credentials`): the api_key, the secret headers' values,
+        the base URLs' userinfo."""
+        out = [self.api_key.get_secret_value()] if self.api_key is not None else []
+        out += header_secrets(self.headers)
+        for url in self.base_url:
+            out += url_secrets(url)
+        return [s for s in out if s]
 
 
 class OpenAIModel(ModelBase):

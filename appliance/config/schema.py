@@ -13,8 +13,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from appliance.config.auth import AuthConfig
-from appliance.config.backends import ModelConfig
+from appliance.config.backends import ModelConfig, OpenAIModel
 from appliance.config.capture import CaptureConfig, capture_problems
+from appliance.config.credentials import url_secrets
 from appliance.config.model import NAME_PATTERN, LocatedValueError, Strict
 from appliance.config.telemetry import TelemetryConfig
 from appliance.config.tls import TlsConfig
@@ -283,10 +284,10 @@ class ApplianceConfig(Strict):
         if self.server.admin_key is not None:
             out.append(self.server.admin_key.get_secret_value())
         if self.state.redis_url is not None:
-            out.append(self.state.redis_url.get_secret_value())  # may hold a password
+            redis_url = self.state.redis_url.get_secret_value()  # may hold a password
+            out += [redis_url, *url_secrets(redis_url)]
         for model in self.models:
-            api_key = getattr(model.options, "api_key", None)
-            if api_key is not None:
-                out.append(api_key.get_secret_value())
+            if isinstance(model, OpenAIModel):
+                out.extend(model.options.secrets())
         out.extend(self.telemetry.secrets())
         return [s for s in out if s]

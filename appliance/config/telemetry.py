@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
+from appliance.config.credentials import url_secrets
 from appliance.config.model import Strict
 
 TRACES_PATH = "/v1/traces"  # what the exporter adds to a base URL
@@ -69,5 +70,6 @@ class TelemetryConfig(Strict):
         return base
 
     def secrets(self) -> list[str]:
-        """The header values, for log redaction."""
-        return [value.get_secret_value() for value in self.headers.values()]
+        """The header values and the endpoint's userinfo, for log redaction."""
+        values = [value.get_secret_value() for value in self.headers.values()]
+        return values + url_secrets(self.otlp_endpoint)

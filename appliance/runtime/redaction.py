@@ -114,6 +114,21 @@ class Secrets:
                 return short.search(value) is not None
         return False
 
+    def scrub(self, value: str) -> str:
+        """``value`` with every secret in it replaced by :data:`REDACTED` (``value`` itself
+        if it holds none)."""
+        for secret in self.long_in(value):
+            value = value.replace(secret, REDACTED)
+        short = self.short
+        if short is not None:
+            words = self.short_words
+            if words is None:
+                return short.sub(REDACTED, value)
+            for word in words:
+                if word in value:
+                    return short.sub(REDACTED, value)
+        return value
+
 
 class Redactor:
     """A processor that removes secrets from log events.
@@ -129,10 +144,9 @@ class Redactor:
         # Those of now: a later Secrets.add (a reload) configures a new Redactor.
         # A short secret is replaced where it stands alone, not inside a word (which would
         # both mangle the log and show which words hold it).
-        found = self._found = Secrets(secrets)
+        found = Secrets(secrets)
         self.secrets = found.long
-        self._short = found.short
-        self._short_words = found.short_words
+        self._scrub = found.scrub  # a string with every secret in it replaced
         self._names: dict[Any, bool] = {}  # name: whether its values are masked
         self._strings: dict[str, str] = {}  # string seen twice: it cleaned
         self._once: set[str] = set()  # strings seen once lately
@@ -181,20 +195,6 @@ class Redactor:
                     once.clear()
                 once.add(value)
         return cleaned
-
-    def _scrub(self, value: str) -> str:
-        """``value`` with every secret in it replaced."""
-        for secret in self._found.long_in(value):
-            value = value.replace(secret, REDACTED)
-        short = self._short
-        if short is not None:
-            words = self._short_words
-            if words is None:
-                return short.sub(REDACTED, value)
-            for word in words:
-                if word in value:
-                    return short.sub(REDACTED, value)
-        return value
 
     def _clean(self, name: Any, value: Any) -> Any:
         if _sensitive(name) and value is not None:

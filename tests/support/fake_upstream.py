@@ -47,6 +47,10 @@ after ``+`` (``ok+indented+nousage``):
 - ``slow-body``: a plain reply's headers go at once, its body ``x_body_delay_ms`` later
   (an upstream or proxy that stalls mid-reply).
 - ``unnamed``: replies and stream chunks without a ``model`` key (a server that names none).
+- ``echo-auth``: an error (a ``fail-<status>``'s, an ``error-mid-stream``'s, on chat and
+  on ``/v1/responses``) quotes the credentials the request carried (its
+  ``Authorization``, ``api-key`` and ``x-api-key`` headers), as servers that say
+  ``Incorrect API key provided: ...`` do (:func:`echoed`).
 - ``toolcall``: a chat reply that calls ``get_weather({"city": "Paris"})``; streamed in
   OpenAI's delta shape (id and name first, then the arguments in two pieces).
 
@@ -198,7 +202,7 @@ class FakeUpstream:
             return web.json_response(
                 {
                     "error": {
-                        "message": f"fake says {status}",
+                        "message": f"fake says {status}{echoed(request, traits)}",
                         "type": "fake_error",
                         "param": "messages" if status == 400 else None,
                         "code": "fake",
@@ -287,10 +291,11 @@ class FakeUpstream:
         body = await request.json()
         base = request.match_info.get("base", "")
         self.requests.append(Seen("responses", dict(request.headers), body, base))
-        model = body.get("model", "")
+        model, *listed = body.get("model", "").split("+")
+        echo = echoed(request, frozenset(listed))
         if model.startswith("fail-"):
             status = int(model.removeprefix("fail-"))
-            error = {"message": f"fake says {status}", "type": "fake_error", "param": "input"}
+            error = {"message": f"fake says {status}{echo}", "type": "fake_error", "param": "input"}
             return web.json_response({"error": {**error, "code": "fake"}}, status=status)
         reply = _native_response(model, "native reply")
         if not body.get("stream"):
@@ -323,13 +328,13 @@ class FakeUpstream:
             failed = {
                 **reply,
                 "status": "failed",
-                "error": {"code": "server_error", "message": "native failure"},
+                "error": {"code": "server_error", "message": f"native failure{echo}"},
             }
             events[3:] = [
                 {
                     "type": "error",
                     "code": "server_error",
-                    "message": "native failure",
+                    "message": f"native failure{echo}",
                     "param": None,
                 },
                 {"type": "response.failed", "response": failed},
@@ -388,7 +393,8 @@ class FakeUpstream:
                     request.transport.close()  # type: ignore[union-attr]
                     return response
                 if model == "error-mid-stream" and i == 1:
-                    await send(_sse(_stream_error(traits), traits) + b"data: [DONE]\n\n")
+                    error = _stream_error(traits, echoed(request, traits))
+                    await send(_sse(error, traits) + b"data: [DONE]\n\n")
                     return response
                 if model == "corrupt-chunk" and i == 0:
                     await send(b'data: {"choices": [{"index": 0, "delta": {"cont\n\n')
@@ -494,21 +500,34 @@ def _stream_options_refusal(traits: frozenset[str]) -> web.Response:
     return web.json_response({"error": error}, status=400)
 
 
-def _stream_error(traits: frozenset[str]) -> dict[str, Any]:
-    """An error event inside a stream, as the server the traits name writes it."""
+def echoed(request: web.Request, traits: frozenset[str]) -> str:
+    """With ``echo-auth``: the credentials ``request`` carried, as an error quotes them."""
+    if "echo-auth" not in traits:
+        return ""
+    sent = [f"{name}: {request.headers[name]}" for name in ECHOED if name in request.headers]
+    return f". Incorrect API key provided: {'; '.join(sent) or 'none'}"
+
+
+ECHOED = ("Authorization", "api-key", "x-api-key")  # the headers ``echo-auth`` quotes
+
+
+def _stream_error(traits: frozenset[str], echo: str = "") -> dict[str, Any]:
+    """An error event inside a stream, as the server the traits name writes it (its
+    message ending in ``echo``)."""
     if "tgi" in traits:
-        return {"error": "Request failed during generation: out of memory", "error_type": "oom"}
+        text = f"Request failed during generation: out of memory{echo}"
+        return {"error": text, "error_type": "oom"}
     if "vllm" in traits:
         return {
             "object": "error",
-            "message": "KV cache is full",
+            "message": f"KV cache is full{echo}",
             "type": "BadRequestError",
             "param": None,
             "code": 400,
         }
     return {
         "error": {
-            "message": "The model is overloaded",
+            "message": f"The model is overloaded{echo}",
             "type": "server_error",
             "param": None,
             "code": "overloaded",

@@ -25,6 +25,7 @@ from appliance.backends.deadlines import Deadlines
 from appliance.backends.scrub import Scrubber, without_userinfo
 from appliance.backends.tls import client_context
 from appliance.backends.upstream_body import UpstreamStream, guard, idle_from_here
+from appliance.backends.upstream_errors import parse, reported
 from appliance.config import ModelConfig, OpenAIModel
 from appliance.errors import (
     UpstreamConnectionError,
@@ -38,6 +39,10 @@ log = structlog.get_logger("appliance.upstream")
 
 _MAX_ERROR_BODY = 64 * 1024
 _READ_BUFFER = 1024 * 1024  # aiohttp's read buffer
+# A 200 whose body is an error object, not a reply: it names "error" in its first bytes and
+# has none of the keys a reply of any endpoint has.
+_ERROR_HEAD = 256
+_REPLY_KEYS = frozenset({"choices", "data", "output", "results", "usage"})
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,9 @@ class OpenAIWorker(Worker):
             raise UpstreamError(
                 f"The upstream answered 200 with something that is not a JSON object ({kind})"
             )
+        failed = _error_reply(raw, self._scrub)
+        if failed is not None:  # never relayed as a reply: a client SDK finds no choices
+            raise failed
         return raw
 
     async def open_stream(
@@ -283,24 +291,31 @@ def _looks_like_object(raw: bytes) -> bool:
     return body[:1] == b"{" and body[-1:] == b"}"
 
 
+def _error_reply(raw: bytes, scrub: Scrubber) -> UpstreamStatusError | None:
+    """The error a 200 reports when its body is an error object and no reply (OpenAI's
+    ``{"error": {...}}``, vLLM's ``{"object": "error", ...}``, TGI's ``{"error": "..."}``),
+    as the status its code names (a number from 400 to 599) or 502; None for a reply.
+
+    An error object names ``error`` near its start: a reply that does not is not parsed.
+    """
+    if b'"error"' not in raw[:_ERROR_HEAD]:
+        return None
+    obj = parse(raw)
+    if not isinstance(obj, dict) or not _REPLY_KEYS.isdisjoint(obj):
+        return None
+    found = reported(obj)
+    if found is None:
+        return None
+    code = found.get("code")
+    status = code if type(code) is int and 400 <= code <= 599 else 502
+    return _upstream_error(status, obj, None, scrub)
+
+
 def _status_error(
     response: aiohttp.ClientResponse, raw: bytes, scrub: Scrubber
 ) -> UpstreamStatusError:
     """The error for an upstream's error status and body, with its own words (scrubbed of
     what it was sent that is secret: servers quote the key they were sent)."""
-    message, kind, param, code = f"HTTP {response.status}", None, None, None
-    try:
-        parsed = orjson.loads(raw)
-        error = parsed.get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        parsed, error = None, None
-    if error is None and isinstance(parsed, dict) and parsed.get("object") == "error":
-        error = {"message": parsed.get("message")}  # vLLM's envelope: the error at the top
-    if isinstance(error, dict):
-        message = str(error.get("message") or message)
-        kind, param, code = error.get("type"), error.get("param"), error.get("code")
-    elif isinstance(error, str):
-        message = error
     retry_after = None
     header = response.headers.get("retry-after")
     if header:
@@ -308,8 +323,24 @@ def _status_error(
             retry_after = float(header)
         except ValueError:
             retry_after = None
+    return _upstream_error(response.status, parse(raw), retry_after, scrub)
+
+
+def _upstream_error(
+    status: int, parsed: Any, retry_after: float | None, scrub: Scrubber
+) -> UpstreamStatusError:
+    """The error of an upstream's answer of ``status`` whose body parsed as ``parsed``."""
+    message, kind, param, code = f"HTTP {status}", None, None, None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if error is None and isinstance(parsed, dict) and parsed.get("object") == "error":
+        error = {"message": parsed.get("message")}  # vLLM's envelope: the error at the top
+    if isinstance(error, dict):
+        message = str(error.get("message") or message)
+        kind, param, code = error.get("type"), error.get("param"), error.get("code")
+    elif isinstance(error, str):
+        message = error
     error = UpstreamStatusError.of(
-        response.status,
+        status,
         message,
         upstream_type=kind if isinstance(kind, str) else None,
         param=param if isinstance(param, str) else None,

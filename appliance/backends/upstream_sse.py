@@ -38,7 +38,7 @@ from typing import Any
 import structlog
 
 from appliance.backends.scrub import Scrubber
-from appliance.backends.stream_errors import (
+from appliance.backends.upstream_errors import (
     error_in,
     parse,
     raise_error_line,

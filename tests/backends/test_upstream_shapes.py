@@ -61,6 +61,12 @@ def server(upstream: FakeUpstream, start_server: Callable[..., RunningServer]) -
             proxied("no-stream-plain", no_stream, url),
             proxied("no-stream-then", no_stream, url),
             proxied("ok-after-json", "ok", url),
+            proxied("error-200-openai", "error-200+indented", url, retries=0),
+            proxied("error-200-vllm", "error-200+vllm", url, retries=0),
+            proxied("error-200-tgi", "error-200+tgi", url, retries=0),
+            proxied("error-200-sdk", "error-200", url, retries=0),
+            proxied("error-200-then", "error-200", url),
+            proxied("ok-after-error-200", "ok", url),
             routes=[
                 {
                     "alias": "html-route-plain",
@@ -72,6 +78,7 @@ def server(upstream: FakeUpstream, start_server: Callable[..., RunningServer]) -
                 },
                 {"alias": "limited-route", "targets": ["limited-then", "ok-after-429"]},
                 {"alias": "no-stream-route", "targets": ["no-stream-then", "ok-after-json"]},
+                {"alias": "error-200-route", "targets": ["error-200-then", "ok-after-error-200"]},
             ],
         )
     )
@@ -134,6 +141,56 @@ def test_an_html_502_fails_over_to_the_routes_next_target(
     else:
         assert response.json()["choices"][0]["message"]["content"] == "fake reply"
     assert len(upstream.seen(model="fail-502+html")) == before + 1
+
+
+# A 200 whose body is an error object ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "status", "words"),
+    [
+        ("error-200-openai", 502, "The model is overloaded"),  # indented, a string code
+        ("error-200-vllm", 400, "KV cache is full"),  # its code names a status
+        ("error-200-tgi", 502, "out of memory"),
+    ],
+)
+def test_a_200_whose_body_is_an_error_is_an_error_with_the_upstreams_words(
+    server: RunningServer, model: str, status: int, words: str
+) -> None:
+    """Never relayed as a reply: a client SDK would find no choices in it. The status its
+    code names when it names one, else 502; the upstream's own message either way."""
+    response = chat(server, model)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert words in error["message"], error
+
+
+def test_the_openai_sdk_gets_an_api_error_for_a_200_error_body(server: RunningServer) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        api(server).chat.completions.create(model="error-200-sdk", messages=MESSAGES)
+    assert caught.value.status_code == 502
+    assert "overloaded" in str(caught.value)
+
+
+def test_a_200_error_body_fails_over_to_the_routes_next_target(
+    server: RunningServer, upstream: FakeUpstream
+) -> None:
+    before = len(upstream.seen(model="error-200"))
+    response = chat(server, "error-200-route")
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "fake reply"
+    assert len(upstream.seen(model="error-200")) == before + 1
+
+
+def test_a_200_error_body_reaches_an_anthropic_client_with_its_words(
+    server: RunningServer,
+) -> None:
+    body = {"model": "error-200-sdk", "max_tokens": 16, "messages": MESSAGES}
+    response = httpx.post(f"{server.base_url}/v1/messages", json=body, timeout=30)
+    assert response.status_code == 502, response.text
+    assert response.json()["type"] == "error"
+    assert "overloaded" in response.json()["error"]["message"]
 
 
 # A 429 with Retry-After ---------------------------------------------------------------

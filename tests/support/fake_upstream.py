@@ -8,6 +8,8 @@ configured upstream name), so one server plays every upstream a test needs:
 - ``fail-500``, ``fail-400``, ``fail-401``, ``fail-429``: that status with an error envelope
   (any ``fail-<status>`` works: ``fail-502``, ``fail-503``).
 - ``hang``: never answers (until the client gives up).
+- ``error-200``: answers ``200 application/json`` with an error object and no reply, as
+  some servers and proxies do (OpenAI's layout; with ``vllm`` or ``tgi``, theirs).
 - ``break-mid-stream``: streams two chunks, then drops the connection.
 - ``truncated``: streams its chunks, then ends the body cleanly: no finish, no ``[DONE]``.
 - ``error-mid-stream``: two chunks, then an error event and ``[DONE]``.
@@ -211,6 +213,8 @@ class FakeUpstream:
                 status=status,
                 headers=headers,
             )
+        if model == "error-200":
+            return _json_response(_stream_error(traits, echoed(request, traits)), traits)
         if model == "hang":
             await asyncio.sleep(30)
         await self._wait(request, float(body.get("x_first_delay_ms", 0)) / 1000)

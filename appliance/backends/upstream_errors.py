@@ -1,9 +1,9 @@
-"""What an upstream's stream says of its own failure, in every layout upstreams write it.
+"""What an upstream says of its own failure, in every layout upstreams write it.
 
-:mod:`appliance.backends.upstream_sse` reads the stream; what it finds that may report an
+:mod:`appliance.backends.upstream_sse` reads a stream; what it finds that may report an
 error (a payload naming ``error``, an ``error:`` line, an event named ``error``) is read
 here into an :class:`~appliance.errors.UpstreamStreamError` with the upstream's message,
-type and code.
+type and code. :func:`reported` also reads a plain reply that is an error object.
 """
 
 from __future__ import annotations

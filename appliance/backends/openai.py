@@ -25,7 +25,7 @@ from appliance.backends.deadlines import Deadlines
 from appliance.backends.scrub import Scrubber, without_userinfo
 from appliance.backends.tls import client_context
 from appliance.backends.upstream_body import UpstreamStream, guard, idle_from_here
-from appliance.backends.upstream_errors import parse, reported
+from appliance.backends.upstream_errors import parse, reported, retry_after_of
 from appliance.config import ModelConfig, OpenAIModel
 from appliance.errors import (
     UpstreamConnectionError,
@@ -316,13 +316,7 @@ def _status_error(
 ) -> UpstreamStatusError:
     """The error for an upstream's error status and body, with its own words (scrubbed of
     what it was sent that is secret: servers quote the key they were sent)."""
-    retry_after = None
-    header = response.headers.get("retry-after")
-    if header:
-        try:
-            retry_after = float(header)
-        except ValueError:
-            retry_after = None
+    retry_after = retry_after_of(response.headers.get("retry-after"))
     return _upstream_error(response.status, parse(raw), retry_after, scrub)
 
 

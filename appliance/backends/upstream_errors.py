@@ -8,11 +8,17 @@ type and code. :func:`reported` also reads a plain reply that is an error object
 
 from __future__ import annotations
 
+import math
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
 
 from appliance.errors import UpstreamStreamError
+
+MAX_RETRY_AFTER_S = 86_400.0
+"""The longest wait relayed from an upstream's ``Retry-After``: a day."""
 
 # The events of a Responses stream that say it failed (relayed first, raised at its end).
 RESPONSE_FAILURES = frozenset({"error", "response.failed"})
@@ -99,3 +105,21 @@ def text(value: Any) -> str | None:
     if isinstance(value, int):
         return str(value)
     return value if isinstance(value, str) and value else None
+
+
+def retry_after_of(header: str | None) -> float | None:
+    """The seconds an upstream's ``Retry-After`` asks a client to wait: a number of seconds
+    or an HTTP date (RFC 9110), at least 0 and at most :data:`MAX_RETRY_AFTER_S`; None when
+    there is none or it says nothing readable."""
+    if not header:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(header).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)

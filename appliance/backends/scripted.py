@@ -39,14 +39,25 @@ from appliance.wire.openai.fields import (
 from appliance.wire.openai.protocol import Endpoint
 
 # OpenAI's fields, and the samplers local models take: a scripted model stands in for
-# either, and its answers are the same at any sampling setting.
+# either, and its answers are the same at any sampling setting or effort. What would add
+# to an answer (log probabilities, audio, a search, an echoed prompt) is refused.
 SCRIPTED = Fields(
     {
         Endpoint.CHAT: OPENAI_CHAT | LLAMA_SAMPLING,
         Endpoint.COMPLETIONS: OPENAI_COMPLETIONS | LLAMA_SAMPLING,
         Endpoint.EMBEDDINGS: OPENAI_EMBEDDINGS,
         Endpoint.RERANK: RERANK,
-    }
+    },
+    off_only={
+        Endpoint.CHAT: {
+            "logprobs": (False,),
+            "top_logprobs": (0,),
+            "audio": (),
+            "modalities": (["text"],),
+            "web_search_options": (),
+        },
+        Endpoint.COMPLETIONS: {"logprobs": (), "echo": (False,), "suffix": ()},
+    },
 )
 
 _WORDS = re.compile(r"\S+\s*|\s+")

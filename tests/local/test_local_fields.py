@@ -115,6 +115,13 @@ def test_an_unknown_rerank_field_is_a_400_naming_it(server: RunningServer) -> No
     assert response.json()["error"]["param"] == "foo_bar"
 
 
+@pytest.mark.parametrize(("field", "value"), [("logprobs", True), ("top_logprobs", 2)])
+def test_log_probabilities_are_refused_by_a_scripted_model(
+    api: openai.OpenAI, field: str, value: Any
+) -> None:
+    assert refusal(lambda: chat(api, "scripted", **{field: value}))["param"] == field
+
+
 def test_store_true_is_refused_by_a_local_model(api: openai.OpenAI) -> None:
     assert refusal(lambda: chat(api, "smollm2", store=True))["param"] == "store"
 

@@ -12,7 +12,7 @@ definition (:data:`IGNORABLE`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.clip import clip
@@ -21,7 +21,7 @@ from appliance.wire.openai.protocol import Endpoint
 
 # Fields that do not change the answer, by their definition: who the caller is (``user``,
 # ``safety_identifier``), tags the caller keeps (``metadata``), a processing tier
-# (``service_tier``), a cache routing hint (``prompt_cache_key``,
+# (``service_tier``), a cache routing hint (``prompt_cache_key``, ``prompt_cache_options``,
 # ``prompt_cache_retention``) and Predicted Outputs (``prediction``, a latency hint whose
 # answer is the model's own either way). ``store`` is here too: a backend that keeps no
 # completions refuses ``store: true`` by value.
@@ -32,13 +32,15 @@ IGNORABLE = frozenset(
         "metadata",
         "service_tier",
         "prompt_cache_key",
+        "prompt_cache_options",
         "prompt_cache_retention",
         "prediction",
         "store",
     }
 )
 
-# The fields of OpenAI's own request schemas, per operation.
+# The fields of OpenAI's own request schemas, per operation (``moderation`` on chat is
+# left out: the appliance runs no moderation).
 OPENAI_CHAT = IGNORABLE | {
     "model",
     "messages",
@@ -68,25 +70,28 @@ OPENAI_CHAT = IGNORABLE | {
     "modalities",
     "web_search_options",
 }
-OPENAI_COMPLETIONS = IGNORABLE | {
-    "model",
-    "prompt",
-    "stream",
-    "stream_options",
-    "n",
-    "best_of",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "presence_penalty",
-    "frequency_penalty",
-    "stop",
-    "seed",
-    "logit_bias",
-    "logprobs",
-    "echo",
-    "suffix",
-}
+OPENAI_COMPLETIONS = frozenset(
+    {
+        "user",
+        "model",
+        "prompt",
+        "stream",
+        "stream_options",
+        "n",
+        "best_of",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "presence_penalty",
+        "frequency_penalty",
+        "stop",
+        "seed",
+        "logit_bias",
+        "logprobs",
+        "echo",
+        "suffix",
+    }
+)
 OPENAI_EMBEDDINGS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
 RERANK = frozenset({"model", "query", "documents", "top_n", "return_documents", "user"})
 
@@ -112,9 +117,15 @@ class Fields:
 
     An operation not listed is not checked here: the backend answers it (a model that
     does not serve it says so).
+
+    Attributes:
+        takes: The fields known, per operation.
+        off_only: Known fields the backend cannot honour, per operation, with the values
+            that mean "off" (absent counts as off); another value is refused.
     """
 
     takes: Mapping[Endpoint, frozenset[str]]
+    off_only: Mapping[Endpoint, Mapping[str, tuple[Any, ...]]] = field(default_factory=dict)
 
     def refusal(
         self, endpoint: Endpoint, body: dict[str, Any], backend: str
@@ -123,8 +134,10 @@ class Fields:
         known = self.takes.get(endpoint)
         if known is None:
             return None
-        for name in body:
-            if name not in known:
+        off_only = self.off_only.get(endpoint, {})
+        for name, value in body.items():
+            off = off_only.get(name)
+            if name not in known or (off is not None and not _is_off(value, off)):
                 shown = clip(name)
                 return InvalidRequestError(
                     f"Unsupported parameter: '{shown}' is not supported with this model: "
@@ -133,6 +146,11 @@ class Fields:
                     code="unsupported_parameter",
                 )
         return None
+
+
+def _is_off(value: Any, off: tuple[Any, ...]) -> bool:
+    """Whether ``value`` is one of ``off`` (``True`` is not ``1``)."""
+    return value is None or any(value == o and type(value) is type(o) for o in off)
 
 
 # A local model's child: llama.cpp generates, llama.cpp or ONNX Runtime embeds and ranks.

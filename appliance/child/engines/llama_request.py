@@ -11,8 +11,8 @@ lets the model write calls or text (:mod:`.llama_tools`). What it cannot do is r
 with a 400 that names the field: nothing that would change the output is dropped
 silently. Fields that do not change the answer (``user``, ``metadata``,
 ``service_tier``, ``prediction``, ... : :data:`~appliance.wire.openai.fields.IGNORABLE`)
-are accepted, and ``parallel_tool_calls``; any other field is refused before it gets here
-(:data:`appliance.wire.openai.fields.LOCAL`).
+are accepted; ``parallel_tool_calls: false`` keeps the first call made. Any other
+field is refused before it gets here (:data:`appliance.wire.openai.fields.LOCAL`).
 
 Messages are normalised before the chat template sees them, keeping their meaning:
 content given as a list of parts becomes its text; an assistant's ``tool_calls``, a
@@ -45,6 +45,7 @@ class ChatCall:
         forced: A call must be made: the schema of the calls allowed, for a grammar
             (see :mod:`appliance.child.engines.llama_tools`).
         tools: The model may call these functions, or answer in text (``auto``).
+        parallel: More than one call may be made (``parallel_tool_calls`` is not false).
     """
 
     kwargs: dict[str, Any]
@@ -53,6 +54,7 @@ class ChatCall:
     max_tokens: int | None = None
     forced: dict[str, Any] | None = None
     tools: list[str] = field(default_factory=list)
+    parallel: bool = True
 
 
 _SAMPLING = {
@@ -115,6 +117,7 @@ def chat_call(body: dict[str, Any], template: Template, n_vocab: int) -> ChatCal
     if tools:
         kwargs["tools"] = tools  # for a template that shows them; never llama's tool_choice
     call = ChatCall(kwargs=kwargs, legacy=legacy, n=body.get("n") or 1, max_tokens=max_tokens)
+    call.parallel = body.get("parallel_tool_calls") is not False
     response_format = _response_format(body.get("response_format"))
     if isinstance(choice, list):
         call.forced = call_schema(tools, choice)  # a call has no content to format

@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from appliance.config import ModelConfig
 from appliance.errors import ServiceUnavailableError
+from appliance.wire.openai.fields import Fields
 from appliance.wire.openai.protocol import Endpoint
 
 Listener = Callable[["Worker"], None]
@@ -40,9 +41,13 @@ class Worker(ABC):
         stoppable: Whether cancelling a call stops the model's work (a local model's
             child stops generating); an upstream's work runs on, so a plain call whose
             client left is waited for and charged in full.
+        fields: The request fields this kind of worker takes, per operation; any other
+            is refused with a 400 before dispatch (:mod:`appliance.wire.openai.fields`).
+            ``None``: every field is passed on (an upstream decides what it takes).
     """
 
     stoppable = False
+    fields: ClassVar[Fields | None] = None
 
     def __init__(self, worker_id: str, config: ModelConfig) -> None:
         self.worker_id = worker_id

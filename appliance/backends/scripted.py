@@ -28,7 +28,37 @@ from appliance.errors import InvalidRequestError
 from appliance.wire.openai import deltas as chat_deltas
 from appliance.wire.openai import protocol, reply
 from appliance.wire.openai.deltas import Delta
+from appliance.wire.openai.fields import (
+    LLAMA_SAMPLING,
+    OPENAI_CHAT,
+    OPENAI_COMPLETIONS,
+    OPENAI_EMBEDDINGS,
+    RERANK,
+    Fields,
+)
 from appliance.wire.openai.protocol import Endpoint
+
+# OpenAI's fields, and the samplers local models take: a scripted model stands in for
+# either, and its answers are the same at any sampling setting or effort. What would add
+# to an answer (log probabilities, audio, a search, an echoed prompt) is refused.
+SCRIPTED = Fields(
+    {
+        Endpoint.CHAT: OPENAI_CHAT | LLAMA_SAMPLING,
+        Endpoint.COMPLETIONS: OPENAI_COMPLETIONS | LLAMA_SAMPLING,
+        Endpoint.EMBEDDINGS: OPENAI_EMBEDDINGS,
+        Endpoint.RERANK: RERANK,
+    },
+    off_only={
+        Endpoint.CHAT: {
+            "logprobs": (False,),
+            "top_logprobs": (0,),
+            "audio": (),
+            "modalities": (["text"],),
+            "web_search_options": (),
+        },
+        Endpoint.COMPLETIONS: {"logprobs": (), "echo": (False,), "suffix": ()},
+    },
+)
 
 _WORDS = re.compile(r"\S+\s*|\s+")
 _TOKENS = re.compile(r"\w+")
@@ -38,6 +68,7 @@ class ScriptedWorker(Worker):
     """A worker whose answers are fixed by its options."""
 
     config: ScriptedModel
+    fields = SCRIPTED
 
     def __init__(self, worker_id: str, config: ScriptedModel) -> None:
         super().__init__(worker_id, config)

@@ -33,6 +33,8 @@ from appliance.config import ModelConfig
 from appliance.errors import APIError, InvalidRequestError
 from appliance.runtime import eventloop
 from appliance.wire.openai import protocol, reply
+from appliance.wire.openai.fields import LOCAL
+from appliance.wire.openai.protocol import Endpoint
 
 log = structlog.get_logger("appliance.worker")
 
@@ -65,12 +67,17 @@ class WorkerServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         return await self._generate(
-            request, protocol.ChatCompletionRequest, self.engine.chat, self.engine.chat_stream
+            request,
+            Endpoint.CHAT,
+            protocol.ChatCompletionRequest,
+            self.engine.chat,
+            self.engine.chat_stream,
         )
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         return await self._generate(
             request,
+            Endpoint.COMPLETIONS,
             protocol.CompletionRequest,
             self.engine.completion,
             self.engine.completion_stream,
@@ -79,12 +86,14 @@ class WorkerServer:
     async def _generate(
         self,
         request: web.Request,
+        endpoint: Endpoint,
         schema: type[protocol.SamplingRequest],
         plain: Callable[[dict[str, Any], threading.Event], dict[str, Any]],
         streamed: Callable[[dict[str, Any], threading.Event], Iterator[dict[str, Any]]],
     ) -> web.StreamResponse:
         # The engine reads the validated values (an int is an int), unknown fields kept.
-        body = protocol.validate(schema, await _body(request)).model_dump(exclude_unset=True)
+        raw = self._body(endpoint, await _body(request))
+        body = protocol.validate(schema, raw).model_dump(exclude_unset=True)
         with self.calls.track(request) as call:
             if body.get("stream"):
                 return await calls.stream(request, call, lambda stop: streamed(body, stop))
@@ -94,7 +103,7 @@ class WorkerServer:
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         req: protocol.EmbeddingRequest = protocol.validate(
-            protocol.EmbeddingRequest, await _body(request)
+            protocol.EmbeddingRequest, self._body(Endpoint.EMBEDDINGS, await _body(request))
         )
         value = req.input
         if not isinstance(value, str) and not all(isinstance(v, str) for v in value):
@@ -120,7 +129,7 @@ class WorkerServer:
         return _json(reply.embedding_list(self.config.name, list(vectors), tokens))
 
     async def _rerank(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = self._body(Endpoint.RERANK, await _body(request))
         req = protocol.validate(protocol.RerankRequest, body)
         scores, tokens = await asyncio.to_thread(self.engine.rerank, req.query, req.documents)
         return _json(
@@ -133,6 +142,14 @@ class WorkerServer:
                 tokens,
             )
         )
+
+    def _body(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        """``body``, if this model takes each of its fields (as the appliance checks before
+        it sends one here; a child serving other appliances as an upstream checks here)."""
+        refusal = LOCAL.refusal(endpoint, body, self.config.backend)
+        if refusal is not None:
+            raise refusal
+        return body
 
 
 @web.middleware

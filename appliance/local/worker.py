@@ -48,6 +48,7 @@ from appliance.local.stderr import StderrTail
 from appliance.local.stopping import CALL, StoppingStream, new_call, stop_call
 from appliance.local.threads import with_threads
 from appliance.runtime.self_command import self_command
+from appliance.wire.openai.fields import LOCAL
 from appliance.wire.openai.protocol import Endpoint
 
 log = structlog.get_logger("appliance.local")
@@ -107,6 +108,7 @@ class LocalWorker(OpenAIWorker):
 
     config: LlamaCppModel | OnnxModel
     stoppable = True  # a call cancelled stops the child's generation (see .stopping)
+    fields = LOCAL  # what llama.cpp and ONNX Runtime take; an upstream's ``None`` is not
 
     def __init__(
         self, worker_id: str, config: LlamaCppModel | OnnxModel, threads: int | None = None

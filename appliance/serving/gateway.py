@@ -7,8 +7,9 @@ the same model, then to the route's next target, within the model's ``retries`` 
 has been handed out, its errors are the stream's to report.
 
 A route with ``spill_after_s`` also moves on before trying a target whose expected wait
-is longer (:mod:`.spill`). Waiting requests are served in the order of the caller's
-priority class and key (:mod:`.scheduling`).
+is longer (:mod:`.spill`), and past one whose backend does not take a field of the request
+(that 400 is the answer if no target took it). Waiting requests are served in the order
+of the caller's priority class and key (:mod:`.scheduling`).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class Gateway:
         session: str | None = None,
     ) -> bytes:
         """One plain request; returns the reply's JSON bytes."""
-        targets = self._targets(principal, endpoint, body["model"])
+        targets = self._targets(principal, endpoint, body)
         result, _ = await self._attempt(
             targets, lambda w: w.call(endpoint, body), hold=False, timing=timing, session=session
         )
@@ -113,7 +114,7 @@ class Gateway:
 
         With ``usage`` the backend is asked for a usage chunk (see ``Worker.open_stream``).
         """
-        targets = self._targets(principal, endpoint, body["model"])
+        targets = self._targets(principal, endpoint, body)
 
         async def open_on(worker: Worker) -> ReplyStream:
             return await worker.open_stream(endpoint, body, usage=usage)
@@ -127,7 +128,7 @@ class Gateway:
         self, principal: Principal, body: dict[str, Any], timing: Timing | None = None
     ) -> bytes:
         """Embeddings, a list of inputs split over the model's workers."""
-        targets = self._targets(principal, Endpoint.EMBEDDINGS, body["model"])
+        targets = self._targets(principal, Endpoint.EMBEDDINGS, body)
         inputs = body["input"]
         parts = _split(inputs, len(targets.groups[0].available_workers()))
         if len(parts) < 2:
@@ -163,7 +164,8 @@ class Gateway:
             bodies.append(reply[0])
         return orjson.dumps(_merge_embeddings(bodies))
 
-    def _targets(self, principal: Principal, endpoint: Endpoint, name: Any) -> _Targets:
+    def _targets(self, principal: Principal, endpoint: Endpoint, body: dict[str, Any]) -> _Targets:
+        name = body["model"]
         principal.check(name)
         groups = self.registry.resolve(name)
         kind = groups[0].config.type
@@ -174,7 +176,7 @@ class Gateway:
                 param="model",
                 code="model_not_supported",
             )
-        return _Targets(groups, principal, self.registry.spill_after_s.get(name))
+        return _Targets(groups, principal, self.registry.spill_after_s.get(name), endpoint, body)
 
     async def _attempt(
         self,
@@ -211,14 +213,19 @@ class Gateway:
         session: str | None,
     ) -> tuple[T, tuple[ModelGroup, Worker]]:
         last: APIError | None = None
+        refused: APIError | None = None
         clock = time.perf_counter
-        groups, principal, spill_after_s = targets
+        groups, principal, spill_after_s, endpoint, body = targets
         for group in groups:
             if spill_after_s is not None and group is not groups[-1]:
                 spilled = spill_past(group, principal.priority, spill_after_s)
                 if spilled is not None:
                     timing.spills = [*(timing.spills or ()), spilled]
                     continue
+            refusal = group.refusal(endpoint, body)
+            if refusal is not None:
+                refused = refused or refusal  # the route's next target may take it
+                continue
             tried: list[Worker] = []
             while attempts > 0 and len(tried) < len(group.workers):
                 started = clock()
@@ -266,16 +273,18 @@ class Gateway:
                     group.release(worker)
                 return result, (group, worker)
         if last is None:
-            last = ServiceUnavailableError("No worker could take the request.", retry_after=1)
+            last = refused or ServiceUnavailableError("No worker could take it.", retry_after=1)
         raise last
 
 
 class _Targets(NamedTuple):
-    """What a request may run on: the groups in order, for whom, and when to spill."""
+    """What a request may run on: the groups in order, for whom, when to spill; and it."""
 
     groups: list[ModelGroup]
     principal: Principal
     spill_after_s: float | None
+    endpoint: Endpoint
+    body: dict[str, Any]
 
 
 class _LeasedStream:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Collection, Iterable
+from typing import Any
 
 from appliance.backends.base import Worker
 from appliance.clip import clip
 from appliance.config import ApplianceConfig, ModelConfig, Priority
 from appliance.config.backends import LlamaCppModel, OnnxModel
-from appliance.errors import ModelNotFoundError
+from appliance.errors import InvalidRequestError, ModelNotFoundError
 from appliance.local.lifecycle import ModelLifecycle
 from appliance.local.residency import Residency
 from appliance.local.states import State
@@ -29,6 +30,7 @@ from appliance.serving.dispatch import Dispatcher
 from appliance.serving.health import HealthMonitor
 from appliance.serving.snapshots import ModelSnapshot, WorkerSnapshot
 from appliance.serving.workers import build_workers
+from appliance.wire.openai.protocol import Endpoint
 
 
 class ModelGroup:
@@ -91,6 +93,12 @@ class ModelGroup:
     def required(self) -> bool:
         """Whether the replica is ready only while this model is available."""
         return self.config.needed_for_readiness
+
+    def refusal(self, endpoint: Endpoint, body: dict[str, Any]) -> InvalidRequestError | None:
+        """The 400 naming a field of ``body`` this model's backend does not take, if any
+        (see :attr:`Worker.fields <appliance.backends.base.Worker.fields>`)."""
+        fields = self.workers[0].fields if self.workers else None
+        return None if fields is None else fields.refusal(endpoint, body, self.config.backend)
 
     def available_workers(self) -> list[Worker]:
         """The workers that may take requests now."""

@@ -228,3 +228,53 @@ def test_top_k_reaches_the_sampler_and_a_bad_one_is_refused() -> None:
         with pytest.raises(InvalidRequestError) as caught:
             sampling({"top_k": bad}, 100)
         assert caught.value.param == "top_k"
+
+
+def test_llamas_own_samplers_reach_create_chat_completion_and_create_completion() -> None:
+    """llama-cpp-python's names, as its create_chat_completion and create_completion take
+    them (llama.cpp would otherwise sample with its defaults: min_p 0.05, no penalty)."""
+    import inspect
+
+    from llama_cpp import Llama
+
+    own = {
+        "top_k": 5,
+        "min_p": 0.2,
+        "typical_p": 0.9,
+        "repeat_penalty": 1.3,
+        "mirostat_mode": 2,
+        "mirostat_tau": 4.0,
+        "mirostat_eta": 0.2,
+    }
+    chat_kwargs = chat_call(chat(**own), PLAIN, VOCAB).kwargs
+    completion_kwargs = completion_arguments({"prompt": "x", **own}, VOCAB)
+    for kwargs, method in (
+        (chat_kwargs, Llama.create_chat_completion),
+        (completion_kwargs, Llama.create_completion),
+    ):
+        assert {k: kwargs[k] for k in own} == own
+        assert set(own) <= set(inspect.signature(method).parameters)
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("min_p", 1.01),
+        ("min_p", -0.1),
+        ("min_p", "0.5"),
+        ("typical_p", True),
+        ("repeat_penalty", 0),
+        ("repeat_penalty", 101),
+        ("mirostat_mode", 3),
+        ("mirostat_mode", 1.0),
+        ("mirostat_tau", -1),
+        ("mirostat_eta", 2),
+    ],
+)
+def test_a_llama_sampler_out_of_its_range_is_refused(field: str, bad: Any) -> None:
+    error = refusal(chat_call, chat(**{field: bad}), PLAIN, VOCAB)
+    assert (error.param, error.code) == (field, "invalid_value")
+
+
+def test_store_true_is_refused_no_completion_is_kept() -> None:
+    assert refusal(chat_call, chat(store=True), PLAIN, VOCAB).param == "store"

@@ -122,3 +122,16 @@ def test_legacy_deltas_are_function_calls() -> None:
     rest = [legacy(d)["function_call"]["arguments"] for d in deltas[1:]]
     assert "".join(rest) == '{"a": 1}'
     assert all("tool_calls" not in d for d in deltas)
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call() -> None:
+    text = (
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+        '<tool_call>{"name": "get_time", "arguments": {"zone": "CET"}}</tool_call>'
+    )
+    for size in (1, 500):
+        reader = Tagged(["get_weather", "get_time"], single=True)
+        deltas = streamed(reader, pieces(text, size))
+        assert json.loads(joined_arguments(deltas, 0)) == {"city": "Paris"}
+        assert not any(c["index"] == 1 for d in deltas for c in d.get("tool_calls", []))
+        assert "".join(d.get("content") or "" for d in deltas) == ""

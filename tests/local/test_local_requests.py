@@ -304,3 +304,15 @@ def test_the_worker_cuts_base64_vectors_to_the_dimensions_asked(minilm_worker: s
     vector = reply.data[0].embedding
     assert len(vector) == 16
     assert math.sqrt(sum(v * v for v in vector)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_worker_refuses_a_field_it_does_not_take(minilm_worker: str) -> None:
+    """Reached directly, as another appliance's upstream, the child checks what it takes."""
+    response = httpx.post(
+        f"{minilm_worker}/embeddings",
+        json={"model": "minilm", "input": ["hi"], "foo_bar": 1},
+        timeout=30,
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("foo_bar", "unsupported_parameter")

@@ -81,7 +81,7 @@ def reader_for(call: ChatCall) -> llama_tools.Reader:
     if call.forced is not None:
         return llama_tools.Forced()
     if call.tools:
-        return llama_tools.Tagged(call.tools)
+        return llama_tools.Tagged(call.tools, single=not call.parallel)
     return llama_tools.Plain()
 
 

@@ -1,15 +1,18 @@
 """OpenAI chat and completion requests, as llama-cpp-python takes them.
 
-What llama-cpp-python can do with a field is passed on to it: sampling parameters,
-``logit_bias`` (token ids as ints), ``response_format`` (``json_object``, and
-``json_schema`` as llama's ``{"type": "json_object", "schema": ...}``). ``tools`` go to
-the chat template; ``tool_choice`` (and the legacy ``functions``/``function_call``)
-decides how the reply is read: a forced call (``required`` or a named function) is made
-by a grammar, ``auto`` lets the model write calls or text (:mod:`.llama_tools`). What it cannot do
-is refused with a 400 that names the field: nothing that would change the output is
-dropped silently. Metadata (``user``, ``metadata``, ``store``, ``service_tier``,
-``stream_options``, ``parallel_tool_calls``, ``prediction``, ...) is accepted; fields
-outside OpenAI's API are ignored, as vLLM does.
+What llama-cpp-python can do with a field is passed on to it: sampling parameters
+(OpenAI's, and llama.cpp's own ``top_k``, ``min_p``, ``typical_p``, ``repeat_penalty``,
+``mirostat_mode``, ``mirostat_tau``, ``mirostat_eta``), ``logit_bias`` (token ids as
+ints), ``response_format`` (``json_object``, and ``json_schema`` as llama's
+``{"type": "json_object", "schema": ...}``). ``tools`` go to the chat template;
+``tool_choice`` (and the legacy ``functions``/``function_call``) decides how the reply is
+read: a forced call (``required`` or a named function) is made by a grammar, ``auto``
+lets the model write calls or text (:mod:`.llama_tools`). What it cannot do is refused
+with a 400 that names the field: nothing that would change the output is dropped
+silently. Fields that do not change the answer (``user``, ``metadata``,
+``service_tier``, ``prediction``, ... : :data:`~appliance.wire.openai.fields.IGNORABLE`)
+are accepted; ``parallel_tool_calls: false`` keeps the first call made. Any other
+field is refused before it gets here (:data:`appliance.wire.openai.fields.LOCAL`).
 
 Messages are normalised before the chat template sees them, keeping their meaning:
 content given as a list of parts becomes its text; an assistant's ``tool_calls``, a
@@ -42,6 +45,7 @@ class ChatCall:
         forced: A call must be made: the schema of the calls allowed, for a grammar
             (see :mod:`appliance.child.engines.llama_tools`).
         tools: The model may call these functions, or answer in text (``auto``).
+        parallel: More than one call may be made (``parallel_tool_calls`` is not false).
     """
 
     kwargs: dict[str, Any]
@@ -50,6 +54,7 @@ class ChatCall:
     max_tokens: int | None = None
     forced: dict[str, Any] | None = None
     tools: list[str] = field(default_factory=list)
+    parallel: bool = True
 
 
 _SAMPLING = {
@@ -59,6 +64,17 @@ _SAMPLING = {
     "seed": "seed",
     "presence_penalty": "presence_penalty",
     "frequency_penalty": "frequency_penalty",
+}
+
+# llama.cpp's own samplers: the type, the range and what the 400 says of another value.
+_LLAMA_SAMPLING: dict[str, tuple[type | tuple[type, ...], float, float, str]] = {
+    "top_k": (int, 0, 2**31 - 1, "must be an integer of at least 0 (0: no limit)"),
+    "min_p": ((int, float), 0, 1, "must be a number from 0 to 1 (0: off)"),
+    "typical_p": ((int, float), 0, 1, "must be a number from 0 to 1 (1: off)"),
+    "repeat_penalty": ((int, float), 0.01, 100, "must be a number from 0.01 to 100 (1: off)"),
+    "mirostat_mode": (int, 0, 2, "must be 0 (off), 1 (Mirostat) or 2 (Mirostat 2.0)"),
+    "mirostat_tau": ((int, float), 0, 100, "must be a number from 0 to 100"),
+    "mirostat_eta": ((int, float), 0, 1, "must be a number from 0 to 1"),
 }
 
 # Fields this engine cannot honour, with the values that mean "off". Any other value is
@@ -75,6 +91,7 @@ _CHAT_REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
     "reasoning_effort": ((None,), "This model is not a reasoning model."),
     "verbosity": ((None,), "This model does not support verbosity settings."),
     "web_search_options": ((None,), "This model cannot search the web."),
+    "store": ((None, False), "This model keeps no completions to retrieve later."),
 }
 _COMPLETION_REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
     "logprobs": ((None,), _LOGPROBS),
@@ -100,6 +117,7 @@ def chat_call(body: dict[str, Any], template: Template, n_vocab: int) -> ChatCal
     if tools:
         kwargs["tools"] = tools  # for a template that shows them; never llama's tool_choice
     call = ChatCall(kwargs=kwargs, legacy=legacy, n=body.get("n") or 1, max_tokens=max_tokens)
+    call.parallel = body.get("parallel_tool_calls") is not False
     response_format = _response_format(body.get("response_format"))
     if isinstance(choice, list):
         call.forced = call_schema(tools, choice)  # a call has no content to format
@@ -130,11 +148,14 @@ def completion_arguments(body: dict[str, Any], n_vocab: int) -> dict[str, Any]:
 def sampling(body: dict[str, Any], n_vocab: int) -> dict[str, Any]:
     """The sampling parameters both endpoints share, with ``logit_bias`` checked."""
     out = {name: body[key] for key, name in _SAMPLING.items() if body.get(key) is not None}
-    top_k = body.get("top_k")  # not OpenAI's, but vLLM's and Anthropic's: llama.cpp has it
-    if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-            raise invalid_value("top_k", "must be an integer of at least 0 (0: no limit)")
-        out["top_k"] = top_k
+    for key, (kind, low, high, why) in _LLAMA_SAMPLING.items():
+        value = body.get(key)  # not OpenAI's: llama.cpp's (top_k is also vLLM's, Anthropic's)
+        if value is None:
+            continue
+        number: Any = value
+        if isinstance(number, bool) or not isinstance(value, kind) or not low <= number <= high:
+            raise invalid_value(key, why)
+        out[key] = value
     bias = body.get("logit_bias")
     if bias:
         out["logit_bias"] = _logit_bias(bias, n_vocab)

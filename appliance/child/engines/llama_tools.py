@@ -9,8 +9,8 @@ The model writes text; this turns it into ``tool_calls``, plain or as stream del
   reads it as one call.
 - **Auto**: the model may answer in text or call tools the way chat templates with tool
   support teach it to, ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``;
-  :class:`Tagged` turns each such block naming an offered function into a call and
-  relays the rest as text.
+  :class:`Tagged` turns each such block naming an offered function into a call (the
+  first only, with ``parallel_tool_calls: false``) and relays the rest as text.
 - **None**: :class:`Plain` relays the text.
 
 Each reader takes the text piece by piece (:meth:`feed`) and says at the end what was
@@ -135,8 +135,9 @@ class Forced:
 class Tagged:
     """Text, with ``<tool_call>`` blocks naming an offered function made into calls."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], *, single: bool = False) -> None:
         self.names = set(names)
+        self.single = single  # parallel_tool_calls: false: the first call only
         self.called = False
         self.held = ""  # text that may be the start of a block
         self.blocks: str | None = None  # everything from the first block on
@@ -172,6 +173,8 @@ class Tagged:
                 continue
             text += self.blocks[last : block.start()]
             last = block.end()
+            if self.single and index:
+                continue
             out += [call_start(index, call[0]), call_arguments(index, call[1])]
             index += 1
         text += self.blocks[last:]

@@ -27,7 +27,7 @@ from appliance.errors import (
     UnsupportedMediaTypeError,
 )
 from appliance.runtime.deadline import Deadline
-from appliance.serving.gateway import Timing
+from appliance.serving.timing import Timing
 from appliance.wire.openai import protocol
 
 T = TypeVar("T", bound=protocol.OpenObject)

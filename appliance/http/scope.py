@@ -35,7 +35,7 @@ import structlog
 
 from appliance.errors import APIError
 from appliance.http.charge import Charge, TracedCharge
-from appliance.serving.gateway import Timing
+from appliance.serving.timing import Timing
 from appliance.telemetry.genai import operation
 
 if TYPE_CHECKING:

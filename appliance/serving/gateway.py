@@ -35,7 +35,8 @@ from appliance.errors import (
 from appliance.runtime.deadline import Deadline
 from appliance.runtime.timers import Timers
 from appliance.serving.registry import ModelGroup, Registry
-from appliance.serving.spill import Spill, spill_past
+from appliance.serving.spill import spill_past
+from appliance.serving.timing import Timing
 from appliance.wire import usage
 from appliance.wire.openai.protocol import Endpoint
 from appliance.wire.usage import Usage
@@ -54,28 +55,6 @@ _SERVES = {
 _KINDS = {"llm": "a language model", "embedding": "an embedding model", "rerank": "a rerank model"}
 
 log = structlog.get_logger("appliance.gateway")
-
-
-class Timing:
-    """Where a request's time went: the client's body, waiting for a worker, on workers.
-
-    ``model`` is the model whose worker took the request last (None: it reached none),
-    which is the model that answered when the request succeeded (for pricing and the
-    ``x-appliance-model`` header);
-    ``stoppable`` whether that worker stops its work when the call is cancelled
-    (:attr:`Worker.stoppable <appliance.backends.base.Worker.stoppable>`); ``spills``
-    the route targets it passed over for their expected wait (:mod:`.spill`).
-    """
-
-    __slots__ = ("client_s", "model", "queued_s", "spills", "stoppable", "worker_s")
-
-    def __init__(self) -> None:
-        self.client_s = 0.0
-        self.queued_s = 0.0
-        self.worker_s = 0.0
-        self.model: str | None = None
-        self.stoppable = False
-        self.spills: list[Spill] | None = None
 
 
 class Gateway:

@@ -115,7 +115,8 @@ def test_a_port_another_program_listens_on_is_refused_in_one_line(
     assert done.returncode == 1
     lines = (done.stdout + done.stderr).splitlines()
     assert len(lines) == 1, lines  # no traceback
-    command = " ".join(w.decode() for w in Path("/proc/self/cmdline").read_bytes().split(b"\0"))
+    words = Path("/proc/self/cmdline").read_bytes().split(b"\0")
+    command = " ".join(w.decode() for w in words if w)  # short: no space after the last
     by = f"appliance: 127.0.0.1:{port} is already in use by PID {os.getpid()}: "
     assert lines[0].startswith(by + command[:60]), "the listener: its PID and command line"
 

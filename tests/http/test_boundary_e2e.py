@@ -275,3 +275,13 @@ def test_the_access_log_names_the_key_and_no_secret_appears_in_any_line(
     for secret in (*KEYS.values(), ADMIN):
         assert secret not in log
     assert '"key_name":"[REDACTED]"' not in log
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_health_checks_by_head_get_the_status_and_no_body(server: RunningServer, path: str) -> None:
+    """Load balancers that check with HEAD (HAProxy, some cloud ones) get GET's status."""
+    got = httpx.get(f"{server.base_url}{path}", timeout=10)
+    head = httpx.head(f"{server.base_url}{path}", timeout=10)
+    assert head.status_code == got.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"].startswith("application/json")

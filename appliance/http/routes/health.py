@@ -1,4 +1,5 @@
-"""``GET /healthz`` (the process answers) and ``GET /readyz`` (the replica can serve)."""
+"""``GET /healthz`` (the process answers) and ``GET /readyz`` (the replica can serve); both
+answer ``HEAD`` too, with the same status and no body."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ class HealthResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         resp.data = b'{"status":"ok"}'
         resp.content_type = falcon.MEDIA_JSON
+
+    on_head = on_get  # load balancers that check with HEAD (Falcon sends no body)
 
 
 class ReadyResource:
@@ -48,3 +51,5 @@ class ReadyResource:
             body["models"] = {m.name: m.as_dict() for m in snapshot.models}
         resp.data = orjson.dumps(body)
         resp.content_type = falcon.MEDIA_JSON
+
+    on_head = on_get

@@ -20,6 +20,7 @@ import aiohttp
 import structlog
 
 from appliance.backends.base import ReplyStream
+from appliance.errors import UpstreamConnectionError, UpstreamError
 
 log = structlog.get_logger("appliance.local")
 
@@ -58,16 +59,27 @@ async def stop_call(
 
 
 class StoppingStream:
-    """A child's stream that stops the child's generation when closed before its end."""
+    """A child's stream that stops the child's generation when closed before its end, and
+    whose broken connection is told as what it was (``crashed``: the child's crash, if it
+    died of one) rather than as a connection that failed."""
 
-    def __init__(self, stream: ReplyStream, stop: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        stream: ReplyStream,
+        stop: Callable[[], Awaitable[None]],
+        crashed: Callable[[UpstreamConnectionError], Awaitable[UpstreamError]],
+    ) -> None:
         self._stream = stream
         self._stop = stop
+        self._crashed = crashed
         self._ended = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        except UpstreamConnectionError as exc:
+            raise await self._crashed(exc) from exc
         self._ended = True
 
     async def aclose(self) -> None:

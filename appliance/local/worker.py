@@ -180,7 +180,7 @@ class LocalWorker(OpenAIWorker):
             raise
         finally:
             CALL.reset(token)
-        return StoppingStream(stream, lambda: self._stop_call(call_id))
+        return StoppingStream(stream, lambda: self._stop_call(call_id), self._crashed)
 
     def _call_headers(self) -> dict[str, str]:
         call_id = CALL.get()

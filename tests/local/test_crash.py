@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import cluster_config
@@ -90,6 +91,27 @@ def test_a_crash_on_a_request_is_not_retried_on_the_other_worker(server: Running
     assert answer["retry"] == "false"
     alive = [w for w in workers(server) if w["pid"] in pids and w["state"] == "healthy"]
     assert len(alive) == 1, "the other worker must not have been sent the request"
+    assert server.events("local_worker_crashed_on_request")
+
+
+def test_a_crash_mid_stream_is_told_as_a_crash(server: RunningServer) -> None:
+    """Once a stream has begun it cannot fail over: its error event says the model
+    crashed (not that a connection failed), with the same code as a plain call's."""
+    wait_all_healthy(server)
+    payloads: list[Any] = []
+    url = f"{server.base_url}/v1/chat/completions"
+    with httpx.stream("POST", url, json={**LONG, "stream": True}, timeout=120) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            payloads.append(orjson.loads(line[6:]))
+            if len(payloads) == 3:  # generating: crash the worker that streams
+                (busy,) = [w for w in workers(server) if w["in_flight"]]
+                os.kill(busy["pid"], signal.SIGSEGV)
+    errors = [p["error"] for p in payloads if "error" in p]
+    assert errors, payloads[-3:]
+    assert errors[0]["code"] == "model_crashed", errors
     assert server.events("local_worker_crashed_on_request")
 
 

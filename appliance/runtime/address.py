@@ -58,14 +58,21 @@ def claim(host: str, port: int) -> HeldFile:
             f"127.0.0.1, 0.0.0.0 or ::, not a name"
         ) from None
     try:
-        held = HeldFile(lock_path(host, port), str(os.getpid()))
+        path = lock_path(host, port)
+    except OSError as exc:  # no temporary folder can be written (a read-only root)
+        raise AddressError(
+            f"cannot hold {shown(host, port)}: {exc.strerror}; set TMPDIR to a writable "
+            f"folder for its lock file"
+        ) from None
+    try:
+        held = HeldFile(path, str(os.getpid()))
     except Held as other:
         raise AddressError(
             f"{shown(host, port)} is already in use by the appliance server with PID "
             f"{other.content or 'unknown'}"
         ) from None
     except OSError as exc:
-        raise AddressError(f"cannot write {lock_path(host, port)}: {exc.strerror}") from None
+        raise AddressError(f"cannot write {path}: {exc.strerror}") from None
     try:
         probe(host, port)
     except AddressError:

@@ -152,7 +152,8 @@ class OpenAIWorker(Worker):
         failed = _error_reply(raw, self._scrub)
         if failed is not None:  # never relayed as a reply: a client SDK finds no choices
             raise failed
-        return raw
+        # A reply may report its own failure in the upstream's words (a failed Response).
+        return self._scrub.payload(raw) if b'"error"' in raw[:_ERROR_HEAD] else raw
 
     async def open_stream(
         self, endpoint: Endpoint, body: dict[str, Any], *, usage: bool = False

@@ -5,7 +5,7 @@ one port), so a second server on a port already served (by another appliance, or
 anything else of the same user that uses the option) would start without a word and get
 a share of the connections. Before Granian starts, ``serve``:
 
-- holds a lock file named by the address (:func:`lock_path`) for its life: a second
+- holds a lock file named by the address and user (:func:`lock_path`) for its life: a second
   appliance on the same address is refused, however close together the two start, and
   is told the first one's PID;
 - binds a plain socket to the address and closes it (:func:`probe`): without
@@ -44,8 +44,12 @@ def shown(host: str, port: int) -> str:
 
 
 def lock_path(host: str, port: int) -> Path:
-    """The lock file of one address (in the temporary folder, like the PID file)."""
-    return Path(tempfile.gettempdir()) / f"appliance-{host.replace(':', '_')}-{port}.lock"
+    """The lock file of one address for this user (in the temporary folder, like the PID
+    file). Only processes of one user can share a port through ``SO_REUSEPORT``, so only
+    they need to see each other's lock; and a file another user's server left behind (a
+    ``kill -9``) in a shared ``/tmp``, which this user may not open, refuses no one."""
+    name = f"appliance-{os.getuid()}-{host.replace(':', '_')}-{port}.lock"
+    return Path(tempfile.gettempdir()) / name
 
 
 def claim(host: str, port: int) -> HeldFile:
@@ -58,14 +62,21 @@ def claim(host: str, port: int) -> HeldFile:
             f"127.0.0.1, 0.0.0.0 or ::, not a name"
         ) from None
     try:
-        held = HeldFile(lock_path(host, port), str(os.getpid()))
+        path = lock_path(host, port)
+    except OSError as exc:  # no temporary folder can be written (a read-only root)
+        raise AddressError(
+            f"cannot hold {shown(host, port)}: {exc.strerror}; set TMPDIR to a writable "
+            f"folder for its lock file"
+        ) from None
+    try:
+        held = HeldFile(path, str(os.getpid()))
     except Held as other:
         raise AddressError(
             f"{shown(host, port)} is already in use by the appliance server with PID "
             f"{other.content or 'unknown'}"
         ) from None
     except OSError as exc:
-        raise AddressError(f"cannot write {lock_path(host, port)}: {exc.strerror}") from None
+        raise AddressError(f"cannot write {path}: {exc.strerror}") from None
     try:
         probe(host, port)
     except AddressError:

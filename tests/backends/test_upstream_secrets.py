@@ -159,6 +159,17 @@ def test_a_relayed_responses_failure_event_is_scrubbed(
     assert_scrubbed(raw.text, "native failure. Incorrect API key provided")
 
 
+def test_a_failed_response_relayed_as_it_came_is_scrubbed(
+    server: RunningServer, native: FakeUpstream
+) -> None:
+    # A plain passthrough request whose Response failed: a 200 reply, relayed as it came,
+    # whose error quotes the key.
+    body = {"model": "native-breaks", "input": "Hi"}
+    raw = httpx.post(f"{server.base_url}/v1/responses", json=body, timeout=10)
+    assert raw.status_code == 200 and raw.json()["status"] == "failed", raw.text
+    assert_scrubbed(raw.text, "native failure. Incorrect API key provided")
+
+
 def test_a_messages_stream_error_is_relayed_without_the_key(claude: anthropic.Anthropic) -> None:
     messages: Any = [{"role": "user", "content": "Hi"}]
     with (

@@ -68,8 +68,10 @@ one model and a test counts what each saw. A base named ``probe-<status>``
 envelope, and serves requests as usual: a worker whose probe fails while it would serve.
 
 With ``native_responses=True`` it also serves OpenAI's ``POST /v1/responses`` (a fixed
-``native reply``, plain or as typed events with ``event:`` lines); without, that route is
-a 404, as on an OpenAI-compatible server that has only chat completions.
+``native reply``, plain or as typed events with ``event:`` lines; ``error-mid-stream``: its
+``error`` and ``response.failed`` events, or plain, a 200 Response whose ``status`` is
+``failed``); without, that route is a 404, as on an OpenAI-compatible server that has only
+chat completions.
 
 ``x_first_delay_ms`` delays the start of any answer. While it waits, and between chunks,
 it watches its connection: a client that leaves is recorded in ``disconnects`` (the
@@ -303,6 +305,9 @@ class FakeUpstream:
             return web.json_response({"error": {**error, "code": "fake"}}, status=status)
         reply = _native_response(model, "native reply")
         if not body.get("stream"):
+            if model == "error-mid-stream":  # plain: a 200 Response that failed, as OpenAI's
+                error = {"code": "server_error", "message": f"native failure{echo}"}
+                reply = {**reply, "status": "failed", "output": [], "error": error}
             return web.json_response(reply)
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)

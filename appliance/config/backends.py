@@ -91,8 +91,9 @@ class OpenAIOptions(Strict):
         default_factory=dict,
         description="Extra headers sent with every upstream request. The values of those "
         "whose name holds auth, key, token, secret, password, cookie, session, signature or "
-        "credential, or that begin with an auth scheme (Bearer ...), are secrets: never "
-        "logged, and scrubbed from what the upstream echoes back to clients.",
+        "credential, or that begin with an auth scheme (Bearer ...), are secrets (values of "
+        "8 characters or more): never logged, and scrubbed from what the upstream echoes "
+        "back to clients.",
     )
     connect_timeout_s: float = Field(5.0, gt=0, description="TCP connect timeout.")
     first_byte_timeout_s: float = Field(

@@ -11,7 +11,12 @@ upstream echoes back to a client (an error that quotes the key it was sent).
   ``credential`` (``Authorization``, ``api-key``, ``x-api-key``, ``X-Auth-Token``...), or
   when the value begins with an auth scheme (``Bearer ...``, ``Basic ...``): then the
   value, and the credentials after the scheme on their own. Other headers
-  (``OpenAI-Organization``, ``User-Agent``) are not.
+  (``OpenAI-Organization``, ``User-Agent``) are not, nor is a value (or credentials)
+  under :data:`MIN_HEADER_SECRET` characters: no credential is that short, and a short
+  secret is replaced wherever it stands alone (``X-Session-Id: v1`` would redact every
+  ``/v1/`` path in the logs).
+- A user name alone (``http://TOKEN@host``) is a secret only as long as a header's must
+  be: a token passed that way is, a name such as ``admin`` is not.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ _SECRET_NAME_PARTS = (
     "signature",
     "credential",
 )
+MIN_HEADER_SECRET = 8
+"""Characters: a header value (or its credentials after a scheme) shorter than this is not
+taken for a secret (see the module's rule)."""
+
 # "Bearer abc", "Basic abc=": a scheme, then the credentials.
 _SCHEME = re.compile(r"(?i)^(?:bearer|basic|token|digest|apikey|key)\s+(\S.*)$")
 
@@ -46,6 +55,8 @@ def url_secrets(url: str | None) -> list[str]:
     if not at or not userinfo:
         return []
     user, colon, password = userinfo.partition(":")
+    if not (colon and password) and len(unquote(user)) < MIN_HEADER_SECRET:
+        return []  # a short user name alone: a name, not a token
     plain_user, plain_password = unquote(user), unquote(password)
     basic = base64.b64encode(f"{plain_user}:{plain_password}".encode()).decode()
     out = [userinfo, unquote(userinfo), basic]
@@ -64,11 +75,12 @@ def header_secrets(headers: Mapping[str, str]) -> list[str]:
     """The secret values of ``headers``: each whole, and its credentials after a scheme."""
     out: list[str] = []
     for name, value in headers.items():
-        if not value.strip() or not secret_header(name, value):
+        value = value.strip()
+        if len(value) < MIN_HEADER_SECRET or not secret_header(name, value):
             continue
-        out.append(value.strip())
-        scheme = _SCHEME.match(value.strip())
-        if scheme is not None:
+        out.append(value)
+        scheme = _SCHEME.match(value)
+        if scheme is not None and len(scheme.group(1).strip()) >= MIN_HEADER_SECRET:
             out.append(scheme.group(1).strip())
     return _distinct(out)
 

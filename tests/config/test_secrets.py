@@ -116,3 +116,15 @@ def test_userinfo_and_an_api_key_together_are_refused() -> None:
     )
     with pytest.raises(ConfigError, match="user:password@"):
         parse_config(text, environ={})
+
+
+def test_short_header_values_and_short_user_names_are_no_secrets() -> None:
+    """A short value would be replaced wherever it stands alone: X-Session-Id: v1 would
+    redact every /v1/ path in the logs. No credential is that short."""
+    found = config(
+        upstream(base_url=["http://admin@h:1/v1", "http://bob:pw@h:2/v1"]),
+        {**upstream(headers={"X-Session-Id": "v1", "Authorization": "Bearer abc"}), "name": "b"},
+    ).secrets()
+    assert "v1" not in found and "admin" not in found
+    assert "abc" not in found  # the credentials after the scheme: too short to be one
+    assert "pw" in found  # a password is one, however short

@@ -14,7 +14,7 @@ from appliance.http.app import API_PREFIXES, create_app
 from tests.docs import readme
 
 CONFIG = {"models": [{"name": "m", "backend": "scripted"}]}
-_ROUTE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE) (/\S*)$")
+_ROUTE = re.compile(r"^(GET|HEAD|POST|PUT|PATCH|DELETE) (/\S*)$")
 
 
 def _shape(path: str) -> str:

@@ -83,18 +83,16 @@ class Secrets:
     def long_in(self, value: str) -> list[str]:
         """The long secrets ``value`` holds, longest first.
 
-        Each is looked for in turn (``in``, about 17 ns) while there are fewer than
-        :data:`_PER_WINDOW` times the string's windows of :data:`SHORT_SECRET` characters;
-        with more (hundreds or thousands of keys), each window is looked up among the
-        secrets' beginnings (about 200 ns a window), so that the cost follows the string's
-        length, not the number of keys.
+        Each is looked for in turn (``in``, about 17 ns) unless :meth:`_by_windows`: then
+        each window of :data:`SHORT_SECRET` characters is looked up among the secrets'
+        beginnings (about 200 ns a window), so that the cost follows the string's length,
+        not the number of keys.
         """
-        windows = len(value) - SHORT_SECRET + 1
-        if len(self.long) <= _PER_WINDOW * windows:
+        if not self._by_windows(value):
             return [secret for secret in self.long if secret in value]
         starts = self._starts
         found: list[str] = []
-        for i in range(windows):
+        for i in range(len(value) - SHORT_SECRET + 1):
             candidates = starts.get(value[i : i + SHORT_SECRET])
             if candidates is not None:
                 found.extend(s for s in candidates if s not in found and s in value)
@@ -104,44 +102,46 @@ class Secrets:
 
     def found_in(self, value: str) -> bool:
         """Whether ``value`` holds one of the secrets (as :class:`Redactor` finds them)."""
-        long = self.long
-        if len(long) <= _PER_WINDOW * (len(value) - SHORT_SECRET + 1):
-            for secret in long:  # long_in's first way, without its list: most hold none
+        if self._by_windows(value):
+            if self.long_in(value):
+                return True
+        else:
+            for secret in self.long:  # long_in's first way, without its list: most hold none
                 if secret in value:
                     return True
-        elif self.long_in(value):
-            return True
         short = self.short
-        if short is None:
-            return False
-        words = self.short_words
-        if words is None:
-            return short.search(value) is not None
-        for word in words:
-            if word in value:
-                return short.search(value) is not None
-        return False
+        return short is not None and self._short_maybe_in(value) and bool(short.search(value))
 
     def scrub(self, value: str) -> str:
         """``value`` with every secret in it replaced by :data:`REDACTED` (``value`` itself
         if it holds none)."""
-        long = self.long
-        if len(long) <= _PER_WINDOW * (len(value) - SHORT_SECRET + 1):
-            for secret in long:  # long_in's first way, without its list: most hold none
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-        else:
+        if self._by_windows(value):
             for secret in self.long_in(value):
                 value = value.replace(secret, REDACTED)
+        else:
+            for secret in self.long:  # long_in's first way, without its list: most hold none
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
         short = self.short
-        if short is not None:
-            words = self.short_words
-            if words is None:
-                return short.sub(REDACTED, value)
-            for word in words:
-                if word in value:
-                    return short.sub(REDACTED, value)
+        if short is not None and self._short_maybe_in(value):
+            return short.sub(REDACTED, value)
         return value
+
+    def _by_windows(self, value: str) -> bool:
+        """Whether the long secrets are over :data:`_PER_WINDOW` per window of ``value``:
+        then ``value`` is looked up by its windows rather than searched for each."""
+        return len(self.long) > _PER_WINDOW * (len(value) - SHORT_SECRET + 1)
+
+    def _short_maybe_in(self, value: str) -> bool:
+        """Whether a short secret may stand in ``value`` (few: one of them is in it, by
+        ``in``; many: always asked of the whole-word pattern)."""
+        words = self.short_words
+        if words is None:
+            return True
+        for word in words:  # noqa: SIM110 - a generator costs more than the few words
+            if word in value:
+                return True
+        return False
 
 
 class Redactor:

@@ -149,11 +149,13 @@ class OpenAIWorker(Worker):
             raise UpstreamError(
                 f"The upstream answered 200 with something that is not a JSON object ({kind})"
             )
+        if b'"error"' not in raw[:_ERROR_HEAD]:
+            return raw  # a reply (an error object names "error" in its first bytes)
         failed = _error_reply(raw, self._scrub)
         if failed is not None:  # never relayed as a reply: a client SDK finds no choices
             raise failed
         # A reply may report its own failure in the upstream's words (a failed Response).
-        return self._scrub.payload(raw) if b'"error"' in raw[:_ERROR_HEAD] else raw
+        return self._scrub.payload(raw)
 
     async def open_stream(
         self, endpoint: Endpoint, body: dict[str, Any], *, usage: bool = False
@@ -296,11 +298,8 @@ def _error_reply(raw: bytes, scrub: Scrubber) -> UpstreamStatusError | None:
     """The error a 200 reports when its body is an error object and no reply (OpenAI's
     ``{"error": {...}}``, vLLM's ``{"object": "error", ...}``, TGI's ``{"error": "..."}``),
     as the status its code names (a number from 400 to 599) or 502; None for a reply.
-
-    An error object names ``error`` near its start: a reply that does not is not parsed.
+    Asked only of a body that names ``error`` in its first bytes (see ``call``).
     """
-    if b'"error"' not in raw[:_ERROR_HEAD]:
-        return None
     obj = parse(raw)
     if not isinstance(obj, dict) or not _REPLY_KEYS.isdisjoint(obj):
         return None

@@ -281,15 +281,7 @@ def not_json() -> UpstreamError:
 
 def of_reply(body: bytes, request: dict[str, Any]) -> Usage:
     """The usage of a plain reply: as it states, else estimated from its text."""
-    if len(body) >= _TAIL_SCAN_FROM:
-        found = _tail_usage(body)
-        if found is not None:
-            return found
-    obj = parse(body)
-    found = usage_of(obj)
-    if found is not None:
-        return found
-    return estimate(request, generated_text_length(obj))
+    return read_reply(body, request)[0]
 
 
 UNPARSED: Any = object()  # what :func:`read_reply` gives for a reply it did not parse
@@ -298,8 +290,7 @@ UNPARSED: Any = object()  # what :func:`read_reply` gives for a reply it did not
 def read_reply(body: bytes, request: dict[str, Any]) -> tuple[Usage, Any]:
     """:func:`of_reply`, and the reply as it was parsed to read it (None if it is not
     JSON), for a caller that reads more of it: :data:`UNPARSED` when its usage was read
-    from its end (a reply of :data:`_TAIL_SCAN_FROM` bytes or more). :func:`of_reply`
-    stays its own copy, so that a caller that reads only the usage builds no pair.
+    from its end (a reply of :data:`_TAIL_SCAN_FROM` bytes or more).
     """
     if len(body) >= _TAIL_SCAN_FROM:
         found = _tail_usage(body)

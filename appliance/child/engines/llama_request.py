@@ -31,6 +31,7 @@ from appliance.child.engines.llama_messages import invalid_value, messages, with
 from appliance.child.engines.llama_template import Template
 from appliance.child.engines.llama_tools import call_schema
 from appliance.errors import InvalidRequestError
+from appliance.wire.openai.fields import LLAMA_SAMPLERS
 
 
 @dataclass
@@ -64,17 +65,6 @@ _SAMPLING = {
     "seed": "seed",
     "presence_penalty": "presence_penalty",
     "frequency_penalty": "frequency_penalty",
-}
-
-# llama.cpp's own samplers: the type, the range and what the 400 says of another value.
-_LLAMA_SAMPLING: dict[str, tuple[type | tuple[type, ...], float, float, str]] = {
-    "top_k": (int, 0, 2**31 - 1, "must be an integer of at least 0 (0: no limit)"),
-    "min_p": ((int, float), 0, 1, "must be a number from 0 to 1 (0: off)"),
-    "typical_p": ((int, float), 0, 1, "must be a number from 0 to 1 (1: off)"),
-    "repeat_penalty": ((int, float), 0.01, 100, "must be a number from 0.01 to 100 (1: off)"),
-    "mirostat_mode": (int, 0, 2, "must be 0 (off), 1 (Mirostat) or 2 (Mirostat 2.0)"),
-    "mirostat_tau": ((int, float), 0, 100, "must be a number from 0 to 100"),
-    "mirostat_eta": ((int, float), 0, 1, "must be a number from 0 to 1"),
 }
 
 # Fields this engine cannot honour, with the values that mean "off". Any other value is
@@ -148,7 +138,7 @@ def completion_arguments(body: dict[str, Any], n_vocab: int) -> dict[str, Any]:
 def sampling(body: dict[str, Any], n_vocab: int) -> dict[str, Any]:
     """The sampling parameters both endpoints share, with ``logit_bias`` checked."""
     out = {name: body[key] for key, name in _SAMPLING.items() if body.get(key) is not None}
-    for key, (kind, low, high, why) in _LLAMA_SAMPLING.items():
+    for key, (kind, low, high, why) in LLAMA_SAMPLERS.items():
         value = body.get(key)  # not OpenAI's: llama.cpp's (top_k is also vLLM's, Anthropic's)
         if value is None:
             continue

@@ -96,19 +96,20 @@ OPENAI_EMBEDDINGS = frozenset({"model", "input", "encoding_format", "dimensions"
 RERANK = frozenset({"model", "query", "documents", "top_n", "return_documents", "user"})
 
 # llama.cpp's samplers, by llama-cpp-python's names (``top_k`` also comes from Anthropic's
-# Messages API, translated). ``tfs_z`` is not here: llama.cpp no longer has tail-free
-# sampling, and llama-cpp-python takes the argument only to ignore it.
-LLAMA_SAMPLING = frozenset(
-    {
-        "top_k",
-        "min_p",
-        "typical_p",
-        "repeat_penalty",
-        "mirostat_mode",
-        "mirostat_tau",
-        "mirostat_eta",
-    }
-)
+# Messages API, translated), with the type, the range and what a 400 says of another value
+# (the child checks them: appliance.child.engines.llama_request). ``tfs_z`` is not here:
+# llama.cpp no longer has tail-free sampling, and llama-cpp-python takes the argument only
+# to ignore it.
+LLAMA_SAMPLERS: dict[str, tuple[type | tuple[type, ...], float, float, str]] = {
+    "top_k": (int, 0, 2**31 - 1, "must be an integer of at least 0 (0: no limit)"),
+    "min_p": ((int, float), 0, 1, "must be a number from 0 to 1 (0: off)"),
+    "typical_p": ((int, float), 0, 1, "must be a number from 0 to 1 (1: off)"),
+    "repeat_penalty": ((int, float), 0.01, 100, "must be a number from 0.01 to 100 (1: off)"),
+    "mirostat_mode": (int, 0, 2, "must be 0 (off), 1 (Mirostat) or 2 (Mirostat 2.0)"),
+    "mirostat_tau": ((int, float), 0, 100, "must be a number from 0 to 100"),
+    "mirostat_eta": ((int, float), 0, 1, "must be a number from 0 to 1"),
+}
+LLAMA_SAMPLING = frozenset(LLAMA_SAMPLERS)
 
 
 @dataclass(frozen=True)

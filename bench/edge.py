@@ -40,8 +40,13 @@ STREAM = json.dumps(
 ).encode()
 
 
-async def measure(requests: int) -> dict[str, float]:
-    """CPU microseconds per plain and per streamed request, in this process."""
+# Where the apps' access lines go: /dev/null, open while they log.
+NOWHERE = open(os.devnull, "w")  # noqa: SIM115
+
+
+async def started_app(settings: dict[str, Any]) -> tuple[Any, Any]:
+    """The app for the config ``settings`` and its started cluster, logging as served (the
+    JSON chain, one line a request, flushed) into /dev/null; other log lines are off."""
     import logging
 
     from appliance.config import ApplianceConfig
@@ -49,10 +54,8 @@ async def measure(requests: int) -> dict[str, float]:
     from appliance.runtime.logging import configure_logging
     from appliance.serving.cluster import Cluster
 
-    config = ApplianceConfig.model_validate(CONFIG)
-    # Logging as served (the JSON chain, one line a request, flushed), into /dev/null.
-    nowhere = open(os.devnull, "w")  # noqa: SIM115, ASYNC230  (open while the app logs)
-    stdout, sys.stdout = sys.stdout, nowhere
+    config = ApplianceConfig.model_validate(settings)
+    stdout, sys.stdout = sys.stdout, NOWHERE
     try:
         configure_logging(config.logging, config.secrets())
     finally:
@@ -60,7 +63,12 @@ async def measure(requests: int) -> dict[str, float]:
     logging.disable(logging.CRITICAL)
     cluster = Cluster.from_config(config)
     await cluster.start()
-    app = create_app(config, cluster=cluster)
+    return create_app(config, cluster=cluster), cluster
+
+
+async def measure(requests: int) -> dict[str, float]:
+    """CPU microseconds per plain and per streamed request, in this process."""
+    app, cluster = await started_app(CONFIG)
     out = {}
     try:
         for name, body in (("plain", BODY), ("stream", STREAM)):

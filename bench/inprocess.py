@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import statistics
 import sys
 import time
@@ -26,12 +24,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import alternate
-from edge import _one
+from edge import _one, started_app
 from floor import Relay
 from run import HERE, Proc, free_port, wait_http
-
-# Where the access lines go: /dev/null, open while the apps log.
-NOWHERE = open(os.devnull, "w")  # noqa: SIM115
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "appliance": {},
@@ -48,27 +43,13 @@ def _body(model: str, stream: bool) -> bytes:
 
 
 async def _appliance(upstream: str, extra: dict[str, Any]) -> tuple[Any, Any]:
-    from appliance.config import ApplianceConfig
-    from appliance.http.app import create_app
-    from appliance.runtime.logging import configure_logging
-    from appliance.serving.cluster import Cluster
-
     settings: dict[str, Any] = {
         "models": [{"name": "bench", "backend": "openai", "options": {"base_url": upstream}}],
         "auth": {"api_keys": [{"name": "team", "key": "k-team"}]},
         "logging": {"access_log": True},
         **extra,
     }
-    config = ApplianceConfig.model_validate(settings)
-    stdout, sys.stdout = sys.stdout, NOWHERE
-    try:
-        configure_logging(config.logging, config.secrets())
-    finally:
-        sys.stdout = stdout
-    logging.disable(logging.CRITICAL)
-    cluster = Cluster.from_config(config)
-    await cluster.start()
-    return create_app(config, cluster=cluster), cluster
+    return await started_app(settings)
 
 
 async def measure(upstream: str, name: str, requests: int, streams: int) -> dict[str, float]:

@@ -16,7 +16,6 @@ medians and their ratio. It is a benchmark: it prints figures and fails on nothi
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import alternate
-from edge import BODY, CONFIG, STREAM, _one
+from edge import BODY, CONFIG, STREAM, _one, started_app
 
 
 class Timed:
@@ -46,24 +45,7 @@ class Timed:
 
 async def measure(requests: int) -> dict[str, dict[str, float]]:
     """Each sink's median and mean microseconds per request, keyed ``name``."""
-    import logging
-
-    from appliance.config import ApplianceConfig
-    from appliance.http.app import create_app
-    from appliance.runtime.logging import configure_logging
-    from appliance.serving.cluster import Cluster
-
-    config = ApplianceConfig.model_validate(CONFIG)
-    nowhere = open(os.devnull, "w")  # noqa: SIM115, ASYNC230  (open while the app logs)
-    stdout, sys.stdout = sys.stdout, nowhere
-    try:
-        configure_logging(config.logging, config.secrets())
-    finally:
-        sys.stdout = stdout
-    logging.disable(logging.CRITICAL)
-    cluster = Cluster.from_config(config)
-    await cluster.start()
-    app = create_app(config, cluster=cluster)
+    app, cluster = await started_app(CONFIG)
     samples: dict[str, list[int]] = {}
     # What settles a request (before its last bytes) and what reports it (after them);
     # a tree from before the two were told apart has its sinks only.

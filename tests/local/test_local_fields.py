@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.conftest import cluster_config
-from tests.local.models import ASK, minilm, smollm2
+from tests.local.models import ASK, minilm, refused, smollm2
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.server import RunningServer
 
@@ -49,16 +49,6 @@ def api(server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="none", max_retries=0)
 
 
-def refusal(call: Callable[[], Any]) -> dict[str, Any]:
-    """The ``error`` object of a call that must be a 400."""
-    with pytest.raises(openai.BadRequestError) as caught:
-        call()
-    assert caught.value.status_code == 400
-    body = caught.value.body
-    assert isinstance(body, dict)
-    return body
-
-
 def chat(api: openai.OpenAI, model: str, **fields: Any) -> Any:
     return api.chat.completions.create(
         model=model, messages=ASK, max_tokens=8, extra_body=fields or None
@@ -75,7 +65,7 @@ def chat(api: openai.OpenAI, model: str, **fields: Any) -> Any:
 def test_an_unknown_chat_field_is_a_400_naming_it(
     api: openai.OpenAI, model: str, backend: str
 ) -> None:
-    error = refusal(lambda: chat(api, model, **FOO))
+    error = refused(lambda: chat(api, model, **FOO))
     assert error["param"] == "foo_bar"
     assert error["code"] == "unsupported_parameter"
     assert error["type"] == "invalid_request_error"
@@ -83,7 +73,7 @@ def test_an_unknown_chat_field_is_a_400_naming_it(
 
 
 def test_an_unknown_streamed_chat_field_is_a_400_before_the_stream(api: openai.OpenAI) -> None:
-    error = refusal(
+    error = refused(
         lambda: api.chat.completions.create(
             model="smollm2", messages=ASK, max_tokens=8, stream=True, extra_body=FOO
         )
@@ -93,7 +83,7 @@ def test_an_unknown_streamed_chat_field_is_a_400_before_the_stream(api: openai.O
 
 @pytest.mark.parametrize("model", ["smollm2", "scripted"])
 def test_an_unknown_completions_field_is_a_400_naming_it(api: openai.OpenAI, model: str) -> None:
-    error = refusal(
+    error = refused(
         lambda: api.completions.create(model=model, prompt="Hi", max_tokens=4, extra_body=FOO)
     )
     assert error["param"] == "foo_bar"
@@ -104,7 +94,7 @@ def test_an_unknown_completions_field_is_a_400_naming_it(api: openai.OpenAI, mod
 def test_an_embeddings_field_the_model_does_not_take_is_a_400(
     api: openai.OpenAI, model: str, fields: dict[str, Any]
 ) -> None:
-    error = refusal(lambda: api.embeddings.create(model=model, input="hi", extra_body=fields))
+    error = refused(lambda: api.embeddings.create(model=model, input="hi", extra_body=fields))
     assert error["param"] == next(iter(fields))
 
 
@@ -119,15 +109,15 @@ def test_an_unknown_rerank_field_is_a_400_naming_it(server: RunningServer) -> No
 def test_log_probabilities_are_refused_by_a_scripted_model(
     api: openai.OpenAI, field: str, value: Any
 ) -> None:
-    assert refusal(lambda: chat(api, "scripted", **{field: value}))["param"] == field
+    assert refused(lambda: chat(api, "scripted", **{field: value}))["param"] == field
 
 
 def test_store_true_is_refused_by_a_local_model(api: openai.OpenAI) -> None:
-    assert refusal(lambda: chat(api, "smollm2", store=True))["param"] == "store"
+    assert refused(lambda: chat(api, "smollm2", store=True))["param"] == "store"
 
 
 def test_an_unknown_responses_field_on_a_scripted_model_is_a_400(api: openai.OpenAI) -> None:
-    error = refusal(lambda: api.responses.create(model="scripted", input="Hi", extra_body=FOO))
+    error = refused(lambda: api.responses.create(model="scripted", input="Hi", extra_body=FOO))
     assert error["param"] == "foo_bar"
 
 
@@ -246,11 +236,11 @@ def test_llama_samplers_reach_llama_cpp(
 def test_a_llama_sampler_out_of_range_is_a_400_naming_it(
     api: openai.OpenAI, field: str, value: Any
 ) -> None:
-    error = refusal(lambda: chat(api, "smollm2", **{field: value}))
+    error = refused(lambda: chat(api, "smollm2", **{field: value}))
     assert error["param"] == field
     assert error["code"] == "invalid_value"
 
 
 def test_tail_free_sampling_is_refused(api: openai.OpenAI) -> None:
     """llama.cpp dropped it: llama-cpp-python takes ``tfs_z`` only to ignore it."""
-    assert refusal(lambda: chat(api, "smollm2", tfs_z=0.5))["param"] == "tfs_z"
+    assert refused(lambda: chat(api, "smollm2", tfs_z=0.5))["param"] == "tfs_z"

@@ -21,6 +21,7 @@ import httpx
 import openai
 import pytest
 
+from tests.local.models import refused
 from tests.support.poll import until
 from tests.support.server import RunningServer
 
@@ -51,16 +52,6 @@ def server(start_server: Callable[..., RunningServer]) -> RunningServer:
 @pytest.fixture(scope="module")
 def api(server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="none", max_retries=0)
-
-
-def refused(call: Callable[[], Any]) -> dict[str, Any]:
-    """The error of a call that must be a 400."""
-    with pytest.raises(openai.BadRequestError) as caught:
-        call()
-    assert caught.value.status_code == 400
-    body = caught.value.body
-    assert isinstance(body, dict)
-    return body
 
 
 # ---- messages -------------------------------------------------------------------------
